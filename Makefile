@@ -1,0 +1,38 @@
+# The two commands a new machine needs: `make run` and `make test`. Everything else they install.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_FROZEN := 1
+
+.PHONY: install run test lint typecheck proto bench clean
+
+install: .venv/.installed
+
+.venv/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) $(wildcard proto/postwire/v1/*.proto)
+	@scripts/bootstrap
+	$(UV) sync --all-packages
+	scripts/gen-proto
+	@touch $@
+
+proto: install
+	scripts/gen-proto
+
+run: install
+	$(UV) run postwire run
+
+test: install
+	$(UV) run ruff check .
+	$(UV) run mypy
+	$(UV) run pytest
+
+lint:
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+typecheck: install
+	$(UV) run mypy
+
+bench: install
+	$(UV) run python bench/throughput.py
+
+clean:
+	rm -rf .venv .data

@@ -1,0 +1,1 @@
+"""Code every Postwire service shares: settings, logging, NATS topology, bodies, events, ops server."""

@@ -1,0 +1,34 @@
+"""Publishing events to the EVENTS stream with a stable id, so redeliveries deduplicate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import Header
+from postwire.core.topology import event_subject
+from postwire.v1 import envelope_pb2
+
+EVENT_TYPES = ("accepted", "delivered", "deferred", "failed")
+
+
+def event_id(message_id: str, recipient: str, event_type: str, attempt: int = 0) -> str:
+    """Deterministic: the same outcome of the same attempt always gets the same id."""
+    return f"{message_id}.{event_type}.{attempt}.{recipient.lower()}"
+
+
+def make_event(event_type: str, *, account_id: str, message_id: str, recipient: str,
+               attempt: int = 0, **fields: Any) -> envelope_pb2.Event:
+    """An event with a stable id; ``fields`` are further Event fields (smtp_code, response, …)."""
+    ev = envelope_pb2.Event(
+        event_id=event_id(message_id, recipient, event_type, attempt), type=event_type,
+        account_id=account_id, message_id=message_id, recipient=recipient, attempt=attempt, **fields,
+    )
+    ev.at.FromDatetime(datetime.now(UTC))
+    return ev
+
+
+async def publish_event(js: JetStreamContext, ev: envelope_pb2.Event, timeout: float = 5.0) -> None:
+    await js.publish(event_subject(ev.account_id, ev.type), ev.SerializeToString(),
+                     headers={Header.MSG_ID: ev.event_id}, timeout=timeout)

@@ -1,0 +1,60 @@
+"""Accepting a message: store its body, publish it to INBOUND, and return only after the PubAck.
+
+ingest-smtp and api-gateway both call :func:`submit`; its success is the moment a message is accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.api import Header
+from nats.js.errors import Error as JetStreamError
+from postwire.core.bodies import BodyStore
+from postwire.core.topology import inbound_subject
+from postwire.v1 import envelope_pb2
+
+
+class QueueUnavailable(Exception):
+    """NATS/JetStream did not confirm the publish: answer a temporary failure, accept nothing."""
+
+
+@dataclass
+class Submission:
+    account_id: str
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    source: str
+    subject: str = ""
+    inline_css: bool = True
+    css_engine: str = ""
+    tags: Iterable[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class Intake:
+    def __init__(self, js: JetStreamContext, bodies: BodyStore, publish_timeout: float = 5.0) -> None:
+        self._js = js
+        self._bodies = bodies
+        self._timeout = publish_timeout
+
+    async def submit(self, sub: Submission, message_id: str) -> None:
+        """Durably queue ``sub`` under ``message_id``. A retry with the same id is deduplicated by
+        JetStream (Nats-Msg-Id within the stream's duplicate window)."""
+        envelope = envelope_pb2.InboundMessage(
+            message_id=message_id, account_id=sub.account_id, mail_from=sub.mail_from,
+            recipients=sub.recipients, source=sub.source, subject=sub.subject,
+            options=envelope_pb2.SendOptions(inline_css=sub.inline_css, css_engine=sub.css_engine),
+            tags=list(sub.tags), metadata=dict(sub.metadata),
+        )
+        envelope.accepted_at.FromDatetime(datetime.now(UTC))
+        try:
+            envelope.body.CopyFrom(await self._bodies.put(f"{message_id}/original", sub.raw))
+            await self._js.publish(inbound_subject(sub.account_id), envelope.SerializeToString(),
+                                   headers={Header.MSG_ID: message_id}, timeout=self._timeout)
+        except (TimeoutError, nats.errors.Error, JetStreamError, OSError) as e:
+            raise QueueUnavailable(str(e) or type(e).__name__) from e

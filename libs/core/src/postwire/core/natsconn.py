@@ -1,0 +1,39 @@
+"""Connecting to NATS: retry until reachable, reconnect forever, log state changes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import structlog
+from nats.aio.client import Client
+
+log = structlog.get_logger(__name__)
+
+
+async def connect(url: str, name: str, *, stop: asyncio.Event | None = None) -> Client:
+    """Connect, retrying the first connection too: a service may start before NATS does."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats.disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats.reconnected")
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats.error", error=str(e))
+
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                connect_timeout=2, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            )
+        except (TimeoutError, OSError, nats.errors.NoServersError) as e:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("nats.connect_failed", error=str(e), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

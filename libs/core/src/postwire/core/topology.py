@@ -1,0 +1,102 @@
+"""The JetStream topology, declared in one place and applied idempotently at service start.
+
+Streams
+  INBOUND   inbound.<account>   accepted messages, one per submission (work queue: the router)
+  OUTBOUND  outbound.<shard>    one per message and recipient domain (work queue: the senders)
+  EVENTS    events.<account>.<type>   every outcome (limits: read by the recorder, later webhooks)
+Object store
+  BODIES    message bodies larger than the inline threshold
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+INBOUND = "INBOUND"
+OUTBOUND = "OUTBOUND"
+EVENTS = "EVENTS"
+BODIES = "BODIES"
+
+DAY = 24 * 3600.0
+
+
+def inbound_subject(account_id: str) -> str:
+    return f"inbound.{account_id}"
+
+
+def outbound_subject(shard: int) -> str:
+    return f"outbound.{shard:03d}"
+
+
+def event_subject(account_id: str, event_type: str) -> str:
+    return f"events.{account_id}.{event_type}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    replicas: int = 1
+    duplicate_window_s: float = 120.0
+    # longer than the longest retry lifetime, so a deferred message is never dropped by age
+    queue_max_age_s: float = 7 * DAY
+    events_max_age_s: float = 7 * DAY
+
+    def streams(self) -> list[StreamConfig]:
+        def stream(name: str, subject: str, retention: RetentionPolicy, max_age: float) -> StreamConfig:
+            return StreamConfig(name=name, subjects=[subject], retention=retention, max_age=max_age,
+                                storage=StorageType.FILE, num_replicas=self.replicas,
+                                duplicate_window=self.duplicate_window_s)
+
+        return [
+            stream(INBOUND, "inbound.>", RetentionPolicy.WORK_QUEUE, self.queue_max_age_s),
+            stream(OUTBOUND, "outbound.>", RetentionPolicy.WORK_QUEUE, self.queue_max_age_s),
+            stream(EVENTS, "events.>", RetentionPolicy.LIMITS, self.events_max_age_s),
+        ]
+
+    async def apply(self, js: JetStreamContext) -> None:
+        """Create or update every stream and bucket; safe to call from every replica at every start."""
+        for cfg in self.streams():
+            try:
+                await js.add_stream(cfg)
+            except BadRequestError:
+                await js.update_stream(cfg)
+        with contextlib.suppress(BadRequestError):
+            await js.create_object_store(
+                BODIES,
+                config=ObjectStoreConfig(bucket=BODIES, storage=StorageType.FILE, replicas=self.replicas,
+                                         ttl=self.queue_max_age_s),
+            )
+
+
+def work_consumer(durable: str, *, filter_subject: str | None = None, ack_wait_s: float = 120.0,
+                  max_ack_pending: int = 1024) -> ConsumerConfig:
+    """A durable pull consumer that must ack after its own durable effect."""
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=filter_subject,
+        ack_wait=ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
+    try:
+        await js.add_consumer(stream, cfg)
+    except BadRequestError:
+        # exists with other settings: update what JetStream allows to change
+        await js.add_consumer(stream, cfg)

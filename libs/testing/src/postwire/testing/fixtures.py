@@ -1,0 +1,71 @@
+"""pytest plugin (loaded from the root config): real NATS, PostgreSQL, DNS and SMTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from postwire.testing.dns import DnsServer
+from postwire.testing.nats import NatsServer
+from postwire.testing.postgres import create_database, start_postgres
+from postwire.testing.smtp import SmtpSink
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    # a short path: PostgreSQL's Unix socket path must fit in 107 bytes
+    with tempfile.TemporaryDirectory(prefix="pwpg") as d:
+        server = start_postgres(Path(d) / "pgdata")
+        yield server
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: Any) -> str:
+    """A database with the whole Alembic history applied, shared by the session (isolate by account)."""
+    from postwire.db.migrate import upgrade
+
+    url = create_database(pg_server)
+    upgrade(url)
+    return url
+
+
+@pytest_asyncio.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    srv = NatsServer(tmp_path / "jetstream")
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture(scope="session")
+def dns_server() -> Iterator[DnsServer]:
+    srv = DnsServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest_asyncio.fixture
+async def smtp_sink() -> AsyncIterator[SmtpSink]:
+    sink = await SmtpSink().start()
+    yield sink
+    await sink.stop()
+
+
+async def eventually(check: Any, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    """Poll ``check`` (sync or async) until it returns a truthy value; fail the test at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        await asyncio.sleep(interval)
