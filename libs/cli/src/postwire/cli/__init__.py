@@ -1,0 +1,1 @@
+"""`postwire`, the project's one command-line entry point."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,7 +14,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from uvicorn._types import ASGIApplication
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
@@ -41,7 +41,7 @@ def ops_app(ready: ReadyCheck) -> Starlette:
     return Starlette(routes=routes)
 
 
-async def serve_app(app: ASGIApplication, host: str, port: int, stop: asyncio.Event,
+async def serve_app(app: Any, host: str, port: int, stop: asyncio.Event,
                     started: Callable[[int], None] | None = None) -> None:
     """Serve an ASGI app until ``stop`` is set. ``started`` gets the bound port (port 0 is allowed)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)

@@ -95,8 +95,6 @@ def work_consumer(durable: str, *, filter_subject: str | None = None, ack_wait_s
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, cfg: ConsumerConfig) -> None:
-    try:
-        await js.add_consumer(stream, cfg)
-    except BadRequestError:
-        # exists with other settings: update what JetStream allows to change
-        await js.add_consumer(stream, cfg)
+    """Create the durable consumer, or update it (JetStream's create is idempotent for equal configs
+    and updates the editable fields of an existing one)."""
+    await js.add_consumer(stream, cfg)

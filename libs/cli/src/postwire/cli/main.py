@@ -1,0 +1,81 @@
+"""`postwire` subcommands: run, account create, db upgrade, inline-css."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from postwire.cli.settings import CliSettings
+
+
+def _database_url(settings: CliSettings) -> str:
+    """POSTWIRE_DATABASE_URL when set, else the local run's embedded PostgreSQL (started if needed)."""
+    if "POSTWIRE_DATABASE_URL" in os.environ:
+        return settings.database_url
+    from postwire.cli.embedded import start_postgres
+
+    return start_postgres(settings.data_dir).url
+
+
+def cmd_run(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.stack import run_stack
+
+    return run_stack(settings)
+
+
+def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.accounts import create_account
+
+    creds = asyncio.run(create_account(_database_url(settings), args.name))
+    if args.json:
+        print(json.dumps(creds.as_dict()))
+    else:
+        print(f"account   {creds.account_id} ({creds.name})\napi key   {creds.api_key}\n"
+              f"smtp user {creds.smtp_username}\nsmtp pass {creds.smtp_password}\n"
+              "These secrets are shown once; only their hashes are stored.")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.db.migrate import upgrade
+
+    upgrade(_database_url(settings))
+    return 0
+
+
+def cmd_inline_css(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.transformer.inline import inline_html
+
+    html = Path(args.file).read_text(encoding="utf-8")
+    css = Path(args.css).read_text(encoding="utf-8") if args.css else None
+    sys.stdout.write(inline_html(html, css, engine=args.engine))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="postwire", description="Postwire email relay")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the whole system locally (embedded NATS and PostgreSQL)").set_defaults(
+        func=cmd_run)
+    account = sub.add_parser("account", help="manage accounts").add_subparsers(dest="action", required=True)
+    create = account.add_parser("create", help="create an account with an API key and an SMTP login")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
+    create.set_defaults(func=cmd_account_create)
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply all migrations").set_defaults(func=cmd_db_upgrade)
+    inline = sub.add_parser("inline-css", help="print an HTML document with its CSS inlined")
+    inline.add_argument("file")
+    inline.add_argument("--css", help="extra stylesheet to apply")
+    inline.add_argument("--engine", default="css-inline", choices=["css-inline", "premailer"])
+    inline.set_defaults(func=cmd_inline_css)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    sys.exit(args.func(args, CliSettings()))

@@ -1,0 +1,184 @@
+"""`postwire run`: the whole system on one machine, supervised like a Kubernetes pod restartPolicy.
+
+Starts the embedded NATS (JetStream) and PostgreSQL, applies migrations, makes sure a demo account
+exists, then runs every service as its own process, restarting one that exits with backoff. SIGINT or
+SIGTERM stops the services (ingest first, so nothing new is accepted while the rest drains), then
+NATS and PostgreSQL, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import structlog
+from postwire.cli.accounts import create_account
+from postwire.cli.embedded import EmbeddedPostgres, start_nats, start_postgres
+from postwire.cli.settings import CliSettings
+from postwire.core.logging import configure_logging
+from postwire.db.migrate import upgrade
+
+log = structlog.get_logger("postwire.run")
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    env: dict[str, str]
+
+
+def services(settings: CliSettings, nats_url: str, database_url: str) -> list[Service]:
+    """The services in stop order: intake first, the recorder last."""
+    h = settings.host
+    base = {"POSTWIRE_NATS_URL": nats_url, "POSTWIRE_DATABASE_URL": database_url,
+            "POSTWIRE_DATA_DIR": str(settings.data_dir.resolve()), "POSTWIRE_OPS_HOST": h}
+    specs = [
+        ("ingest-smtp", "postwire.ingest_smtp", {
+            "POSTWIRE_SMTP_HOST": h, "POSTWIRE_SMTP_PORT": str(settings.smtp_port),
+            "POSTWIRE_SMTP_ALLOW_INSECURE_AUTH": str(settings.dev_insecure_auth).lower()}),
+        ("api-gateway", "postwire.api_gateway", {
+            "POSTWIRE_HTTP_HOST": h, "POSTWIRE_HTTP_PORT": str(settings.http_port)}),
+        ("dispatcher", "postwire.dispatcher", {"POSTWIRE_TRANSFORMER_ADDR": f"{h}:{settings.grpc_port}"}),
+        ("transformer", "postwire.transformer", {
+            "POSTWIRE_GRPC_HOST": h, "POSTWIRE_GRPC_PORT": str(settings.grpc_port)}),
+        ("bounce", "postwire.bounce", {}),
+    ]
+    return [
+        Service(name, module, {**base, "POSTWIRE_OPS_PORT": str(settings.ops_base_port + i), **extra})
+        for i, (name, module, extra) in enumerate(specs, start=1)
+    ]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: if the supervisor is killed with -9, the kernel stops the service too."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def supervise(svc: Service, settings: CliSettings, stop: asyncio.Event) -> None:
+    """Keep one service running until ``stop``; restart it with exponential backoff when it exits."""
+    logs = settings.data_dir / "logs"
+    backoff = 1.0
+    while not stop.is_set():
+        with (logs / f"{svc.name}.log").open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", svc.module, env={**os.environ, **svc.env}, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        started = asyncio.get_running_loop().time()
+        exited = asyncio.ensure_future(proc.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            exited.cancel()
+            await _terminate(proc, settings.shutdown_grace_s)
+            return
+        stopping.cancel()
+        if asyncio.get_running_loop().time() - started > 60:
+            backoff = 1.0
+        log.warning("service.exited", service=svc.name, code=proc.returncode, restart_in=backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(backoff * 2, settings.restart_backoff_max_s)
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def _ensure_demo_account(settings: CliSettings, database_url: str) -> dict[str, str]:
+    """Create the demo account once; later runs reuse the credentials saved in the data dir."""
+    path = settings.data_dir / "demo-account.json"
+    if path.exists():
+        saved: dict[str, str] = json.loads(path.read_text())
+        return saved
+    creds = await create_account(database_url, "demo")
+    data = {"account_id": creds.account_id, "api_key": creds.api_key,
+            "smtp_username": creds.smtp_username, "smtp_password": creds.smtp_password}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.chmod(0o600)
+    return data
+
+
+async def _wait_for_port(host: str, port: int, stop: asyncio.Event, timeout: float = 60) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return True
+    return False
+
+
+def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
+    h = settings.host
+    return (
+        "\nPostwire is running.\n"
+        f"  SMTP submission  {h}:{settings.smtp_port}  (AUTH PLAIN/LOGIN; STARTTLS offered)\n"
+        f"  HTTP API         http://{h}:{settings.http_port}/v1   docs: http://{h}:{settings.http_port}/docs\n"
+        f"  Transformer gRPC {h}:{settings.grpc_port}\n"
+        f"  NATS             {nats_url}\n"
+        f"  Data and logs    {settings.data_dir.resolve()}\n"
+        f"Demo account ({settings.data_dir.resolve() / 'demo-account.json'}):\n"
+        f"  api_key        {demo['api_key']}\n"
+        f"  smtp_username  {demo['smtp_username']}\n"
+        f"  smtp_password  {demo['smtp_password']}\n"
+        "Press Ctrl-C to stop.\n"
+    )
+
+
+async def _run(settings: CliSettings, pg: EmbeddedPostgres, nats_url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.to_thread(upgrade, pg.url)
+    demo = await _ensure_demo_account(settings, pg.url)
+    tasks = [asyncio.create_task(supervise(s, settings, stop)) for s in services(settings, nats_url, pg.url)]
+    if await _wait_for_port(settings.host, settings.http_port, stop) and await _wait_for_port(
+            settings.host, settings.smtp_port, stop):
+        print(_banner(settings, nats_url, demo), flush=True)
+    await stop.wait()
+    log.info("run.stopping")
+    for task in tasks:  # in order: intake stops first
+        await task
+
+
+def run_stack(settings: CliSettings) -> int:
+    configure_logging("run", settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.data_dir / "logs").mkdir(exist_ok=True)
+    nats_proc = start_nats(settings.data_dir, settings.host, settings.nats_port)
+    pg = start_postgres(settings.data_dir)
+    try:
+        asyncio.run(_run(settings, pg, f"nats://{settings.host}:{settings.nats_port}"))
+    finally:
+        nats_proc.terminate()
+        try:
+            nats_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            nats_proc.kill()
+        pg.stop()
+        log.info("run.stopped")
+    return 0
