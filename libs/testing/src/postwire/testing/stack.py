@@ -1,0 +1,127 @@
+"""The whole system as `make run` starts it (`postwire run` in a subprocess), pointed at a loopback
+DNS server and SMTP destination. End-to-end tests and benchmarks use it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from postwire.testing.ports import free_port
+
+SERVICE_COUNT = 5
+
+
+def _free_block(count: int) -> int:
+    """A base port with ``count`` free ports after it (ops ports are base+1 … base+count)."""
+    while True:
+        base = free_port()
+        ports = range(base + 1, base + 1 + count)
+        if all(_is_free(p) for p in ports) and base + count < 65535:
+            return base
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class LocalStack:
+    data_dir: Path
+    dns_nameserver: str
+    mx_port: int
+    extra_env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    proc: asyncio.subprocess.Process | None = None
+
+    def __post_init__(self) -> None:
+        self.nats_port, self.smtp_port = free_port(), free_port()
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.ops_base_port = _free_block(SERVICE_COUNT)
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats_port}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "POSTWIRE_DATA_DIR": str(self.data_dir), "POSTWIRE_NATS_PORT": str(self.nats_port),
+            "POSTWIRE_SMTP_PORT": str(self.smtp_port), "POSTWIRE_HTTP_PORT": str(self.http_port),
+            "POSTWIRE_GRPC_PORT": str(self.grpc_port), "POSTWIRE_OPS_BASE_PORT": str(self.ops_base_port),
+            "POSTWIRE_DNS_NAMESERVERS": self.dns_nameserver, "POSTWIRE_MX_PORT": str(self.mx_port),
+            "POSTWIRE_LOG_LEVEL": "INFO",
+            **self.extra_env,
+        }
+
+    def demo(self) -> dict[str, str]:
+        creds: dict[str, str] = json.loads((self.data_dir / "demo-account.json").read_text())
+        return creds
+
+    async def start(self, timeout: float = 120) -> LocalStack:
+        postwire = Path(sys.executable).parent / "postwire"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "run.log").open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            str(postwire), "run", env=self.env(), stdout=log, stderr=log,
+        )
+        log.close()
+        await self._wait_ready(timeout)
+        return self
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with httpx.AsyncClient() as client:
+            while asyncio.get_running_loop().time() < deadline:
+                assert self.proc is not None
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"postwire run exited; see {self.data_dir / 'run.log'}")
+                if await self._ready(client):
+                    return
+                await asyncio.sleep(0.3)
+        raise RuntimeError(f"stack not ready in {timeout}s; see {self.data_dir}/logs")
+
+    async def _ready(self, client: httpx.AsyncClient) -> bool:
+        if not (self.data_dir / "demo-account.json").exists():
+            return False
+        urls = [f"{self.api}/readyz"] + [
+            f"http://{self.host}:{self.ops_base_port + i}/readyz" for i in (1, 3, 4, 5)
+        ]
+        try:
+            for url in urls:
+                if (await client.get(url, timeout=2)).status_code != 200:
+                    return False
+            _, writer = await asyncio.open_connection(self.host, self.smtp_port)
+        except (httpx.HTTPError, OSError):
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    async def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as Ctrl-C or Kubernetes would; returns the exit code."""
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise
