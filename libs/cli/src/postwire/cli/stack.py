@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 
 import structlog
+
 from postwire.cli.accounts import create_account
 from postwire.cli.embedded import EmbeddedPostgres, start_nats, start_postgres
 from postwire.cli.settings import CliSettings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
+
 from postwire.core.topology import BODIES
 from postwire.v1 import envelope_pb2
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import Header
+
 from postwire.core.topology import event_subject
 from postwire.v1 import envelope_pb2
 

@@ -13,6 +13,7 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import Header
 from nats.js.errors import Error as JetStreamError
+
 from postwire.core.bodies import BodyStore
 from postwire.core.topology import inbound_subject
 from postwire.v1 import envelope_pb2

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from postwire.core.ids import new_id
-from postwire.db.models import Account, ApiKey, SmtpCredential
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from postwire.core.ids import new_id
+from postwire.db.models import Account, ApiKey, SmtpCredential
 
 _hasher = PasswordHasher()
 API_KEY_PREFIX = "pw_"

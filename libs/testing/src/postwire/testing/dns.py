@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from dnslib import AAAA, MX, QTYPE, RR, TXT, A, DNSLabel, DNSRecord
-from dnslib.server import BaseResolver, DNSHandler, DNSServer
+from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 _CLASSES = {"A": A, "AAAA": AAAA, "MX": MX, "TXT": TXT}
 
@@ -36,9 +36,10 @@ class DnsServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.zone: dict[tuple[str, str], list[RR]] = defaultdict(list)
         resolver = _ZoneResolver(self.zone)
-        self._udp = DNSServer(resolver, address=host, port=port, tcp=False)
+        quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
+        self._udp = DNSServer(resolver, address=host, port=port, tcp=False, logger=quiet)
         bound = self._udp.server.server_address[1]
-        self._tcp = DNSServer(resolver, address=host, port=bound, tcp=True)
+        self._tcp = DNSServer(resolver, address=host, port=bound, tcp=True, logger=quiet)
         self.host, self.port = host, int(bound)
 
     @property

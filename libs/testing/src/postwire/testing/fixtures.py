@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+
 from postwire.testing.dns import DnsServer
 from postwire.testing.nats import NatsServer
 from postwire.testing.postgres import create_database, start_postgres

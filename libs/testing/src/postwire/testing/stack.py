@@ -116,8 +116,10 @@ class LocalStack:
 
     async def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as Ctrl-C or Kubernetes would; returns the exit code."""
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else 0
+        if self.proc is None:
+            return 0
+        if self.proc.returncode is not None:
+            return self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)

@@ -1,0 +1,214 @@
+"""transform_mime: HTML parts inlined, every other byte unchanged, bad input handled."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import random
+import re
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+
+import pytest
+
+from postwire.transformer.inline import PREMAILER
+from postwire.transformer.mime import MimeError, transform_mime
+
+HTML = (
+    "<html><head><style>p { color: red; } @media (max-width: 600px) { p { color: blue; } }</style>"
+    "</head><body><p>Grüße</p></body></html>"
+)
+PDF = bytes(range(256)) * 40
+
+HEADERS = (
+    b"Return-Path: <a@example.com>\r\n"
+    b'From:   "Ann Example" <a@example.com>\r\n'
+    b"To: b@example.net\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= and a subject long enough to have been folded\r\n"
+    b"\tby the sender's client onto a second line\r\n"
+    b"X-Odd-Spacing:value-without-space   \r\n"
+    b"MIME-Version: 1.0\r\n"
+)
+
+
+def _mixed_message() -> bytes:
+    """multipart/mixed: alternative(text/plain, text/html QP) + a PDF attachment, CRLF, with preamble."""
+    pdf = base64.encodebytes(PDF).replace(b"\n", b"\r\n").rstrip(b"\r\n")
+    html = HTML.encode("utf-8")
+    qp_html = b"=".join([html[:40], b"\r\n" + html[40:]])  # a soft line break, as real encoders write
+    return (
+        HEADERS + b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+        b"This is a multi-part message in MIME format.\r\n"
+        b"--outer\r\n"
+        b'Content-Type: multipart/alternative; boundary="inner"\r\n\r\n'
+        b"--inner\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"plain <style> text\r\n"
+        b"--inner\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + qp_html.replace(b"\xc3\xbc", b"=C3=BC").replace(b"\xc3\x9f", b"=C3=9F")
+        + b"\r\n"
+        b"--inner--\r\n"
+        b"--outer\r\n"
+        b'Content-Type: application/pdf; name="a.pdf"\r\n'
+        b'Content-Disposition: attachment; filename="a.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + pdf + b"\r\n"
+        b"--outer--\r\n"
+        b"epilogue stays\r\n"
+    )
+
+
+def _single(html: bytes, charset: str | None, cte: str | None, nl: bytes = b"\r\n") -> bytes:
+    ctype = b"Content-Type: text/html" + (f"; charset={charset}".encode() if charset else b"")
+    head = [b"From: a@example.com", b"Subject: t", ctype]
+    if cte:
+        head.append(f"Content-Transfer-Encoding: {cte}".encode())
+    return nl.join([*head, b"", html]) + nl
+
+
+def _html_of(mime: bytes) -> str:
+    msg = message_from_bytes(mime, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def test_mixed_message_only_html_changes() -> None:
+    raw = _mixed_message()
+    result = transform_mime(raw)
+    assert result.changed and result.html_parts_transformed == 1
+    out = result.mime
+    head_end = raw.index(b"\r\n\r\n") + 4
+    assert out[:head_end] == raw[:head_end]  # top-level headers byte-for-byte, folding included
+    attachment = raw[raw.index(b"--outer\r\nContent-Type: application/pdf") :]
+    assert out.endswith(attachment)  # attachment part, close delimiter and epilogue untouched
+    assert b"plain <style> text\r\n--inner\r\n" in out
+    html = _html_of(out)
+    assert 'style="color: red;"' in html and "Grüße" in html and "@media" in html
+    msg = message_from_bytes(out, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    [pdf] = list(msg.iter_attachments())
+    assert pdf.get_content() == PDF
+
+
+def test_line_endings_stay_crlf() -> None:
+    out = transform_mime(_mixed_message()).mime
+    assert re.search(rb"(?<!\r)\n", out) is None
+
+
+def test_lf_message_stays_lf() -> None:
+    out = transform_mime(_single(HTML.encode(), "utf-8", "8bit", nl=b"\n")).mime
+    assert b"\r" not in out and 'style="color: red;"' in _html_of(out)
+
+
+def test_unchanged_message_is_returned_as_is() -> None:
+    raw = _single(b"<html><body><p>no css here</p></body></html>", "utf-8", None)
+    result = transform_mime(raw)
+    assert result.mime is raw and not result.changed and result.html_parts_transformed == 0
+
+
+def test_iso_8859_1_keeps_its_charset() -> None:
+    raw = _single(HTML.encode("iso-8859-1"), "iso-8859-1", "8bit")
+    out = transform_mime(raw).mime
+    assert b"charset=iso-8859-1" in out and "Grüße".encode("iso-8859-1") in out
+    assert 'style="color: red;"' in _html_of(out)
+
+
+def test_utf8_base64_stays_base64() -> None:
+    body = base64.encodebytes(HTML.replace("Grüße", "日本語").encode()).replace(b"\n", b"\r\n").rstrip()
+    out = transform_mime(_single(body, "utf-8", "base64")).mime
+    assert b"Content-Transfer-Encoding: base64" in out
+    html = _html_of(out)
+    assert "日本語" in html and 'style="color: red;"' in html
+
+
+def test_characters_outside_the_charset_become_references() -> None:
+    raw = _single(HTML.replace("Grüße", "&#8364; &euro;").encode("ascii"), "us-ascii", "7bit")
+    out = transform_mime(raw).mime
+    assert out.isascii() and "&#8364; &#8364;" in _html_of(out)  # html5ever writes € back as a reference
+
+
+def test_long_lines_switch_7bit_to_quoted_printable() -> None:
+    long_html = "<style>p{color:red;padding:0}</style>" + "<p>x</p>" * 300
+    raw = _single(long_html.encode(), "utf-8", "7bit")
+    out = transform_mime(raw).mime
+    assert b"Content-Transfer-Encoding: quoted-printable" in out and b"7bit" not in out
+    assert max(map(len, out.split(b"\r\n"))) <= 78
+    assert _html_of(out).count('style="color: red;padding: 0;"') == 300
+
+
+def test_missing_cte_header_is_added_when_needed() -> None:
+    raw = _single(("<style>p{color:red}</style>" + "<p>é</p>" * 200).encode(), "utf-8", None)
+    out = transform_mime(raw).mime
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" in out
+    assert _html_of(out).count("é") == 200
+
+
+def test_unknown_charset_is_left_alone() -> None:
+    raw = _single(HTML.encode("utf-8"), "x-no-such-charset", "8bit")
+    assert transform_mime(raw).mime is raw
+
+
+def test_bytes_that_lie_about_their_charset_are_left_alone() -> None:
+    raw = _single(HTML.encode("iso-8859-1"), "utf-8", "8bit")
+    assert transform_mime(raw).mime is raw
+
+
+def test_html_attachment_is_not_touched() -> None:
+    raw = _single(HTML.encode(), "utf-8", "8bit").replace(
+        b"Subject: t\r\n", b"Subject: t\r\nContent-Disposition: attachment; filename=page.html\r\n"
+    )
+    assert transform_mime(raw).mime is raw
+
+
+def test_signed_multipart_is_not_touched() -> None:
+    raw = (
+        b'From: a@example.com\r\nContent-Type: multipart/signed; boundary="s"; protocol="x"\r\n\r\n'
+        b"--s\r\nContent-Type: text/html\r\n\r\n" + HTML.encode() + b"\r\n"
+        b"--s\r\nContent-Type: application/pkcs7-signature\r\n\r\nsig\r\n--s--\r\n"
+    )
+    assert transform_mime(raw).mime is raw
+
+
+def test_premailer_engine() -> None:
+    out = transform_mime(_mixed_message(), engine=PREMAILER)
+    assert out.html_parts_transformed == 1
+    assert "color:red" in _html_of(out.mime).replace(" ", "")
+
+
+@pytest.mark.parametrize("raw", [b"", b"not a message\r\n\r\nbody", b"\x00\x01\x02", b"From nobody Mon\n\nx"])
+def test_not_a_message_is_a_typed_error(raw: bytes) -> None:
+    with pytest.raises(MimeError):
+        transform_mime(raw)
+
+
+def test_truncated_multipart_still_works() -> None:
+    raw = _mixed_message()
+    raw = raw[: raw.index(b"--inner--")]
+    result = transform_mime(raw)
+    assert result.html_parts_transformed == 1 and result.mime.startswith(raw[:200])
+
+
+def test_multipart_without_boundary_is_left_alone() -> None:
+    raw = b"From: a@example.com\r\nContent-Type: multipart/mixed\r\n\r\n" + HTML.encode()
+    assert transform_mime(raw).mime is raw
+
+
+def test_broken_base64_does_not_crash() -> None:
+    raw = _single(b"PHN0eWxlPnB7Y29sb3I6cmVkfTwvc3R5bGU+PHA+eDwvcD4=!!!@@@===x", "utf-8", "base64")
+    transform_mime(raw)
+
+
+def test_random_mutations_never_crash_unexpectedly() -> None:
+    rng = random.Random(1234)
+    base = _mixed_message()
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cut = rng.randrange(len(data) + 1)
+        with contextlib.suppress(MimeError):
+            transform_mime(bytes(data[:cut]))

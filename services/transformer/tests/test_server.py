@@ -1,0 +1,155 @@
+"""The gRPC service over loopback: round trip, health, status codes, ops endpoint, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+import pytest_asyncio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from postwire.transformer.server import SERVICE_NAME, Transformer, WorkerPool, serve
+from postwire.transformer.settings import TransformerSettings
+from postwire.v1 import transformer_pb2, transformer_pb2_grpc
+
+LIMIT = 256 * 1024
+MESSAGE = (
+    b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<html><head><style>p{color:red} @media (max-width:600px){p{color:blue}}</style></head>"
+    b"<body><p>hi</p></body></html>\r\n"
+)
+
+
+@dataclass
+class Running:
+    grpc_port: int
+    ops_port: int
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def transformer() -> AsyncIterator[Running]:
+    settings = TransformerSettings(grpc_port=0, ops_port=0, transform_workers=1, max_message_size=LIMIT)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    grpc_port: asyncio.Future[int] = loop.create_future()
+    ops_port: asyncio.Future[int] = loop.create_future()
+    task = asyncio.create_task(serve(settings, stop, grpc_port.set_result, ops_started=ops_port.set_result))
+    running = Running(await grpc_port, await ops_port, stop, task)
+    yield running
+    stop.set()
+    await task
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def channel(transformer: Running) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{transformer.grpc_port}") as ch:
+        yield ch
+
+
+async def transform(
+    channel: grpc.aio.Channel, mime: bytes, **options: object
+) -> transformer_pb2.TransformResponse:
+    stub = transformer_pb2_grpc.TransformerStub(channel)
+    request = transformer_pb2.TransformRequest(mime=mime)
+    if options:
+        request.options.CopyFrom(transformer_pb2.TransformOptions(**options))  # type: ignore[arg-type]
+    response: transformer_pb2.TransformResponse = await stub.Transform(request)
+    return response
+
+
+async def test_round_trip_inlines_css(channel: grpc.aio.Channel) -> None:
+    reply = await transform(channel, MESSAGE, inline_css=True)
+    assert reply.changed and reply.html_parts_transformed == 1
+    assert b'<p style="color: red;">hi</p>' in reply.mime and b"@media" in reply.mime
+    assert reply.mime.startswith(MESSAGE[: MESSAGE.index(b"\r\n\r\n")])
+
+
+async def test_no_options_means_default_transforms(channel: grpc.aio.Channel) -> None:
+    assert (await transform(channel, MESSAGE)).changed
+
+
+async def test_premailer_by_request(channel: grpc.aio.Channel) -> None:
+    reply = await transform(
+        channel, MESSAGE, inline_css=True, css_engine=transformer_pb2.CSS_ENGINE_PREMAILER
+    )
+    assert reply.html_parts_transformed == 1 and b'style="color:red"' in reply.mime
+
+
+async def test_inline_css_false_returns_the_message_unchanged(channel: grpc.aio.Channel) -> None:
+    reply = await transform(channel, MESSAGE, inline_css=False)
+    assert reply.mime == MESSAGE and not reply.changed
+
+
+async def test_unparseable_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await transform(channel, b"this is not a message", inline_css=True)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a MIME message" in (info.value.details() or "")
+
+
+async def test_too_large_is_resource_exhausted(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await transform(channel, MESSAGE + b"x" * LIMIT, inline_css=True)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_unknown_engine_value_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await transform(channel, MESSAGE, inline_css=True, css_engine=99)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_health_reports_serving(channel: grpc.aio.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", SERVICE_NAME):
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_ops_endpoint_serves_metrics(transformer: Running, channel: grpc.aio.Channel) -> None:
+    await transform(channel, MESSAGE, inline_css=True)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{transformer.ops_port}") as client:
+        assert (await client.get("/readyz")).status_code == 200
+        text = (await client.get("/metrics")).text
+    assert 'postwire_transformer_requests_total{outcome="changed"}' in text
+    assert "postwire_transformer_html_parts_transformed_total" in text
+
+
+async def test_unexpected_failure_is_internal_with_a_safe_message() -> None:
+    """A worker pool that is already shut down is a real failure the servicer did not anticipate."""
+    settings = TransformerSettings(grpc_port=0, transform_workers=1)
+    pool = WorkerPool(1)
+    await pool.close()
+    server = grpc.aio.server()
+    transformer_pb2_grpc.add_TransformerServicer_to_server(Transformer(settings, pool), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await transform(ch, MESSAGE, inline_css=True)
+    finally:
+        await server.stop(grace=None)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == "internal error while transforming the message"
+
+
+async def test_stop_drains_and_returns() -> None:
+    stop = asyncio.Event()
+    ports: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(TransformerSettings(grpc_port=0, transform_workers=1), stop, ports.set_result)
+    )
+    port = await ports
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert (await transform(ch, MESSAGE, inline_css=True)).changed
+    stop.set()
+    await task
+    assert task.done() and task.exception() is None
