@@ -28,9 +28,13 @@ def cmd_run(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.accounts import create_account
+    from postwire.cli.accounts import AccountExists, create_account
 
-    creds = asyncio.run(create_account(_database_url(settings), args.name))
+    try:
+        creds = asyncio.run(create_account(_database_url(settings), args.name))
+    except AccountExists:
+        print(f"postwire: an account named {args.name!r} already exists", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(creds.as_dict()))
     else:

@@ -1,0 +1,56 @@
+"""The `postwire` command as a user runs it (a subprocess of the installed entry point)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from postwire.db.accounts import account_for_api_key, account_for_smtp_login
+from postwire.db.engine import make_engine, make_sessionmaker
+
+POSTWIRE = str(Path(sys.executable).parent / "postwire")
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([POSTWIRE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_inline_css_prints_the_document_with_styles_inlined(tmp_path: Path) -> None:
+    page = tmp_path / "page.html"
+    page.write_text("<html><head><style>p { color: red }</style></head><body><p>Hi</p></body></html>")
+    extra = tmp_path / "extra.css"
+    extra.write_text("p { font-weight: bold }")
+    out = _run("inline-css", str(page), "--css", str(extra))
+    assert out.returncode == 0, out.stderr
+    assert "color: red" in out.stdout and "font-weight: bold" in out.stdout
+    assert '<p style="' in out.stdout
+
+
+async def test_account_create_json_prints_working_credentials(pg_url: str) -> None:
+    out = _run("account", "create", "cli-test", "--json", env={"POSTWIRE_DATABASE_URL": pg_url})
+    assert out.returncode == 0, out.stderr
+    creds = json.loads(out.stdout)
+    assert set(creds) >= {"api_key", "smtp_username", "smtp_password"}
+    engine = make_engine(pg_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            account = await account_for_api_key(session, creds["api_key"])
+            assert account is not None
+            user, password = creds["smtp_username"], creds["smtp_password"]
+            assert await account_for_smtp_login(session, user, password) == account
+            assert await account_for_smtp_login(session, creds["smtp_username"], "wrong") is None
+            assert await account_for_api_key(session, creds["api_key"] + "x") is None
+    finally:
+        await engine.dispose()
+
+
+def test_a_second_account_with_the_same_name_is_refused_clearly(pg_url: str) -> None:
+    env = {"POSTWIRE_DATABASE_URL": pg_url}
+    assert _run("account", "create", "dup-name", "--json", env=env).returncode == 0
+    again = _run("account", "create", "dup-name", "--json", env=env)
+    assert again.returncode != 0
+    assert "already exists" in again.stderr
