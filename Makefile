@@ -1,6 +1,6 @@
 # The two commands a new machine needs: `make run` and `make test`. Everything else they install.
 SHELL := /bin/bash
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV := scripts/uv
 export UV_FROZEN := 1
 
 .PHONY: install run test lint typecheck proto bench clean
@@ -8,7 +8,6 @@ export UV_FROZEN := 1
 install: .venv/.installed
 
 .venv/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) $(wildcard proto/postwire/v1/*.proto)
-	@scripts/bootstrap
 	$(UV) sync --all-packages
 	scripts/gen-proto
 	@touch $@

@@ -30,6 +30,9 @@ async def connect(url: str, name: str, *, stop: asyncio.Event | None = None) -> 
                 url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 connect_timeout=2, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
                 error_cb=on_error,
+                # no buffering while reconnecting: a publish must fail now (→ 451/503, nak) rather
+                # than be sent later, after its caller already answered "not accepted"
+                pending_size=0,
             )
         except (TimeoutError, OSError, nats.errors.NoServersError) as e:
             if stop is not None and stop.is_set():

@@ -1,0 +1,173 @@
+"""The aiosmtpd handler: relay policy, envelope checks, and the accept-means-durable DATA step.
+
+aiosmtpd finds hooks by name (``dir(handler)``, prefix ``handle_``): a misspelled hook is silently never
+called. tests/test_ingest_unit.py checks every ``handle_*`` here against the hooks aiosmtpd calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+
+from postwire.core.ids import new_message_id
+from postwire.core.intake import Intake, QueueUnavailable, Submission
+from postwire.ingest_smtp import metrics
+from postwire.ingest_smtp.addresses import address_problem
+from postwire.ingest_smtp.auth import Authenticated
+from postwire.ingest_smtp.message import extract_subject, received_header
+from postwire.ingest_smtp.settings import Network
+
+log = structlog.get_logger(__name__)
+
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+QUEUE_UNAVAILABLE = "451 4.3.0 Queue unavailable, try again later"
+TEMPORARY_ERROR = "451 4.3.0 Temporary local error, try again later"
+SHUTTING_DOWN = "451 4.3.2 Service shutting down, try again later"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+NESTED_AUTH = "503 5.5.1 AUTH not permitted during a mail transaction"
+
+
+def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's IP (an IPv4-mapped IPv6 peer counts as its IPv4 address)."""
+    try:
+        ip = ipaddress.ip_address(session.peer[0]) if session.peer else None
+    except (ValueError, TypeError, IndexError):
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    """Who may submit: an authenticated client as its own account, or a trusted-network client as the
+    trusted account (Postfix's permit_mynetworks). Everyone else is refused at RCPT: no open relay."""
+
+    trusted_networks: tuple[Network, ...] = ()
+    trusted_account_id: str | None = None
+
+    def account_for(self, session: Session) -> tuple[str, bool] | None:
+        """(account id, authenticated?) for this session, or None when it may not relay."""
+        if session.authenticated and isinstance(session.auth_data, Authenticated):
+            return session.auth_data.account_id, True
+        ip = peer_ip(session)
+        if self.trusted_account_id and ip is not None and any(ip in net for net in self.trusted_networks):
+            return self.trusted_account_id, False
+        return None
+
+
+def tls_info(session: Session) -> tuple[str, str] | None:
+    """(protocol version, cipher) of a STARTTLS session, for the Received header."""
+    ssl_object = (session.ssl or {}).get("ssl_object")
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return str(ssl_object.version()), str(cipher[0]) if cipher else "unknown"
+
+
+class SubmissionHandler:
+    def __init__(self, *, intake: Intake, policy: RelayPolicy, hostname: str, max_recipients: int,
+                 queue_connected: Callable[[], bool]) -> None:
+        self._intake = intake
+        self._policy = policy
+        self._hostname = hostname
+        self._max_recipients = max_recipients
+        self._queue_connected = queue_connected
+        self.closing = False
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """Advertise ENHANCEDSTATUSCODES (RFC 2034), since our replies carry them. With this hook aiosmtpd
+        no longer records the EHLO name itself; without the assignment every MAIL would get 503."""
+        session.host_name = hostname
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> Any:
+        """RFC 4954 4: AUTH is not permitted inside a transaction (the account would change mid-way)."""
+        return NESTED_AUTH if envelope.mail_from else MISSING
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        """MAIL is allowed before AUTH (clients send it early); relaying is decided at RCPT."""
+        if self.closing:
+            metrics.rejected("shutting_down")
+            return SHUTTING_DOWN
+        problem = address_problem(address)
+        if problem is not None:
+            metrics.rejected("bad_sender")
+            return f"553 5.1.7 Bad sender address <{address}>: {problem}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if self._policy.account_for(session) is None:
+            metrics.rejected("auth_required")
+            return AUTH_REQUIRED
+        problem = address_problem(address)
+        if problem is not None:
+            metrics.rejected("bad_recipient")
+            return f"553 5.1.3 Bad recipient address <{address}>: {problem}"
+        if address in envelope.rcpt_tos:
+            return "250 2.1.5 Ok"  # a duplicate RCPT is one delivery, not two
+        if len(envelope.rcpt_tos) >= self._max_recipients:
+            metrics.rejected("too_many_recipients")
+            return TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Queue the message; 250 only after JetStream confirmed it, otherwise 451 (the client retries)."""
+        who = self._policy.account_for(session)
+        if who is None:  # unreachable through RCPT, kept so DATA can never skip the relay check
+            metrics.rejected("auth_required")
+            return AUTH_REQUIRED
+        if not self._queue_connected():
+            # nats-py buffers publishes while reconnecting and flushes them later: refuse up front so a
+            # message we answered 451 for cannot turn up in INBOUND after all
+            metrics.rejected("queue_unavailable")
+            return QUEUE_UNAVAILABLE
+        started = asyncio.get_running_loop().time()
+        message_id = new_message_id()
+        raw = envelope.original_content or b""
+        submission = self._submission(session, envelope, message_id, raw, *who)
+        try:
+            await self._intake.submit(submission, message_id)
+        except QueueUnavailable as e:
+            log.warning("smtp.queue_unavailable", message_id=message_id, error=str(e))
+            metrics.rejected("queue_unavailable")
+            return QUEUE_UNAVAILABLE
+        metrics.ACCEPT_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        metrics.ACCEPTED.inc()
+        metrics.RECEIVED_BYTES.inc(len(raw))
+        log.info("smtp.accepted", message_id=message_id, account_id=who[0], recipients=len(envelope.rcpt_tos),
+                 size=len(raw))
+        return f"250 2.0.0 Ok: queued as {message_id}"
+
+    def _submission(self, session: Session, envelope: Envelope, message_id: str, raw: bytes,
+                    account_id: str, authenticated: bool) -> Submission:
+        ip = peer_ip(session)
+        literal = "unknown" if ip is None else f"IPv6:{ip}" if ip.version == 6 else str(ip)  # RFC 5321 4.1.3
+        trace = received_header(
+            helo=session.host_name, peer_ip=literal, hostname=self._hostname,
+            message_id=message_id, esmtp=session.extended_smtp, tls=tls_info(session),
+            account_id=account_id, authenticated=authenticated, recipients=envelope.rcpt_tos,
+        )
+        return Submission(account_id=account_id, mail_from=envelope.mail_from or "",
+                          recipients=list(envelope.rcpt_tos), raw=trace + raw, source="smtp",
+                          subject=extract_subject(raw))
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A temporary failure without the exception text (aiosmtpd's default is a permanent 500 that
+        leaks it): the client keeps the message and retries."""
+        log.error("smtp.exception", exc_info=error)
+        metrics.rejected("error")
+        return TEMPORARY_ERROR

@@ -1,0 +1,63 @@
+"""What we read from and add to a submitted message: the Subject for listings and our Received: header.
+
+Both work on the header block only and never raise on malformed input: a broken Subject must not cost
+the sender their message.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import re
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+
+HEADER_SCAN_MAX = 256 * 1024  # a header block larger than this is not parsed for the Subject
+SUBJECT_MAX = 998
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_UNSAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def extract_subject(raw: bytes) -> str:
+    """The decoded Subject on one line (RFC 2047 words decoded), or "" when absent or unreadable."""
+    head = raw[:HEADER_SCAN_MAX]
+    end = _HEADER_END.search(head)
+    if end is not None:
+        head = head[: end.start()]
+    try:
+        value = BytesHeaderParser(policy=email.policy.default).parsebytes(head + b"\r\n\r\n").get("subject")
+        text = "" if value is None else str(value)
+    except Exception:  # the stdlib header parser has raised on hostile input before; the sender's mail wins
+        text = _raw_subject(head)
+    return _WHITESPACE.sub(" ", text).strip()[:SUBJECT_MAX]
+
+
+def _raw_subject(head: bytes) -> str:
+    """The undecoded Subject value when the structured parser gave up."""
+    m = re.search(rb"^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)", head, re.IGNORECASE | re.MULTILINE)
+    return m.group(1).decode("utf-8", "replace") if m else ""
+
+
+def received_header(*, helo: str | None, peer_ip: str, hostname: str, message_id: str, esmtp: bool,
+                    tls: tuple[str, str] | None, account_id: str, authenticated: bool,
+                    recipients: list[str], now: datetime | None = None) -> bytes:
+    """An RFC 5321 4.4 trace header in Postfix's layout, CRLF-terminated, ready to prepend.
+
+    ``tls`` is (protocol version, cipher name). The account id is recorded, never credentials; the
+    ``for`` clause names the recipient only when there is exactly one (as Postfix does), so a Bcc list
+    is not disclosed to every recipient.
+    """
+    helo_name = _UNSAFE_HELO.sub("_", helo or "unknown")[:255]
+    with_ = ("ESMTP" if esmtp else "SMTP") + ("S" if tls and esmtp else "") + ("A" if authenticated else "")
+    lines = [f"Received: from {helo_name} ([{peer_ip}])"]
+    if tls is not None:
+        lines.append(f"\t(using {tls[0]} with cipher {tls[1]})")
+    lines.append(f"\t({'authenticated' if authenticated else 'trusted network'} account {account_id})")
+    by = f"\tby {hostname} (Postwire) with {with_} id {message_id}"
+    date = email.utils.format_datetime(now or datetime.now(UTC))
+    if len(recipients) == 1:
+        lines += [by, f"\tfor <{recipients[0]}>; {date}"]
+    else:
+        lines += [by + ";", f"\t{date}"]
+    return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")

@@ -1,0 +1,113 @@
+"""Wiring: NATS, topology, database, TLS, the ops endpoint and the SMTP listener, with graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+from nats.aio.client import Client
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from postwire.core import natsconn
+from postwire.core.bodies import BodyStore
+from postwire.core.intake import Intake
+from postwire.core.ops import ops_app, serve_app
+from postwire.core.topology import Topology
+from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.db.models import Account
+from postwire.ingest_smtp.auth import LoginVerifier, database_check
+from postwire.ingest_smtp.handler import RelayPolicy, SubmissionHandler
+from postwire.ingest_smtp.server import SmtpListener, quiet_aiosmtpd_log, start_listener
+from postwire.ingest_smtp.settings import IngestSmtpSettings
+from postwire.ingest_smtp.tls import load_context
+
+log = structlog.get_logger(__name__)
+
+
+async def resolve_account(sessions: async_sessionmaker[AsyncSession], ref: str) -> str:
+    """POSTWIRE_TRUSTED_ACCOUNT may be an account id or a name; fail at boot if it is neither."""
+    async with sessions() as session:
+        account = await session.get(Account, ref)
+        if account is None:
+            account = (await session.execute(select(Account).where(Account.name == ref))).scalar_one_or_none()
+    if account is None:
+        raise LookupError(f"POSTWIRE_TRUSTED_ACCOUNT={ref!r} is neither an account id nor an account name")
+    return account.id
+
+
+class _Readiness:
+    """/readyz: listening and connected to NATS (without NATS every DATA would get 451)."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.stop = stop
+        self.nc: Client | None = None
+        self.listening = False
+
+    async def __call__(self) -> bool:
+        return self.listening and self.nc is not None and self.nc.is_connected and not self.stop.is_set()
+
+
+async def serve(settings: IngestSmtpSettings, stop: asyncio.Event,
+                started: Callable[[int], None] | None = None) -> None:
+    """Run the submission server until ``stop`` is set, then drain. ``started`` gets the bound SMTP port.
+
+    The ops endpoint comes up first, so liveness answers while we wait for NATS or the database.
+    """
+    quiet_aiosmtpd_log()
+    ready = _Readiness(stop)
+    ops_stop = asyncio.Event()
+    ops = asyncio.create_task(serve_app(ops_app(ready), settings.ops_host, settings.ops_port, ops_stop))
+    try:
+        ready.nc = await natsconn.connect(settings.nats_url, "ingest-smtp", stop=stop)
+        try:
+            await _serve_with_nats(settings, stop, ready, started)
+        finally:
+            await ready.nc.close()
+    finally:
+        ops_stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ops
+
+
+async def _serve_with_nats(settings: IngestSmtpSettings, stop: asyncio.Event, ready: _Readiness,
+                           started: Callable[[int], None] | None) -> None:
+    assert ready.nc is not None
+    nc = ready.nc
+    js = nc.jetstream()
+    await Topology(replicas=settings.stream_replicas).apply(js)
+    engine = make_engine(settings.database_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        listener = await _start(settings, sessions, Intake(js, BodyStore(js, settings.inline_body_max)), nc)
+        ready.listening = True
+        log.info("smtp.listening", host=settings.smtp_host, port=listener.port)
+        if started is not None:
+            started(listener.port)
+        await stop.wait()
+        ready.listening = False
+        await listener.drain(settings.shutdown_grace_s)
+        log.info("smtp.stopped")
+    finally:
+        await engine.dispose()
+
+
+async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[AsyncSession], intake: Intake,
+                 nc: Client) -> SmtpListener:
+    trusted_id = None
+    if settings.trusted_networks:
+        trusted_id = await resolve_account(sessions, settings.trusted_account)
+    policy = RelayPolicy(tuple(settings.trusted_networks), trusted_id)
+    handler = SubmissionHandler(intake=intake, policy=policy, hostname=settings.smtp_hostname,
+                                max_recipients=settings.max_recipients,
+                                queue_connected=lambda: nc.is_connected)
+    tls_context = await asyncio.to_thread(load_context, settings.tls_cert_file, settings.tls_key_file,
+                                          settings.data_dir, settings.smtp_hostname)
+    return await start_listener(
+        host=settings.smtp_host, port=settings.smtp_port, handler=handler,
+        verifier=LoginVerifier(database_check(sessions), settings.smtp_auth_cache_ttl_s),
+        tls_context=tls_context, hostname=settings.smtp_hostname, max_message_size=settings.max_message_size,
+        allow_insecure_auth=settings.smtp_allow_insecure_auth, timeout_s=settings.smtp_timeout_s,
+    )

@@ -1,0 +1,136 @@
+"""Unit tests of ingest-smtp's pure parts, and guards against aiosmtpd's name-based wiring drifting."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import ssl
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosmtpd.smtp
+import pytest
+from aiosmtpd.smtp import SMTP
+from pydantic import ValidationError
+
+from postwire.ingest_smtp.addresses import address_problem
+from postwire.ingest_smtp.handler import SubmissionHandler
+from postwire.ingest_smtp.message import extract_subject, received_header
+from postwire.ingest_smtp.server import REPLY_REWRITES, SubmissionSMTP
+from postwire.ingest_smtp.settings import IngestSmtpSettings
+from postwire.ingest_smtp.tls import SELF_SIGNED_NAME, ensure_self_signed, load_context
+
+AIOSMTPD_SOURCE = inspect.getsource(aiosmtpd.smtp)
+
+
+def hooks_aiosmtpd_calls() -> set[str]:
+    """Read from aiosmtpd itself, so an upgrade that renames or drops a hook fails here too."""
+    called = re.findall(r"""_call_handler_hook\(\s*['"](\w+)['"]""", AIOSMTPD_SOURCE)
+    looked_up = re.findall(r"""_handle_hooks\.get\(\s*['"](\w+)['"]""", AIOSMTPD_SOURCE)
+    probed = re.findall(r"""event_handler,\s*['"]handle_(\w+)['"]""", AIOSMTPD_SOURCE)
+    return set(called) | set(looked_up) | set(probed)
+
+
+def test_every_handle_method_is_a_hook_aiosmtpd_calls() -> None:
+    known = hooks_aiosmtpd_calls()
+    assert {"MAIL", "RCPT", "DATA", "AUTH", "exception"} <= known  # the scan itself works
+    ours = {name.removeprefix("handle_") for name in dir(SubmissionHandler) if name.startswith("handle_")}
+    assert ours == {"EHLO", "AUTH", "MAIL", "RCPT", "DATA", "exception"}
+    assert ours <= known, f"aiosmtpd never calls: {ours - known}"
+
+
+def test_server_overrides_exist_in_aiosmtpd() -> None:
+    """SubmissionSMTP overrides by name too: each override must replace something real."""
+    own = {n for n, v in vars(SubmissionSMTP).items() if callable(v) and not n.startswith("__")}
+    overrides = own - {"_verify", "close_for_shutdown"}
+    assert {"auth_PLAIN", "auth_LOGIN", "push", "connection_made", "connection_lost"} <= overrides
+    for name in overrides:
+        assert hasattr(SMTP, name), name
+
+
+def test_reply_rewrites_match_aiosmtpd_texts() -> None:
+    joined = re.sub(r"""(['"])\s*\n\s*\1""", "", AIOSMTPD_SOURCE)  # implicit 'a' \n 'b' concatenation
+    for stock, (ours, _) in REPLY_REWRITES.items():
+        assert f"'{stock}'" in joined or f'"{stock}"' in joined, stock
+        assert re.match(r"\d{3} [245]\.\d{1,3}\.\d{1,3} ", ours), ours
+
+
+@pytest.mark.parametrize("address", [
+    "user@example.com", "first.last+tag@sub.example.co.uk", '"john doe"@example.com', "u@[192.0.2.1]",
+    "u@[IPv6:2001:db8::1]", "x@xn--bcher-kva.example",
+])
+def test_good_addresses(address: str) -> None:
+    assert address_problem(address) is None
+
+
+@pytest.mark.parametrize(("address", "why"), [
+    ("user", "local-part@domain"),
+    ("@example.com", "local-part@domain"),
+    ("a..b@example.com", "local part"),
+    ("a" * 65 + "@example.com", "local part longer"),
+    ("user@localhost", "fully qualified"),
+    ("user@-bad.example.com", "invalid domain"),
+    ("user@exa_mple.com", "invalid domain"),
+    ("user@example.123", "top-level"),
+    ("user@[300.1.1.1]", "address literal"),
+    ("u@" + ("a" * 60 + ".") * 5 + "com", "longer than 254"),
+])
+def test_bad_addresses(address: str, why: str) -> None:
+    problem = address_problem(address)
+    assert problem is not None and why in problem
+
+
+@pytest.mark.parametrize(("raw", "subject"), [
+    (b"Subject: Hello\r\n\r\nbody", "Hello"),
+    (b"From: a@b.c\r\nSubject: =?utf-8?b?w4RwZmVs?=\r\n folded\r\n\r\nSubject: not this one", "Äpfel folded"),
+    (b"From: a@b.c\r\n\r\nSubject: in the body", ""),
+    (b"Subject: =?utf-8?q?unterminated\r\n\r\n", "=?utf-8?q?unterminated"),
+    (b"Subject: caf\xe9 latin-1 bytes\r\n\r\n", "caf\ufffd latin-1 bytes"),
+    (b"Subject: bare LF\n\nbody", "bare LF"),
+    (b"", ""),
+    (b"\x00\xff garbage without headers", ""),
+])
+def test_extract_subject_never_fails(raw: bytes, subject: str) -> None:
+    assert extract_subject(raw) == subject
+
+
+def test_received_header_shape() -> None:
+    header = received_header(
+        helo="evil (host)\x01", peer_ip="192.0.2.7", hostname="smtp.example.net", message_id="01abc",
+        esmtp=True, tls=("TLSv1.3", "TLS_AES_256_GCM_SHA384"), account_id="a01", authenticated=True,
+        recipients=["r@example.com"], now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    assert header == (
+        b"Received: from evil__host__ ([192.0.2.7])\r\n"
+        b"\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384)\r\n"
+        b"\t(authenticated account a01)\r\n"
+        b"\tby smtp.example.net (Postwire) with ESMTPSA id 01abc\r\n"
+        b"\tfor <r@example.com>; Fri, 02 Jan 2026 03:04:05 +0000\r\n"
+    )
+    assert all(len(line) <= 998 for line in header.split(b"\r\n"))
+
+
+def test_trusted_networks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTWIRE_TRUSTED_NETWORKS", "10.0.0.0/8, 192.168.1.5/24,::1/128")
+    monkeypatch.setenv("POSTWIRE_TRUSTED_ACCOUNT", "apps")
+    monkeypatch.setenv("POSTWIRE_SMTP_PORT", "2525")
+    settings = IngestSmtpSettings(smtp_hostname="h")
+    assert [str(n) for n in settings.trusted_networks] == ["10.0.0.0/8", "192.168.1.0/24", "::1/128"]
+    assert settings.smtp_port == 2525 and settings.max_recipients == 1000
+    assert not settings.smtp_allow_insecure_auth
+
+
+def test_trusted_networks_need_an_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTWIRE_TRUSTED_NETWORKS", "127.0.0.1/32")
+    with pytest.raises(ValidationError, match="POSTWIRE_TRUSTED_ACCOUNT"):
+        IngestSmtpSettings(smtp_hostname="h")
+
+
+def test_self_signed_certificate_is_made_once_and_tls_starts_at_1_2(tmp_path: Path) -> None:
+    pem = ensure_self_signed(tmp_path / "tls", "smtp.example.net")
+    first = pem.read_bytes()
+    assert pem.name == SELF_SIGNED_NAME and pem.stat().st_mode & 0o077 == 0
+    assert ensure_self_signed(tmp_path / "tls", "smtp.example.net").read_bytes() == first
+    ctx = load_context(None, None, tmp_path, "smtp.example.net")
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert (tmp_path / "tls" / SELF_SIGNED_NAME).read_bytes() == first
