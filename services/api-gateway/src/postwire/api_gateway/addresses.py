@@ -1,0 +1,61 @@
+"""Mailbox parsing and the header-safety checks every header-bound field goes through.
+
+Addresses are checked with email-validator (syntax only: no DNS on the request path) and kept in their
+ASCII form: internationalised domains become IDNA (xn--…), which every MTA accepts. Non-ASCII local
+parts would need SMTPUTF8 end to end, which the pipeline does not offer yet, so they are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.headerregistry import Address
+
+from email_validator import EmailNotValidError, validate_email
+
+_NAME_ADDR = re.compile(r"^(?P<name>.*?)\s*<(?P<addr>[^<>]*)>$", re.S)
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+
+
+class AddressError(ValueError):
+    """An address that cannot be used; the text says why (email-validator's explanation)."""
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    display_name: str
+    address: str
+
+    def header(self) -> Address:
+        return Address(display_name=self.display_name, addr_spec=self.address)
+
+    def __str__(self) -> str:
+        return str(self.header())
+
+
+def has_line_break(value: str) -> bool:
+    """CR, LF (or NUL) in a header-bound value would let a caller inject headers or a body."""
+    return _LINE_BREAK.search(value) is not None
+
+
+def normalize_address(addr: str) -> str:
+    """Syntax-check ``addr`` and return its envelope form; raise :class:`AddressError`."""
+    if has_line_break(addr):
+        raise AddressError("line breaks (CR/LF) are not allowed")
+    try:
+        info = validate_email(addr.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        raise AddressError(f"invalid email address {addr.strip()!r}: {e}") from None
+    return info.ascii_email or info.normalized  # ascii_email is always set without SMTPUTF8
+
+
+def parse_mailbox(value: str) -> Mailbox:
+    """Accept ``addr@example.com`` or ``Name <addr@example.com>`` (the name may be quoted)."""
+    if has_line_break(value):
+        raise AddressError("line breaks (CR/LF) are not allowed")
+    value = value.strip()
+    m = _NAME_ADDR.match(value)
+    name, addr = (m["name"].strip(), m["addr"]) if m else ("", value)
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return Mailbox(display_name=name, address=normalize_address(addr))

@@ -1,0 +1,51 @@
+"""The FastAPI application: routes, dependencies, error handlers and request metrics.
+
+:func:`create_app` takes ready dependencies (a connected NATS client, an Intake, a session factory), so
+tests and :mod:`postwire.api_gateway.service` build the same app.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from postwire.api_gateway import errors, limits, ops, routes
+from postwire.api_gateway.auth import Authenticator, KeyCache
+from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.idempotency import IdempotencyStore
+
+DESCRIPTION = """Send email through Postwire and follow what happened to it.
+
+Authenticate with `Authorization: Bearer <api key>`. A 202 means the message is durably queued.
+Every error body is `{"error": code, "message": text}`; a 422 adds `detail`, a list of
+`{"loc", "msg", "type"}` naming each offending field.
+"""
+
+
+def create_app(deps: Deps) -> FastAPI:
+    """Build the ASGI app. Nothing here does I/O; connections in ``deps`` must already be open."""
+    app = FastAPI(title="Postwire API", version="1", description=DESCRIPTION,
+                  openapi_tags=[{"name": "messages", "description": "Send mail and read its status."},
+                                {"name": "ops", "description": "Probes for Kubernetes."}])
+    app.state.deps = deps
+    app.state.authenticator = Authenticator(
+        deps.sessions, KeyCache(deps.settings.api_key_cache_ttl_s, deps.settings.api_key_cache_size))
+    app.state.idempotency = IdempotencyStore(deps.sessions, deps.settings.idempotency_lease_s)
+    errors.install(app)
+    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
+    app.include_router(routes.messages_router(deps.settings))
+    app.include_router(ops.router)
+    app.add_middleware(limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
+    app.add_middleware(ops.RequestMetrics)
+    return app
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    errors.log.warning("api.database_unavailable", error=str(exc) or type(exc).__name__)
+    return errors.error_response(503, "database_unavailable", "the database is unavailable; nothing was "
+                                 "sent, retry later", {"Retry-After": "5"})
+
+
+__all__ = ["Deps", "create_app"]

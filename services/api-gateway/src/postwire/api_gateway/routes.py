@@ -1,0 +1,242 @@
+"""/v1/messages: send as JSON or raw MIME, read a message's per-recipient status.
+
+Both send routes share :func:`_accept`: reserve the Idempotency-Key (if any), build the message, make it
+durable with :meth:`Intake.submit`, then answer 202. The 202 is only ever written after the JetStream
+PubAck; NATS trouble answers 503 and nothing is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from postwire.api_gateway import metrics
+from postwire.api_gateway.addresses import Mailbox
+from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.compose import compose
+from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.errors import ApiError, InvalidInput, responses
+from postwire.api_gateway.idempotency import HEADER, IdempotencyStore, Replay, check_key, fingerprint
+from postwire.api_gateway.rawmime import prepare_raw
+from postwire.api_gateway.schemas import (
+    MessageDetail,
+    QueuedRecipient,
+    RecipientState,
+    SendRequest,
+    SendResponse,
+)
+from postwire.api_gateway.settings import ApiSettings
+from postwire.core.ids import new_message_id
+from postwire.core.intake import QueueUnavailable, Submission
+from postwire.db.models import Message, Recipient
+
+log = structlog.get_logger(__name__)
+
+ACCEPTED = "Accepted: durably queued (JetStream acknowledged it); one entry per envelope recipient."
+RAW_TYPES = ("message/rfc822", "text/plain", "application/octet-stream")
+Account = Annotated[str, Depends(current_account)]
+IdemKey = Annotated[str | None, Header(alias=HEADER, description="Makes a retry return the first answer "
+                                       "instead of sending again (1-255 printable ASCII characters).")]
+Prepare = Callable[[str], Awaitable[Submission]]
+
+
+def messages_router(settings: ApiSettings) -> APIRouter:
+    """Routes are built per app because the body limits come from settings."""
+    router = APIRouter(prefix="/v1/messages", tags=["messages"])
+    send_errors = responses(401, 409, 413, 422, 503)
+
+    @router.post("", status_code=202, response_model=SendResponse, responses=send_errors,
+                 response_description=ACCEPTED,
+                 summary="Send a message described as JSON")
+    async def send_json(payload: SendRequest, request: Request, account_id: Account,
+                        idempotency_key: IdemKey = None) -> JSONResponse:
+        deps = _deps(request)
+        recipients = payload.envelope_recipients()
+        _check_recipient_count(len(recipients), settings.max_recipients)
+
+        async def prepare(message_id: str) -> Submission:
+            raw = await asyncio.to_thread(compose, payload, message_id, settings.message_id_domain,
+                                          datetime.now(UTC))
+            return _submission(account_id, payload.from_.address, recipients, raw, payload)
+
+        return await _accept(deps, request, account_id, idempotency_key, "json",
+                             fingerprint(b"json", _canonical(payload)), prepare)
+
+    @router.post("/mime", status_code=202, response_model=SendResponse, response_description=ACCEPTED,
+                 responses=responses(401, 409, 413, 415, 422, 503),
+                 summary="Send a raw RFC 5322 message",
+                 description="The body is the whole message. Recipients come from `to` (repeatable) or "
+                             "else the To/Cc/Bcc headers; Bcc is removed before queueing. The envelope "
+                             "sender is `from`, or else the From header. Message-ID and Date are added "
+                             "when missing.",
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     t: {"schema": {"type": "string", "format": "binary"}} for t in RAW_TYPES}}})
+    async def send_mime(request: Request, account_id: Account, idempotency_key: IdemKey = None,
+                        mail_from: Annotated[str | None, Query(alias="from")] = None,
+                        to: Annotated[list[str] | None, Query()] = None) -> JSONResponse:
+        _check_raw_content_type(request.headers.get("content-type"))
+        raw = await request.body()
+        rcpts = to or []
+
+        async def prepare(message_id: str) -> Submission:
+            prepared = await asyncio.to_thread(prepare_raw, raw, mail_from, rcpts, message_id,
+                                               settings.message_id_domain, datetime.now(UTC))
+            _check_recipient_count(len(prepared.recipients), settings.max_recipients)
+            return Submission(account_id=account_id, mail_from=prepared.mail_from,
+                              recipients=prepared.recipients, raw=prepared.raw, source="api",
+                              subject=prepared.subject)
+
+        request_hash = fingerprint(b"mime", (mail_from or "").encode(), "\n".join(rcpts).encode(), raw)
+        return await _accept(deps=_deps(request), request=request, account_id=account_id,
+                             key=idempotency_key, endpoint="mime", request_hash=request_hash,
+                             prepare=prepare)
+
+    @router.get("/{message_id}", response_model=MessageDetail, responses=responses(401, 404, 503),
+                summary="A message and the delivery state of each recipient",
+                description="Written asynchronously from delivery events, so a message accepted a moment "
+                            "ago may briefly answer 404.")
+    async def get_message(request: Request, account_id: Account,
+                          message_id: Annotated[str, Path(max_length=40)]) -> MessageDetail:
+        detail = await _load(_deps(request), account_id, message_id)
+        if detail is None:
+            raise ApiError(404, "not_found", f"no message {message_id!r} in this account")
+        return detail
+
+    return router
+
+
+def body_limit(settings: ApiSettings) -> Callable[[str], int]:
+    """Request body limits by path. Raw MIME is the message itself. JSON carries base64 attachments
+    (4/3 larger) and escaped text, so it may be up to twice the message limit; the message built from
+    it is then held to the exact limit (413 either way)."""
+    json_limit = 2 * settings.max_message_size + 64 * 1024
+
+    def limit_for(path: str) -> int:
+        return settings.max_message_size if path.rstrip("/").endswith("/mime") else json_limit
+
+    return limit_for
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def _canonical(payload: SendRequest) -> bytes:
+    """Key order and whitespace of the client's JSON must not matter; attachments enter as digests."""
+    def default(o: Any) -> str:
+        if isinstance(o, bytes):
+            return hashlib.sha256(o).hexdigest()
+        if isinstance(o, Mailbox):
+            return str(o)
+        raise TypeError(type(o).__name__)
+
+    return json.dumps(payload.model_dump(by_alias=True), sort_keys=True, default=default).encode()
+
+
+def _submission(account_id: str, mail_from: str, recipients: list[str], raw: bytes,
+                payload: SendRequest) -> Submission:
+    return Submission(account_id=account_id, mail_from=mail_from, recipients=recipients, raw=raw,
+                      source="api", subject=payload.subject, inline_css=payload.options.inline_css,
+                      css_engine=payload.options.css_engine or "", tags=payload.tags,
+                      metadata=payload.metadata)
+
+
+def _check_recipient_count(n: int, limit: int) -> None:
+    if n > limit:
+        raise InvalidInput(("body",), f"{n} recipients; at most {limit} per message", "too_many_recipients")
+
+
+def _check_raw_content_type(content_type: str | None) -> None:
+    media = (content_type or "message/rfc822").split(";")[0].strip().lower()
+    if media not in RAW_TYPES:
+        raise ApiError(415, "unsupported_media_type", f"send the message as one of {', '.join(RAW_TYPES)} "
+                       f"(got {media}); for JSON use POST /v1/messages")
+
+
+def _check_size(raw: bytes, limit: int) -> None:
+    if len(raw) > limit:
+        metrics.REJECTED.labels("too_large").inc()
+        raise ApiError(413, "message_too_large", f"the message is {len(raw)} bytes; the limit is {limit}")
+
+
+async def _accept(deps: Deps, request: Request, account_id: str, key: str | None, endpoint: str,
+                  request_hash: str, prepare: Prepare) -> JSONResponse:
+    store: IdempotencyStore = request.app.state.idempotency
+    message_id = new_message_id()
+    if key is not None:
+        reserved = await store.reserve(account_id, check_key(key), request_hash, message_id)
+        if isinstance(reserved, Replay):
+            return JSONResponse(reserved.body, reserved.status_code, headers={"Idempotent-Replayed": "true"})
+        message_id = reserved.message_id
+    try:
+        sub = await prepare(message_id)
+        _check_size(sub.raw, deps.settings.max_message_size)
+    except Exception:  # invalid, too large, or a bug: nothing was sent, so the key stays usable
+        if key is not None:
+            await store.forget(account_id, key)
+        raise
+    try:
+        await _submit(deps, sub, message_id, endpoint)
+    except QueueUnavailable as e:
+        if key is not None:
+            await store.expire(account_id, key)
+        metrics.REJECTED.labels("queue_unavailable").inc()
+        log.warning("api.queue_unavailable", error=str(e), message_id=message_id)
+        raise ApiError(503, "queue_unavailable", "the message queue is unavailable; nothing was accepted, "
+                       "retry later", headers={"Retry-After": "5"}) from e
+    body = SendResponse(id=message_id, recipients=[QueuedRecipient(email=r) for r in sub.recipients])
+    answer = body.model_dump()
+    if key is not None:
+        await _remember(store, account_id, key, answer)
+    log.info("api.accepted", message_id=message_id, account_id=account_id, endpoint=endpoint,
+             recipients=len(sub.recipients), size=len(sub.raw))
+    return JSONResponse(answer, 202)
+
+
+async def _submit(deps: Deps, sub: Submission, message_id: str, endpoint: str) -> None:
+    """Fail fast while disconnected: nats.py would buffer the publish and could deliver it after we
+    answered 503, i.e. accept a message we reported as refused."""
+    if not deps.nc.is_connected:
+        raise QueueUnavailable("not connected to NATS")
+    start = time.perf_counter()
+    await deps.intake.submit(sub, message_id)
+    metrics.ACCEPT_SECONDS.labels(endpoint).observe(time.perf_counter() - start)
+    metrics.ACCEPTED.labels(endpoint).inc()
+
+
+async def _remember(store: IdempotencyStore, account_id: str, key: str, answer: dict[str, Any]) -> None:
+    """The message is accepted whatever happens here, so a database error must not turn the 202 into an
+    error: the reservation then stays pending and a retry after the lease re-publishes the same id."""
+    try:
+        await store.complete(account_id, key, 202, answer)
+    except Exception as e:
+        log.error("api.idempotency_store_failed", error=str(e), account_id=account_id)
+
+
+async def _load(deps: Deps, account_id: str, message_id: str) -> MessageDetail | None:
+    async with deps.sessions() as s:
+        msg = (await s.execute(select(Message).where(
+            Message.id == message_id, Message.account_id == account_id))).scalar()
+        if msg is None:
+            return None
+        rows = (await s.execute(select(Recipient).where(
+            Recipient.message_id == message_id, Recipient.account_id == account_id)
+            .order_by(Recipient.address))).scalars().all()
+    return MessageDetail(
+        id=msg.id, from_=msg.mail_from, subject=msg.subject, created_at=msg.created_at,
+        tags=list(msg.tags or []), metadata=dict(msg.metadata_ or {}),
+        recipients=[RecipientState(email=r.address, status=r.status, smtp_code=r.smtp_code,
+                                   enhanced_status=r.enhanced_status, response=r.response,
+                                   mx_host=r.mx_host, attempts=r.attempts, updated_at=r.updated_at)
+                    for r in rows])

@@ -1,0 +1,207 @@
+"""Request and response bodies of the API; their pydantic models are also the OpenAPI schema.
+
+Checks that protect the message live here, so every violation becomes a 422 that names its field:
+header injection (CR/LF) in any header-bound field, invalid addresses, invalid base64, custom headers
+that would collide with the ones the gateway sets. The ``type`` of those errors is stable
+(``invalid_address``, ``header_injection``, ``invalid_base64``, ``reserved_header``,
+``invalid_header_name``) so clients can branch on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from postwire.api_gateway.addresses import AddressError, Mailbox, has_line_break, parse_mailbox
+
+# Headers the gateway writes itself (or that only MTAs may write): a custom value would conflict.
+RESERVED_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "reply-to", "sender", "subject", "date", "message-id", "mime-version",
+    "content-type", "content-transfer-encoding", "content-disposition", "return-path", "received",
+    "dkim-signature",
+})
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII except ":"
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+_WHITESPACE = re.compile(rb"\s+")
+
+
+def _mailbox(value: Any) -> Mailbox:
+    if isinstance(value, Mailbox):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "must be a string like \"Name <user@example.com>\"")
+    try:
+        return parse_mailbox(value)
+    except AddressError as e:
+        kind = "header_injection" if "line breaks" in str(e) else "invalid_address"
+        raise PydanticCustomError(kind, str(e)) from None
+
+
+def _base64(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "must be a base64 string")
+    try:  # line-wrapped base64 (as MIME writes it) is fine; any other stray character is not
+        return base64.b64decode(_WHITESPACE.sub(b"", value.encode("ascii")), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise PydanticCustomError("invalid_base64", "content is not valid base64") from None
+
+
+def _no_line_break(value: str) -> str:
+    if has_line_break(value):
+        raise PydanticCustomError("header_injection", "line breaks (CR/LF) are not allowed in header fields")
+    return value
+
+
+MailboxField = Annotated[
+    Mailbox, PlainValidator(_mailbox), PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["Jane Doe <jane@example.com>"],
+                    "description": "`user@example.com` or `Name <user@example.com>`."})]
+Base64Content = Annotated[bytes, PlainValidator(_base64), WithJsonSchema(
+    {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64-encoded."})]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255, examples=["invoice.pdf"])
+    content_type: str = Field(default="application/octet-stream", examples=["application/pdf"])
+    content: Base64Content
+
+    @field_validator("filename")
+    @classmethod
+    def _filename(cls, v: str) -> str:
+        return _no_line_break(v)
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, v: str) -> str:
+        _no_line_break(v)
+        if not _CONTENT_TYPE.match(v):
+            raise PydanticCustomError("invalid_content_type", "must look like type/subtype, e.g. image/png")
+        return v.lower()
+
+
+class SendOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inline_css: bool = Field(default=True, description="Inline the HTML part's <style> rules.")
+    css_engine: Literal["css-inline", "premailer"] | None = Field(
+        default=None, description="CSS inliner; the transformer's default (css-inline) when omitted.")
+
+
+class SendRequest(BaseModel):
+    """A message to build and send. At least one recipient (to/cc/bcc) and one of text/html."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: MailboxField = Field(alias="from", description="Sender, `addr` or `Name <addr>`.")
+    to: list[MailboxField] = Field(default_factory=list)
+    cc: list[MailboxField] = Field(default_factory=list)
+    bcc: list[MailboxField] = Field(default_factory=list,
+                                    description="Envelope recipients that never appear in the headers.")
+    reply_to: MailboxField | None = None
+    subject: str = Field(default="", max_length=998)
+    text: str | None = Field(default=None, description="Plain-text body.")
+    html: str | None = Field(default=None, description="HTML body.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra header fields, e.g. "
+                                    "`List-Unsubscribe`; those the gateway sets (From, To, …) are refused.")
+    attachments: list[Attachment] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list, max_length=20)
+    metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)],
+                   Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default_factory=dict, max_length=50, description="Your key/value data, echoed in events.")
+    options: SendOptions = Field(default_factory=SendOptions)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        return _no_line_break(v)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise PydanticCustomError("invalid_header_name", "header name {name!r} must be printable "
+                                          "ASCII without spaces or ':'", {"name": name})
+            if name.lower() in RESERVED_HEADERS:
+                raise PydanticCustomError("reserved_header", "header {name!r} is set by Postwire from the "
+                                          "message fields; use those instead", {"name": name})
+            if has_line_break(value):
+                raise PydanticCustomError("header_injection", "header {name!r}: line breaks (CR/LF) are "
+                                          "not allowed in header fields", {"name": name})
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> SendRequest:
+        if not (self.to or self.cc or self.bcc):
+            raise PydanticCustomError("missing_recipients", "at least one recipient is required in "
+                                      "`to`, `cc` or `bcc`")
+        if self.text is None and self.html is None:
+            raise PydanticCustomError("missing_body", "at least one of `text` or `html` is required")
+        return self
+
+    def envelope_recipients(self) -> list[str]:
+        """to, cc then bcc, each address once (case-insensitively), in the order given."""
+        seen: dict[str, str] = {}
+        for m in (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(m.address.lower(), m.address)
+        return list(seen.values())
+
+
+class QueuedRecipient(BaseModel):
+    email: str
+    status: Literal["queued"] = "queued"
+
+
+class SendResponse(BaseModel):
+    """The answer to an accepted message: it is durably queued (JetStream acknowledged it)."""
+
+    id: str = Field(description="Message id; use it with GET /v1/messages/{id}.")
+    recipients: list[QueuedRecipient]
+
+
+class RecipientState(BaseModel):
+    email: str
+    status: str = Field(description="queued | deferred | delivered | failed")
+    smtp_code: int | None = Field(default=None, description="Last SMTP reply code, e.g. 250 or 550.")
+    enhanced_status: str | None = Field(default=None, description="RFC 3463 code, e.g. 5.1.1.")
+    response: str | None = Field(default=None, description="The remote server's reply text.")
+    mx_host: str | None = None
+    attempts: int = 0
+    updated_at: datetime
+
+
+class MessageDetail(BaseModel):
+    id: str
+    from_: str = Field(serialization_alias="from")
+    subject: str
+    created_at: datetime
+    tags: list[str]
+    metadata: dict[str, str]
+    recipients: list[RecipientState]
+
+
+class ReadyStatus(BaseModel):
+    ready: bool
+    nats: bool
+    database: bool

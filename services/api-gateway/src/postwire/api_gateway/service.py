@@ -1,0 +1,57 @@
+"""Running the gateway: connect NATS and PostgreSQL, serve HTTP until ``stop``, then close in order.
+
+Shutdown order matters for "accept means durable": the HTTP server stops accepting and lets in-flight
+requests finish (their publishes complete or fail with 503) before NATS and the database are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+
+from postwire.api_gateway.app import create_app
+from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.settings import ApiSettings
+from postwire.core import natsconn, ops
+from postwire.core.bodies import BodyStore
+from postwire.core.intake import Intake
+from postwire.core.logging import configure_logging
+from postwire.core.topology import Topology
+from postwire.db.engine import make_engine, make_sessionmaker
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: ApiSettings, stop: asyncio.Event,
+                started: Callable[[int], None] | None = None) -> None:
+    """Serve the API on ``settings.http_host:http_port`` until ``stop`` is set; ``started`` receives the
+    bound port (useful with port 0)."""
+    nc = await natsconn.connect(settings.nats_url, "api-gateway", stop=stop)
+    engine = make_engine(settings.database_url)
+    try:
+        js = nc.jetstream()
+        await Topology(replicas=settings.stream_replicas).apply(js)
+        bodies = BodyStore(js, settings.inline_body_max)
+        intake = Intake(js, bodies, publish_timeout=settings.publish_timeout_s)
+        app = create_app(Deps(settings, nc, intake, make_sessionmaker(engine)))
+
+        def on_started(port: int) -> None:
+            log.info("api.listening", host=settings.http_host, port=port)
+            if started is not None:
+                started(port)
+
+        await ops.serve_app(app, settings.http_host, settings.http_port, stop, started=on_started)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        await engine.dispose()
+        log.info("api.stopped")
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = ApiSettings()
+    configure_logging("api-gateway", settings.log_level)
+    await serve(settings, stop)

@@ -1,0 +1,26 @@
+"""api-gateway settings, read from ``POSTWIRE_*`` environment variables (see the service README)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from postwire.core.settings import PostwireSettings
+
+
+class ApiSettings(PostwireSettings):
+    """Everything the gateway reads; shared names (nats_url, database_url, …) come from the base."""
+
+    http_host: str = "127.0.0.1"
+    # the API port; 0 picks a free one (tests)
+    http_port: int = 8080
+    # right-hand side of the Message-ID header of messages built from JSON
+    message_id_domain: str = "postwire.local"
+    # how long an API key lookup is trusted before PostgreSQL is asked again (also: revocation delay)
+    api_key_cache_ttl_s: float = Field(default=60.0, ge=0)
+    api_key_cache_size: int = Field(default=10_000, ge=1)
+    # how long JetStream may take to acknowledge a publish before the API answers 503
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    # a pending Idempotency-Key reservation older than this is presumed abandoned (crash) and taken over;
+    # keep it below the INBOUND duplicate window (120 s) so the takeover's re-publish is deduplicated
+    idempotency_lease_s: float = Field(default=60.0, gt=0)
+    max_recipients: int = Field(default=1000, ge=1)

@@ -1,0 +1,133 @@
+"""api-gateway under test: serve() in-process on a loopback port, a real nats-server and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import nats
+import pytest_asyncio
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from postwire.api_gateway.service import serve
+from postwire.api_gateway.settings import ApiSettings
+from postwire.core.topology import INBOUND
+from postwire.db.accounts import NewCredentials, create_account
+from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.testing.nats import NatsServer
+from postwire.v1 import envelope_pb2
+
+
+@dataclass
+class Gateway:
+    http: httpx.AsyncClient
+    settings: ApiSettings
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    def auth(self, creds: NewCredentials, **headers: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {creds.api_key}", **headers}
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest_asyncio.fixture
+async def start_gateway(nats_server: NatsServer, pg_url: str) -> AsyncIterator[StartGateway]:
+    """Start ``serve`` with test settings overridden by keyword arguments; stopped at teardown."""
+    running: list[Gateway] = []
+
+    async def start(**overrides: Any) -> Gateway:
+        defaults: dict[str, Any] = dict(nats_url=nats_server.url, database_url=pg_url, http_port=0,
+                                        message_id_domain="api.postwire.test", publish_timeout_s=2.0)
+        settings = ApiSettings(**{**defaults, **overrides})
+        stop = asyncio.Event()
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(serve(settings, stop, started=port.set_result))
+        await asyncio.wait({task, port}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # startup failed: raise its error here
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port.result()}", timeout=30)
+        gw = Gateway(http, settings, stop, task)
+        running.append(gw)
+        return gw
+
+    yield start
+    for gw in running:
+        await gw.http.aclose()
+        gw.stop.set()
+        await gw.task
+
+
+@pytest_asyncio.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    return await start_gateway()
+
+
+MakeAccount = Callable[[], Awaitable[NewCredentials]]
+
+
+@pytest_asyncio.fixture
+async def make_account(pg_url: str) -> AsyncIterator[MakeAccount]:
+    """Accounts isolate tests sharing the session's database: each test makes its own."""
+    engine = make_engine(pg_url)
+
+    async def make() -> NewCredentials:
+        async with make_sessionmaker(engine).begin() as s:
+            return await create_account(s, f"api-{uuid.uuid4().hex[:10]}")
+
+    yield make
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture
+async def account(make_account: MakeAccount) -> NewCredentials:
+    return await make_account()
+
+
+@pytest_asyncio.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A separate client, standing in for the router that consumes INBOUND."""
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture
+async def js(nc: Client) -> JetStreamContext:
+    return nc.jetstream()
+
+
+class Inbound:
+    """Reads the INBOUND stream as the router would (each test has its own nats-server)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def count(self) -> int:
+        return int((await self.js.stream_info(INBOUND)).state.messages)
+
+    async def read(self, account_id: str, n: int = 1) -> list[envelope_pb2.InboundMessage]:
+        """Consume ``n`` envelopes of this account (a pull consumer, acked, then deleted)."""
+        name = f"test-{uuid.uuid4().hex[:8]}"
+        sub = await self.js.pull_subscribe(f"inbound.{account_id}", durable=name, stream=INBOUND)
+        out: list[envelope_pb2.InboundMessage] = []
+        while len(out) < n:
+            for msg in await sub.fetch(n - len(out), timeout=10):
+                env = envelope_pb2.InboundMessage()
+                env.ParseFromString(msg.data)
+                out.append(env)
+                await msg.ack()
+        await sub.unsubscribe()
+        await self.js.delete_consumer(INBOUND, name)  # a work-queue stream allows one consumer per subject
+        return out
+
+
+@pytest_asyncio.fixture
+async def inbound(js: JetStreamContext) -> Inbound:
+    return Inbound(js)
