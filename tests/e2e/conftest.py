@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest_asyncio
+
 from postwire.testing.dns import DnsServer
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
@@ -22,7 +23,7 @@ async def sink() -> AsyncIterator[SmtpSink]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def stack(tmp_path_factory, dns_server: DnsServer, sink: SmtpSink) -> AsyncIterator[LocalStack]:  # type: ignore[no-untyped-def]
+async def stack(tmp_path_factory, dns_server: DnsServer, sink: SmtpSink) -> AsyncIterator[LocalStack]:
     dns_server.add_mail_domain(DEST_DOMAIN)
     data_dir: Path = tmp_path_factory.mktemp("stack")
     stack = LocalStack(data_dir, dns_server.nameserver, sink.port,

@@ -9,6 +9,7 @@ from email.message import EmailMessage
 import aiosmtplib
 import httpx
 import pytest
+
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import Received, SmtpSink
 from postwire.testing.stack import LocalStack
@@ -76,7 +77,7 @@ async def _status(stack: LocalStack, message_id: str, rcpt: str) -> dict[str, ob
     return None
 
 
-async def test_smtp_html_mail_arrives_with_inlined_css_and_unchanged_parts(stack, sink) -> None:  # type: ignore[no-untyped-def]
+async def test_smtp_html_mail_arrives_with_inlined_css_and_unchanged_parts(stack, sink) -> None:
     rcpt = "smtp-user@dest.test"
     await _smtp_send(stack, _html_mail(rcpt, "SMTP inline test"), [rcpt])
     [got] = await eventually(lambda: _arrived(sink, rcpt))
@@ -88,7 +89,7 @@ async def test_smtp_html_mail_arrives_with_inlined_css_and_unchanged_parts(stack
     assert _attachment(got) == b"%PDF-1.4 fake\x00\x01\x02"
 
 
-async def test_api_html_mail_arrives_with_inlined_css_and_attachment(stack, sink) -> None:  # type: ignore[no-untyped-def]
+async def test_api_html_mail_arrives_with_inlined_css_and_attachment(stack, sink) -> None:
     rcpt, bcc = "api-user@dest.test", "api-bcc@dest.test"
     body = {
         "from": "Sender <sender@example.test>", "to": [rcpt], "bcc": [bcc], "subject": "API inline test",
@@ -119,7 +120,7 @@ async def _delivered(stack: LocalStack, mid: str, rcpt: str) -> dict[str, object
     return s if s and s["status"] == "delivered" else None
 
 
-async def test_a_20_mb_message_arrives_intact(stack, sink) -> None:  # type: ignore[no-untyped-def]
+async def test_a_20_mb_message_arrives_intact(stack, sink) -> None:
     rcpt = "big@dest.test"
     msg = _html_mail(rcpt, "big one")
     blob = os.urandom(14 * 1024 * 1024)  # base64 makes the whole message about 20 MB
@@ -132,7 +133,7 @@ async def test_a_20_mb_message_arrives_intact(stack, sink) -> None:  # type: ign
     assert blob in parts
 
 
-async def test_451_is_retried_then_delivered(stack, sink) -> None:  # type: ignore[no-untyped-def]
+async def test_451_is_retried_then_delivered(stack, sink) -> None:
     rcpt = "retry@dest.test"
     sink.handler.script(rcpt, "451 4.3.0 Please try again later")
     async with httpx.AsyncClient(base_url=stack.api, headers=_auth(stack)) as client:
@@ -146,7 +147,7 @@ async def test_451_is_retried_then_delivered(stack, sink) -> None:  # type: igno
     assert sink.handler.rcpt_attempts[rcpt] == 2
 
 
-async def test_550_fails_the_recipient_with_the_remote_reply(stack, sink) -> None:  # type: ignore[no-untyped-def]
+async def test_550_fails_the_recipient_with_the_remote_reply(stack, sink) -> None:
     rcpt = "nobody@dest.test"
     sink.handler.script(rcpt, "550 5.1.1 No such user here")
     async with httpx.AsyncClient(base_url=stack.api, headers=_auth(stack)) as client:
@@ -164,7 +165,7 @@ async def test_550_fails_the_recipient_with_the_remote_reply(stack, sink) -> Non
     assert sink.handler.for_rcpt(rcpt) == []
 
 
-async def test_wrong_credentials_are_refused(stack) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_credentials_are_refused(stack) -> None:
     async with httpx.AsyncClient(base_url=stack.api) as client:
         r = await client.post("/v1/messages", headers={"Authorization": "Bearer pw_nope_nope"},
                               json={"from": "a@example.test", "to": ["b@dest.test"], "text": "x"})

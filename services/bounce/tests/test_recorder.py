@@ -41,21 +41,22 @@ async def recorder(nats_server: NatsServer, pg_url: str) -> AsyncIterator[None]:
 
 
 @pytest_asyncio.fixture
-async def sessions(pg_url: str):  # type: ignore[no-untyped-def]
+async def sessions(pg_url: str):
     engine = make_engine(pg_url)
     yield make_sessionmaker(engine)
     await engine.dispose()
 
 
-async def _recipient(sessions, mid: str, rcpt: str) -> Recipient | None:  # type: ignore[no-untyped-def]
+async def _recipient(sessions, mid: str, rcpt: str) -> Recipient | None:
     async with sessions() as s:
         return await s.get(Recipient, (mid, rcpt))
 
 
-async def test_accepted_then_delivered_gives_message_and_final_state(js, recorder, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_accepted_then_delivered_gives_message_and_final_state(js, recorder, sessions) -> None:
     account, mid, rcpt = new_id("a"), new_message_id(), "rcpt@example.test"
     await publish_event(js, make_event("accepted", account_id=account, message_id=mid, recipient=rcpt,
-                                       mail_from="from@example.test", subject="Hello", size=123, source="api"))
+                                       mail_from="from@example.test", subject="Hello", size=123,
+                                       source="api"))
     await publish_event(js, make_event("deferred", account_id=account, message_id=mid, recipient=rcpt,
                                        attempt=1, smtp_code=451, response="4.3.0 try later"))
     await publish_event(js, make_event("delivered", account_id=account, message_id=mid, recipient=rcpt,
@@ -68,12 +69,12 @@ async def test_accepted_then_delivered_gives_message_and_final_state(js, recorde
         assert msg is not None and (msg.subject, msg.account_id, msg.size) == ("Hello", account, 123)
 
 
-async def _final(sessions, mid: str, rcpt: str) -> Recipient | None:  # type: ignore[no-untyped-def]
+async def _final(sessions, mid: str, rcpt: str) -> Recipient | None:
     row = await _recipient(sessions, mid, rcpt)
     return row if row is not None and row.status == "delivered" else None
 
 
-async def test_late_deferral_does_not_undo_a_final_state(js, recorder, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_late_deferral_does_not_undo_a_final_state(js, recorder, sessions) -> None:
     account, mid, rcpt = new_id("a"), new_message_id(), "late@example.test"
     delivered = make_event("delivered", account_id=account, message_id=mid, recipient=rcpt, attempt=1,
                            smtp_code=250)
@@ -89,7 +90,7 @@ async def test_late_deferral_does_not_undo_a_final_state(js, recorder, sessions)
     assert row is not None and row.status == "delivered"
 
 
-async def test_a_redelivered_event_is_stored_once(js, recorder, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_a_redelivered_event_is_stored_once(js, recorder, sessions) -> None:
     account, mid = new_id("a"), new_message_id()
     ev = make_event("accepted", account_id=account, message_id=mid, recipient="once@example.test")
     # published twice outside the duplicate window's protection: a different Nats-Msg-Id, same event id

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
+
 from postwire.bounce.recorder import Recorder
 from postwire.bounce.settings import BounceSettings
 from postwire.core import lifecycle

@@ -18,14 +18,15 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from postwire.bounce.metrics import BATCH_FAILURES, BATCH_SECONDS, EVENTS_RECORDED
-from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
-from postwire.db.models import Event, Message, Recipient
-from postwire.v1 import envelope_pb2
 from sqlalchemy import or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from postwire.bounce.metrics import BATCH_FAILURES, BATCH_SECONDS, EVENTS_RECORDED
+from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
+from postwire.db.models import Event, Message, Recipient
+from postwire.v1 import envelope_pb2
 
 log = structlog.get_logger(__name__)
 
