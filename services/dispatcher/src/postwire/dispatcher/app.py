@@ -1,0 +1,132 @@
+"""Wiring: connect to NATS, declare the topology and consumers, run router and senders until stop.
+
+``serve(settings, stop)`` is the whole service; ``python -m postwire.dispatcher`` runs it under the
+process lifecycle, and tests run it in-process with their own settings and stop event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from postwire.core import natsconn
+from postwire.core.bodies import BodyStore
+from postwire.core.ops import ReadyCheck, ops_app, serve_app
+from postwire.core.sharding import owned_shards
+from postwire.core.topology import (
+    INBOUND,
+    OUTBOUND,
+    Topology,
+    ensure_consumer,
+    outbound_subject,
+    work_consumer,
+)
+from postwire.dispatcher.delivery import Deliverer
+from postwire.dispatcher.mx import MxResolver, make_resolver
+from postwire.dispatcher.pool import ConnectionPool
+from postwire.dispatcher.retry import RetryPolicy
+from postwire.dispatcher.router import Router
+from postwire.dispatcher.sender import Sender
+from postwire.dispatcher.settings import DispatcherSettings
+from postwire.dispatcher.smtp_client import ClientConfig
+from postwire.dispatcher.transform import TransformerClient
+from postwire.dispatcher.worker import Consumer, Handler, Slots
+
+log = structlog.get_logger(__name__)
+
+ROUTER_CONSUMER = "router"
+
+
+def sender_consumer(shard: int) -> str:
+    return f"sender-{shard:03d}"
+
+
+async def serve(settings: DispatcherSettings, stop: asyncio.Event,
+                ops_started: Callable[[int], None] | None = None) -> None:
+    """Run the dispatcher until ``stop`` is set, then drain: stop fetching, let in-flight messages
+    finish within ``shutdown_grace_s`` (the rest are nak'd), QUIT pooled connections, drain NATS."""
+    nc = await natsconn.connect(settings.nats_url, "postwire-dispatcher", stop=stop)
+    js = nc.jetstream()
+    await Topology(replicas=settings.stream_replicas).apply(js)
+    bodies = BodyStore(js, settings.inline_body_max)
+    transformer = TransformerClient(settings.transformer_addr, settings.transformer_timeout_s)
+    pool = ConnectionPool(_client_config(settings), max_per_host=settings.max_connections_per_host,
+                          max_messages=settings.max_messages_per_connection,
+                          idle_s=settings.connection_idle_s)
+    pool.start()
+    consumers: list[Consumer] = []
+    try:
+        if settings.dispatcher_role in ("all", "router"):
+            consumers.append(await _router_consumer(js, bodies, transformer, settings))
+        if settings.dispatcher_role in ("all", "sender"):
+            consumers += await _sender_consumers(js, bodies, pool, settings)
+        log.info("dispatcher.started", role=settings.dispatcher_role, consumers=len(consumers))
+        await asyncio.gather(
+            serve_app(ops_app(_ready(nc)), settings.ops_host, settings.ops_port, stop, ops_started),
+            *(c.run(stop, settings.shutdown_grace_s) for c in consumers),
+        )
+    finally:
+        for consumer in consumers:
+            await consumer.close()
+        await pool.close()
+        await transformer.close()
+        with contextlib.suppress(Exception):
+            await nc.flush(timeout=5)  # acks and naks of the last messages
+        await nc.close()
+        log.info("dispatcher.stopped")
+
+
+def _ready(nc: Client) -> ReadyCheck:
+    """Ready while NATS is connected: without it the dispatcher can neither fetch nor settle."""
+
+    async def ready() -> bool:
+        return bool(nc.is_connected)
+
+    return ready
+
+
+def _client_config(settings: DispatcherSettings) -> ClientConfig:
+    return ClientConfig(ehlo_hostname=settings.ehlo_hostname, connect_timeout_s=settings.connect_timeout_s,
+                        command_timeout_s=settings.command_timeout_s, starttls=settings.mx_starttls,
+                        tls_verify=settings.mx_tls_verify)
+
+
+async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject: str | None,
+                settings: DispatcherSettings,
+                max_ack_pending: int = 1024) -> JetStreamContext.PullSubscription:
+    await ensure_consumer(js, stream, work_consumer(durable, filter_subject=filter_subject,
+                                                    ack_wait_s=settings.ack_wait_s,
+                                                    max_ack_pending=max_ack_pending))
+    return await js.pull_subscribe_bind(consumer=durable, stream=stream)
+
+
+async def _router_consumer(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
+                           settings: DispatcherSettings) -> Consumer:
+    router = Router(js, bodies, transformer, shards=settings.shards,
+                    transformer_retry_s=settings.transformer_retry_s)
+    sub = await _bind(js, INBOUND, ROUTER_CONSUMER, None, settings)
+    return Consumer(sub, router.handle, Slots(settings.max_concurrency), stage="router",
+                    batch=settings.fetch_batch)
+
+
+async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: ConnectionPool,
+                            settings: DispatcherSettings) -> list[Consumer]:
+    """One durable consumer per owned shard, all sharing one concurrency limit."""
+    deliverer = Deliverer(MxResolver(make_resolver(settings.nameservers, settings.dns_timeout_s)), pool,
+                          settings.mx_port)
+    policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
+    sender = Sender(js, bodies, deliverer, policy, shards=settings.shards,
+                    heartbeat_s=settings.ack_wait_s / 3)
+    handler: Handler = sender.handle
+    slots = Slots(settings.max_concurrency)
+    consumers = []
+    for shard in owned_shards(settings.replica_index, settings.replica_count, settings.shards):
+        sub = await _bind(js, OUTBOUND, sender_consumer(shard), outbound_subject(shard), settings,
+                          max_ack_pending=settings.sender_max_ack_pending)
+        consumers.append(Consumer(sub, handler, slots, stage="sender", batch=settings.fetch_batch))
+    return consumers

@@ -1,0 +1,58 @@
+"""Delivering one message to one domain: MX hosts in order, their addresses in order, one transaction.
+
+Falling through to the next host happens only when no session could be had (DNS of the host, refused or
+timed-out connection, a greeting or EHLO refusal). Once a server has answered MAIL FROM its replies are
+the outcome: a 4xx there means "try later", not "try my backup MX now" (which would defeat the
+receiver's throttling and bypass greylisting the same way Postfix avoids).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from postwire.dispatcher.mx import DnsFailure, MxResolver
+from postwire.dispatcher.pool import ConnectionPool
+from postwire.dispatcher.replies import Reply, local
+from postwire.dispatcher.smtp_client import ConnectFailure
+
+log = structlog.get_logger(__name__)
+
+
+class Deliverer:
+    def __init__(self, resolver: MxResolver, pool: ConnectionPool, port: int) -> None:
+        self._resolver = resolver
+        self._pool = pool
+        self._port = port
+
+    async def deliver(self, domain: str, mail_from: str, recipients: list[str],
+                      data: bytes) -> dict[str, Reply]:
+        """A reply for every recipient (never raises for DNS or SMTP trouble)."""
+        try:
+            route = await self._resolver.route(domain)
+        except DnsFailure as e:
+            return dict.fromkeys(recipients, e.reply)
+        failure: Reply | None = None
+        dns_error = False
+        for host in route.hosts:
+            try:
+                addresses = await self._resolver.addresses(host.name)
+            except DnsFailure as e:
+                failure, dns_error = e.reply, True
+                continue
+            if not addresses:
+                continue
+            try:
+                async with self._pool.lease(host.name, self._port, addresses) as conn:
+                    result = await conn.send(mail_from, recipients, data)
+                    return result.replies
+            except ConnectFailure as e:
+                failure = e.reply
+        return dict.fromkeys(recipients, failure or self._unreachable(domain, route.implicit, dns_error))
+
+    @staticmethod
+    def _unreachable(domain: str, implicit: bool, dns_error: bool) -> Reply:
+        """No host had an address. Without DNS errors that is the domain's published answer: permanent."""
+        if dns_error:
+            return local("4.4.3", f"no address could be found for the mail hosts of {domain}")
+        what = "no MX and no A/AAAA records" if implicit else "MX hosts without A/AAAA records"
+        return local("5.4.4", f"Host or domain name not found: {domain} has {what}")

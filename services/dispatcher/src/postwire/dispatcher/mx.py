@@ -1,0 +1,131 @@
+"""Where mail for a domain goes: MX lookup (RFC 5321 §5.1) with dnspython's asyncio resolver.
+
+- MX hosts in preference order, equal preferences shuffled so load spreads as the domain intends;
+- no MX records → the domain itself is the implicit MX (its A/AAAA records);
+- a null MX (RFC 7505, ``0 .``) → permanent failure 556 5.1.10;
+- NXDOMAIN → permanent failure 5.1.2; SERVFAIL, REFUSED or a timeout → temporary (the message waits).
+
+When nameservers are configured (POSTWIRE_DNS_NAMESERVERS) only they are asked: the system resolver is
+never a silent fallback, so tests and split-horizon deployments see exactly the DNS they configured.
+Answers are cached by their TTL (dnspython's LRU cache), negative ones by the zone's SOA minimum.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.resolver
+
+from postwire.dispatcher import metrics
+from postwire.dispatcher.replies import Reply, local
+
+
+@dataclass(frozen=True)
+class MxHost:
+    name: str
+    preference: int
+
+
+@dataclass(frozen=True)
+class Route:
+    domain: str
+    hosts: list[MxHost]
+    implicit: bool  # no MX records: the domain's own addresses are used
+
+
+class DnsFailure(Exception):
+    """The domain cannot be routed now (temporary reply) or ever (permanent reply)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def order_mx(records: Iterable[tuple[int, str]], rng: random.Random | None = None) -> list[MxHost]:
+    """MX records → hosts to try, best first. Duplicates collapse and ``.`` targets are dropped (a null
+    MX mixed with real ones is a misconfiguration; the real ones still work). Equal preferences are
+    shuffled (RFC 5321 §5.1) so one MX of a pool does not take all the traffic."""
+    best: dict[str, int] = {}
+    for preference, target in records:
+        name = target.rstrip(".").lower()
+        if name and (name not in best or preference < best[name]):
+            best[name] = preference
+    hosts = [MxHost(name, pref) for name, pref in best.items()]
+    (rng or random).shuffle(hosts)
+    return sorted(hosts, key=lambda h: h.preference)  # stable: the shuffle survives within a preference
+
+
+def is_null_mx(records: list[tuple[int, str]]) -> bool:
+    """RFC 7505: the domain accepts no mail when its only MX target is the root."""
+    return bool(records) and all(target.rstrip(".") == "" for _, target in records)
+
+
+def make_resolver(nameservers: list[tuple[str, int]], timeout_s: float) -> dns.asyncresolver.Resolver:
+    if nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.lifetime = timeout_s
+    resolver.timeout = timeout_s
+    resolver.cache = dns.resolver.LRUCache(max_size=50_000)
+    return resolver
+
+
+class MxResolver:
+    def __init__(self, resolver: dns.asyncresolver.Resolver, rng: random.Random | None = None) -> None:
+        self._resolver = resolver
+        self._rng = rng
+
+    async def route(self, domain: str) -> Route:
+        """The hosts to try for ``domain`` (an A-label), or DnsFailure."""
+        try:
+            answer = await self._query(domain, "MX")
+        except dns.resolver.NXDOMAIN as e:
+            raise DnsFailure(local("5.1.2", f"Host or domain name not found: {domain} (NXDOMAIN)")) from e
+        except dns.resolver.NoAnswer:
+            return Route(domain, [MxHost(domain, 0)], implicit=True)
+        records = [(int(rr.preference), rr.exchange.to_text(omit_final_dot=True)) for rr in answer]
+        if is_null_mx(records):
+            raise DnsFailure(local("5.1.10", f"{domain} does not accept mail (null MX, RFC 7505)",
+                                   code=556))
+        return Route(domain, order_mx(records, self._rng), implicit=False)
+
+    async def addresses(self, host: str) -> list[str]:
+        """IPv4 then IPv6 addresses of ``host``; empty when it has none. Raises DnsFailure (temporary)
+        only when no address could be learned because of a DNS error."""
+        found: list[str] = []
+        error: DnsFailure | None = None
+        for rtype in ("A", "AAAA"):
+            try:
+                found += [rr.to_text() for rr in await self._query(host, rtype)]
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except DnsFailure as e:
+                error = e
+        if not found and error is not None:
+            raise error
+        return found
+
+    async def _query(self, name: str, rtype: str) -> dns.resolver.Answer:
+        """One query; NXDOMAIN and NoAnswer pass through, every other failure becomes temporary."""
+        try:
+            answer = await self._resolver.resolve(name, rtype, search=False)
+        except dns.resolver.NXDOMAIN:
+            metrics.DNS_LOOKUPS.labels(rtype, "nxdomain").inc()
+            raise
+        except dns.resolver.NoAnswer:
+            metrics.DNS_LOOKUPS.labels(rtype, "nodata").inc()
+            raise
+        except (dns.exception.DNSException, OSError) as e:
+            metrics.DNS_LOOKUPS.labels(rtype, "error").inc()
+            raise DnsFailure(local("4.4.3", f"DNS lookup failed for {name} {rtype}: "
+                                            f"{e.__class__.__name__}: {e}")) from e
+        metrics.DNS_LOOKUPS.labels(rtype, "ok").inc()
+        return answer

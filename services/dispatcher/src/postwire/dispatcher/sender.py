@@ -1,0 +1,171 @@
+"""The sender: one OUTBOUND message (a message's recipients at one domain) → SMTP → events → settle.
+
+Attempt numbers. ``OutboundMessage.attempt`` counts the attempts made before the message was published;
+JetStream's delivery count adds the redeliveries since, so the attempt of this delivery is
+``attempt + num_delivered - 1``. Every delivery consumes a number, including one that only finds its
+``not_before`` still in the future, so numbers may skip but never repeat: event ids
+("<message>.<type>.<attempt>.<rcpt>") stay unique per attempt and stable if the same delivery is redone.
+
+Settling, after the events are published:
+- every recipient final (delivered/failed)          → ack;
+- every remaining recipient deferred                → nak(delay=backoff(attempt)): JetStream keeps the
+  message and redelivers it on schedule;
+- some deferred, some final                         → publish a new OutboundMessage with just the
+  deferred ones (attempt + 1, not_before = now + backoff, Nats-Msg-Id "<id>.<domain>.<attempt + 1>"),
+  then ack the original, so delivered recipients are never sent again;
+- deferred past the message lifetime                → "failed" with response "expired" (4.4.7).
+Events and the retry message are published until NATS confirms them (the message is kept in progress
+meanwhile): after an SMTP transaction has happened, a nak would send the mail twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import google.protobuf.message
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import Header
+from nats.js.errors import ObjectNotFoundError
+
+from postwire.core.bodies import BodyStore
+from postwire.core.events import make_event, publish_event
+from postwire.core.sharding import shard_for
+from postwire.core.topology import outbound_subject
+from postwire.dispatcher import metrics
+from postwire.dispatcher.delivery import Deliverer
+from postwire.dispatcher.replies import Reply, local
+from postwire.dispatcher.retry import RetryPolicy
+from postwire.dispatcher.worker import keep_alive
+from postwire.v1 import envelope_pb2
+
+log = structlog.get_logger(__name__)
+
+EXPIRED = "expired"
+# a body we could not read because NATS failed us: not a delivery attempt, come back soon
+BODY_RETRY_S = 2.0
+_PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def retry_msg_id(message_id: str, domain: str, attempt: int) -> str:
+    return f"{message_id}.{domain}.{attempt}"
+
+
+class Sender:
+    def __init__(self, js: JetStreamContext, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
+                 *, shards: int, heartbeat_s: float) -> None:
+        self._js = js
+        self._bodies = bodies
+        self._deliverer = deliverer
+        self._policy = policy
+        self._shards = shards
+        self._heartbeat_s = heartbeat_s
+
+    async def handle(self, msg: Msg) -> None:
+        try:
+            out = envelope_pb2.OutboundMessage.FromString(msg.data)
+        except google.protobuf.message.DecodeError:
+            log.error("sender.poison_message", subject=msg.subject)
+            await msg.term()
+            return
+        attempt = out.attempt + msg.metadata.num_delivered - 1
+        wait = self._not_yet(out)
+        if wait > 0:
+            await msg.nak(delay=wait)
+            return
+        async with keep_alive(msg, self._heartbeat_s):
+            replies = await self._attempt(out)
+            if replies is None:
+                await msg.nak(delay=BODY_RETRY_S)
+                return
+            await self._settle(msg, out, attempt, replies)
+
+    @staticmethod
+    def _not_yet(out: envelope_pb2.OutboundMessage) -> float:
+        """Seconds until a scheduled retry is due (0 when it is due or not a scheduled retry)."""
+        if not out.HasField("not_before"):
+            return 0.0
+        return max(0.0, (out.not_before.ToDatetime(UTC) - datetime.now(UTC)).total_seconds())
+
+    async def _attempt(self, out: envelope_pb2.OutboundMessage) -> dict[str, Reply] | None:
+        """Replies for every recipient, or None when the body could not be read just now."""
+        try:
+            data = await self._bodies.get(out.body)
+        except ObjectNotFoundError:
+            return dict.fromkeys(out.recipients, local("5.3.0", "message body not found in the object store"))
+        except (nats.errors.Error, TimeoutError, OSError) as e:
+            log.warning("sender.body_unavailable", message_id=out.message_id,
+                        error=str(e) or type(e).__name__)
+            return None
+        return await self._deliverer.deliver(out.domain, out.mail_from, list(out.recipients), data)
+
+    async def _settle(self, msg: Msg, out: envelope_pb2.OutboundMessage, attempt: int,
+                      replies: dict[str, Reply]) -> None:
+        now = datetime.now(UTC)
+        deferred = [r for r in out.recipients if replies[r].outcome == "deferred"]
+        delay = self._policy.next_delay(attempt, out.accepted_at.ToDatetime(UTC), now) if deferred else None
+        expired = bool(deferred) and delay is None
+        for rcpt in out.recipients:
+            await self._durably(functools.partial(self._publish_outcome, out, attempt, rcpt, replies[rcpt],
+                                                  expired))
+        log.info("sender.attempt", message_id=out.message_id, attempt=attempt, subject=msg.subject,
+                 recipients=len(out.recipients), deferred=len(deferred), expired=expired,
+                 retry_in=delay, mx_host=next(iter(replies.values())).mx_host if replies else "")
+        if not deferred or expired:
+            await msg.ack()
+        elif len(deferred) == len(out.recipients):
+            assert delay is not None
+            await msg.nak(delay=delay)
+        else:
+            assert delay is not None
+            retry = self._retry_message(out, deferred, attempt + 1, now + timedelta(seconds=delay))
+            await self._durably(functools.partial(self._publish_retry, retry))
+            await msg.ack()
+
+    async def _publish_outcome(self, out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str,
+                               reply: Reply, expired: bool) -> None:
+        outcome = reply.outcome
+        fields = {"smtp_code": reply.code, "enhanced_status": reply.enhanced, "response": reply.text}
+        if outcome == "deferred" and expired:
+            log.info("sender.expired", message_id=out.message_id, recipient=rcpt, last_reply=reply.text)
+            outcome, fields = "failed", {"smtp_code": 0, "enhanced_status": "4.4.7", "response": EXPIRED}
+        ev = make_event(outcome, account_id=out.account_id, message_id=out.message_id, recipient=rcpt,
+                        attempt=attempt, mx_host=reply.mx_host, tags=list(out.tags),
+                        metadata=dict(out.metadata), **fields)
+        await publish_event(self._js, ev)
+        metrics.DELIVERIES.labels(outcome).inc()
+
+    @staticmethod
+    def _retry_message(out: envelope_pb2.OutboundMessage, recipients: list[str], attempt: int,
+                       not_before: datetime) -> envelope_pb2.OutboundMessage:
+        retry = envelope_pb2.OutboundMessage()
+        retry.CopyFrom(out)
+        del retry.recipients[:]
+        retry.recipients.extend(recipients)
+        retry.attempt = attempt
+        retry.not_before.FromDatetime(not_before)
+        return retry
+
+    async def _publish_retry(self, retry: envelope_pb2.OutboundMessage) -> None:
+        await self._js.publish(outbound_subject(shard_for(retry.domain, self._shards)),
+                               retry.SerializeToString(),
+                               headers={Header.MSG_ID: retry_msg_id(retry.message_id, retry.domain,
+                                                                    retry.attempt)})
+
+    @staticmethod
+    async def _durably(publish: Callable[[], Awaitable[None]]) -> None:
+        """Retry a publish until NATS confirms it; only shutdown (cancellation) ends the loop early."""
+        for tries in itertools.count():
+            try:
+                await publish()
+                return
+            except (nats.errors.Error, TimeoutError, OSError) as e:
+                pause = _PUBLISH_BACKOFF_S[min(tries, len(_PUBLISH_BACKOFF_S) - 1)]
+                log.warning("sender.publish_failed", error=str(e) or type(e).__name__, retry_in=pause)
+                await asyncio.sleep(pause)

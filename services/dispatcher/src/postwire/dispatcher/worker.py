@@ -1,0 +1,160 @@
+"""The pull loop shared by router and sender: fetch only what there is capacity for, handle each
+message in its own task, and on shutdown finish in-flight work or nak it.
+
+Capacity is fetched-but-unsettled messages, not just running handlers: a message fetched without a
+free slot would sit in memory with its ack_wait running. A loop whose last fetch came back empty asks
+for a single message next time, so idle shards hold one slot each instead of a whole batch while their
+long poll waits, and busy shards get the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from postwire.dispatcher import metrics
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Msg], Awaitable[None]]
+# redelivery delay after a handler bug, so a poison message does not spin
+BUG_RETRY_S = 30.0
+
+
+class Slots:
+    """A counting limit whose holders can take several units at once (a fetch batch)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._changed = asyncio.Condition()
+
+    async def take(self, most: int) -> int:
+        """Wait for at least one free unit, take up to ``most``."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._free > 0)
+            n = min(most, self._free)
+            self._free -= n
+            return n
+
+    async def give(self, n: int = 1) -> None:
+        if n <= 0:
+            return
+        async with self._changed:
+            self._free += n
+            self._changed.notify_all()
+
+
+class Consumer:
+    """Runs ``handler`` for each message of one pull subscription until ``stop``."""
+
+    def __init__(self, sub: JetStreamContext.PullSubscription, handler: Handler, slots: Slots, *,
+                 stage: str, batch: int, fetch_timeout_s: float = 2.0) -> None:
+        self._sub = sub
+        self._handler = handler
+        self._slots = slots
+        self._stage = stage
+        self._batch = batch
+        self._fetch_timeout = fetch_timeout_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event, grace_s: float) -> None:
+        want = 1
+        while not stop.is_set():
+            n = await self._take(want, stop)
+            if n == 0:
+                break
+            msgs = await self._fetch(n)
+            await self._slots.give(n - len(msgs))
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            want = self._batch if msgs else 1
+        await self._drain(grace_s)
+
+    async def _take(self, want: int, stop: asyncio.Event) -> int:
+        """Slots to fetch with, or 0 when ``stop`` came first (all slots may be busy for a while)."""
+        take = asyncio.create_task(self._slots.take(want))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({take, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not take.done():
+            take.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await take
+        if take.cancelled():
+            return 0
+        n = take.result()
+        if stop.is_set():
+            await self._slots.give(n)
+            return 0
+        return n
+
+    async def _fetch(self, n: int) -> list[Msg]:
+        try:
+            return await self._sub.fetch(n, timeout=self._fetch_timeout)
+        except TimeoutError:  # nats' fetch timeout (a TimeoutError too): nothing to do right now
+            return []
+        except (nats.errors.Error, OSError) as e:
+            log.warning("consumer.fetch_failed", stage=self._stage, error=str(e) or type(e).__name__)
+            await asyncio.sleep(1.0)
+            return []
+
+    async def _handle(self, msg: Msg) -> None:
+        metrics.INFLIGHT.labels(self._stage).inc()
+        try:
+            await self._handler(msg)
+        except asyncio.CancelledError:
+            # shutdown ran out of grace: hand the message back now rather than after ack_wait
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
+        except Exception:
+            log.exception("consumer.handler_failed", stage=self._stage)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=BUG_RETRY_S)
+        finally:
+            metrics.INFLIGHT.labels(self._stage).dec()
+            await self._slots.give(1)
+
+    async def close(self) -> None:
+        """Drop the pull subscription (nats-py's drain would wait for fetch replies nobody reads)."""
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+    async def _drain(self, grace_s: float) -> None:
+        """Let in-flight messages finish within the grace period; cancel (and so nak) the rest."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("consumer.nak_unfinished", stage=self._stage, count=len(pending))
+            await asyncio.wait(pending, timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def keep_alive(msg: Msg, every_s: float) -> AsyncIterator[None]:
+    """Tell JetStream we are still working (in_progress) while the body runs, so a long SMTP
+    transaction is not redelivered to someone else mid-flight."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
