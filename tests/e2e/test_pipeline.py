@@ -123,10 +123,10 @@ async def _delivered(stack: LocalStack, mid: str, rcpt: str) -> dict[str, object
 async def test_a_20_mb_message_arrives_intact(stack, sink) -> None:
     rcpt = "big@dest.test"
     msg = _html_mail(rcpt, "big one")
-    blob = os.urandom(14 * 1024 * 1024)  # base64 makes the whole message about 20 MB
+    blob = os.urandom(15 * 1024 * 1024)  # base64 makes the whole message over 20 MB
     msg.add_attachment(blob, maintype="application", subtype="octet-stream", filename="big.bin")
     raw = msg.as_bytes()
-    assert len(raw) > 19 * 1024 * 1024
+    assert len(raw) > 20_000_000
     await _smtp_send(stack, raw, [rcpt])
     [got] = await eventually(lambda: _arrived(sink, rcpt), timeout=120)
     parts = [p.get_payload(decode=True) for p in got.message().iter_attachments()]
@@ -143,7 +143,7 @@ async def test_451_is_retried_then_delivered(stack, sink) -> None:
     mid = r.json()["id"]
     await eventually(lambda: _arrived(sink, rcpt), timeout=60)
     status = await eventually(lambda: _delivered(stack, mid, rcpt))
-    assert status["attempts"] >= 2  # type: ignore[operator]
+    assert status["attempts"] == 2
     assert sink.handler.rcpt_attempts[rcpt] == 2
 
 

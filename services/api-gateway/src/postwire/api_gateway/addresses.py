@@ -43,7 +43,10 @@ def normalize_address(addr: str) -> str:
     if has_line_break(addr):
         raise AddressError("line breaks (CR/LF) are not allowed")
     try:
-        info = validate_email(addr.strip(), check_deliverability=False, allow_smtputf8=False)
+        # test_environment: the reserved .test TLD (RFC 6761) is where staging and test setups
+        # point their MX records; deliverability is for the MX lookup to decide, not the API
+        info = validate_email(addr.strip(), check_deliverability=False, allow_smtputf8=False,
+                              test_environment=True)
     except EmailNotValidError as e:
         raise AddressError(f"invalid email address {addr.strip()!r}: {e}") from None
     return info.ascii_email or info.normalized  # ascii_email is always set without SMTPUTF8

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 CONSUMER = "recorder"
 FINAL = ("delivered", "failed")
-STATUS_OF = {"accepted": "queued", "deferred": "deferred", "delivered": "delivered", "failed": "failed"}
+STATUS_OF = {"deferred": "deferred", "delivered": "delivered", "failed": "failed"}
 
 
 def event_data(ev: envelope_pb2.Event) -> dict[str, Any]:
@@ -50,32 +50,42 @@ def event_data(ev: envelope_pb2.Event) -> dict[str, Any]:
 
 async def _record(session: AsyncSession, ev: envelope_pb2.Event) -> None:
     at = ev.at.ToDatetime(tzinfo=UTC)
-    await session.execute(insert(Event).values(
+    inserted = await session.execute(insert(Event).values(
         event_id=ev.event_id, account_id=ev.account_id, message_id=ev.message_id, recipient=ev.recipient,
         type=ev.type, at=at, data=event_data(ev),
     ).on_conflict_do_nothing())
+    if inserted.rowcount == 0:  # type: ignore[attr-defined]
+        return  # seen before: its effects are already applied
     if ev.type == "accepted":
-        await session.execute(insert(Message).values(
-            id=ev.message_id, account_id=ev.account_id, mail_from=ev.mail_from, subject=ev.subject,
-            size=ev.size, source=ev.source, tags=list(ev.tags), metadata_=dict(ev.metadata), created_at=at,
-        ).on_conflict_do_nothing())
-    status = STATUS_OF.get(ev.type)
-    if status is None:
-        return
+        await _record_accepted(session, ev, at)
+    elif ev.type in STATUS_OF:
+        await _record_outcome(session, ev, at)
+
+
+async def _record_accepted(session: AsyncSession, ev: envelope_pb2.Event, at: datetime) -> None:
+    await session.execute(insert(Message).values(
+        id=ev.message_id, account_id=ev.account_id, mail_from=ev.mail_from, subject=ev.subject,
+        size=ev.size, source=ev.source, tags=list(ev.tags), metadata_=dict(ev.metadata), created_at=at,
+    ).on_conflict_do_nothing())
+    await session.execute(insert(Recipient).values(
+        message_id=ev.message_id, address=ev.recipient, account_id=ev.account_id, status="queued",
+        attempts=0, updated_at=at,
+    ).on_conflict_do_nothing())
+
+
+async def _record_outcome(session: AsyncSession, ev: envelope_pb2.Event, at: datetime) -> None:
+    """One delivery attempt's outcome: count it and move the recipient's state forward."""
     row = {
-        "message_id": ev.message_id, "address": ev.recipient, "account_id": ev.account_id, "status": status,
-        "smtp_code": ev.smtp_code or None, "enhanced_status": ev.enhanced_status or None,
-        "response": ev.response or None, "mx_host": ev.mx_host or None, "attempts": ev.attempt,
-        "updated_at": at,
+        "status": STATUS_OF[ev.type], "smtp_code": ev.smtp_code or None,
+        "enhanced_status": ev.enhanced_status or None, "response": ev.response or None,
+        "mx_host": ev.mx_host or None, "updated_at": at,
     }
-    stmt = insert(Recipient).values(**row)
-    if ev.type == "accepted":
-        await session.execute(stmt.on_conflict_do_nothing())
-        return
+    stmt = insert(Recipient).values(message_id=ev.message_id, address=ev.recipient,
+                                    account_id=ev.account_id, attempts=1, **row)
     # A final state is never replaced by a late deferral; a newer event replaces an older one.
     await session.execute(stmt.on_conflict_do_update(
         index_elements=[Recipient.message_id, Recipient.address],
-        set_={k: stmt.excluded[k] for k in row if k not in ("message_id", "address", "account_id")},
+        set_={**{k: stmt.excluded[k] for k in row}, "attempts": Recipient.attempts + 1},
         where=or_(Recipient.status.not_in(FINAL), stmt.excluded.status.in_(FINAL))
         & (Recipient.updated_at <= stmt.excluded.updated_at),
     ))
