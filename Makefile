@@ -31,6 +31,7 @@ typecheck: install
 	$(UV) run mypy
 
 bench: install
+	scripts/bench-deps
 	$(UV) run python bench/throughput.py
 
 clean:

@@ -27,7 +27,8 @@ DOMAINS = [f"bench{i}.test" for i in range(8)]
 
 
 def _message(i: int) -> bytes:
-    body = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 180)[:10_000]
+    text = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 180)[:9_900]
+    body = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
     return (f"From: bench@example.test\r\nTo: user{i}@{DOMAINS[i % len(DOMAINS)]}\r\n"
             f"Subject: bench {i}\r\nMessage-ID: <bench-{i}@example.test>\r\n\r\n{body}\r\n").encode()
 

@@ -168,6 +168,17 @@ async def test_transformer_down_message_waits_then_delivered(
     await eventually(lambda: events.of("delivered"))
 
 
+async def test_plain_text_mail_does_not_wait_for_the_transformer(
+        start_dispatcher: Any, transformer_down: Any, submit: Any, dns_server: DnsServer,
+        smtp_sink: SmtpSink, domain: str) -> None:
+    dns_server.add_mail_domain(domain)
+    await start_dispatcher(transformer_addr=transformer_down.addr)
+    raw = b"From: a@example.test\r\nTo: x@" + domain.encode() + b"\r\nSubject: plain\r\n\r\nno html here\r\n"
+    await submit([f"x@{domain}"], raw, inline_css=True)
+    [received] = await smtp_sink.handler.wait_for(1)  # delivered although the transformer is down
+    assert received.data.endswith(b"no html here\r\n")
+
+
 async def test_transformer_rejection_sends_the_original(start_dispatcher: Any, transformer: Any,
                                                         submit: Any, dns_server: DnsServer,
                                                         smtp_sink: SmtpSink, domain: str,

@@ -9,6 +9,8 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
 
 from __future__ import annotations
 
+import re
+
 import google.protobuf.message
 import nats.errors
 import structlog
@@ -31,6 +33,10 @@ log = structlog.get_logger(__name__)
 
 # how long a message waits after NATS itself failed us mid-route
 PUBLISH_RETRY_S = 2.0
+
+
+# a superset test: any MIME part of type text/html must contain this string in its headers
+_HTML = re.compile(rb"text/html", re.IGNORECASE)
 
 
 def outbound_msg_id(message_id: str, domain: str) -> str:
@@ -92,6 +98,8 @@ class Router:
         if not inbound.options.inline_css:
             return inbound.body
         original = await self._bodies.get(inbound.body)
+        if _HTML.search(original) is None:  # no HTML part anywhere: skip the gRPC round trip
+            return inbound.body
         result = await self._transformer.inline_css(original, inbound.options.css_engine)
         if result is None or not result.changed:
             return inbound.body
