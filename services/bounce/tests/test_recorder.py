@@ -11,7 +11,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
-from postwire.bounce.__main__ import serve
+from postwire.bounce.service import serve
 from postwire.bounce.settings import BounceSettings
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_id, new_message_id

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+from postwire.core.logging import configure_logging
+from postwire.core.settings import PostwireSettings
+
+S = TypeVar("S", bound=PostwireSettings)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -23,3 +28,12 @@ def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         await main(stop)
 
     asyncio.run(runner())
+
+
+def run_service(service: str, settings: S,
+                serve: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """The whole of a service's ``__main__``: JSON logs, then ``serve(settings, stop)`` until a signal.
+
+    ``settings`` is built by the caller before the loop starts, so a bad environment fails at boot."""
+    configure_logging(service, settings.log_level)
+    run(lambda stop: serve(settings, stop))

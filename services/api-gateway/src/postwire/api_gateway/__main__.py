@@ -1,7 +1,13 @@
-"""``python -m postwire.api_gateway``: the api-gateway process (SIGTERM/SIGINT stop it gracefully)."""
+"""``python -m postwire.api_gateway``: the REST API until SIGTERM/SIGINT, then drain in-flight requests."""
 
-from postwire.api_gateway.service import main
-from postwire.core.lifecycle import run
+from postwire.api_gateway.service import serve
+from postwire.api_gateway.settings import ApiSettings
+from postwire.core.lifecycle import run_service
+
+
+def main() -> None:
+    run_service("api-gateway", ApiSettings(), serve)
+
 
 if __name__ == "__main__":
-    run(main)
+    main()

@@ -18,7 +18,6 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.core import natsconn, ops
 from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
-from postwire.core.logging import configure_logging
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 
@@ -49,9 +48,3 @@ async def serve(settings: ApiSettings, stop: asyncio.Event,
             await nc.close()
         await engine.dispose()
         log.info("api.stopped")
-
-
-async def main(stop: asyncio.Event) -> None:
-    settings = ApiSettings()
-    configure_logging("api-gateway", settings.log_level)
-    await serve(settings, stop)

@@ -1,23 +1,12 @@
-"""``python -m postwire.dispatcher``: settings from the environment, JSON logs, run until SIGTERM."""
+"""``python -m postwire.dispatcher``: router and senders until SIGTERM/SIGINT, then drain."""
 
-from __future__ import annotations
-
-import asyncio
-
-from postwire.core import lifecycle
-from postwire.core.logging import configure_logging
+from postwire.core.lifecycle import run_service
 from postwire.dispatcher.app import serve
 from postwire.dispatcher.settings import DispatcherSettings
 
 
 def main() -> None:
-    settings = DispatcherSettings()
-    configure_logging("dispatcher", settings.log_level)
-
-    async def run(stop: asyncio.Event) -> None:
-        await serve(settings, stop)
-
-    lifecycle.run(run)
+    run_service("dispatcher", DispatcherSettings(), serve)
 
 
 if __name__ == "__main__":
