@@ -1,0 +1,175 @@
+"""`parse_bounce`: one raw mail in, one result per bounced recipient out.
+
+The shapes are tried from most to least structured, and the first that yields recipients wins:
+ARF complaint → RFC 3464 delivery-status (in its own part or as fields in a text part) → Amazon SES
+JSON → a human-readable notice of a known shape (`formats`) → RFC 3834 auto-reply. A mail that fits
+none is not a bounce and yields [].
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from email.message import Message
+
+import structlog
+
+from postwire.bounce.arf import parse_feedback
+from postwire.bounce.autoreply import auto_reply_sender
+from postwire.bounce.classify import classify_reply, find_command, find_replycode, find_status
+from postwire.bounce.dsn import DeliveryReport, RecipientStatus, parse_delivery_status
+from postwire.bounce.formats import (
+    TextRecord,
+    looks_like_bounce,
+    notification_text,
+    ses_json_records,
+    text_records,
+)
+from postwire.bounce.mime import addresses, header, load, original_headers, part_text, walk_leaves
+from postwire.bounce.rules import match_text
+
+log = structlog.get_logger(__name__)
+
+_TAG_RE = re.compile(r"<[^>]+>")
+_DSN_FIELDS_RE = re.compile(r"^[\s>]*(?:final|original)-recipient\s*:", re.IGNORECASE | re.MULTILINE)
+_QUOTE_RE = re.compile(r"^(?:> ?)+", re.MULTILINE)  # a forwarded bounce: "> Final-Recipient: ..."
+
+
+@dataclass(frozen=True, slots=True)
+class BounceResult:
+    """One bounced (or delayed, delivered, complained, auto-replied) recipient of a report mail."""
+
+    recipient: str | None
+    reason: str
+    status: str | None
+    replycode: int | None
+    hardbounce: bool
+    diagnostic: str = ""
+    feedbacktype: str | None = None
+    remote_mta: str | None = None
+    action: str | None = None
+
+
+def parse_bounce(raw: bytes) -> list[BounceResult]:
+    """Every recipient a report mail is about, in mail order; [] for a mail that is not a bounce.
+
+    Never raises: bounce input is hostile or broken often enough that one bad mail must not stop a
+    consumer. The failure is logged with its type so it can be investigated.
+    """
+    try:
+        return parse_message(load(raw))
+    except Exception as exc:  # any parser failure means "not understood", never a crash
+        log.warning("bounce.parse_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        return []
+
+
+def parse_message(msg: Message) -> list[BounceResult]:
+    """`parse_bounce` for an already parsed message."""
+    feedback = parse_feedback(msg)
+    if feedback is not None:
+        return [BounceResult(f.recipient, "feedback", None, None, False, feedbacktype=f.feedbacktype)
+                for f in feedback]
+    leaves = walk_leaves(msg)
+    human = _human_text(leaves)
+    report = _delivery_report(leaves, human)
+    if report.recipients:
+        blocks = _blocks_by_recipient(msg, human)
+        return [_from_dsn(r, report, blocks) for r in report.recipients]
+    ses = ses_json_records(human)
+    if ses:
+        return [_from_text(r, r.diagnostic) for r in ses]
+    notice = notification_text(human)
+    original = original_headers(msg)
+    if looks_like_bounce(msg, notice, original is not None):
+        records = text_records(msg, notice) or _original_recipient(original, notice)
+        return [_from_text(r, notice) for r in records]  # a bounce, even if its recipient is unknown
+    sender = auto_reply_sender(msg, human)
+    if sender is not None:
+        return [BounceResult(sender, "vacation", None, None, False)]
+    return []
+
+
+def _original_recipient(original: Message | None, notice: str) -> list[TextRecord]:
+    """A notice that names no address is about the returned message's recipient (its To: header)."""
+    if original is None:
+        return []
+    found = addresses(header(original, "To"))
+    return [TextRecord(found[0], notice)] if found else []
+
+
+def _human_text(leaves: list[Message]) -> str:
+    """The readable parts (text/plain; text/html with tags stripped when there is no plain text).
+
+    A multipart whose boundary never occurs is left as one unparsed leaf: its text is read as is.
+    """
+    plain = [part_text(p) for p in leaves
+             if p.get_content_type() == "text/plain"
+             or (p.get_content_maintype() == "multipart" and isinstance(p.get_payload(), str))]
+    if plain:
+        return "\n".join(plain)
+    html = [part_text(p) for p in leaves if p.get_content_type() == "text/html"]
+    return "\n".join(_TAG_RE.sub(" ", h) for h in html)
+
+
+def _delivery_report(leaves: list[Message], human: str) -> DeliveryReport:
+    """All message/delivery-status parts merged; DSN fields in a text part when there is no such part."""
+    merged = DeliveryReport()
+    for part in leaves:
+        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+            report = parse_delivery_status(part_text(part))
+            merged.reporting_mta = merged.reporting_mta or report.reporting_mta
+            merged.recipients.extend(report.recipients)
+    if not merged.recipients and _DSN_FIELDS_RE.search(human):
+        return parse_delivery_status(_QUOTE_RE.sub("", human))
+    return merged
+
+
+def _blocks_by_recipient(msg: Message, human: str) -> dict[str, str]:
+    """The human-readable error text per recipient, used when the DSN's Diagnostic-Code says little."""
+    notice = notification_text(human)
+    return {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice)}
+
+
+def _from_dsn(rec: RecipientStatus, report: DeliveryReport, blocks: dict[str, str]) -> BounceResult:
+    recipient = rec.recipient or ""
+    diagnostic = rec.diagnostic
+    block = blocks.get(recipient.lower(), "")
+    text = diagnostic if match_text(diagnostic) else f"{diagnostic}\n{block}".strip()
+    status = _best_status(rec.status, diagnostic or block)
+    result = _result(recipient, text, status, rec.action, rec.remote_mta, diagnostic or block,
+                     find_command(block) or find_command(diagnostic))
+    if rec.diagnostic_type == "x-unix" and result.reason not in ("mailboxfull", "delivered"):
+        # the local delivery agent (procmail, a pipe) failed: that is the MTA's problem, not the address
+        return replace(result, reason="mailererror", hardbounce=False)
+    return result
+
+
+def _from_text(rec: TextRecord, notice: str) -> BounceResult:
+    text = rec.diagnostic if match_text(rec.diagnostic) else f"{rec.diagnostic}\n{notice}"
+    status = _best_status(rec.status, rec.diagnostic)
+    return _result(rec.recipient, text, status, rec.action, rec.remote_mta, rec.diagnostic,
+                   find_command(rec.diagnostic))
+
+
+def _best_status(field: str | None, diagnostic: str) -> str | None:
+    """The status in the diagnostic text, else the Status field.
+
+    The remote server's own code (in the diagnostic) is more precise than the one the reporting MTA
+    derived from it: Sendmail reports 4.4.7 "expired" for a message refused with 4.7.1 every time.
+    """
+    in_text = find_status(diagnostic)
+    if in_text is not None:
+        return in_text
+    if field is None or not re.match(r"^[245]\.\d{1,3}\.\d{1,3}$", field):
+        return None
+    return field
+
+
+def _result(recipient: str, text: str, status: str | None, action: str | None, remote_mta: str | None,
+            diagnostic: str, command: str | None) -> BounceResult:
+    code = find_replycode(diagnostic) if diagnostic else None
+    if action == "delivered" or (action == "relayed" and not status):
+        status = status or "2.0.0"
+    verdict = classify_reply(code, status, text, command=command)
+    return BounceResult(recipient, verdict.reason, verdict.status, verdict.replycode, verdict.hardbounce,
+                        diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta, action=action)

@@ -1,0 +1,268 @@
+"""Phrase rules: which words in a diagnostic text name which failure reason.
+
+Written for Postwire from how MTAs and mailbox providers word their rejections (RFC 3463 texts,
+Postfix/Exim/Sendmail/qmail defaults, the published error pages of Gmail, Microsoft, Yahoo, …).
+Rules are checked in order and the first match wins, so the order encodes precedence: a message that
+says "mailbox full" and "5.1.1" is about a full mailbox; "blocked … listed at spamhaus" is about the IP's
+reputation, not a generic block. Each pattern is a regular expression on lowercased, whitespace-collapsed
+text; keep them short and general (a phrase, not a provider's whole sentence).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+_RULES: Sequence[tuple[str, Sequence[str]]] = (
+    ("virusdetected", (
+        r"virus", r"malware", r"infected", r"contains? (?:a )?(?:harmful|malicious)",
+        r"executable (?:file|attachment)s? (?:are|is) not allowed",
+    )),
+    ("notcompliantrfc", (
+        r"(?:not |non-?)rfc ?(?:5322|2822|822)",
+        r"rfc ?(?:5322|2822|822) (?:complian|violation|standard)", r"multiple addresses in",
+        r"duplicate header",
+        r"not (?:rfc )?compliant", r"multiple (?:subject|from|to|date|message-id) headers",
+    )),
+    ("securityerror", (
+        r"smtp auth(?:entication)?\b", r"without authentication", r"authentication required",
+        r"unauthenticated (?:senders?|relay|users?)", r"must (?:be )?authenticate",
+    )),
+    ("failedstarttls", (
+        r"starttls", r"tls (?:is )?required", r"must issue a starttls", r"requiretls",
+        r"encryption required",
+    )),
+    ("authfailure", (
+        r"\bspf\b.*\b(?:fail|check|record|validation|reject)", r"\bdkim\b", r"\bdmarc\b",
+        r"sender policy framework", r"not authorized to send on behalf", r"unauthenticated email",
+        r"authentication (?:check|result)s? (?:failed|fail)", r"email authentication failed",
+        r"does not pass (?:spf|dkim|dmarc)", r"failed? (?:spf|dkim|dmarc)",
+        r"5\.7\.(?:2[0-4]|26|29)\b", r"sender (?:is )?not authenticated",
+    )),
+    ("requireptr", (
+        r"reverse dns", r"\bptr\b", r"rdns", r"no dns record for (?:your|the) (?:ip|host)",
+        r"cannot find your hostname", r"reverse (?:lookup|mapping)", r"name lookup failed for",
+        r"ip name lookup", r"client host .* has no (?:name|hostname)", r"not resolve your address",
+        r"unresolvable (?:relay )?host ?name", r"cannot resolve your (?:ip|address|host)",
+        r"no (?:reverse|ptr)", r"5\.7\.25\b", r"hostname (?:does not|doesn't) match",
+    )),
+    ("badreputation", (
+        r"bad reputation", r"poor reputation", r"low reputation", r"ip reputation",
+        r"sender reputation", r"reputation (?:of|is)", r"user complaints",
+    )),
+    ("toomanyconn", (
+        r"too many (?:concurrent |simultaneous |open )?(?:smtp )?connections", r"too many sessions",
+        r"connection (?:count|limit) (?:exceeded|reached)", r"concurrent connections? limit",
+        r"too many smtp sessions", r"connection rate limit", r"frequency limited",
+    )),
+    ("speeding", (
+        r"too many recipients (?:this|per|in the last) (?:hour|day|minute)",
+        r"rate limit", r"too many (?:messages|emails|mails)(?! in)", r"sending (?:too fast|rate)",
+        r"exceeded (?:the )?(?:message|sending) rate", r"throttl", r"unusual rate",
+        r"too much mail", r"receiving mail at a rate", r"messages per (?:hour|minute|second|day)",
+    )),
+    ("norelaying", (
+        r"not configured to relay", r"relay (?:mail )?(?:through|via) this server",
+        r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed))", r"not permitted to relay",
+        r"unable to relay", r"relay not permitted", r"we do not relay", r"relaying (?:mail )?(?:to|from) .* "
+        r"(?:denied|not allowed)", r"no relaying", r"not a gateway", r"relay access",
+        r"cannot relay", r"mail relay denied", r"is not (?:a )?(?:local|permitted) (?:domain|relay)",
+    )),
+    ("blocked", (
+        r"blacklist", r"block ?list", r"spamhaus", r"spamcop", r"\bdnsbl\b", r"\brbl\b",
+        r"listed (?:at|on|in|by) ", r"banned sending ip", r"invalid ip for sending",
+        r"client host (?:\[[^\]]*\] )?(?:rejected|blocked)", r"(?:helo|ehlo|my name) (?:was )?rejected",
+        r"messages from \d+\.\d+\.\d+\.\d+", r"ip (?:address )?(?:has been |is )?(?:blocked|banned)",
+        r"adresse ip source bloquee",
+    )),
+    ("rejected", (
+        r"sender (?:address )?(?:was |is )?"
+        r"(?:rejected|refused|denied|blocked|unknown|not (?:allowed|permitted))",
+        r"(?:from|sender|envelope) address (?:rejected|invalid|refused)", r"domain of sender",
+        r"sender domain (?:rejected|invalid|unknown|does not)", r"sender verif", r"unverified sender",
+        r"not (?:a )?member", r"not allowed to post", r"not permitted to post",
+        r"only (?:members|subscribers)", r"permission to post", r"provide a valid from",
+    )),
+    ("systemfull", (
+        r"system (?:is )?full", r"insufficient (?:disk|system) (?:space|storage)",
+        r"insufficient system storage", r"out of disk",
+    )),
+    ("mesgtoobig", (
+        r"message (?:size )?(?:is )?too (?:big|large)", r"message (?:size )?exceeds",
+        r"size (?:limit|exceeds)", r"exceeds (?:the )?(?:maximum )?(?:message )?size",
+        r"message length exceeds", r"mail size", r"too large for", r"size of (?:the )?message",
+        r"maximum (?:allowed )?(?:message )?size", r"message file too big",
+    )),
+    ("exceedlimit", (
+        r"quota exceeded .*daily", r"exceeds? (?:the )?limit", r"limit exceeded",
+        r"message too large for (?:this|the) (?:mailbox|recipient)",
+    )),
+    ("mailboxfull", (
+        r"mailbox (?:is )?(?:full|over ?quota)", r"over ?quota", r"quota (?:exceeded|full|violation)",
+        r"(?:mailbox|mail ?box|disk|storage) (?:space )?(?:quota )?(?:exceeded|full)",
+        r"exceed(?:ed|s)? (?:the |his |her |their )?(?:storage|disk|mailbox)? ?quota",
+        r"user(?:'s)? (?:mailbox )?(?:is )?over", r"insufficient storage space",
+        r"mailbox has exceeded", r"full mailbox", r"not enough (?:storage|space)",
+        r"mailfolder is full", r"account is full", r"inbox is full", r"out of storage",
+        r"mailbox (?:size )?limit", r"no space left", r"would exceed (?:the )?quota",
+        r"is full", r"maildir over", r"\bmailbox full\b",
+        r"メールボックスが一杯", r"容量", r"переполнен",
+    )),
+    ("hasmoved", (
+        r"has moved", r"address (?:has )?changed", r"no longer (?:valid|in use|available) .*(?:moved|new)",
+        r"user has moved", r"moved to",
+    )),
+    ("suspend", (
+        r"(?:account|mailbox|user|address) (?:has been |is |was )?(?:temporarily )?"
+        r"(?:disabled|suspended|deactivated|inactive|locked|blocked|frozen|expired|closed|discontinued)",
+        r"(?:disabled|suspended|inactive|deactivated|expired|closed|locked) (?:account|mailbox|user)",
+        r"not (?:an )?active", r"no longer active", r"account (?:has been )?terminated",
+        r"recipient (?:is )?(?:suspended|deactivated|disabled|inactive)",
+        r"is (?:currently )?unavailable due to", r"temporar(?:y|ily) locked",
+        r"account\b[^.]{0,40}\bis (?:disabled|inactive|suspended)", r"has been disabled",
+        r"account .*(?:temporarily|permanently) (?:disabled|unavailable)",
+    )),
+    ("notaccept", (
+        r"does not accept (?:any )?(?:e-?)?mail", r"doesn't accept mail", r"null mx",
+        r"not accepting (?:any )?(?:e-?)?mail", r"accepts no mail", r"no mail accepted",
+        r"mail is not accepted", r"host does not receive any mail", r"no mx (?:record|found|host)",
+        r"couldn't find a mail exchanger", r"indicated no smtp service",
+    )),
+    ("hostunknown", (
+        r"host (?:or domain name )?not found", r"unknown host", r"host unknown", r"domain (?:is )?unknown",
+        r"unknown domain", r"domain (?:name )?(?:does not|doesn't) exist", r"no such domain",
+        r"domain (?:not found|is not (?:valid|found)|lookup failed)", r"unrouteable (?:mail )?domain",
+        r"unrouteable address", r"name or service not known", r"domain is not reachable",
+        r"\b[a-z0-9-]+(?:\.[a-z0-9-]+)+\.? does not exist",
+        r"host name lookup failure", r"nxdomain", r"non-?existent (?:domain|host)",
+        r"recipient (?:domain|address) (?:is )?(?:invalid|unknown)", r"invalid domain",
+        r"all relevant mx records point to non-existent hosts", r"mail for .* loops back to myself",
+        r"could not be resolved", r"no route to (?:domain|host)",
+        r"bad destination (?:system|host)", r"dns(?: error)?.*(?:not found|does not exist)",
+        r"domain (?:has been )?(?:disabled|removed)",
+    )),
+    ("userunknown", (
+        r"user(?:name)? (?:is )?unknown", r"unknown (?:local )?(?:user|recipient|mailbox|address|alias)",
+        r"no such (?:user|mailbox|recipient|address|local user|person|account)",
+        r"user(?: account)? (?:does not|doesn't|did not) exist", r"recipient (?:does not|doesn't) exist",
+        r"(?:mailbox|address|account|recipient|user|e-?mail address) "
+        r"(?:is )?(?:not found|does not exist|doesn't exist|unavailable|invalid|not valid|unknown)",
+        r"invalid (?:recipient|mailbox|user|address|e-?mail)",
+        r"(?:recipient|user|mailbox) not (?:found|known)",
+        r"not (?:a )?(?:known|valid) (?:user|recipient|mailbox)", r"bad recipient", r"user not listed",
+        r"no mailbox", r"mailbox (?:is )?not (?:available|present)", r"no valid recipients",
+        r"recipient address rejected: (?:user unknown|undeliverable|access denied|unknown)",
+        r"address unknown", r"undeliverable address", r"address (?:couldn't|could not|can't|cannot) be found",
+        r"invalid (?:final delivery )?user ?id", r"unknown or illegal alias",
+        r"addressee unknown", r"recipient rejected", r"not our customer", r"user not found",
+        r"account (?:does not|doesn't) exist", r"no account by that name", r"doesn't have a .* account",
+        r"does not have an account", r"name is not recognized", r"recipient not found",
+        r"email address (?:could not be|wasn't|was not) found", r"not listed in",
+        r"mailbox (?:name )?not allowed", r"unknown or invalid", r"no longer (?:valid|available|exists?)",
+        r"destination address (?:does not|doesn't) exist", r"the email account that you tried to reach",
+        r"this user doesn't have", r"recipientnotfound", r"no such file or directory",
+        r"has no local mailbox", r"invalid address", r"sorry, no mailbox here",
+        r"not a valid (?:mailbox|user|recipient)", r"user invalid",
+    )),
+    ("expired", (
+        r"delivery time expired", r"(?:message|mail) (?:has been )?(?:expired|timed out)",
+        r"retry (?:time|timeout) (?:not reached|exceeded)", r"could not be delivered for \d+",
+        r"cannot send message for", r"queue ?time", r"giving up", r"gave up",
+        r"too long in (?:the )?queue", r"has been delayed", r"delivery (?:is )?delayed",
+        r"still (?:being )?retried", r"retry timeout exceeded", r"unable to deliver for",
+        r"maximum time", r"no more retries", r"failed after (?:repeated )?attempts",
+        r"connection timed out", r"operation timed out", r"did not accept our requests to connect",
+        r"queue too long", r"failing for a long time", r"will be retried for", r"envelope expired",
+        r"continue trying", r"establish an smtp connection",
+        r"message (?:could not|couldn't) be delivered within", r"lifetime",
+    )),
+    ("policyviolation", (
+        r"policy (?:violation|reasons|rejection)", r"violat(?:es|ed|ion) (?:of )?(?:our|the|local) "
+        r"(?:policy|policies|terms)", r"prohibited (?:content|attachment)", r"content policy",
+        r"not allowed by (?:local )?policy", r"message (?:rejected|refused) (?:by|due to) (?:local )?policy",
+        r"acceptable use", r"\bpolicy\b", r"\bviolation\b",
+    )),
+    ("spamdetected", (
+        r"\bspam\b", r"message content rejected", r"scored as spam", r"junk mail", r"unsolicited",
+        r"bulk (?:e-?)?mail", r"spamassassin",
+        r"looks like spam", r"content filter(?:ing)? (?:rejected|detected)", r"message (?:content )?rejected",
+        r"detected as spam", r"scored too high", r"\buce\b", r"classified as spam", r"spam score",
+        r"suspicious", r"phish",
+    )),
+    ("blocked", (
+        r"blocked (?:using|by|because)", r"sorbs", r"barracuda",
+        r"(?:ip|host|client|connection) (?:address )?(?:has been |is |was )?(?:blocked|"
+        r"rejected|refused|denied|banned|blacklisted)", r"access denied", r"connection refused",
+        r"not allowed to (?:connect|send)", r"rejected due to", r"your ip", r"your (?:host|network|server)",
+        r"refused to talk", r"poor reputation", r"dynamic ip", r"residential", r"dial-?up",
+        r"has been (?:temporarily )?blocked", r"\bblocked\b", r"\bbanned\b",
+    )),
+    ("rejected", (
+        r"return path", r"envelope sender", r"sender is not", r"\bsender\b",
+    )),
+    ("filtered", (
+        r"header (?:error|rejected|check)", r"filtered", r"content (?:rejected|refused)",
+        r"rejected by (?:the )?(?:recipient|user|filter)", r"refused by (?:the )?(?:recipient|user)",
+        r"not accepting mail from", r"receiver has blocked", r"recipient has blocked",
+        r"refuse(?:d|s) to accept", r"due to (?:the )?recipient'?s? (?:preferences|settings)",
+        r"domain restriction", r"mail filter", r"restricted",
+    )),
+    ("contenterror", (
+        r"content (?:error|problem)", r"invalid (?:mime|header|content)", r"malformed", r"8bit",
+        r"line (?:too long|length)", r"mime (?:error|format)", r"character set",
+    )),
+    ("syntaxerror", (
+        r"syntax error", r"command (?:not )?(?:recognized|unrecognized|not implemented)",
+        r"bad sequence of commands", r"line too long", r"invalid command", r"unrecognized command",
+        r"parameter (?:not )?(?:recognized|implemented)",
+    )),
+    ("networkerror", (
+        r"connection (?:timed out|reset|refused|closed|lost|dropped)", r"timed out", r"timeout",
+        r"network (?:is )?(?:error|unreachable|failure)", r"no route to", r"unable to connect",
+        r"could not connect", r"connect to .* failed", r"lost connection", r"dns (?:error|failure|lookup)",
+        r"temporary (?:dns|lookup) failure", r"host is unreachable", r"mail (?:for .* )?loops? back",
+        r"routing loop", r"too many hops", r"hop count exceeded",
+        r"malformed or unexpected name server reply",
+    )),
+    ("mailererror", (
+        r"mailer error", r"exit (?:code|status)", r"command failed", r"pipe to", r"procmail",
+        r"local delivery failed", r"program (?:exited|failed)", r"x-unix;",
+    )),
+    ("systemerror", (
+        r"system error", r"internal (?:server )?error", r"server error",
+        r"temporary (?:local )?(?:problem|failure)",
+        r"local error", r"configuration error", r"misconfigur", r"try (?:again )?later",
+        r"service (?:is )?(?:currently |temporarily )?(?:not available|unavailable)",
+        r"transaction failed", r"resources? (?:temporarily )?unavailable",
+        r"too many recipients", r"mailing list expansion",
+    )),
+)
+
+_COMPILED: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = tuple(
+    (reason, tuple(re.compile(p) for p in patterns)) for reason, patterns in _RULES
+)
+
+
+# "550-5.7.1 " continuation prefixes of multi-line replies split phrases in two: drop them.
+_REPLY_PREFIX = re.compile(r"(?<![\w.])[245]\d\d[ \-](?:[245]\.\d{1,3}\.\d{1,3}\s)?")
+
+
+def normalise(text: str) -> str:
+    """Lowercase and collapse whitespace so a phrase folded across lines still matches."""
+    return " ".join(text.lower().split())
+
+
+def match_text(text: str) -> str | None:
+    """The first reason whose phrases occur in `text`, or None when the text names no reason."""
+    if not text:
+        return None
+    flat = normalise(_REPLY_PREFIX.sub(" ", normalise(text)))
+    for reason, patterns in _COMPILED:
+        if any(p.search(flat) for p in patterns):
+            return reason
+    return None
+
+
+def reasons_in_order() -> list[str]:
+    """The precedence order, exposed for tests and documentation."""
+    return [reason for reason, _ in _RULES]
