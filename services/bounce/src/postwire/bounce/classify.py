@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from postwire.bounce.providers import provider_reason
 from postwire.bounce.rules import match_text
 
 # Reasons that make an address undeliverable for good (REASONS.md: "Hard bounce").
@@ -46,7 +47,7 @@ _STATUS_REASONS: dict[str, str] = {
     "6.8": "contenterror", "6.9": "contenterror", "6.10": "contenterror",
     "7.0": "securityerror", "7.1": "rejected", "7.2": "securityerror", "7.3": "securityerror",
     "7.4": "securityerror", "7.5": "securityerror", "7.6": "securityerror", "7.7": "securityerror",
-    "7.8": "securityerror", "7.9": "policyviolation", "7.10": "failedstarttls", "7.11": "failedstarttls",
+    "7.8": "securityerror", "7.9": "securityerror", "7.10": "failedstarttls", "7.11": "failedstarttls",
     "7.12": "securityerror", "7.13": "suspend", "7.14": "securityerror", "7.15": "policyviolation",
     "7.16": "mesgtoobig", "7.17": "hasmoved", "7.18": "hasmoved", "7.19": "hasmoved",
     "7.20": "authfailure", "7.21": "authfailure", "7.22": "authfailure", "7.23": "authfailure",
@@ -57,7 +58,7 @@ _STATUS_REASONS: dict[str, str] = {
 # hint only (X.0.0, X.5.0 and X.7.1 are used by some MTAs for almost anything).
 _STRONG_STATUS = frozenset({
     "1.1", "1.2", "1.3", "1.6", "1.7", "1.8", "1.10", "2.2", "2.3", "3.1", "3.4", "4.4", "4.5", "4.7",
-    "6.0", "6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "7.9", "7.13", "7.17", "7.18", "7.20", "7.21",
+    "6.0", "6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "7.13", "7.17", "7.18", "7.20", "7.21",
     "7.22", "7.23", "7.24", "7.25", "7.26", "7.27", "7.29", "7.30",
 })
 # Phrases that outrank even a precise status: the remote MTA picked a generic code for a precise reason.
@@ -65,7 +66,7 @@ _OVERRIDING = frozenset({"speeding", "toomanyconn", "virusdetected", "notcomplia
                          "suspend", "userunknown", "failedstarttls", "notaccept", "spamdetected", "blocked",
                          "systemfull"})
 # ... except these, which no phrase can override: they name who or what is wrong exactly.
-_ABSOLUTE_STATUS = frozenset({"1.6", "1.7", "1.8", "2.3", "7.9", "7.13", "7.17", "7.18"})
+_ABSOLUTE_STATUS = frozenset({"1.6", "1.7", "1.8", "2.3", "7.13", "7.17", "7.18"})
 # A recipient refused only once the content was seen (after DATA) was refused by a content filter.
 _AFTER_DATA = re.compile(r"after end of data|end of data command|after data\b|"
                          r"in reply to (?:end of )?data|after the data command", re.IGNORECASE)
@@ -75,11 +76,20 @@ _COMMAND_RE = re.compile(
     r"|^\W*>>> (?P<c>data|rcpt to|mail from|helo|ehlo)\b"
     r"|did not like our (?P<d>rcpt to|mail from|data)\b"
     r"|\[(?P<e>rcpt_to|mail_from|data)\]"
-    r"|(?P<f>rcpt to|mail from|data) response\b",
+    r"|(?P<f>rcpt to|mail from|data) response\b"
+    r"|smtp command:? (?P<g>data|rcpt|mail|helo|ehlo)\b"  # m-FILTER: "-------SMTP command DATA"
+    r"|smtp:(?P<h>rcpt|mail|data)\b"  # "Technical details: SMTP:RCPT host …"
+    r"|does not like (?P<i>recipient)\b",  # qmail-remote: "… does not like recipient."
     re.IGNORECASE | re.MULTILINE)
 _COMMANDS = {"data": "DATA", "rcpt to": "RCPT", "rcpt_to": "RCPT", "mail from": "MAIL", "mail_from": "MAIL",
+             "rcpt": "RCPT", "recipient": "RCPT", "mail": "MAIL",
              "initial connection": "CONN", "helo": "HELO", "ehlo": "HELO"}
 _TEMPORARY_DNS = frozenset({"hostunknown"})
+_TEMPORARY_WORDS = re.compile(r"temporar|try again later|not found, try again", re.IGNORECASE)
+# qmail's give-up sentence, appended to whatever the real failure was ("Unable to contact LDAP server.
+# (#4.4.3) I'm not going to try again; this message has been in the queue too long."): the cause wins.
+_GIVE_UP = re.compile(r"i'm\s+not\s+going\s+to\s+try\s+again;\s+this\s+message\s+has\s+been\s+in\s+"
+                      r"the\s+queue\s+too\s+long\.?", re.IGNORECASE)
 
 # Reply codes whose meaning is narrow enough to use when nothing else matched (RFC 5321 §4.2.3).
 _REPLY_REASONS: dict[int, str] = {
@@ -114,19 +124,25 @@ def find_status(text: str) -> str | None:
     One that directly follows a reply code ("550 5.7.1", "550-5.7.1") is preferred: relays often
     prefix their own generic code to the remote server's precise one.
     """
-    m = _REPLIED_STATUS_RE.search(text) or _STATUS_RE.search(text)
-    return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
+    for pattern in (_REPLIED_STATUS_RE, _STATUS_RE):
+        found = [f"{m.group(1)}.{m.group(2)}.{m.group(3)}" for m in pattern.finditer(text)]
+        if found:
+            # a session transcript ("250 2.1.5 Ok … 451 4.3.0 queue file write error"): the failure counts
+            return next((s for s in found if not s.startswith("2.")), found[0])
+    return None
 
 
 def find_replycode(text: str) -> int | None:
     """The first three-digit SMTP reply code that starts a line, a sentence or follows "said:"."""
+    found: list[int] = []
     for m in _REPLY_RE.finditer(text):
         before = text[max(0, m.start() - 12):m.start()].lower()
         if m.start() == 0 or before.endswith(("\n", " ", ":", "'", '"', "(", "<", "[", ";", "=")):
             if re.search(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.$", before):  # a dotted IP address, not a code
                 continue
-            return int(m.group(1))
-    return None
+            found.append(int(m.group(1)))
+    # the first code, unless it is a success that a later failure in the same transcript followed
+    return next((c for c in found if c >= 400), found[0]) if found else None
 
 
 def find_command(text: str) -> str | None:
@@ -171,7 +187,15 @@ def classify_reply(code: int | None, status: str | None, text: str, *,
 def _reason(code: int | None, status: str | None, text: str, command: str | None) -> str:
     """Precise status, then phrases, then the status as a hint, then the bare reply code."""
     detail = status.split(".", 1)[1] if status else None
-    by_text = match_text(text)
+    by_provider = provider_reason(text)
+    if by_provider is not None:
+        return by_provider
+    cause = _GIVE_UP.sub(" ", text)
+    by_text = match_text(cause)
+    if by_text is None and (cause == text or detail in (None, "0.0")):
+        by_text = match_text(text)
+    if detail == "4.4" and by_text == "networkerror":
+        return by_text  # "unable to route" because the name servers failed, not because the name is unknown
     if detail in _ABSOLUTE_STATUS:
         return _STATUS_REASONS[detail]
     if detail in _STRONG_STATUS:
@@ -184,10 +208,10 @@ def _reason(code: int | None, status: str | None, text: str, command: str | None
         reason = _REPLY_REASONS[code]
     else:
         return "onhold"
-    return _refine(reason, _class_digit(status, code), text, command)
+    return _refine(reason, _class_digit(status, code), text, command, detail)
 
 
-def _refine(reason: str, cls: str | None, text: str, command: str | None) -> str:
+def _refine(reason: str, cls: str | None, text: str, command: str | None, detail: str | None = None) -> str:
     """Adjustments that depend on when or how the failure happened, not on what it says.
 
     Not applied when a precise status code decided: "5.1.1" after DATA still means no such user.
@@ -195,7 +219,15 @@ def _refine(reason: str, cls: str | None, text: str, command: str | None) -> str
     after_data = command == "DATA" if command else bool(_AFTER_DATA.search(text))
     if reason == "userunknown" and after_data:
         return "filtered"  # "user unknown" only after the body was sent: a content filter's verdict
-    if reason in _TEMPORARY_DNS and (cls == "4" or "try again" in text.lower()):
+    if reason == "userunknown" and command != "RCPT" and detail is not None and detail[0] in "23467":
+        # "user unknown" under a code that says the mailbox exists (5.2.1 disabled, 5.7.1 refused):
+        # not a missing mailbox, a refusal by the recipient's filter or settings
+        return "filtered"
+    if command == "MAIL" and reason in ("userunknown", "hostunknown"):
+        return "rejected"  # refused at MAIL FROM: it is the sender's address that does not exist
+    if command == "CONN" and reason == "onhold":
+        return "blocked"  # refused before any envelope was sent: only the client itself was judged
+    if reason in _TEMPORARY_DNS and (cls == "4" or _TEMPORARY_WORDS.search(text)):
         return "networkerror"  # a temporary lookup failure says nothing about the domain's existence
     return reason
 

@@ -74,7 +74,7 @@ def parse_message(msg: Message) -> list[BounceResult]:
     report = _delivery_report(leaves, human)
     if report.recipients:
         blocks = _blocks_by_recipient(msg, human)
-        return [_from_dsn(r, report, blocks) for r in report.recipients]
+        return _behind_gateway(msg, [_from_dsn(r, report, blocks) for r in report.recipients])
     ses = ses_json_records(human)
     if ses:
         return [_from_text(r, r.diagnostic) for r in ses]
@@ -82,11 +82,45 @@ def parse_message(msg: Message) -> list[BounceResult]:
     original = original_headers(msg)
     if looks_like_bounce(msg, notice, original is not None):
         records = text_records(msg, notice) or _original_recipient(original, notice)
-        return [_from_text(r, notice) for r in records]  # a bounce, even if its recipient is unknown
+        # a bounce, even if its recipient is unknown
+        return _behind_gateway(msg, [_from_text(r, notice) for r in records])
     sender = auto_reply_sender(msg, human)
     if sender is not None:
         return [BounceResult(sender, "vacation", None, None, False)]
     return []
+
+
+# Headers that content-filtering gateways (mail security appliances in front of the real mailbox
+# server) put on the notices they write: McAfee Email Gateway, SurfControl E-mail Filter, ActiveHunter,
+# m-FILTER, MailFoundry.
+_GATEWAY_HEADERS = ("X-NAI-Header", "X-SEF-Processed", "X-AHMAILID")
+_GATEWAY_MAILER = re.compile(r"surfcontrol|m-filter", re.IGNORECASE)
+_GATEWAY_RECEIVED = re.compile(r"\(MAILFOUNDRY\)", re.IGNORECASE)
+_MAILBOX_STATUS = re.compile(r"^[45]\.1\.[013]$")
+
+
+def _behind_gateway(msg: Message, results: list[BounceResult]) -> list[BounceResult]:
+    """A filtering gateway's own "no such user", with no X.1.1-style status and no sign that the
+    mailbox server refused the RCPT, is the gateway's filter verdict on the message (Sisimai: filtered).
+    """
+    if not _is_gateway(msg):
+        return results
+    out = []
+    for r in results:
+        in_text = find_status(r.diagnostic)
+        plain = r.reason == "userunknown" and not _MAILBOX_STATUS.match(in_text or "")
+        if plain and find_command(r.diagnostic) != "RCPT":
+            # the X.1.1 synthesised for "no such user" no longer applies: keep only the class digit
+            status = r.status if in_text or not r.status else f"{r.status[0]}.0.0"
+            r = replace(r, reason="filtered", hardbounce=False, status=status)
+        out.append(r)
+    return out
+
+
+def _is_gateway(msg: Message) -> bool:
+    if any(msg.get(h) for h in _GATEWAY_HEADERS) or _GATEWAY_MAILER.search(header(msg, "X-Mailer")):
+        return True
+    return any(_GATEWAY_RECEIVED.search(str(v)) for v in msg.get_all("Received", []))
 
 
 def _original_recipient(original: Message | None, notice: str) -> list[TextRecord]:

@@ -18,6 +18,9 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"virus", r"malware", r"infected", r"contains? (?:a )?(?:harmful|malicious)",
         r"executable (?:file|attachment)s? (?:are|is) not allowed",
     )),
+    ("mailererror", (
+        r"pipe to \|",  # Exim's pipe transport: the local program the mail was piped to failed
+    )),
     ("notcompliantrfc", (
         r"(?:not |non-?)rfc ?(?:5322|2822|822)",
         r"rfc ?(?:5322|2822|822) (?:complian|violation|standard)", r"multiple addresses in",
@@ -30,7 +33,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     )),
     ("failedstarttls", (
         r"starttls", r"tls (?:is )?required", r"must issue a starttls", r"requiretls",
-        r"encryption required",
+        r"encryption required", r"(?:does not|doesn't) support tls",
     )),
     ("authfailure", (
         r"\bspf\b.*\b(?:fail|check|record|validation|reject)", r"\bdkim\b", r"\bdmarc\b",
@@ -45,6 +48,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"ip name lookup", r"client host .* has no (?:name|hostname)", r"not resolve your address",
         r"unresolvable (?:relay )?host ?name", r"cannot resolve your (?:ip|address|host)",
         r"no (?:reverse|ptr)", r"5\.7\.25\b", r"hostname (?:does not|doesn't) match",
+        r"mismatches client ip",  # Outlook.com: the HELO/sender domain does not resolve to the client
     )),
     ("badreputation", (
         r"bad reputation", r"poor reputation", r"low reputation", r"ip reputation",
@@ -68,7 +72,11 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"(?:denied|not allowed)", r"no relaying", r"not a gateway", r"relay access",
         r"cannot relay", r"mail relay denied", r"is not (?:a )?(?:local|permitted) (?:domain|relay)",
     )),
+    ("spamdetected", (  # a URI block list names a link in the body: the content, not the client IP
+        r"blacklisted (?:url|link|uri|domain in)", r"\buribl\b", r"\bsurbl\b",
+    )),
     ("blocked", (
+        r"use the smtp server of your isp", r"use your (?:isp|provider)'?s? (?:smtp|mail|outgoing) server",
         r"blacklist", r"block ?list", r"spamhaus", r"spamcop", r"\bdnsbl\b", r"\brbl\b",
         r"listed (?:at|on|in|by) ", r"banned sending ip", r"invalid ip for sending",
         r"client host (?:\[[^\]]*\] )?(?:rejected|blocked)", r"(?:helo|ehlo|my name) (?:was )?rejected",
@@ -173,10 +181,11 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"maximum time", r"no more retries", r"failed after (?:repeated )?attempts",
         r"connection timed out", r"operation timed out", r"did not accept our requests to connect",
         r"queue too long", r"failing for a long time", r"will be retried for", r"envelope expired",
-        r"continue trying", r"establish an smtp connection",
+        r"continue trying",
         r"message (?:could not|couldn't) be delivered within", r"lifetime",
     )),
     ("policyviolation", (
+        r"content presents a potential(?: security issue)?",  # Gmail's attachment/content policy
         r"policy (?:violation|reasons|rejection)", r"violat(?:es|ed|ion) (?:of )?(?:our|the|local) "
         r"(?:policy|policies|terms)", r"prohibited (?:content|attachment)", r"content policy",
         r"not allowed by (?:local )?policy", r"message (?:rejected|refused) (?:by|due to) (?:local )?policy",
@@ -208,7 +217,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"domain restriction", r"mail filter", r"restricted",
     )),
     ("contenterror", (
-        r"content (?:error|problem)", r"invalid (?:mime|header|content)", r"malformed", r"8bit",
+        r"content (?:error|problem)", r"invalid (?:mime|header|content)", r"8bit",
+        r"malformed(?! or unexpected name server)",  # Postfix's DNS error is a network error
         r"line (?:too long|length)", r"mime (?:error|format)", r"character set",
     )),
     ("syntaxerror", (
@@ -219,7 +229,9 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("networkerror", (
         r"connection (?:timed out|reset|refused|closed|lost|dropped)", r"timed out", r"timeout",
         r"network (?:is )?(?:error|unreachable|failure)", r"no route to", r"unable to connect",
-        r"could not connect", r"connect to .* failed", r"lost connection", r"dns (?:error|failure|lookup)",
+        r"could not connect", r"connect to .* failed",
+        r"(?:able|unable) to establish an smtp connection", r"lost connection",
+        r"dns (?:error|failure|lookup)",
         r"temporary (?:dns|lookup) failure", r"host is unreachable", r"mail (?:for .* )?loops? back",
         r"routing loop", r"too many hops", r"hop count exceeded",
         r"malformed or unexpected name server reply",
