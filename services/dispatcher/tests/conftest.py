@@ -29,6 +29,8 @@ from postwire.testing.smtp import SmtpSink
 from postwire.v1 import envelope_pb2, transformer_pb2, transformer_pb2_grpc
 
 INLINE_MAX = 64 * 1024
+VERP_SECRET = "dispatcher-tests-verp-secret-0123456789"
+BOUNCE_DOMAIN = "bounces.postwire.test"
 REJECT_MARKER = b"X-Test-Reject: yes"
 
 
@@ -134,9 +136,9 @@ async def submit(js: JetStreamContext) -> Submit:
     intake = Intake(js, BodyStore(js, INLINE_MAX))
 
     async def submit_(recipients: list[str], raw: bytes, *, inline_css: bool = False,
-                      mail_from: str = "sender@example.org") -> str:
+                      mail_from: str = "sender@example.org", account_id: str = "acct1") -> str:
         mid = new_message_id()
-        await intake.submit(Submission(account_id="acct1", mail_from=mail_from, recipients=recipients,
+        await intake.submit(Submission(account_id=account_id, mail_from=mail_from, recipients=recipients,
                                        raw=raw, source="api", subject="Hello", inline_css=inline_css,
                                        tags=["t1"], metadata={"k": "v"}), mid)
         return mid
@@ -159,8 +161,8 @@ StartDispatcher = Callable[..., Awaitable[RunningDispatcher]]
 
 
 @pytest_asyncio.fixture
-async def start_dispatcher(nats_server: NatsServer, dns_server: DnsServer,
-                           smtp_sink: SmtpSink) -> AsyncIterator[StartDispatcher]:
+async def start_dispatcher(nats_server: NatsServer, dns_server: DnsServer, smtp_sink: SmtpSink,
+                           pg_url: str) -> AsyncIterator[StartDispatcher]:
     """Run ``serve()`` in-process against the test's NATS, DNS and SMTP sink; stopped at teardown."""
     running: list[RunningDispatcher] = []
 
@@ -171,6 +173,7 @@ async def start_dispatcher(nats_server: NatsServer, dns_server: DnsServer,
             ops_port=0, shards=4, retry_base_s=0.2, retry_max_s=1.0, transformer_retry_s=0.2,
             transformer_timeout_s=10, connect_timeout_s=5, command_timeout_s=30, ack_wait_s=30,
             connection_idle_s=30, shutdown_grace_s=5, dns_timeout_s=2,
+            database_url=pg_url, verp_secret=VERP_SECRET, bounce_domain=BOUNCE_DOMAIN,
         )
         values.update(overrides)
         settings = DispatcherSettings(**values)

@@ -13,9 +13,13 @@ import pytest_asyncio
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.mx import DnsFailure, MxHost, MxResolver, make_resolver
 from postwire.dispatcher.pool import ConnectionPool
+from postwire.dispatcher.shaping import parse_rules
 from postwire.dispatcher.smtp_client import ClientConfig
+from postwire.dispatcher.throttle import Shaper
 from postwire.testing.dns import DnsServer
 from postwire.testing.smtp import SmtpSink
+
+SHAPER = Shaper(parse_rules({"default": {"max_connections": 2}}))
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ def resolver(dns_server: DnsServer) -> MxResolver:
 @pytest_asyncio.fixture
 async def pool() -> AsyncIterator[ConnectionPool]:
     cfg = ClientConfig(ehlo_hostname="dispatcher.test", connect_timeout_s=5, command_timeout_s=10)
-    p = ConnectionPool(cfg, max_per_host=2, max_messages=100, idle_s=30)
+    p = ConnectionPool(cfg, idle_s=30)
     p.start()
     yield p
     await p.close()
@@ -90,7 +94,7 @@ async def test_falls_back_to_the_next_mx_host(resolver: MxResolver, pool: Connec
                                               domain: str) -> None:
     dns_server.add(domain, "MX", (10, f"ghost.{domain}"))  # no address at all
     live = dns_server.add_mail_domain(domain, preference=20)
-    replies = await Deliverer(resolver, pool, smtp_sink.port).deliver(
+    replies = await Deliverer(resolver, pool, SHAPER, smtp_sink.port).deliver(
         domain, "s@example.org", [f"r@{domain}"], b"Subject: x\r\n\r\nhi\r\n")
     assert replies[f"r@{domain}"].outcome == "delivered"
     assert replies[f"r@{domain}"].mx_host == live
@@ -99,5 +103,6 @@ async def test_falls_back_to_the_next_mx_host(resolver: MxResolver, pool: Connec
 async def test_mx_hosts_without_addresses_fail_permanently(resolver: MxResolver, pool: ConnectionPool,
                                                            dns_server: DnsServer, domain: str) -> None:
     dns_server.add(domain, "MX", (10, f"ghost.{domain}"))
-    replies = await Deliverer(resolver, pool, 25).deliver(domain, "s@example.org", [f"r@{domain}"], b"x")
+    replies = await Deliverer(resolver, pool, SHAPER, 25).deliver(domain, "s@example.org",
+                                                                  [f"r@{domain}"], b"x")
     assert replies[f"r@{domain}"].enhanced == "5.4.4"

@@ -8,7 +8,9 @@ import datetime
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_asyncio
 from aiosmtpd.smtp import SMTP
 from cryptography import x509
@@ -17,8 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from postwire.dispatcher.pool import ConnectionPool
+from postwire.dispatcher.shaping import parse_rules
 from postwire.dispatcher.smtp_client import ClientConfig, SmtpConnection
+from postwire.dispatcher.throttle import Budget, Shaper
 from postwire.testing.smtp import SinkHandler, SmtpSink
+
+
+def budget(mx_host: str = "mx.test", **rule: Any) -> Budget:
+    """A default-rule budget with these limits (no pacing unless asked)."""
+    return Shaper(parse_rules({"default": rule})).budget_for(mx_host)
+
 
 MESSAGE = b"From: s@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -71,8 +81,9 @@ async def test_opportunistic_starttls_without_verification(tls_server: tuple[int
 
 async def test_failed_tls_handshake_falls_back_to_plain_text(tls_server: tuple[int, SinkHandler]) -> None:
     port, handler = tls_server
-    pool = ConnectionPool(config(tls_verify=True), max_per_host=1, max_messages=10, idle_s=30)
-    async with pool.lease("mx.tls.test", port, ["127.0.0.1"]) as conn:  # the self-signed cert fails
+    pool = ConnectionPool(config(tls_verify=True), idle_s=30)
+    # the self-signed certificate fails verification
+    async with pool.lease(budget(max_connections=1), "mx.tls.test", port, ["127.0.0.1"]) as conn:
         assert conn.client.get_transport_info("sslcontext") is None
         result = await conn.send("s@example.org", ["r@tls.test"], MESSAGE)
     await pool.close()
@@ -80,11 +91,34 @@ async def test_failed_tls_handshake_falls_back_to_plain_text(tls_server: tuple[i
     assert len(handler.received) == 1
 
 
+async def test_required_tls_never_falls_back_to_plain_text(tls_server: tuple[int, SinkHandler],
+                                                          smtp_sink: SmtpSink) -> None:
+    from postwire.dispatcher.smtp_client import ConnectFailure
+
+    port, handler = tls_server
+    pool = ConnectionPool(config(), idle_s=30)
+    strict = budget(max_connections=1, tls="required", tls_verify=True)
+    with pytest.raises(ConnectFailure) as failed:  # handshake fails verification: no plain-text retry
+        async with pool.lease(strict, "mx.tls.test", port, ["127.0.0.1"]):
+            pass
+    assert failed.value.reply.enhanced == "4.7.5" and failed.value.reply.outcome == "deferred"
+    with pytest.raises(ConnectFailure) as failed:  # the plain sink does not offer STARTTLS at all
+        async with pool.lease(budget(tls="required"), "mx.test", smtp_sink.port, ["127.0.0.1"]):
+            pass
+    assert failed.value.reply.enhanced == "4.7.10"
+    async with pool.lease(budget(tls="required"), "mx.tls.test", port, ["127.0.0.1"]) as conn:
+        assert conn.client.get_transport_info("sslcontext") is not None  # unverified TLS is fine
+        await conn.send("s@example.org", ["r@tls.test"], MESSAGE)
+    await pool.close()
+    assert len(handler.received) == 1 and smtp_sink.handler.received == []
+
+
 async def test_messages_per_connection_limit_and_rset_reuse(smtp_sink: SmtpSink) -> None:
-    pool = ConnectionPool(config(), max_per_host=1, max_messages=2, idle_s=30)
+    pool = ConnectionPool(config(), idle_s=30)
+    limits = budget(max_connections=1, max_messages_per_connection=2)
     seen: list[int] = []
     for i in range(5):
-        async with pool.lease("mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
+        async with pool.lease(limits, "mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
             seen.append(id(conn))
             result = await conn.send("s@example.org", [f"r{i}@example.test"], MESSAGE)
             assert result.replies[f"r{i}@example.test"].outcome == "delivered"
@@ -94,13 +128,14 @@ async def test_messages_per_connection_limit_and_rset_reuse(smtp_sink: SmtpSink)
 
 
 async def test_a_session_the_server_dropped_is_replaced(smtp_sink: SmtpSink) -> None:
-    pool = ConnectionPool(config(), max_per_host=1, max_messages=100, idle_s=30)
-    async with pool.lease("mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
+    pool = ConnectionPool(config(), idle_s=30)
+    limits = budget(max_connections=1)
+    async with pool.lease(limits, "mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
         await conn.send("s@example.org", ["a@example.test"], MESSAGE)
         first = conn
     assert first.client.transport is not None
     first.client.transport.abort()  # as if the server timed the idle session out
-    async with pool.lease("mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
+    async with pool.lease(limits, "mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
         result = await conn.send("s@example.org", ["b@example.test"], MESSAGE)
         assert conn is not first
     await pool.close()

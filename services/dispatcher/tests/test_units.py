@@ -18,32 +18,46 @@ from postwire.v1 import transformer_pb2
 POLICY = RetryPolicy(base_s=60, max_s=3600, lifetime_s=5 * 86400)
 
 
-def test_backoff_grows_exponentially_within_jitter_bounds() -> None:
+def test_backoff_is_the_age_clamped_within_jitter_bounds() -> None:
     rng = random.Random(7)
-    for attempt, step in [(0, 60), (1, 120), (2, 240), (5, 1920)]:
+    for age, step in [(0, 60), (30, 60), (60, 60), (500, 500), (1920, 1920)]:
         for _ in range(50):
-            assert 0.75 * step <= POLICY.backoff(attempt, rng) <= step
+            assert 0.75 * step <= POLICY.backoff(age, rng) <= step
 
 
-def test_backoff_is_capped_and_survives_huge_attempts() -> None:
+def test_retries_double_from_the_first_step() -> None:
+    """Attempts at age 0, then each wait about as long as the age: exponential growth up to the cap."""
+    policy = RetryPolicy(base_s=300, max_s=3600, lifetime_s=5 * 86400)
+    accepted = datetime(2026, 1, 1, tzinfo=UTC)
+    now, waits = accepted, []
+    for _ in range(9):
+        delay = policy.next_delay(accepted, now, random.Random(0))
+        assert delay is not None
+        waits.append(delay)
+        now += timedelta(seconds=delay)
+    assert 225 <= waits[0] <= 300 and all(w <= 3600 for w in waits)
+    assert waits[4] > 2 * waits[1] and waits[-1] >= 2700
+
+
+def test_backoff_is_capped_and_survives_huge_ages() -> None:
     rng = random.Random(1)
-    assert all(2700 <= POLICY.backoff(a, rng) <= 3600 for a in (6, 7, 30, 10_000))
+    assert all(2700 <= POLICY.backoff(a, rng) <= 3600 for a in (3600, 7200, 10**9))
 
 
 def test_backoff_jitter_spreads_a_burst() -> None:
     rng = random.Random(3)
-    assert len({round(POLICY.backoff(3, rng), 3) for _ in range(20)}) > 10
+    assert len({round(POLICY.backoff(600, rng), 3) for _ in range(20)}) > 10
 
 
 def test_next_delay_stops_at_the_lifetime() -> None:
     accepted = datetime(2026, 1, 1, tzinfo=UTC)
     policy = RetryPolicy(base_s=60, max_s=3600, lifetime_s=600)
-    assert policy.next_delay(0, accepted, accepted + timedelta(seconds=1)) is not None
+    assert policy.next_delay(accepted, accepted + timedelta(seconds=1)) is not None
     # the last retry is pulled in to the moment of expiry, not beyond it
-    assert policy.next_delay(9, accepted, accepted + timedelta(seconds=590)) == pytest.approx(10)
-    assert policy.next_delay(0, accepted, accepted + timedelta(seconds=600)) is None
-    assert policy.next_delay(0, accepted, accepted + timedelta(days=1)) is None
-    assert policy.next_delay(0, accepted, accepted + timedelta(seconds=599.999)) == MIN_DELAY_S
+    assert policy.next_delay(accepted, accepted + timedelta(seconds=590)) == pytest.approx(10)
+    assert policy.next_delay(accepted, accepted + timedelta(seconds=600)) is None
+    assert policy.next_delay(accepted, accepted + timedelta(days=1)) is None
+    assert policy.next_delay(accepted, accepted + timedelta(seconds=599.999)) == MIN_DELAY_S
 
 
 def test_mx_ordering_by_preference() -> None:

@@ -1,4 +1,4 @@
-"""`postwire` subcommands: run, account create, db upgrade, inline-css."""
+"""`postwire` subcommands: run, account create, domain add/list, db upgrade, inline-css."""
 
 from __future__ import annotations
 
@@ -44,6 +44,42 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
     return 0
 
 
+def cmd_domain_add(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.domains import ALGORITHM_NAMES, AccountNotFound, add, as_json, as_text
+    from postwire.db.domains import DomainExists, InvalidDomain
+
+    try:
+        info, records = asyncio.run(add(_database_url(settings), args.account, args.name,
+                                        ALGORITHM_NAMES[args.algorithm], settings))
+    except AccountNotFound:
+        print(f"postwire: no account with the name or id {args.account!r}", file=sys.stderr)
+        return 1
+    except InvalidDomain as e:
+        print(f"postwire: {e}", file=sys.stderr)
+        return 2
+    except DomainExists as e:
+        owner = "this account" if e.same_account else "another account"
+        print(f"postwire: {e.name} is already registered by {owner}", file=sys.stderr)
+        return 1
+    print(json.dumps(as_json(info, records)) if args.json else as_text(info, records))
+    return 0
+
+
+def cmd_domain_list(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.domains import AccountNotFound, as_json, as_text, list_all
+
+    try:
+        domains = asyncio.run(list_all(_database_url(settings), args.account, settings))
+    except AccountNotFound:
+        print(f"postwire: no account with the name or id {args.account!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([as_json(info, records) for info, records in domains]))
+    else:
+        print("\n\n".join(as_text(info, records) for info, records in domains) or "no domains")
+    return 0
+
+
 def cmd_db_upgrade(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.db.migrate import upgrade
 
@@ -70,6 +106,19 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
     create.set_defaults(func=cmd_account_create)
+    domain = sub.add_parser("domain", help="sending domains and their DKIM keys").add_subparsers(
+        dest="action", required=True)
+    add = domain.add_parser("add", help="register a domain with a new DKIM key; prints the DNS records")
+    add.add_argument("name", help="the domain, e.g. example.com (IDN allowed)")
+    add.add_argument("--account", required=True, help="account name or id")
+    add.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa",
+                     help="DKIM key: RSA-2048 (default; every receiver verifies it) or Ed25519 (RFC 8463)")
+    add.add_argument("--json", action="store_true", help="print the domain as one JSON object")
+    add.set_defaults(func=cmd_domain_add)
+    ls = domain.add_parser("list", help="list domains with the DNS records to publish")
+    ls.add_argument("--account", help="only this account's (name or id)")
+    ls.add_argument("--json", action="store_true", help="print a JSON array")
+    ls.set_defaults(func=cmd_domain_list)
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=cmd_db_upgrade)
     inline = sub.add_parser("inline-css", help="print an HTML document with its CSS inlined")

@@ -3,6 +3,7 @@
 Streams
   INBOUND   inbound.<account>   accepted messages, one per submission (work queue: the router)
   OUTBOUND  outbound.<shard>    one per message and recipient domain (work queue: the senders)
+            outbound.<shard>.retry  deferred recipients waiting for their schedule (own consumer)
   EVENTS    events.<account>.<type>   every outcome (limits: read by the recorder, later webhooks)
 Object store
   BODIES    message bodies larger than the inline threshold
@@ -39,6 +40,12 @@ def inbound_subject(account_id: str) -> str:
 
 def outbound_subject(shard: int) -> str:
     return f"outbound.{shard:03d}"
+
+
+def outbound_retry_subject(shard: int) -> str:
+    """Deferred mail of a shard: a separate subject (and consumer) so a retry backlog never holds up
+    fresh mail. ``outbound.>`` covers it; the filters ``outbound.<shard>`` and this do not overlap."""
+    return f"outbound.{shard:03d}.retry"
 
 
 def event_subject(account_id: str, event_type: str) -> str:

@@ -44,6 +44,26 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Domain(Base):
+    """A sending domain of an account and its DKIM key pair (see postwire.db.domains and docs/domains.md).
+
+    ``name`` is the lower-case A-label and unique across accounts: one domain's mail is signed with one
+    key, and a second account must not be able to sign as a domain someone else registered.
+    """
+
+    __tablename__ = "domains"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    dkim_selector: Mapped[str] = mapped_column(String(63))
+    dkim_algorithm: Mapped[str] = mapped_column(String(16))
+    # RSA: PKCS#1 PEM; Ed25519: base64 of the 32-byte seed (RFC 8463), as dkimpy reads them
+    dkim_private_key: Mapped[str] = mapped_column(Text)
+    # the p= value of the DKIM TXT record
+    dkim_public_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
 class SmtpCredential(Base):
     """SMTP AUTH login; the password is stored as an argon2id hash."""
 

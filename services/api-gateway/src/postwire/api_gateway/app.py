@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from postwire.api_gateway import errors, limits, ops, routes
+from postwire.api_gateway import errors, limits, ops, routes, routes_domains
 from postwire.api_gateway.auth import Authenticator, KeyCache
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.idempotency import IdempotencyStore
@@ -27,6 +27,8 @@ def create_app(deps: Deps) -> FastAPI:
     """Build the ASGI app. Nothing here does I/O; connections in ``deps`` must already be open."""
     app = FastAPI(title="Postwire API", version="1", description=DESCRIPTION,
                   openapi_tags=[{"name": "messages", "description": "Send mail and read its status."},
+                                {"name": "domains", "description": "Sending domains, DKIM keys and the DNS "
+                                                                   "records to publish."},
                                 {"name": "ops", "description": "Probes for Kubernetes."}])
     app.state.deps = deps
     app.state.authenticator = Authenticator(
@@ -36,6 +38,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.add_exception_handler(OSError, _database_unavailable)
     app.include_router(routes.messages_router(deps.settings))
+    app.include_router(routes_domains.domains_router(deps.settings))
     app.include_router(ops.router)
     app.add_middleware(limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
     app.add_middleware(ops.RequestMetrics)

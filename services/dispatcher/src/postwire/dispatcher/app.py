@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -23,17 +24,21 @@ from postwire.core.topology import (
     OUTBOUND,
     Topology,
     ensure_consumer,
+    outbound_retry_subject,
     outbound_subject,
     work_consumer,
 )
+from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.mx import MxResolver, make_resolver
 from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.retry import RetryPolicy
-from postwire.dispatcher.router import Router
+from postwire.dispatcher.router import make_router
 from postwire.dispatcher.sender import Sender
 from postwire.dispatcher.settings import DispatcherSettings
+from postwire.dispatcher.shaping import load_rules
 from postwire.dispatcher.smtp_client import ClientConfig
+from postwire.dispatcher.throttle import Shaper
 from postwire.dispatcher.transform import TransformerClient
 from postwire.dispatcher.worker import Consumer, Handler, Slots
 
@@ -46,31 +51,41 @@ def sender_consumer(shard: int) -> str:
     return f"sender-{shard:03d}"
 
 
+def retry_consumer(shard: int) -> str:
+    return f"retry-{shard:03d}"
+
+
 async def serve(settings: DispatcherSettings, stop: asyncio.Event,
                 ops_started: Callable[[int], None] | None = None) -> None:
     """Run the dispatcher until ``stop`` is set, then drain: stop fetching, let in-flight messages
     finish within ``shutdown_grace_s`` (the rest are nak'd), QUIT pooled connections, drain NATS."""
+    shaper = Shaper(load_rules(settings.shaping_file))  # bad rules stop the boot here, before NATS
     nc = await natsconn.connect(settings.nats_url, "postwire-dispatcher", stop=stop)
     js = nc.jetstream()
     await Topology(replicas=settings.stream_replicas).apply(js)
     bodies = BodyStore(js, settings.inline_body_max)
     transformer = TransformerClient(settings.transformer_addr, settings.transformer_timeout_s)
-    pool = ConnectionPool(_client_config(settings), max_per_host=settings.max_connections_per_host,
-                          max_messages=settings.max_messages_per_connection,
-                          idle_s=settings.connection_idle_s)
+    pool = ConnectionPool(_client_config(settings), idle_s=settings.connection_idle_s)
+    shaper.on_change(pool.budget_changed)
     pool.start()
     consumers: list[Consumer] = []
+    background: list[asyncio.Task[None]] = [asyncio.create_task(shaper.run())]
     try:
         if settings.dispatcher_role in ("all", "router"):
             consumers.append(await _router_consumer(js, bodies, transformer, settings))
         if settings.dispatcher_role in ("all", "sender"):
-            consumers += await _sender_consumers(js, bodies, pool, settings)
-        log.info("dispatcher.started", role=settings.dispatcher_role, consumers=len(consumers))
+            consumers += await _sender_consumers(js, bodies, pool, shaper, settings)
+            background.append(asyncio.create_task(_sample_queues(js, settings)))
+        log.info("dispatcher.started", role=settings.dispatcher_role, consumers=len(consumers),
+                 providers=sorted(shaper.rules.providers))
         await asyncio.gather(
             serve_app(ops_app(_ready(nc)), settings.ops_host, settings.ops_port, stop, ops_started),
             *(c.run(stop, settings.shutdown_grace_s) for c in consumers),
         )
     finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         for consumer in consumers:
             await consumer.close()
         await pool.close()
@@ -107,26 +122,48 @@ async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject:
 
 async def _router_consumer(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
                            settings: DispatcherSettings) -> Consumer:
-    router = Router(js, bodies, transformer, shards=settings.shards,
-                    transformer_retry_s=settings.transformer_retry_s)
+    router = make_router(js, bodies, transformer, settings)
     sub = await _bind(js, INBOUND, ROUTER_CONSUMER, None, settings)
     return Consumer(sub, router.handle, Slots(settings.max_concurrency), stage="router",
                     batch=settings.fetch_batch)
 
 
-async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: ConnectionPool,
+async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
                             settings: DispatcherSettings) -> list[Consumer]:
-    """One durable consumer per owned shard, all sharing one concurrency limit."""
+    """Two durable consumers per owned shard: fresh mail and deferred mail, each with its own
+    concurrency limit, so neither a retry backlog (pending naks) nor a wave of due retries can take
+    the capacity new mail needs."""
     deliverer = Deliverer(MxResolver(make_resolver(settings.nameservers, settings.dns_timeout_s)), pool,
-                          settings.mx_port)
+                          shaper, settings.mx_port)
     policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
-    sender = Sender(js, bodies, deliverer, policy, shards=settings.shards,
+    sender = Sender(js, bodies, deliverer, policy, shaper, shards=settings.shards,
                     heartbeat_s=settings.ack_wait_s / 3)
     handler: Handler = sender.handle
-    slots = Slots(settings.max_concurrency)
+    fresh_slots, retry_slots = Slots(settings.max_concurrency), Slots(settings.retry_concurrency)
     consumers = []
     for shard in owned_shards(settings.replica_index, settings.replica_count, settings.shards):
         sub = await _bind(js, OUTBOUND, sender_consumer(shard), outbound_subject(shard), settings,
                           max_ack_pending=settings.sender_max_ack_pending)
-        consumers.append(Consumer(sub, handler, slots, stage="sender", batch=settings.fetch_batch))
+        consumers.append(Consumer(sub, handler, fresh_slots, stage="sender", batch=settings.fetch_batch))
+        sub = await _bind(js, OUTBOUND, retry_consumer(shard), outbound_retry_subject(shard), settings,
+                          max_ack_pending=settings.retry_max_ack_pending)
+        consumers.append(Consumer(sub, handler, retry_slots, stage="retry", batch=settings.fetch_batch))
     return consumers
+
+
+async def _sample_queues(js: JetStreamContext, settings: DispatcherSettings) -> None:
+    """Refresh the queue-depth gauge from consumer info (pending + unacked, summed over owned shards)."""
+    shards = owned_shards(settings.replica_index, settings.replica_count, settings.shards)
+    queues = {"fresh": [sender_consumer(s) for s in shards], "retry": [retry_consumer(s) for s in shards]}
+    while True:
+        for queue, names in queues.items():
+            total = 0
+            for name in names:
+                try:
+                    info = await js.consumer_info(OUTBOUND, name)
+                except (nats.errors.Error, TimeoutError, OSError) as e:
+                    log.debug("dispatcher.queue_sample_failed", consumer=name, error=str(e))
+                    continue
+                total += (info.num_pending or 0) + (info.num_ack_pending or 0)
+            metrics.QUEUE_MESSAGES.labels(queue).set(total)
+        await asyncio.sleep(settings.queue_sample_s)

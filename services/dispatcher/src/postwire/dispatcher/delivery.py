@@ -4,24 +4,31 @@ Falling through to the next host happens only when no session could be had (DNS 
 timed-out connection, a greeting or EHLO refusal). Once a server has answered MAIL FROM its replies are
 the outcome: a 4xx there means "try later", not "try my backup MX now" (which would defeat the
 receiver's throttling and bypass greylisting the same way Postfix avoids).
+
+Every MX host belongs to a provider budget (``throttle.Shaper``): the pool enforces its connections and
+rate, and every server reply is shown to the shaper, which cuts the budget on throttling replies (421 at
+the greeting included). A throttled recipient is simply deferred: the retry queue brings it back later.
 """
 
 from __future__ import annotations
 
 import structlog
 
+from postwire.dispatcher import metrics
 from postwire.dispatcher.mx import DnsFailure, MxResolver
 from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.smtp_client import ConnectFailure
+from postwire.dispatcher.throttle import Budget, Shaper
 
 log = structlog.get_logger(__name__)
 
 
 class Deliverer:
-    def __init__(self, resolver: MxResolver, pool: ConnectionPool, port: int) -> None:
+    def __init__(self, resolver: MxResolver, pool: ConnectionPool, shaper: Shaper, port: int) -> None:
         self._resolver = resolver
         self._pool = pool
+        self._shaper = shaper
         self._port = port
 
     async def deliver(self, domain: str, mail_from: str, recipients: list[str],
@@ -41,13 +48,23 @@ class Deliverer:
                 continue
             if not addresses:
                 continue
+            budget = self._shaper.budget_for(host.name)
             try:
-                async with self._pool.lease(host.name, self._port, addresses) as conn:
+                async with self._pool.lease(budget, host.name, self._port, addresses) as conn:
+                    metrics.ATTEMPTS.labels(budget.provider).inc(len(recipients))
                     result = await conn.send(mail_from, recipients, data)
-                    return result.replies
             except ConnectFailure as e:
+                self._shaper.observe(budget, e.reply)
                 failure = e.reply
+                continue
+            self._observe(budget, result.replies)
+            return result.replies
         return dict.fromkeys(recipients, failure or self._unreachable(domain, route.implicit, dns_error))
+
+    def _observe(self, budget: Budget, replies: dict[str, Reply]) -> None:
+        """One throttle signal per distinct reply: a 421 given to ten recipients is one event."""
+        for reply in {r.text: r for r in replies.values() if r.outcome == "deferred"}.values():
+            self._shaper.observe(budget, reply)
 
     @staticmethod
     def _unreachable(domain: str, implicit: bool, dns_error: bool) -> Reply:

@@ -9,7 +9,31 @@ postwire_dispatcher_transformer_calls_total{outcome}
     Transform RPCs: changed | unchanged | rejected (INVALID_ARGUMENT / RESOURCE_EXHAUSTED, original sent)
     | unavailable (UNAVAILABLE / DEADLINE_EXCEEDED / other, message retried later).
 postwire_dispatcher_deliveries_total{outcome}
-    Per-recipient outcomes: delivered | deferred | failed.
+    Per-recipient outcomes: delivered | deferred | failed (router failures for unroutable addresses too).
+postwire_dispatcher_provider_deliveries_total{provider, outcome}
+    The sender's per-recipient outcomes by provider: delivered | deferred | failed (expiry counts as
+    failed). provider is the shaping provider of the MX host that answered, or "none" when no server
+    was reached (DNS failure, no address).
+postwire_dispatcher_delivery_attempts_total{provider}
+    Recipients offered to a server in a transaction (one per recipient per attempt).
+postwire_dispatcher_throttled_total{provider}
+    Server replies that matched the provider's throttle patterns (421, 4.7.x, [TS0x], ...).
+postwire_dispatcher_budget_changes_total{provider, direction}
+    Adaptive backoff steps: direction cut (a throttling reply) | recovery (one level back).
+postwire_dispatcher_provider_connections{provider}
+    Outbound SMTP sessions open now for the provider (in use or idle).
+postwire_dispatcher_allowed_message_rate{provider}
+    Messages per second the provider's budget allows now (0 = unpaced). For "default", whose budgets
+    are per MX host, the most backed-off budget is shown.
+postwire_dispatcher_allowed_connections{provider}
+    Concurrent sessions the provider's budget allows now (same rule for "default").
+postwire_dispatcher_backoff_level{provider}
+    Backoff cuts in force: 0 = the configured limits; each level multiplies rate and connections by
+    the rule's backoff factor.
+postwire_dispatcher_queue_messages{queue}
+    Messages waiting in this replica's sender consumers, sampled from consumer info: queue fresh
+    (outbound.<shard>) | retry (outbound.<shard>.retry, deferred mail waiting for its schedule);
+    undelivered plus delivered-but-unacked, summed over the owned shards.
 postwire_dispatcher_smtp_transaction_seconds
     MAIL FROM to the end of DATA (or to the last refused RCPT) on one connection.
 postwire_dispatcher_smtp_connections
@@ -17,7 +41,7 @@ postwire_dispatcher_smtp_connections
 postwire_dispatcher_smtp_connections_opened_total
     Connections opened; compared with deliveries it shows how well connections are reused.
 postwire_dispatcher_inflight_messages{stage}
-    Messages fetched and not yet acked or nak'd: stage router | sender.
+    Messages fetched and not yet acked or nak'd: stage router | sender (fresh mail) | retry.
 postwire_dispatcher_dns_lookups_total{rtype, result}
     Resolver queries (cache hits included): rtype MX | A | AAAA; result ok | nodata | nxdomain | error.
 """
@@ -33,6 +57,27 @@ TRANSFORMER_CALLS = Counter("postwire_dispatcher_transformer_calls_total",
                             ["outcome"])
 DELIVERIES = Counter("postwire_dispatcher_deliveries_total",
                      "Per-recipient delivery outcomes (delivered|deferred|failed).", ["outcome"])
+PROVIDER_DELIVERIES = Counter("postwire_dispatcher_provider_deliveries_total",
+                              "Sender per-recipient outcomes (delivered|deferred|failed) by provider.",
+                              ["provider", "outcome"])
+ATTEMPTS = Counter("postwire_dispatcher_delivery_attempts_total",
+                   "Recipients offered to a server in a transaction, by provider.", ["provider"])
+THROTTLED = Counter("postwire_dispatcher_throttled_total",
+                    "Server replies matching the provider's throttle patterns.", ["provider"])
+BUDGET_CHANGES = Counter("postwire_dispatcher_budget_changes_total",
+                         "Adaptive backoff steps by provider and direction (cut|recovery).",
+                         ["provider", "direction"])
+PROVIDER_CONNECTIONS = Gauge("postwire_dispatcher_provider_connections",
+                             "Outbound SMTP sessions open now, by provider.", ["provider"])
+ALLOWED_RATE = Gauge("postwire_dispatcher_allowed_message_rate",
+                     "Messages per second the provider's budget allows now (0 = unpaced).", ["provider"])
+ALLOWED_CONNECTIONS = Gauge("postwire_dispatcher_allowed_connections",
+                            "Concurrent sessions the provider's budget allows now.", ["provider"])
+BACKOFF_LEVEL = Gauge("postwire_dispatcher_backoff_level",
+                      "Adaptive backoff cuts in force for the provider (0 = configured limits).",
+                      ["provider"])
+QUEUE_MESSAGES = Gauge("postwire_dispatcher_queue_messages",
+                       "Messages waiting in the owned sender consumers (fresh|retry), sampled.", ["queue"])
 SMTP_TRANSACTION = Histogram("postwire_dispatcher_smtp_transaction_seconds",
                              "MAIL FROM to end of DATA of one SMTP transaction.",
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
@@ -41,7 +86,7 @@ OPEN_CONNECTIONS = Gauge("postwire_dispatcher_smtp_connections",
 CONNECTIONS_OPENED = Counter("postwire_dispatcher_smtp_connections_opened_total",
                              "Outbound SMTP connections opened (successful greeting).")
 INFLIGHT = Gauge("postwire_dispatcher_inflight_messages",
-                 "Messages fetched and not yet acked or nak'd, by stage (router|sender).", ["stage"])
+                 "Messages fetched and not yet acked or nak'd, by stage (router|sender|retry).", ["stage"])
 DNS_LOOKUPS = Counter("postwire_dispatcher_dns_lookups_total",
                       "DNS queries by record type (MX|A|AAAA) and result (ok|nodata|nxdomain|error).",
                       ["rtype", "result"])

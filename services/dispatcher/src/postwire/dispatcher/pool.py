@@ -1,43 +1,71 @@
-"""Connection reuse: open SMTP sessions kept per (MX host, port) and lent out one transaction at a time.
+"""Connection reuse under provider budgets: open SMTP sessions, counted per budget, lent out one
+transaction at a time.
 
-A burst to one domain then costs a handful of connections instead of one per message, which is what
-receiving MTAs expect and what their throttles count. Each host gets at most ``max_per_host`` sessions
-(callers wait for one to come back rather than open more), each session carries at most
-``max_messages`` transactions (RSET between them, QUIT after the last), and a session idle for
-``idle_s`` is closed with QUIT. Issue 3's shaping rules will supply these limits per provider.
+A burst to one domain costs a handful of connections instead of one per message, which is what receiving
+MTAs expect and what their throttles count. Limits come from the budget (``throttle.Budget``), so they
+hold per provider across every domain and MX host it serves:
+
+- at most ``budget.max_connections`` sessions exist (idle, lent or opening); callers wait for one to come
+  back rather than open more. When a cut lowers the limit, surplus sessions are closed as they return;
+  an idle session to another MX host of the same budget is closed to make room for the host needed now;
+- new sessions are paced by ``budget.connects`` (connection_rate);
+- each session carries at most ``rule.max_messages_per_connection`` transactions (RSET between them,
+  QUIT after the last) and is closed with QUIT after ``idle_s`` unused;
+- a lease is granted only when ``budget.messages`` (message_rate) gives the next slot, and the caller
+  holds its session while it waits, so outstanding reservations never exceed the connection limit.
+
+Waiting is on futures woken by releases and by budget changes (a recovery raises the limit): no polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import structlog
 
+from postwire.dispatcher import metrics
 from postwire.dispatcher.smtp_client import ClientConfig, ConnectFailure, SmtpConnection, TlsFailure
+from postwire.dispatcher.throttle import Budget
 
 log = structlog.get_logger(__name__)
 
+HostKey = tuple[str, int]
+
 
 @dataclass
-class _Host:
-    """Sessions of one (MX host, port): the idle ones, and how many exist (idle, lent or opening)."""
+class _Group:
+    """Sessions of one budget: idle ones per (MX host, port), and how many exist in all."""
 
-    idle: list[SmtpConnection] = field(default_factory=list)
+    idle: dict[HostKey, list[SmtpConnection]] = field(default_factory=dict)
     count: int = 0
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    def wake(self, everyone: bool = False) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if not everyone:
+                    return
+
+    def pop_idle_elsewhere(self, key: HostKey) -> SmtpConnection | None:
+        for other, conns in self.idle.items():
+            if other != key and conns:
+                return conns.pop(0)  # the least recently used
+        return None
 
 
 class ConnectionPool:
-    def __init__(self, cfg: ClientConfig, *, max_per_host: int, max_messages: int, idle_s: float) -> None:
+    def __init__(self, cfg: ClientConfig, *, idle_s: float) -> None:
         self._cfg = cfg
-        self._max_per_host = max_per_host
-        self._max_messages = max_messages
         self._idle_s = idle_s
-        self._hosts: dict[tuple[str, int], _Host] = {}
+        self._groups: dict[str, _Group] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
@@ -45,60 +73,113 @@ class ConnectionPool:
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_idle())
 
+    def budget_changed(self, budget: Budget) -> None:
+        """A budget's limits moved: waiters re-check (a raised limit lets them open sessions)."""
+        group = self._groups.get(budget.key)
+        if group is not None:
+            group.wake(everyone=True)
+
     @contextlib.asynccontextmanager
-    async def lease(self, mx_host: str, port: int, addresses: list[str]) -> AsyncIterator[SmtpConnection]:
-        """A session with ``mx_host`` (reused, or new across ``addresses`` in order); raises
-        ConnectFailure when no address gives one. The session goes back to the pool afterwards."""
-        host = self._hosts.setdefault((mx_host, port), _Host())
-        conn = await self._acquire(host, mx_host, port, addresses)
+    async def lease(self, budget: Budget, mx_host: str, port: int,
+                    addresses: list[str]) -> AsyncIterator[SmtpConnection]:
+        """A session with ``mx_host`` (reused, or new across ``addresses`` in order) whose next message
+        is within the budget's rate; raises ConnectFailure when no address gives one."""
+        group = self._groups.setdefault(budget.key, _Group())
+        conn = await self._acquire(group, budget, (mx_host, port), addresses)
+        try:
+            await budget.messages.take()
+        except BaseException:
+            self._release(group, budget, (mx_host, port), conn)  # unused: it goes back as it was
+            raise
         try:
             yield conn
         except BaseException:
-            await self._discard(host, conn)  # interrupted mid-transaction: the session state is unknown
+            await self._discard(group, conn)  # interrupted mid-transaction: the session state is unknown
             raise
-        await self._release(host, conn)
+        self._release(group, budget, (mx_host, port), conn)
 
-    async def _acquire(self, host: _Host, mx_host: str, port: int, addresses: list[str]) -> SmtpConnection:
+    async def _acquire(self, group: _Group, budget: Budget, key: HostKey,
+                       addresses: list[str]) -> SmtpConnection:
         while True:
-            reused = await self._take_idle_or_slot(host)
+            reused = await self._take_idle_or_slot(group, budget, key)
             if reused is None:
                 break
             if await reused.reset():
                 return reused
-            await self._discard(host, reused)  # the server dropped it while idle: try another
+            await self._discard(group, reused)  # the server dropped it while idle: try another
         try:
-            return await self._open(mx_host, port, addresses)
+            await budget.connects.take()
+            conn = await self._open(budget, key, addresses)
         except BaseException:
-            async with host.changed:
-                host.count -= 1
-                host.changed.notify()
+            group.count -= 1
+            group.wake()
+            raise
+        conn.provider = budget.provider
+        metrics.PROVIDER_CONNECTIONS.labels(budget.provider).inc()
+        return conn
+
+    async def _take_idle_or_slot(self, group: _Group, budget: Budget, key: HostKey) -> SmtpConnection | None:
+        """An idle session to this host (most recently used first), or None after reserving room for a
+        new one. No await between a check and its update, so no lock is needed."""
+        while True:
+            self._shed_surplus(group, budget)
+            idle = group.idle.get(key, [])
+            while idle:
+                conn = idle.pop()
+                if conn.is_connected:
+                    return conn
+                group.count -= 1
+                conn.close()
+            if group.count < budget.max_connections:
+                group.count += 1
+                return None
+            other = group.pop_idle_elsewhere(key)
+            if other is not None:  # room for this host at the expense of an idle one elsewhere
+                group.count -= 1
+                self._quit_later(other)
+                continue
+            await self._wait(group)
+
+    def _shed_surplus(self, group: _Group, budget: Budget) -> None:
+        """After a cut, close idle sessions above the new limit instead of reusing them."""
+        for conns in group.idle.values():
+            while conns and group.count > budget.max_connections:
+                group.count -= 1
+                self._quit_later(conns.pop(0))
+
+    @staticmethod
+    async def _wait(group: _Group) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        group.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                group.wake()  # we were woken but will not use it: pass the turn on
             raise
 
-    async def _take_idle_or_slot(self, host: _Host) -> SmtpConnection | None:
-        """An idle session (most recently used first), or None after reserving room for a new one."""
-        async with host.changed:
-            while True:
-                while host.idle:
-                    conn = host.idle.pop()
-                    if conn.is_connected:
-                        return conn
-                    host.count -= 1
-                    conn.close()
-                if host.count < self._max_per_host:
-                    host.count += 1
-                    return None
-                await host.changed.wait()
+    def _config(self, budget: Budget) -> ClientConfig:
+        rule = budget.rule
+        return dataclasses.replace(self._cfg, require_tls=rule.tls == "required",
+                                   tls_verify=self._cfg.tls_verify or rule.tls_verify)
 
-    async def _open(self, mx_host: str, port: int, addresses: list[str]) -> SmtpConnection:
-        """Try each address in order; a failed STARTTLS handshake is retried once in plain text."""
+    async def _open(self, budget: Budget, key: HostKey, addresses: list[str]) -> SmtpConnection:
+        """Try each address in order; a failed STARTTLS handshake is retried once in plain text unless
+        the rule requires TLS."""
+        mx_host, port = key
+        cfg = self._config(budget)
         failure: ConnectFailure | None = None
         for address in addresses:
             try:
-                return await SmtpConnection.open(mx_host, address, port, self._cfg)
+                return await SmtpConnection.open(mx_host, address, port, cfg)
             except TlsFailure as e:
+                failure = e
+                if cfg.require_tls:
+                    log.warning("smtp.tls_failed_required", mx_host=mx_host, address=address, error=str(e))
+                    continue
                 log.warning("smtp.tls_failed_retrying_plain", mx_host=mx_host, address=address, error=str(e))
                 try:
-                    return await SmtpConnection.open(mx_host, address, port, self._cfg, use_tls=False)
+                    return await SmtpConnection.open(mx_host, address, port, cfg, use_tls=False)
                 except ConnectFailure as e2:
                     failure = e2
             except ConnectFailure as e:
@@ -107,21 +188,22 @@ class ConnectionPool:
         assert failure is not None, "no addresses to connect to"
         raise failure
 
-    async def _release(self, host: _Host, conn: SmtpConnection) -> None:
+    def _release(self, group: _Group, budget: Budget, key: HostKey, conn: SmtpConnection) -> None:
         keep = (not self._closed and conn.healthy and conn.is_connected
-                and conn.messages < self._max_messages)
+                and conn.messages < budget.rule.max_messages_per_connection
+                and group.count <= budget.max_connections)
         if keep:
             conn.last_used = time.monotonic()
-            async with host.changed:
-                host.idle.append(conn)
-                host.changed.notify()
+            group.idle.setdefault(key, []).append(conn)
+            group.wake()
         else:
-            await self._discard(host, conn)
+            group.count -= 1
+            group.wake()
+            self._quit_later(conn)
 
-    async def _discard(self, host: _Host, conn: SmtpConnection) -> None:
-        async with host.changed:
-            host.count -= 1
-            host.changed.notify()
+    async def _discard(self, group: _Group, conn: SmtpConnection) -> None:
+        group.count -= 1
+        group.wake()
         self._quit_later(conn)
 
     def _quit_later(self, conn: SmtpConnection) -> None:
@@ -135,15 +217,16 @@ class ConnectionPool:
         while True:
             await asyncio.sleep(interval)
             deadline = time.monotonic() - self._idle_s
-            for host in self._hosts.values():
-                async with host.changed:
-                    stale = [c for c in host.idle if c.last_used <= deadline or not c.is_connected]
-                    host.idle = [c for c in host.idle if c not in stale]
-                    host.count -= len(stale)
-                    if stale:
-                        host.changed.notify(len(stale))
-                for conn in stale:
-                    self._quit_later(conn)
+            for group in self._groups.values():
+                for key, idle in group.idle.items():
+                    stale = [c for c in idle if c.last_used <= deadline or not c.is_connected]
+                    if not stale:
+                        continue
+                    group.idle[key] = [c for c in idle if c not in stale]
+                    group.count -= len(stale)
+                    group.wake(everyone=True)
+                    for conn in stale:
+                        self._quit_later(conn)
 
     async def close(self) -> None:
         """QUIT every idle session; sessions still lent out are closed when they come back."""
@@ -152,11 +235,12 @@ class ConnectionPool:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for host in self._hosts.values():
-            async with host.changed:
-                idle, host.idle = host.idle, []
-                host.count -= len(idle)
-            for conn in idle:
-                self._quit_later(conn)
+        for group in self._groups.values():
+            for key, idle in list(group.idle.items()):
+                group.idle[key] = []
+                group.count -= len(idle)
+                for conn in idle:
+                    self._quit_later(conn)
+            group.wake(everyone=True)
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=10)

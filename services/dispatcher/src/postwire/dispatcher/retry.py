@@ -1,8 +1,13 @@
 """The retry schedule: exponential backoff with jitter, capped, bounded by the message lifetime.
 
-Jitter spreads the retries of a burst that was deferred together (a provider throttling us) so they do
-not all come back in the same second. The delay is drawn from [75 %, 100 %] of the capped exponential
-step, so the schedule never grows past ``retry_max_s`` and never shrinks below three quarters of a step.
+The step is the message's age, clamped to [base_s, max_s] — Postfix's queue manager rule
+(minimal_backoff_time / maximal_backoff_time). Since the next attempt happens at age + step, each wait is
+about as long as all the waiting before it, so waits double: 5, 5, 10, 20, 40 min, … up to max_s. The
+schedule depends only on ``accepted_at`` and the clock, which both travel with (or outlive) the message,
+so redeliveries, restarts and "not yet due" naks cannot make it skip or repeat a step.
+
+Jitter spreads the retries of a burst deferred together (a provider throttling us) so they do not all
+come back in the same second: the delay is drawn from [75 %, 100 %] of the step.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ class RetryPolicy:
     max_s: float
     lifetime_s: float
 
-    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Delay after the failed attempt number ``attempt`` (0 = the first delivery attempt)."""
-        step = min(self.max_s, self.base_s * 2.0 ** min(max(attempt, 0), 62))
+    def backoff(self, age_s: float, rng: random.Random | None = None) -> float:
+        """Delay before the next attempt of a message that has been queued ``age_s`` seconds."""
+        step = min(self.max_s, max(self.base_s, age_s))
         return max(MIN_DELAY_S, step * (rng or random).uniform(0.75, 1.0))
 
     def expires_at(self, accepted_at: datetime) -> datetime:
         return accepted_at + timedelta(seconds=self.lifetime_s)
 
-    def next_delay(self, attempt: int, accepted_at: datetime, now: datetime,
+    def next_delay(self, accepted_at: datetime, now: datetime,
                    rng: random.Random | None = None) -> float | None:
         """Seconds until the next attempt, or None when the message has outlived its lifetime.
 
@@ -38,4 +43,5 @@ class RetryPolicy:
         remaining = (self.expires_at(accepted_at) - now).total_seconds()
         if remaining <= 0:
             return None
-        return max(MIN_DELAY_S, min(self.backoff(attempt, rng), remaining))
+        age = max(0.0, (now - accepted_at).total_seconds())
+        return max(MIN_DELAY_S, min(self.backoff(age, rng), remaining))

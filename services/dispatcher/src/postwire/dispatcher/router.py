@@ -1,15 +1,21 @@
-"""The router: INBOUND → (transformer) → one OutboundMessage per recipient domain on its shard.
+"""The router: INBOUND → (transformer) → (DKIM) → one OutboundMessage per recipient on its domain's shard.
 
 Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: ack last):
 1. "accepted" event per recipient (the recorder creates the message row from it; stable event ids);
-2. "failed" events for recipients whose address cannot be routed at all;
-3. OutboundMessage per domain to outbound.<shard> with Nats-Msg-Id "<message_id>.<domain>";
-4. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable.
+2. content transforms (CSS inlining), then the DKIM signature over the final content, stored as
+   ``<id>/signed`` (postwire.dispatcher.signing: which key, cache, database-down behaviour);
+3. "failed" events for recipients whose address cannot be routed at all;
+4. OutboundMessage per recipient to outbound.<shard of its domain> with Nats-Msg-Id
+   "<message_id>.<recipient>" and a VERP envelope sender (postwire.core.verp): one SMTP transaction per
+   recipient, so an asynchronous bounce names exactly what bounced. A null sender (<>) stays null;
+5. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 
 import google.protobuf.message
 import nats.errors
@@ -18,14 +24,21 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from postwire.core.bodies import BodyStore
 from postwire.core.events import make_event, publish_event
+from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import shard_for
 from postwire.core.topology import outbound_subject
+from postwire.core.verp import encode as verp_encode
+from postwire.db.engine import async_url, make_sessionmaker
 from postwire.dispatcher import metrics
 from postwire.dispatcher.domains import group_by_domain
 from postwire.dispatcher.replies import Reply, local
+from postwire.dispatcher.settings import DispatcherSettings
+from postwire.dispatcher.signing import DKIM_SIGNED, DkimSigner, KeyCache, KeysUnavailable, db_loader
 from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable
 from postwire.v1 import envelope_pb2
 
@@ -39,18 +52,47 @@ PUBLISH_RETRY_S = 2.0
 _HTML = re.compile(rb"text/html", re.IGNORECASE)
 
 
-def outbound_msg_id(message_id: str, domain: str) -> str:
-    return f"{message_id}.{domain}"
+_NULL_SENDERS = ("", "<>")
+
+
+def outbound_msg_id(message_id: str, recipient: str) -> str:
+    """Stable per message and recipient; a non-ASCII or spaced address is replaced by its digest so the
+    header value stays plain ASCII."""
+    rcpt = recipient.lower()
+    if not rcpt.isascii() or any(c.isspace() for c in rcpt):
+        rcpt = hashlib.sha256(rcpt.encode("utf-8")).hexdigest()[:32]
+    return f"{message_id}.{rcpt}"
+
+
+@dataclass(frozen=True)
+class ReturnPath:
+    """How envelope senders are rewritten: VERP on ``bounce_domain``, tagged with ``secret``."""
+
+    secret: bytes
+    bounce_domain: str
+
+    def for_recipient(self, mail_from: str, message_id: str, recipient: str) -> str:
+        if mail_from.strip() in _NULL_SENDERS:  # a bounce or auto-reply: must never get a bounce back
+            return mail_from
+        try:
+            return verp_encode(message_id, recipient, self.secret, self.bounce_domain)
+        except ValueError as e:  # an id not made by Postwire: keep the original sender rather than stall
+            log.warning("router.verp_unavailable", message_id=message_id, error=str(e))
+            return mail_from
 
 
 class Router:
     def __init__(self, js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient, *,
-                 shards: int, transformer_retry_s: float) -> None:
+                 shards: int, transformer_retry_s: float, signer: DkimSigner, return_path: ReturnPath,
+                 signing_retry_s: float) -> None:
         self._js = js
         self._bodies = bodies
         self._transformer = transformer
         self._shards = shards
         self._transformer_retry_s = transformer_retry_s
+        self._signer = signer
+        self._return_path = return_path
+        self._signing_retry_s = signing_retry_s
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -68,6 +110,11 @@ class Router:
             metrics.ROUTED.labels("retry").inc()
             await msg.nak(delay=self._transformer_retry_s)
             return
+        except KeysUnavailable as e:
+            bound.warning("router.dkim_keys_unavailable", error=str(e), retry_in=self._signing_retry_s)
+            metrics.ROUTED.labels("retry").inc()
+            await msg.nak(delay=self._signing_retry_s)
+            return
         except (nats.errors.Error, TimeoutError, OSError) as e:
             bound.warning("router.publish_failed", error=str(e) or type(e).__name__, retry_in=PUBLISH_RETRY_S)
             metrics.ROUTED.labels("retry").inc()
@@ -81,7 +128,8 @@ class Router:
         groups, bad = group_by_domain(list(inbound.recipients))
         await self._publish_accepted(inbound)
         try:
-            body = await self._body_for_delivery(inbound)
+            body, content = await self._body_for_delivery(inbound)
+            body = await self._signed(inbound, body, content)
         except ObjectNotFoundError:
             # the body expired or was deleted: nothing will ever deliver this message
             gone = local("5.3.0", "message body not found in the object store")
@@ -89,21 +137,40 @@ class Router:
             return
         await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
         for domain, recipients in groups.items():
-            await self._publish_outbound(inbound, domain, recipients, body)
+            for rcpt in recipients:
+                await self._publish_outbound(inbound, domain, rcpt, body)
         log.info("router.routed", message_id=inbound.message_id, domains=len(groups),
                  recipients=len(inbound.recipients), unroutable=len(bad))
 
-    async def _body_for_delivery(self, inbound: envelope_pb2.InboundMessage) -> envelope_pb2.Body:
-        """The original body reference, or a new one holding the transformed MIME when it changed."""
+    async def _body_for_delivery(self, inbound: envelope_pb2.InboundMessage,
+                                 ) -> tuple[envelope_pb2.Body, bytes | None]:
+        """The original body reference, or a new one holding the transformed MIME when it changed; with
+        the content when it was read on the way (so signing does not read it again)."""
         if not inbound.options.inline_css:
-            return inbound.body
+            return inbound.body, None
         original = await self._bodies.get(inbound.body)
         if _HTML.search(original) is None:  # no HTML part anywhere: skip the gRPC round trip
-            return inbound.body
+            return inbound.body, original
         result = await self._transformer.inline_css(original, inbound.options.css_engine)
         if result is None or not result.changed:
-            return inbound.body
-        return await self._bodies.put(f"{inbound.message_id}/transformed", result.mime)
+            return inbound.body, original
+        return await self._bodies.put(f"{inbound.message_id}/transformed", result.mime), result.mime
+
+    async def _signed(self, inbound: envelope_pb2.InboundMessage, body: envelope_pb2.Body,
+                      content: bytes | None) -> envelope_pb2.Body:
+        """``body`` DKIM-signed with the account's key for the From domain, or ``body`` itself when the
+        account has no such key. Mail of accounts without domains is not even read."""
+        keys = await self._signer.keys_for(inbound.account_id)
+        if not keys:
+            return body
+        signed = await self._signer.sign(content if content is not None else await self._bodies.get(body),
+                                         keys)
+        if signed is None:
+            return body
+        data, key = signed
+        DKIM_SIGNED.labels(key.algorithm).inc()
+        log.debug("router.dkim_signed", message_id=inbound.message_id, d=key.domain, s=key.selector)
+        return await self._bodies.put(f"{inbound.message_id}/signed", data)
 
     async def _publish_accepted(self, inbound: envelope_pb2.InboundMessage) -> None:
         for rcpt in inbound.recipients:
@@ -125,14 +192,29 @@ class Router:
             metrics.DELIVERIES.labels("failed").inc()
 
     async def _publish_outbound(self, inbound: envelope_pb2.InboundMessage, domain: str,
-                                recipients: list[str], body: envelope_pb2.Body) -> None:
+                                recipient: str, body: envelope_pb2.Body) -> None:
+        mail_from = self._return_path.for_recipient(inbound.mail_from, inbound.message_id, recipient)
         out = envelope_pb2.OutboundMessage(
-            message_id=inbound.message_id, account_id=inbound.account_id, mail_from=inbound.mail_from,
-            domain=domain, recipients=recipients, body=body, tags=list(inbound.tags), attempt=0,
+            message_id=inbound.message_id, account_id=inbound.account_id, mail_from=mail_from,
+            domain=domain, recipients=[recipient], body=body, tags=list(inbound.tags), attempt=0,
             metadata=dict(inbound.metadata))
         if inbound.HasField("accepted_at"):
             out.accepted_at.CopyFrom(inbound.accepted_at)
         else:  # the lifetime counts from acceptance; an envelope without it starts the clock now
             out.accepted_at.GetCurrentTime()
         await self._js.publish(outbound_subject(shard_for(domain, self._shards)), out.SerializeToString(),
-                               headers={Header.MSG_ID: outbound_msg_id(inbound.message_id, domain)})
+                               headers={Header.MSG_ID: outbound_msg_id(inbound.message_id, recipient)})
+
+
+def make_router(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
+                settings: DispatcherSettings) -> Router:
+    """The router with its DKIM signer and VERP return path. The signer's engine has no pool (NullPool):
+    keys are cached, so it connects rarely, and no connection is left open for shutdown to close."""
+    engine = create_async_engine(async_url(settings.database_url), poolclass=NullPool,
+                                 connect_args={"timeout": settings.dkim_lookup_timeout_s})
+    cache = KeyCache(db_loader(make_sessionmaker(engine), settings.dkim_lookup_timeout_s),
+                     settings.dkim_cache_ttl_s, settings.dkim_cache_size)
+    return_path = ReturnPath(verp_secret_bytes(settings), settings.bounce_domain)
+    return Router(js, bodies, transformer, shards=settings.shards,
+                  transformer_retry_s=settings.transformer_retry_s, signer=DkimSigner(cache),
+                  return_path=return_path, signing_retry_s=settings.dkim_retry_s)

@@ -1,5 +1,11 @@
 """The sender: one OUTBOUND message (a message's recipients at one domain) → SMTP → events → settle.
 
+Two consumers per shard run this handler: the fresh one (``outbound.<shard>``, what the router publishes)
+and the retry one (``outbound.<shard>.retry``, deferred mail). A message carrying ``not_before`` in the
+future is nak'd with exactly the remaining delay before anything else happens, so it is never attempted
+early, whatever JetStream's redelivery timing, restarts or a replica change do: the schedule travels in
+the message.
+
 Attempt numbers. ``OutboundMessage.attempt`` counts the attempts made before the message was published;
 JetStream's delivery count adds the redeliveries since, so the attempt of this delivery is
 ``attempt + num_delivered - 1``. Every delivery consumes a number, including one that only finds its
@@ -8,11 +14,11 @@ JetStream's delivery count adds the redeliveries since, so the attempt of this d
 
 Settling, after the events are published:
 - every recipient final (delivered/failed)          → ack;
-- every remaining recipient deferred                → nak(delay=backoff(attempt)): JetStream keeps the
-  message and redelivers it on schedule;
-- some deferred, some final                         → publish a new OutboundMessage with just the
-  deferred ones (attempt + 1, not_before = now + backoff, Nats-Msg-Id "<id>.<domain>.<attempt + 1>"),
-  then ack the original, so delivered recipients are never sent again;
+- some or all recipients deferred                   → publish a new OutboundMessage with just the
+  deferred ones to the shard's retry subject (attempt + 1, not_before = now + backoff, Nats-Msg-Id
+  "<id>.<domain>.<attempt + 1>"), then ack the original. Acking — rather than nak(delay) as before — is
+  what keeps a deferred backlog off the fresh consumer's max_ack_pending, so it cannot stall new mail,
+  and delivered recipients are never sent again;
 - deferred past the message lifetime                → "failed" with response "expired" (4.4.7).
 Events and the retry message are published until NATS confirms them (the message is kept in progress
 meanwhile): after an SMTP transaction has happened, a nak would send the mail twice.
@@ -22,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import google.protobuf.message
@@ -37,11 +44,12 @@ from nats.js.errors import ObjectNotFoundError
 from postwire.core.bodies import BodyStore
 from postwire.core.events import make_event, publish_event
 from postwire.core.sharding import shard_for
-from postwire.core.topology import outbound_subject
+from postwire.core.topology import outbound_retry_subject
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.retry import RetryPolicy
+from postwire.dispatcher.throttle import Shaper
 from postwire.dispatcher.worker import keep_alive
 from postwire.v1 import envelope_pb2
 
@@ -53,14 +61,18 @@ BODY_RETRY_S = 2.0
 _PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-def retry_msg_id(message_id: str, domain: str, attempt: int) -> str:
-    return f"{message_id}.{domain}.{attempt}"
+def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> str:
+    """Stable per (message, recipients, attempt): a republish after a lost PubAck is deduplicated, while
+    two recipients of one message deferred on the same attempt stay two messages."""
+    who = hashlib.sha256("\n".join(sorted(r.lower() for r in recipients)).encode()).hexdigest()[:20]
+    return f"{message_id}.{attempt}.{who}"
 
 
 class Sender:
     def __init__(self, js: JetStreamContext, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
-                 *, shards: int, heartbeat_s: float) -> None:
+                 shaper: Shaper, *, shards: int, heartbeat_s: float) -> None:
         self._js = js
+        self._shaper = shaper
         self._bodies = bodies
         self._deliverer = deliverer
         self._policy = policy
@@ -109,7 +121,7 @@ class Sender:
                       replies: dict[str, Reply]) -> None:
         now = datetime.now(UTC)
         deferred = [r for r in out.recipients if replies[r].outcome == "deferred"]
-        delay = self._policy.next_delay(attempt, out.accepted_at.ToDatetime(UTC), now) if deferred else None
+        delay = self._policy.next_delay(out.accepted_at.ToDatetime(UTC), now) if deferred else None
         expired = bool(deferred) and delay is None
         for rcpt in out.recipients:
             await self._durably(functools.partial(self._publish_outcome, out, attempt, rcpt, replies[rcpt],
@@ -117,16 +129,11 @@ class Sender:
         log.info("sender.attempt", message_id=out.message_id, attempt=attempt, subject=msg.subject,
                  recipients=len(out.recipients), deferred=len(deferred), expired=expired,
                  retry_in=delay, mx_host=next(iter(replies.values())).mx_host if replies else "")
-        if not deferred or expired:
-            await msg.ack()
-        elif len(deferred) == len(out.recipients):
-            assert delay is not None
-            await msg.nak(delay=delay)
-        else:
+        if deferred and not expired:
             assert delay is not None
             retry = self._retry_message(out, deferred, attempt + 1, now + timedelta(seconds=delay))
             await self._durably(functools.partial(self._publish_retry, retry))
-            await msg.ack()
+        await msg.ack()
 
     async def _publish_outcome(self, out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str,
                                reply: Reply, expired: bool) -> None:
@@ -140,6 +147,8 @@ class Sender:
                         metadata=dict(out.metadata), **fields)
         await publish_event(self._js, ev)
         metrics.DELIVERIES.labels(outcome).inc()
+        provider = self._shaper.provider_for(reply.mx_host) if reply.mx_host else "none"
+        metrics.PROVIDER_DELIVERIES.labels(provider, outcome).inc()
 
     @staticmethod
     def _retry_message(out: envelope_pb2.OutboundMessage, recipients: list[str], attempt: int,
@@ -153,9 +162,9 @@ class Sender:
         return retry
 
     async def _publish_retry(self, retry: envelope_pb2.OutboundMessage) -> None:
-        await self._js.publish(outbound_subject(shard_for(retry.domain, self._shards)),
+        await self._js.publish(outbound_retry_subject(shard_for(retry.domain, self._shards)),
                                retry.SerializeToString(),
-                               headers={Header.MSG_ID: retry_msg_id(retry.message_id, retry.domain,
+                               headers={Header.MSG_ID: retry_msg_id(retry.message_id, retry.recipients,
                                                                     retry.attempt)})
 
     @staticmethod

@@ -7,6 +7,7 @@ POSTWIRE_MX_PORT. Everything else has a default fit for production; tests shrink
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt
@@ -54,20 +55,38 @@ class DispatcherSettings(PostwireSettings):
     fetch_batch: PositiveInt = 32
     # ack_wait of the consumers; long transactions send in_progress() well within it
     ack_wait_s: PositiveFloat = 60.0
-    # per sender consumer: messages waiting for a retry (nak with delay) count against it, so it must
-    # hold a shard's whole deferred queue or the shard stops fetching new mail
+    # per fresh sender consumer (outbound.<shard>): fetched, unsettled messages. Deferred mail no longer
+    # counts here: it waits in the retry consumer (retry_max_ack_pending)
     sender_max_ack_pending: PositiveInt = 20_000
     connect_timeout_s: PositiveFloat = 30.0
     command_timeout_s: PositiveFloat = 300.0
     # opportunistic STARTTLS to MX hosts, certificates unverified unless mx_tls_verify
     mx_starttls: bool = True
     mx_tls_verify: bool = False
-    retry_base_s: PositiveFloat = 60.0
+    # retry step = message age clamped to [retry_base_s, retry_max_s], times U(0.75, 1) (see retry.py)
+    retry_base_s: PositiveFloat = 300.0
     retry_max_s: PositiveFloat = 3600.0
     message_lifetime_s: PositiveFloat = 5 * 24 * 3600.0
-    max_connections_per_host: PositiveInt = 10
-    max_messages_per_connection: PositiveInt = 100
     connection_idle_s: PositiveFloat = 30.0
+    # --- return path and signing (docs/domains.md); bounce_domain, verp_secret: postwire.core.settings
+    # how long an account's DKIM keys (or the fact that it has none) are used before PostgreSQL is asked
+    # again: a new or deleted domain takes effect within this time
+    dkim_cache_ttl_s: PositiveFloat = 60.0
+    dkim_cache_size: PositiveInt = 10_000
+    # a key lookup slower than this counts as the database being unavailable
+    dkim_lookup_timeout_s: PositiveFloat = 5.0
+    # how long a message waits when its account's keys cannot be read (database down, nothing cached)
+    dkim_retry_s: PositiveFloat = 10.0
+    # --- traffic shaping, adaptive backoff, retry queue (docs/delivery.md)
+    # YAML shaping rules; unset = the shipped default (config/shaping.yaml, copied into the package)
+    shaping_file: Path | None = None
+    # per retry consumer (outbound.<shard>.retry): deferred messages waiting for their not_before are
+    # unacked there; past this, newer retries wait (later than scheduled, never earlier)
+    retry_max_ack_pending: PositiveInt = 100_000
+    # messages in flight from the retry consumers, apart from max_concurrency (fresh mail's)
+    retry_concurrency: PositiveInt = 32
+    # how often the queue-depth gauge is refreshed from consumer info
+    queue_sample_s: PositiveFloat = 15.0
 
     @property
     def nameservers(self) -> list[tuple[str, int]]:

@@ -4,10 +4,12 @@ Commands go through ``execute_command`` rather than aiosmtplib's ``mail``/``rcpt
 reply is kept as an outcome instead of an exception: what matters to the sender is the reply to each
 RCPT (a per-recipient result) and the reply to DATA (applies to the recipients accepted at RCPT).
 
-STARTTLS is opportunistic, as on the public MX network: used when offered, certificates not verified
-unless ``tls_verify`` (a later issue makes that per-provider policy). When the handshake fails the pool
-reconnects to the same address without TLS, which is what Postfix does at security level ``may``:
-refusing to deliver because a server's TLS is broken would turn a cosmetic failure into a lost message.
+STARTTLS is opportunistic by default, as on the public MX network: used when offered, certificates not
+verified unless ``tls_verify``. When the handshake fails the pool reconnects to the same address without
+TLS, which is what Postfix does at security level ``may``: refusing to deliver because a server's TLS is
+broken would turn a cosmetic failure into a lost message. A shaping rule with ``tls: required``
+(``require_tls``) is Postfix's ``encrypt``: no STARTTLS offered, or a failed handshake, is a temporary
+failure (4.7.10 / 4.7.5) and the mail waits; it never goes out in plain text.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class ClientConfig:
     command_timeout_s: float
     starttls: bool = True
     tls_verify: bool = False
+    require_tls: bool = False
 
 
 class ConnectFailure(Exception):
@@ -79,6 +82,7 @@ class SmtpConnection:
         self.messages = 0
         self.last_used = time.monotonic()
         self._closed = False
+        self.provider = ""  # set by the pool: the provider gauge is decremented on close
         self.healthy = True  # False once a transaction ended in a way that leaves the session unusable
 
     @property
@@ -96,8 +100,12 @@ class SmtpConnection:
         try:
             await client.connect(timeout=cfg.connect_timeout_s)
             await cls._greet(client, mx_host)
-            if use_tls and cfg.starttls and client.supports_extension("starttls"):
+            if use_tls and (cfg.starttls or cfg.require_tls) and client.supports_extension("starttls"):
                 await cls._starttls(client, mx_host, peer, cfg)
+            elif cfg.require_tls:
+                client.close()
+                raise ConnectFailure(local("4.7.10", f"{peer} does not offer STARTTLS and the shaping rule "
+                                                     "requires TLS", mx_host=mx_host))
         except aiosmtplib.SMTPResponseException as e:
             client.close()
             raise ConnectFailure(from_server(e.code, e.message, mx_host)) from e
@@ -155,6 +163,8 @@ class SmtpConnection:
         if not self._closed:
             self._closed = True
             metrics.OPEN_CONNECTIONS.dec()
+            if self.provider:
+                metrics.PROVIDER_CONNECTIONS.labels(self.provider).dec()
 
     async def send(self, mail_from: str, recipients: list[str], data: bytes) -> Transaction:
         """One MAIL/RCPT…/DATA transaction; every recipient gets a reply, none raises."""

@@ -1,0 +1,148 @@
+"""/v1/domains: an account's sending domains, their DKIM public keys and the DNS records to publish.
+
+Every route is scoped to the caller's account: another account's domain answers 404, exactly like a
+domain that does not exist, so names cannot be probed. Registering a name some account already has is a
+409. Private keys stay in PostgreSQL; nothing here returns or logs them (DomainInfo has no such field).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.errors import ApiError, responses
+from postwire.api_gateway.settings import ApiSettings
+from postwire.db.domains import (
+    DomainExists,
+    DomainInfo,
+    InvalidDomain,
+    Purpose,
+    add_domain,
+    delete_domain,
+    dns_records,
+    get_domain,
+    list_domains,
+    normalise_name,
+)
+
+log = structlog.get_logger(__name__)
+
+Account = Annotated[str, Depends(current_account)]
+DomainName = Annotated[str, Path(max_length=253, description="The domain (IDN or A-label, any case).")]
+
+
+class DomainCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=253, examples=["example.com"],
+                      description="The domain mail is sent From; internationalised names are stored as "
+                                  "their A-label (xn--…).")
+    dkim_algorithm: Literal["rsa-sha256", "ed25519-sha256"] = Field(
+        default="rsa-sha256", description="RSA-2048 is verified by every receiver; Ed25519 (RFC 8463) "
+                                          "is smaller but not yet checked everywhere.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        try:
+            return normalise_name(v)
+        except InvalidDomain as e:
+            raise PydanticCustomError("invalid_domain", str(e)) from None
+
+
+class DnsRecordOut(BaseModel):
+    type: str = Field(examples=["TXT"])
+    name: str = Field(examples=["pw202611._domainkey.example.com"])
+    value: str
+    purpose: Purpose
+
+
+class DomainOut(BaseModel):
+    id: str
+    name: str
+    dkim_selector: str
+    dkim_algorithm: str
+    dkim_public_key: str = Field(description="The p= value of the DKIM record (base64).")
+    created_at: datetime
+    dns_records: list[DnsRecordOut] = Field(description="Publish these before sending from the domain.")
+
+
+class DomainList(BaseModel):
+    domains: list[DomainOut]
+
+
+def _out(info: DomainInfo, settings: ApiSettings) -> DomainOut:
+    records = [DnsRecordOut(type=r.type, name=r.name, value=r.value, purpose=r.purpose)
+               for r in dns_records(info, settings)]
+    return DomainOut(id=info.id, name=info.name, dkim_selector=info.dkim_selector,
+                     dkim_algorithm=info.dkim_algorithm, dkim_public_key=info.dkim_public_key,
+                     created_at=info.created_at, dns_records=records)
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def _not_found(name: str) -> ApiError:
+    return ApiError(404, "not_found", f"no domain {name!r} in this account")
+
+
+def domains_router(settings: ApiSettings) -> APIRouter:
+    router = APIRouter(prefix="/v1/domains", tags=["domains"])
+
+    @router.post("", status_code=201, response_model=DomainOut, responses=responses(401, 409, 422, 503),
+                 summary="Register a sending domain and generate its DKIM key",
+                 description="Answers with the DNS records to publish (DKIM TXT, SPF include, return-path "
+                             "CNAME). Mail whose From domain is this domain or a subdomain of it is "
+                             "DKIM-signed with the new key.")
+    async def create(payload: DomainCreate, request: Request, account_id: Account) -> DomainOut:
+        deps = _deps(request)
+        try:
+            async with deps.sessions.begin() as s:
+                row = await add_domain(s, account_id, payload.name, payload.dkim_algorithm,
+                                       settings.dkim_default_selector or None)
+                info = DomainInfo.of(row)
+        except DomainExists as e:
+            where = "in this account" if e.same_account else "by another account"
+            raise ApiError(409, "domain_exists", f"{e.name} is already registered {where}") from None
+        log.info("api.domain_added", account_id=account_id, domain=info.name, algorithm=info.dkim_algorithm,
+                 selector=info.dkim_selector)
+        return _out(info, settings)
+
+    @router.get("", response_model=DomainList, responses=responses(401, 503),
+                summary="The account's sending domains")
+    async def list_(request: Request, account_id: Account) -> DomainList:
+        async with _deps(request).sessions() as s:
+            rows = await list_domains(s, account_id)
+        return DomainList(domains=[_out(DomainInfo.of(r), settings) for r in rows])
+
+    @router.get("/{name}", response_model=DomainOut, responses=responses(401, 404, 503),
+                summary="One sending domain with its DNS records")
+    async def get(request: Request, account_id: Account, name: DomainName) -> DomainOut:
+        async with _deps(request).sessions() as s:
+            row = await get_domain(s, account_id, name)
+        if row is None:
+            raise _not_found(name)
+        return _out(DomainInfo.of(row), settings)
+
+    @router.delete("/{name}", status_code=204, responses=responses(401, 404, 503),
+                   summary="Remove a sending domain and its key",
+                   description="Mail From the domain goes out unsigned once the dispatchers' key cache "
+                               "expires (POSTWIRE_DKIM_CACHE_TTL_S). Remove the DNS records afterwards.")
+    async def remove(request: Request, account_id: Account, name: DomainName) -> Response:
+        async with _deps(request).sessions.begin() as s:
+            deleted = await delete_domain(s, account_id, name)
+        if not deleted:
+            raise _not_found(name)
+        log.info("api.domain_deleted", account_id=account_id, domain=name)
+        return Response(status_code=204)
+
+    return router

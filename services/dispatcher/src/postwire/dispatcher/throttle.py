@@ -1,0 +1,200 @@
+"""Provider budgets: the live limits of one provider (or one default MX host) and their adaptive backoff.
+
+Keying. A named provider (``google``, ``yahoo``, …) has one budget for every MX host it matches, so all
+the domains that share its MX hosts share its connections and its rate. MX hosts no provider matches each
+get their own budget from the ``default`` rule (key ``default:<mx host>``): two unrelated small domains
+must not throttle each other, and a domain is served by its MX host anyway. Metrics always say the
+provider name (``default`` for all of those), so the label set stays bounded.
+
+Pacing is virtual scheduling (GCRA without burst): each message reserves the next free slot, slots are
+``1/rate`` apart, and the reserver sleeps until its slot. No polling, and a cut in the rate applies to the
+next reservation. Callers hold a connection while they wait, so at most ``max_connections`` reservations
+are outstanding per budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from postwire.dispatcher import metrics
+from postwire.dispatcher.replies import Reply
+from postwire.dispatcher.shaping import DEFAULT, Rule, ShapingRules
+
+log = structlog.get_logger(__name__)
+
+# how often budgets are checked for recovery and the gauges refreshed
+TICK_S = 0.25
+# a default-rule budget unused this long (and not backed off) is forgotten
+FORGET_IDLE_S = 600.0
+
+
+class Pacer:
+    """Spaces events ``1/rate`` seconds apart across all callers; ``rate`` None = no pacing."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._next = 0.0
+
+    async def take(self) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + 1.0 / self.rate
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class Budget:
+    """Live limits of one provider key: the rule's values scaled down by the backoff level."""
+
+    def __init__(self, provider: str, key: str, rule: Rule, on_change: Callable[[Budget], None]) -> None:
+        self.provider = provider
+        self.key = key
+        self.rule = rule
+        self.level = 0
+        self.messages = Pacer(rule.message_rate)
+        self.connects = Pacer(rule.connection_rate)
+        self.last_used = time.monotonic()
+        self._on_change = on_change
+        self._last_throttle = -math.inf
+        self._last_change = -math.inf
+        self._recovering = False
+
+    @property
+    def max_connections(self) -> int:
+        return max(1, math.floor(self.rule.max_connections * self.rule.backoff.factor ** self.level))
+
+    @property
+    def message_rate(self) -> float | None:
+        rate = self.rule.message_rate
+        return None if rate is None else rate * self.rule.backoff.factor ** self.level
+
+    @property
+    def connection_rate(self) -> float | None:
+        rate = self.rule.connection_rate
+        return None if rate is None else rate * self.rule.backoff.factor ** self.level
+
+    def throttle(self, reason: str, now: float | None = None) -> bool:
+        """A throttling reply: cut one level unless one was cut just now. True when it cut."""
+        now = time.monotonic() if now is None else now
+        self._last_throttle = now
+        self._recovering = False
+        backoff = self.rule.backoff
+        if now - self._last_change < backoff.settle or self.level >= backoff.max_level:
+            return False
+        self._set_level(self.level + 1, reason, now)
+        return True
+
+    def tick(self, now: float | None = None) -> None:
+        """Recover one level when due: ``duration`` after the last throttle, then every step."""
+        if self.level == 0:
+            return
+        now = time.monotonic() if now is None else now
+        backoff = self.rule.backoff
+        if now - self._last_throttle < backoff.duration:
+            return
+        if self._recovering and now - self._last_change < backoff.recovery_step:
+            return
+        self._recovering = True
+        self._set_level(self.level - 1, "recovery", now)
+
+    def _set_level(self, level: int, reason: str, now: float) -> None:
+        old_rate, old_conns = self.message_rate, self.max_connections
+        self.level = level
+        self._last_change = now
+        self.messages.rate = self.message_rate
+        self.connects.rate = self.connection_rate
+        log.warning("shaping.budget_changed", provider=self.provider, key=self.key, level=level,
+                    old_rate=old_rate, new_rate=self.message_rate, old_connections=old_conns,
+                    new_connections=self.max_connections, reason=reason)
+        metrics.BUDGET_CHANGES.labels(self.provider, "cut" if reason != "recovery" else "recovery").inc()
+        self._on_change(self)
+
+
+class Shaper:
+    """All budgets of this process, chosen by MX host; ticks recovery and exports the gauges."""
+
+    def __init__(self, rules: ShapingRules) -> None:
+        self.rules = rules
+        self._budgets: dict[str, Budget] = {}
+        self._listeners: list[Callable[[Budget], None]] = []
+
+    def provider_for(self, mx_host: str) -> str:
+        return self.rules.provider_for(mx_host)
+
+    def budget_for(self, mx_host: str) -> Budget:
+        provider = self.rules.provider_for(mx_host)
+        key = provider if provider != DEFAULT else f"{DEFAULT}:{mx_host.lower().rstrip('.')}"
+        budget = self._budgets.get(key)
+        if budget is None:
+            budget = self._budgets[key] = Budget(provider, key, self.rules.rule(provider), self._changed)
+        budget.last_used = time.monotonic()
+        return budget
+
+    def on_change(self, listener: Callable[[Budget], None]) -> None:
+        """``listener(budget)`` runs after every level change (the pool wakes its waiters)."""
+        self._listeners.append(listener)
+
+    def observe(self, budget: Budget, reply: Reply) -> bool:
+        """Feed a server reply; True when it is a throttling reply (counted, and the budget may be cut)."""
+        if not reply.code or not budget.rule.backoff.matches(reply.text):
+            return False
+        metrics.THROTTLED.labels(budget.provider).inc()
+        budget.throttle(reply.text[:200])
+        return True
+
+    def _changed(self, budget: Budget) -> None:
+        for listener in self._listeners:
+            listener(budget)
+        self.export()
+
+    async def run(self) -> None:
+        """Recovery and gauges, until cancelled."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.tick()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for budget in list(self._budgets.values()):
+            budget.tick(now)
+        self._forget_idle(now)
+        self.export()
+
+    def _forget_idle(self, now: float) -> None:
+        stale = [k for k, b in self._budgets.items()
+                 if b.provider == DEFAULT and b.level == 0 and now - b.last_used > FORGET_IDLE_S]
+        for key in stale:
+            del self._budgets[key]
+
+    def export(self) -> None:
+        """Per provider: allowed rate and connections, backoff level. For ``default`` (many budgets)
+        the most backed-off one is shown: that is the one an operator needs to see."""
+        worst: dict[str, Budget] = {}
+        for budget in self._budgets.values():
+            seen = worst.get(budget.provider)
+            if seen is None or budget.level > seen.level:
+                worst[budget.provider] = budget
+        for provider, budget in worst.items():
+            metrics.ALLOWED_RATE.labels(provider).set(budget.message_rate or 0.0)
+            metrics.ALLOWED_CONNECTIONS.labels(provider).set(budget.max_connections)
+            metrics.BACKOFF_LEVEL.labels(provider).set(budget.level)
+
+
+@contextlib.asynccontextmanager
+async def running(shaper: Shaper) -> AsyncIterator[None]:
+    """Run the shaper's ticker for the duration of the block."""
+    task = asyncio.create_task(shaper.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,152 @@
+"""Shaping rules as data (the shipped file, validation errors) and the budget arithmetic of adaptive
+backoff, driven with explicit clock values."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postwire.dispatcher.replies import from_server, local
+from postwire.dispatcher.shaping import (
+    ShapingError,
+    load_rules,
+    parse_duration,
+    parse_rate,
+    parse_rules,
+    shipped_rules_path,
+)
+from postwire.dispatcher.throttle import Budget, Pacer, Shaper
+
+REPO_RULES = Path(__file__).resolve().parents[3] / "config" / "shaping.yaml"
+
+
+def test_shipped_rules_validate_and_the_package_copy_matches() -> None:
+    assert shipped_rules_path().read_bytes() == REPO_RULES.read_bytes(), (
+        "cp config/shaping.yaml services/dispatcher/src/postwire/dispatcher/shaping.yaml")
+    rules = load_rules(REPO_RULES)
+    d = rules.default
+    assert (d.max_connections, d.max_messages_per_connection, d.message_rate) == (10, 100, 100.0)
+    google, yahoo, outlook = (rules.providers[p] for p in ("google", "yahoo", "outlook"))
+    assert (google.max_connections, google.max_messages_per_connection, google.tls) == (5, 50, "required")
+    assert not google.tls_verify and google.message_rate == 100.0  # inherited from default
+    assert yahoo.max_messages_per_connection == 20
+    assert (outlook.max_connections, outlook.max_messages_per_connection) == (5, 50)
+    assert rules.provider_for("gmail-smtp-in.l.google.com.") == "google"
+    assert rules.provider_for("ASPMX.L.GOOGLE.COM") == "google"
+    assert rules.provider_for("mta7.am0.yahoodns.net") == "yahoo"
+    assert rules.provider_for("contoso-com.mail.protection.outlook.com") == "outlook"
+    assert rules.provider_for("mx.example.org") == "default"
+    assert yahoo.backoff.matches("421 4.7.0 [TS02] Messages from 192.0.2.1 temporarily deferred")
+    assert yahoo.backoff.matches("451 [TS01] busy") and not google.backoff.matches("451 [TS01] busy")
+    assert google.backoff.matches("421 4.7.28 Our system has detected an unusual rate")
+    assert outlook.backoff.matches("451 4.7.650 The mail server has been temporarily rate limited")
+    assert not d.backoff.matches("451 4.3.0 try later") and not d.backoff.matches("550 5.1.1 no user")
+
+
+def test_rates_and_durations() -> None:
+    assert parse_rate("100/s") == 100 and parse_rate("3000/m") == 50 and parse_rate("36000/h") == 10
+    assert parse_rate("unlimited") is None and parse_rate(None) is None and parse_rate(5) == 5
+    assert parse_duration("5m") == 300 and parse_duration("2h") == 7200 and parse_duration(30) == 30
+    for bad in ("100", "fast", "0/s", "-1/m"):
+        with pytest.raises(ValueError):
+            parse_rate(bad)
+
+
+@pytest.mark.parametrize(("text", "complaint"), [
+    ("default: {max_connections: 0}", "max_connections"),
+    ("default: {message_rate: lots}", "message_rate"),
+    ("default: {tls: sometimes}", "tls"),
+    ("default: {max_conections: 3}", "max_conections"),
+    ("default: {backoff: {throttle_patterns: ['4.7.(']}}", "throttle pattern"),
+    ("default: {}\nproviders: {gmaillike: {max_connections: 3}}", "no match patterns"),
+    ("default: {}\nproviders: {Bad Name: {match: ['*.x']}}", "provider name"),
+    ("providers: {}", "'default' rule"),
+    ("default: [unclosed", "not valid YAML"),
+])
+def test_bad_rules_fail_at_load_with_the_field_named(tmp_path: Path, text: str, complaint: str) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(ShapingError) as err:
+        load_rules(path)
+    assert str(path) in str(err.value) and complaint in str(err.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ShapingError, match="cannot read"):
+        load_rules(tmp_path / "nope.yaml")
+
+
+def test_providers_inherit_the_default_and_add_throttle_patterns() -> None:
+    rules = parse_rules({
+        "default": {"max_connections": 7, "message_rate": "10/s", "backoff": {"throttle_patterns": ["^421"]}},
+        "providers": {"gmaillike": {"match": ["*.gmail-like.test"], "max_connections": 3,
+                                    "backoff": {"throttle_patterns": ["TS0[1-3]"], "duration": "2s"}}},
+    })
+    rule = rules.providers["gmaillike"]
+    assert (rule.max_connections, rule.message_rate, rule.backoff.duration) == (3, 10.0, 2.0)
+    assert rule.backoff.throttle_patterns == ("^421", "TS0[1-3]")
+    assert rules.provider_for("mx1.gmail-like.test") == "gmaillike"
+
+
+def _budget(**rule: Any) -> Budget:
+    return Shaper(parse_rules({"default": rule})).budget_for("mx.budget.test")
+
+
+def test_throttle_halves_rate_and_connections_then_recovers_stepwise() -> None:
+    budget = _budget(max_connections=5, message_rate="40/s", connection_rate="10/s",
+                     backoff={"duration": 10, "recovery_step": 2, "settle": 1, "max_level": 3})
+    assert budget.throttle("421 4.7.0 slow down", now=100.0)
+    assert (budget.level, budget.max_connections, budget.message_rate) == (1, 2, 20.0)
+    assert budget.messages.rate == 20.0 and budget.connects.rate == 5.0
+    assert not budget.throttle("421 again", now=100.5)  # within settle: same overload, no second cut
+    assert budget.throttle("421 again", now=101.6)
+    assert budget.throttle("421 again", now=103.0)
+    assert (budget.level, budget.max_connections, budget.message_rate) == (3, 1, 5.0)  # floor 1
+    assert not budget.throttle("421 again", now=105.0)  # max_level
+    budget.tick(now=114.0)
+    assert budget.level == 3  # 10 s after the *last* throttling reply (105), not the last cut
+    budget.tick(now=115.0)
+    assert budget.level == 2
+    budget.tick(now=116.0)
+    assert budget.level == 2  # one step per recovery_step
+    budget.tick(now=117.0)
+    budget.tick(now=119.0)
+    assert (budget.level, budget.max_connections, budget.message_rate) == (0, 5, 40.0)
+
+
+def test_only_matching_server_replies_throttle() -> None:
+    shaper = Shaper(parse_rules({"default": {"backoff": {"throttle_patterns": ["^421", r"4\.7\.\d+"]}}}))
+    budget = shaper.budget_for("mx.a.test")
+    assert not shaper.observe(budget, from_server(451, "4.3.0 later", "mx.a.test"))
+    assert not shaper.observe(budget, local("4.7.5", "TLS handshake failed"))  # ours, not the server's
+    assert shaper.observe(budget, from_server(421, "4.3.2 closing", "mx.a.test"))
+    assert budget.level == 1
+
+
+def test_default_budgets_are_per_mx_host_and_providers_share_one() -> None:
+    shaper = Shaper(parse_rules({"default": {}, "providers": {"g": {"match": ["*.g.test"]}}}))
+    assert shaper.budget_for("mx1.g.test") is shaper.budget_for("MX2.g.test.")
+    assert shaper.budget_for("mx.a.test") is not shaper.budget_for("mx.b.test")
+    assert shaper.budget_for("mx.a.test").provider == "default"
+
+
+async def test_pacer_spaces_callers_without_polling() -> None:
+    pacer = Pacer(50.0)
+    start = time.monotonic()
+    await asyncio.gather(*(pacer.take() for _ in range(11)))
+    assert time.monotonic() - start >= 10 / 50 * 0.95  # a lower bound: slots are 20 ms apart
+
+
+async def test_bad_rules_stop_the_dispatcher_before_it_connects(tmp_path: Path) -> None:
+    from postwire.dispatcher.app import serve
+    from postwire.dispatcher.settings import DispatcherSettings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("default: {message_rate: fast}\n")
+    settings = DispatcherSettings(shaping_file=bad, nats_url="nats://127.0.0.1:1")  # nothing listens
+    with pytest.raises(ShapingError, match="message_rate"):
+        await serve(settings, asyncio.Event())
