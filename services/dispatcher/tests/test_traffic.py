@@ -253,3 +253,29 @@ async def test_hard_kill_mid_burst_loses_nothing(
     print(f"hard kill after {mid} of {len(rcpts)}: duplicates {dupes}")
     assert dupes <= 3
     assert smtp_sink.max_connections <= 3  # the dead process's sessions were closed by the kernel
+
+
+async def test_a_slow_provider_does_not_hold_up_mail_to_others(
+        start_dispatcher: Any, submit: Any, dns_server: DnsServer, smtp_sink: SmtpSink, tmp_path: Path,
+        make_mime: Any) -> None:
+    """A destination that takes 1 s per message, 2 connections, 150 messages queued first; with 16
+    sender slots, waiting for its connections would take all of them (a 75 s backlog). Its ready
+    queue (8) caps what it holds, the rest is parked, and the other domain's mail goes straight out."""
+    rules = write_rules(tmp_path, {"slowpoke": {"match": ["*.slow.test"], "max_connections": 2}})
+    slow = f"s{uuid.uuid4().hex[:8]}.test"
+    dns_server.add_mail_domain(slow, f"mx-{uuid.uuid4().hex[:6]}.slow.test")
+    smtp_sink.handler.data_delay[slow] = 1.0
+    fast = f"f{uuid.uuid4().hex[:8]}.test"
+    dns_server.add_mail_domain(fast)
+    await submit_many(submit, make_mime, [f"u{i}@{slow}" for i in range(150)])
+    await start_dispatcher(shaping_file=rules, max_concurrency=16, retry_concurrency=16)
+    await eventually(lambda: metric("postwire_dispatcher_parked_total", provider="slowpoke") > 0)
+    await submit_many(submit, make_mime, [f"v{i}@{fast}" for i in range(20)])
+
+    def fast_all_in() -> bool:
+        return sum(1 for r in smtp_sink.handler.received if r.rcpt_tos[0].endswith(fast)) == 20
+
+    await eventually(fast_all_in, timeout=60)
+    slow_done = sum(1 for r in smtp_sink.handler.received if r.rcpt_tos[0].endswith(slow))
+    assert slow_done < 150  # the other domain's mail did not wait for the slow backlog to drain
+    assert smtp_sink.max_connections <= 2 + 16

@@ -34,6 +34,8 @@ class SinkHandler:
         self.received: list[Received] = []
         self.rcpt_replies: dict[str, deque[str]] = defaultdict(deque)
         self.rcpt_attempts: dict[str, int] = defaultdict(int)
+        # domain -> seconds to stall before answering DATA: a slow destination
+        self.data_delay: dict[str, float] = {}
         self.arrived = asyncio.Condition()
 
     def script(self, rcpt: str, *replies: str) -> None:
@@ -50,6 +52,9 @@ class SinkHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
+        delays = [self.data_delay.get(r.rpartition("@")[2].lower(), 0.0) for r in envelope.rcpt_tos]
+        if delays and max(delays) > 0:
+            await asyncio.sleep(max(delays))
         async with self.arrived:
             self.received.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos), data))
             self.arrived.notify_all()

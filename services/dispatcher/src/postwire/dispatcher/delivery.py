@@ -33,7 +33,8 @@ class Deliverer:
 
     async def deliver(self, domain: str, mail_from: str, recipients: list[str],
                       data: bytes) -> dict[str, Reply]:
-        """A reply for every recipient (never raises for DNS or SMTP trouble)."""
+        """A reply for every recipient (never raises for DNS or SMTP trouble). Raises BudgetFull when
+        the first MX host's provider has a full ready queue: the message must wait, not fail over."""
         try:
             route = await self._resolver.route(domain)
         except DnsFailure as e:

@@ -20,6 +20,9 @@ postwire_dispatcher_throttled_total{provider}
     Server replies that matched the provider's throttle patterns (421, 4.7.x, [TS0x], ...).
 postwire_dispatcher_budget_changes_total{provider, direction}
     Adaptive backoff steps: direction cut (a throttling reply) | recovery (one level back).
+postwire_dispatcher_parked_total{provider}
+    Messages put back on the retry subject for a few seconds because the provider's ready queue was
+    full (no attempt made, no event): a sustained rate means the provider is the bottleneck.
 postwire_dispatcher_provider_connections{provider}
     Outbound SMTP sessions open now for the provider (in use or idle).
 postwire_dispatcher_allowed_message_rate{provider}
@@ -62,6 +65,8 @@ PROVIDER_DELIVERIES = Counter("postwire_dispatcher_provider_deliveries_total",
                               ["provider", "outcome"])
 ATTEMPTS = Counter("postwire_dispatcher_delivery_attempts_total",
                    "Recipients offered to a server in a transaction, by provider.", ["provider"])
+PARKED = Counter("postwire_dispatcher_parked_total",
+                 "Messages parked because the provider's ready queue was full.", ["provider"])
 THROTTLED = Counter("postwire_dispatcher_throttled_total",
                     "Server replies matching the provider's throttle patterns.", ["provider"])
 BUDGET_CHANGES = Counter("postwire_dispatcher_budget_changes_total",

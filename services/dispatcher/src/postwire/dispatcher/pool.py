@@ -12,7 +12,9 @@ hold per provider across every domain and MX host it serves:
 - each session carries at most ``rule.max_messages_per_connection`` transactions (RSET between them,
   QUIT after the last) and is closed with QUIT after ``idle_s`` unused;
 - a lease is granted only when ``budget.messages`` (message_rate) gives the next slot, and the caller
-  holds its session while it waits, so outstanding reservations never exceed the connection limit.
+  holds its session while it waits, so outstanding reservations never exceed the connection limit;
+- at most ``budget.max_ready`` messages are inside leases of one budget; one more gets BudgetFull at
+  once (the sender parks it), so a slow or throttled provider cannot take every sender slot.
 
 Waiting is on futures woken by releases and by budget changes (a recovery raises the limit): no polling.
 """
@@ -31,7 +33,7 @@ import structlog
 
 from postwire.dispatcher import metrics
 from postwire.dispatcher.smtp_client import ClientConfig, ConnectFailure, SmtpConnection, TlsFailure
-from postwire.dispatcher.throttle import Budget
+from postwire.dispatcher.throttle import Budget, BudgetFull
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +85,20 @@ class ConnectionPool:
     async def lease(self, budget: Budget, mx_host: str, port: int,
                     addresses: list[str]) -> AsyncIterator[SmtpConnection]:
         """A session with ``mx_host`` (reused, or new across ``addresses`` in order) whose next message
-        is within the budget's rate; raises ConnectFailure when no address gives one."""
+        is within the budget's rate; raises ConnectFailure when no address gives one, and BudgetFull
+        at once when the budget's ready queue is full."""
+        if budget.ready >= budget.max_ready:
+            raise BudgetFull(budget)
+        budget.ready += 1
+        try:
+            async with self._lease(budget, mx_host, port, addresses) as conn:
+                yield conn
+        finally:
+            budget.ready -= 1
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, budget: Budget, mx_host: str, port: int,
+                     addresses: list[str]) -> AsyncIterator[SmtpConnection]:
         group = self._groups.setdefault(budget.key, _Group())
         conn = await self._acquire(group, budget, (mx_host, port), addresses)
         try:

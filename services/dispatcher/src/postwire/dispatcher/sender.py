@@ -49,7 +49,7 @@ from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.retry import RetryPolicy
-from postwire.dispatcher.throttle import Shaper
+from postwire.dispatcher.throttle import Budget, BudgetFull, Shaper
 from postwire.dispatcher.worker import keep_alive
 from postwire.v1 import envelope_pb2
 
@@ -92,11 +92,28 @@ class Sender:
             await msg.nak(delay=wait)
             return
         async with keep_alive(msg, self._heartbeat_s):
-            replies = await self._attempt(out)
+            try:
+                replies = await self._attempt(out)
+            except BudgetFull as full:
+                await self._park(msg, out, attempt, full.budget)
+                return
             if replies is None:
                 await msg.nak(delay=BODY_RETRY_S)
                 return
             await self._settle(msg, out, attempt, replies)
+
+    async def _park(self, msg: Msg, out: envelope_pb2.OutboundMessage, attempt: int,
+                    budget: Budget) -> None:
+        """The provider has a full ready queue: come back later from the retry subject instead of
+        holding a slot that mail to other providers needs. Not an attempt, so no event; the attempt
+        number still moves on, so the parked copy's Nats-Msg-Id is new each time it is parked."""
+        delay = budget.park_delay()
+        metrics.PARKED.labels(budget.provider).inc()
+        log.debug("sender.parked", message_id=out.message_id, provider=budget.provider, retry_in=delay)
+        parked = self._retry_message(out, list(out.recipients), attempt + 1,
+                                     datetime.now(UTC) + timedelta(seconds=delay))
+        await self._durably(functools.partial(self._publish_retry, parked))
+        await msg.ack()
 
     @staticmethod
     def _not_yet(out: envelope_pb2.OutboundMessage) -> float:

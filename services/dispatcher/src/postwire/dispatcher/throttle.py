@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -51,6 +52,21 @@ class Pacer:
             await asyncio.sleep(at - now)
 
 
+# ready-queue size per budget: READY_PER_CONNECTION messages per allowed connection, at least READY_FLOOR
+READY_PER_CONNECTION = 4
+READY_FLOOR = 8
+PARK_MIN_S = 2.0
+PARK_MAX_S = 60.0
+
+
+class BudgetFull(Exception):
+    """The budget's ready queue is full: park the message instead of holding a sender slot."""
+
+    def __init__(self, budget: Budget) -> None:
+        super().__init__(budget.provider)
+        self.budget = budget
+
+
 class Budget:
     """Live limits of one provider key: the rule's values scaled down by the backoff level."""
 
@@ -62,6 +78,7 @@ class Budget:
         self.messages = Pacer(rule.message_rate)
         self.connects = Pacer(rule.connection_rate)
         self.last_used = time.monotonic()
+        self.ready = 0  # messages inside a lease: waiting for a session or a rate slot, or sending
         self._on_change = on_change
         self._last_throttle = -math.inf
         self._last_change = -math.inf
@@ -70,6 +87,18 @@ class Budget:
     @property
     def max_connections(self) -> int:
         return max(1, math.floor(self.rule.max_connections * self.rule.backoff.factor ** self.level))
+
+    @property
+    def max_ready(self) -> int:
+        """How many messages may wait on this budget at once (KumoMTA's ready queue): enough to keep
+        every connection busy, few enough that a slow provider cannot hold the sender's slots."""
+        return max(READY_FLOOR, READY_PER_CONNECTION * self.max_connections)
+
+    def park_delay(self) -> float:
+        """When a parked message should come back: about when the queue ahead of it has drained."""
+        rate = self.message_rate
+        ahead = self.max_ready / rate if rate else PARK_MIN_S
+        return min(PARK_MAX_S, max(PARK_MIN_S, ahead)) * random.uniform(0.75, 1.5)
 
     @property
     def message_rate(self) -> float | None:
