@@ -54,3 +54,14 @@ def test_a_second_account_with_the_same_name_is_refused_clearly(pg_url: str) -> 
     again = _run("account", "create", "dup-name", "--json", env=env)
     assert again.returncode != 0
     assert "already exists" in again.stderr
+
+
+def test_bounce_classify_prints_one_json_line_per_bounced_recipient() -> None:
+    corpus = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "bounces"
+    bounce, not_bounce = corpus / "eml" / "lhost-postfix-01.eml", next((corpus / "not-bounce").iterdir())
+    out = _run("bounce", "classify", str(bounce), str(not_bounce))
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows and all(r["file"] == str(bounce) for r in rows)  # nothing for the non-bounce
+    assert set(rows[0]) == {"file", "recipient", "reason", "status", "replycode", "hardbounce"}
+    assert (rows[0]["recipient"], rows[0]["reason"]) == ("r@p351355.pool.example.ne.jp", "mailererror")

@@ -87,6 +87,12 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: CliSettings) -> int:
     return 0
 
 
+def cmd_bounce_classify(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.bounce.cli import main as classify
+
+    return classify(args.files)
+
+
 def cmd_inline_css(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.transformer.inline import inline_html
 
@@ -121,6 +127,10 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_domain_list)
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=cmd_db_upgrade)
+    bounce = sub.add_parser("bounce", help="bounce mails").add_subparsers(dest="action", required=True)
+    classify = bounce.add_parser("classify", help="print one JSON line per bounced recipient of each FILE")
+    classify.add_argument("files", nargs="+", metavar="FILE")
+    classify.set_defaults(func=cmd_bounce_classify)
     inline = sub.add_parser("inline-css", help="print an HTML document with its CSS inlined")
     inline.add_argument("file")
     inline.add_argument("--css", help="extra stylesheet to apply")
