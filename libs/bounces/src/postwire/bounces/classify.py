@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from postwire.bounce.providers import provider_reason
-from postwire.bounce.rules import match_text
+from postwire.bounces.providers import provider_reason
+from postwire.bounces.rules import match_text
 
 # Reasons that make an address undeliverable for good (REASONS.md: "Hard bounce").
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})

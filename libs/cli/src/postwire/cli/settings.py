@@ -11,6 +11,7 @@ class CliSettings(PostwireSettings):
     smtp_port: int = 2525
     http_port: int = 8080
     grpc_port: int = 50051
+    bounce_smtp_port: int = 2526  # the bounce receiver, the MX of the bounce domain
     ops_base_port: int = 9100  # service i gets ops_base_port + i for /metrics and /healthz
     dev_insecure_auth: bool = True  # the local run allows SMTP AUTH without TLS
     restart_backoff_max_s: float = 30.0

@@ -53,7 +53,8 @@ def services(settings: CliSettings, nats_url: str, database_url: str) -> list[Se
         ("dispatcher", "postwire.dispatcher", {"POSTWIRE_TRANSFORMER_ADDR": f"{h}:{settings.grpc_port}"}),
         ("transformer", "postwire.transformer", {
             "POSTWIRE_GRPC_HOST": h, "POSTWIRE_GRPC_PORT": str(settings.grpc_port)}),
-        ("bounce", "postwire.bounce", {}),
+        ("bounce", "postwire.bounce", {
+            "POSTWIRE_BOUNCE_SMTP_HOST": h, "POSTWIRE_BOUNCE_SMTP_PORT": str(settings.bounce_smtp_port)}),
     ]
     return [
         Service(name, module, {**base, "POSTWIRE_OPS_PORT": str(settings.ops_base_port + i), **extra})
@@ -140,6 +141,7 @@ def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
         f"  SMTP submission  {h}:{settings.smtp_port}  (AUTH PLAIN/LOGIN; STARTTLS offered)\n"
         f"  HTTP API         http://{h}:{settings.http_port}/v1   docs: http://{h}:{settings.http_port}/docs\n"
         f"  Transformer gRPC {h}:{settings.grpc_port}\n"
+        f"  Bounce MX        {h}:{settings.bounce_smtp_port}  (DSNs to VERP return paths)\n"
         f"  NATS             {nats_url}\n"
         f"  Data and logs    {settings.data_dir.resolve()}\n"
         f"Demo account ({settings.data_dir.resolve() / 'demo-account.json'}):\n"

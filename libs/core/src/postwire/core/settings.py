@@ -45,6 +45,11 @@ class PostwireSettings(BaseSettings):
     spf_include: str = "spf.postwire.local"
     return_path_label: str = "pm-bounces"
     dkim_default_selector: str = ""
+    # webhook URLs (postwire.db.webhooks, docs/webhooks.md), checked by the API and again by the notifier:
+    # plain http, and hosts resolving to loopback/private/link-local/reserved addresses (SSRF), are
+    # refused unless the operator allows them (local runs and tests with receivers on 127.0.0.1)
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
 
 
 def verp_secret_bytes(settings: PostwireSettings) -> bytes:

@@ -4,9 +4,13 @@ Streams
   INBOUND   inbound.<account>   accepted messages, one per submission (work queue: the router)
   OUTBOUND  outbound.<shard>    one per message and recipient domain (work queue: the senders)
             outbound.<shard>.retry  deferred recipients waiting for their schedule (own consumer)
-  EVENTS    events.<account>.<type>   every outcome (limits: read by the recorder, later webhooks)
+  EVENTS    events.<account>.<type>   every outcome (limits: read by the recorder and the webhook notifier)
+  WEBHOOKS  webhooks.<webhook id>[.retry]  one signed POST to make per endpoint and event (work queue:
+            one consumer pair per endpoint, so a failing endpoint only holds up itself; docs/webhooks.md)
 Object store
   BODIES    message bodies larger than the inline threshold
+Key-value bucket
+  SUPPRESSIONS  mirror of the suppression list for the router's per-recipient check (postwire.db.suppressions)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
@@ -30,6 +35,8 @@ INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
 EVENTS = "EVENTS"
 BODIES = "BODIES"
+WEBHOOKS = "WEBHOOKS"
+SUPPRESSIONS = "SUPPRESSIONS"
 
 DAY = 24 * 3600.0
 
@@ -52,6 +59,15 @@ def event_subject(account_id: str, event_type: str) -> str:
     return f"events.{account_id}.{event_type}"
 
 
+def webhook_subject(webhook_id: str) -> str:
+    """Fresh deliveries of one endpoint; ``webhook_retry_subject`` holds its failed ones (own consumer)."""
+    return f"webhooks.{webhook_id}"
+
+
+def webhook_retry_subject(webhook_id: str) -> str:
+    return f"webhooks.{webhook_id}.retry"
+
+
 @dataclass(frozen=True)
 class Topology:
     replicas: int = 1
@@ -70,6 +86,8 @@ class Topology:
             stream(INBOUND, "inbound.>", RetentionPolicy.WORK_QUEUE, self.queue_max_age_s),
             stream(OUTBOUND, "outbound.>", RetentionPolicy.WORK_QUEUE, self.queue_max_age_s),
             stream(EVENTS, "events.>", RetentionPolicy.LIMITS, self.events_max_age_s),
+            # outlives the webhook retry window (24 h by default), so a retry is parked, never aged out
+            stream(WEBHOOKS, "webhooks.>", RetentionPolicy.WORK_QUEUE, self.queue_max_age_s),
         ]
 
     async def apply(self, js: JetStreamContext) -> None:
@@ -85,6 +103,9 @@ class Topology:
                 config=ObjectStoreConfig(bucket=BODIES, storage=StorageType.FILE, replicas=self.replicas,
                                          ttl=self.queue_max_age_s),
             )
+        with contextlib.suppress(BadRequestError):  # no bucket TTL: entries live until removed
+            await js.create_key_value(config=KeyValueConfig(bucket=SUPPRESSIONS, history=1, direct=True,
+                                                            storage=StorageType.FILE, replicas=self.replicas))
 
 
 def work_consumer(durable: str, *, filter_subject: str | None = None, ack_wait_s: float = 120.0,

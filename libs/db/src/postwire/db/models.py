@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -112,9 +126,17 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(24))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # recording order, set by PostgreSQL (migration 0004): the events API pages on (txid, seq) and only
+    # reads transactions older than every running one, so a page never skips a late commit (docs/events.md)
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=text("(pg_current_xact_id()::text::bigint)"))
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False))
     __table_args__ = (
         Index("ix_events_account_at", "account_id", "at"),
+        Index("ix_events_account_txid_seq", "account_id", "txid", "seq"),
+        Index("ix_events_account_type_txid_seq", "account_id", "type", "txid", "seq"),
         Index("ix_events_message", "message_id"),
+        # the soft-bounce policy counts one recipient's recent failures (migration 0003)
+        Index("ix_events_account_recipient_at", "account_id", "recipient", "at"),
     )
 
 
@@ -128,3 +150,62 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _now()
+
+
+class Suppression(Base):
+    """An address an account must not send to (postwire.db.suppressions, docs/suppressions.md).
+
+    ``address`` is lower-cased. ``created_at`` is kept when a suppression is renewed, so the listing's
+    (created_at, address) order — and with it cursor pagination — stays stable. An entry past
+    ``expires_at`` no longer blocks and is not listed; the next add for the address replaces it.
+    """
+
+    __tablename__ = "suppressions"
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    # a Sisimai reason (userunknown, …) or manual | complaint | unsubscribe
+    reason: Mapped[str] = mapped_column(String(64))
+    # bounce | complaint | manual | soft_bounce_policy
+    source: Mapped[str] = mapped_column(String(24))
+    source_event_id: Mapped[str | None] = mapped_column(String(450))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_suppressions_account_created", "account_id", "created_at", "address"),
+    )
+
+
+class Webhook(Base):
+    """A customer endpoint that receives signed event POSTs (postwire.db.webhooks, docs/webhooks.md).
+
+    ``secret`` is stored in clear on purpose: it is a shared HMAC key we must sign with, not a password
+    we only verify. ``event_types`` empty means every type.
+    """
+
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class WebhookDeadLetter(Base):
+    """A delivery that kept failing for the whole retry window; shown and replayed through the API."""
+
+    __tablename__ = "webhook_dead_letters"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(450))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # when the event was first queued for this endpoint, and when it was given up on
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    parked_at: Mapped[datetime] = _now()
+    __table_args__ = (
+        Index("ix_webhook_dead_letters_webhook_parked", "webhook_id", "parked_at", "id"),
+    )

@@ -10,7 +10,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from postwire.api_gateway import errors, limits, ops, routes, routes_domains
+from postwire.api_gateway import (
+    errors,
+    limits,
+    ops,
+    routes,
+    routes_domains,
+    routes_events,
+    routes_suppressions,
+    routes_webhooks,
+)
 from postwire.api_gateway.auth import Authenticator, KeyCache
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.idempotency import IdempotencyStore
@@ -39,6 +48,9 @@ def create_app(deps: Deps) -> FastAPI:
     app.add_exception_handler(OSError, _database_unavailable)
     app.include_router(routes.messages_router(deps.settings))
     app.include_router(routes_domains.domains_router(deps.settings))
+    app.include_router(routes_events.events_router())
+    app.include_router(routes_webhooks.webhooks_router())
+    app.include_router(routes_suppressions.suppressions_router())
     app.include_router(ops.router)
     app.add_middleware(limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
     app.add_middleware(ops.RequestMetrics)

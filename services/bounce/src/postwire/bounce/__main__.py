@@ -1,4 +1,4 @@
-"""``python -m postwire.bounce``: the recorder (and, later, the DSN receiver) until SIGTERM/SIGINT."""
+"""``python -m postwire.bounce``: the components of POSTWIRE_BOUNCE_ROLE until SIGTERM/SIGINT."""
 
 from postwire.bounce.service import serve
 from postwire.bounce.settings import BounceSettings

@@ -16,7 +16,6 @@ import structlog
 
 from postwire.bounce.arf import parse_feedback
 from postwire.bounce.autoreply import auto_reply_sender
-from postwire.bounce.classify import classify_reply, find_command, find_replycode, find_status
 from postwire.bounce.dsn import DeliveryReport, RecipientStatus, parse_delivery_status
 from postwire.bounce.formats import (
     TextRecord,
@@ -26,7 +25,8 @@ from postwire.bounce.formats import (
     text_records,
 )
 from postwire.bounce.mime import addresses, header, load, original_headers, part_text, walk_leaves
-from postwire.bounce.rules import match_text
+from postwire.bounces.classify import classify_reply, find_command, find_replycode, find_status
+from postwire.bounces.rules import match_text
 
 log = structlog.get_logger(__name__)
 

@@ -4,6 +4,11 @@ recipient's latest state so GET /v1/messages/{id} can answer.
 At least once in, exactly once stored: events are inserted with ON CONFLICT DO NOTHING on their
 stable event id, and a batch is acked only after its transaction committed. While the database is
 down, nothing is acked, so JetStream keeps every event until it is back.
+
+Suppressions (docs/suppressions.md) are added in the same transaction as the event that causes them: a
+hard failure or bounce, a complaint, or — when POSTWIRE_SOFT_BOUNCE_LIMIT is set — the N-th soft one
+within the window. The KV mirror is written after the commit; if that fails the batch is nak'd, and the
+redelivered events, now duplicates, put their suppressions into the bucket again.
 """
 
 from __future__ import annotations
@@ -11,28 +16,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from sqlalchemy import or_
+from pydantic import NonNegativeInt, PositiveFloat
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.bounce.metrics import BATCH_FAILURES, BATCH_SECONDS, EVENTS_RECORDED
+from postwire.core.settings import PostwireSettings
 from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
+from postwire.db import suppressions
 from postwire.db.models import Event, Message, Recipient
+from postwire.db.suppressions import MirrorUnavailable, SuppressionInfo, SuppressionMirror
 from postwire.v1 import envelope_pb2
 
 log = structlog.get_logger(__name__)
 
 CONSUMER = "recorder"
-FINAL = ("delivered", "failed")
-STATUS_OF = {"deferred": "deferred", "delivered": "delivered", "failed": "failed"}
+FINAL = ("delivered", "failed", "bounced", "suppressed")
+STATUS_OF = {"deferred": "deferred", "delivered": "delivered", "failed": "failed", "bounced": "bounced",
+             "suppressed": "suppressed"}
+# outcomes that are a delivery attempt (a suppression or a later bounce is not)
+ATTEMPTS = ("deferred", "delivered", "failed")
+# failures that may suppress: hard ones at once, soft ones under the policy
+FAILURES = ("failed", "bounced")
+DAY = 24 * 3600.0
+
+
+class SuppressionSettings(PostwireSettings):
+    """The soft-bounce policy (POSTWIRE_SOFT_BOUNCE_*); read by the recorder when it is not given one."""
+
+    # soft failures/bounces of one address (distinct messages) within the window that suppress it; 0 = off
+    soft_bounce_limit: NonNegativeInt = 0
+    soft_bounce_window_s: PositiveFloat = 7 * DAY
+    # how long such a suppression lasts
+    soft_bounce_suppress_s: PositiveFloat = 30 * DAY
+
+
+@dataclass(frozen=True)
+class SoftBouncePolicy:
+    limit: int = 0
+    window_s: float = 7 * DAY
+    suppress_s: float = 30 * DAY
+
+    @classmethod
+    def from_settings(cls, settings: SuppressionSettings) -> SoftBouncePolicy:
+        return cls(settings.soft_bounce_limit, settings.soft_bounce_window_s, settings.soft_bounce_suppress_s)
 
 
 def event_data(ev: envelope_pb2.Event) -> dict[str, Any]:
@@ -41,25 +78,75 @@ def event_data(ev: envelope_pb2.Event) -> dict[str, Any]:
         "attempt": ev.attempt, "tags": list(ev.tags), "metadata": dict(ev.metadata),
     }
     for name in ("smtp_code", "enhanced_status", "response", "mx_host",
-                 "mail_from", "subject", "size", "source"):
+                 "mail_from", "subject", "size", "source", "reason", "feedback_type", "remote_mta"):
         value = getattr(ev, name)
         if value:
             data[name] = value
+    if ev.type in FAILURES:  # explicit even when false: the soft-bounce policy counts on it
+        data["hardbounce"] = ev.hardbounce
     return data
 
 
-async def _record(session: AsyncSession, ev: envelope_pb2.Event) -> None:
+async def _record(session: AsyncSession, ev: envelope_pb2.Event, policy: SoftBouncePolicy,
+                  mirror: list[SuppressionInfo]) -> None:
+    """Store ``ev`` once and apply its effects; suppressions to put in the KV bucket go to ``mirror``."""
     at = ev.at.ToDatetime(tzinfo=UTC)
     inserted = await session.execute(insert(Event).values(
         event_id=ev.event_id, account_id=ev.account_id, message_id=ev.message_id, recipient=ev.recipient,
         type=ev.type, at=at, data=event_data(ev),
     ).on_conflict_do_nothing())
     if inserted.rowcount == 0:  # type: ignore[attr-defined]
-        return  # seen before: its effects are already applied
+        # seen before: its effects are applied, but its KV put may have failed — mirror it again
+        if _suppresses(ev, policy):
+            await _remirror(session, ev, mirror)
+        return
     if ev.type == "accepted":
         await _record_accepted(session, ev, at)
     elif ev.type in STATUS_OF:
         await _record_outcome(session, ev, at)
+    added = await _suppress(session, ev, at, policy)
+    if added is not None:
+        mirror.append(added)
+
+
+def _suppresses(ev: envelope_pb2.Event, policy: SoftBouncePolicy) -> bool:
+    """Whether ``ev`` can add a suppression (cheap, no I/O)."""
+    return ev.type == "complained" or (ev.type in FAILURES and (ev.hardbounce or policy.limit > 0))
+
+
+async def _suppress(session: AsyncSession, ev: envelope_pb2.Event, at: datetime,
+                    policy: SoftBouncePolicy) -> SuppressionInfo | None:
+    """Hard failure or bounce → permanent; complaint → permanent; soft → the policy decides."""
+    if not ev.recipient or not _suppresses(ev, policy):
+        return None
+    if ev.type == "complained":
+        return await suppressions.add(session, ev.account_id, ev.recipient, "complaint", "complaint",
+                                      source_event_id=ev.event_id)
+    if ev.hardbounce:
+        return await suppressions.add(session, ev.account_id, ev.recipient, ev.reason or "undefined",
+                                      "bounce", source_event_id=ev.event_id)
+    if await _soft_failures(session, ev, at - timedelta(seconds=policy.window_s)) < policy.limit:
+        return None
+    expires = datetime.now(UTC) + timedelta(seconds=policy.suppress_s)
+    return await suppressions.add(session, ev.account_id, ev.recipient, ev.reason or "undefined",
+                                  suppressions.SOFT, source_event_id=ev.event_id, expires_at=expires)
+
+
+async def _soft_failures(session: AsyncSession, ev: envelope_pb2.Event, since: datetime) -> int:
+    """Distinct messages with a soft failure or bounce for this recipient since ``since`` (this event
+    included: it is in the same transaction). Runs only for soft events, on ix_events_account_recipient_at;
+    counting messages, not events, so one message's failure and its DSN count once."""
+    hard = Event.data["hardbounce"].as_boolean()
+    return int(await session.scalar(
+        select(func.count(func.distinct(Event.message_id))).where(
+            Event.account_id == ev.account_id, Event.recipient == ev.recipient, Event.at >= since,
+            Event.type.in_(FAILURES), or_(hard.is_(None), hard.is_(False)))) or 0)
+
+
+async def _remirror(session: AsyncSession, ev: envelope_pb2.Event, mirror: list[SuppressionInfo]) -> None:
+    current = await suppressions.get(session, ev.account_id, ev.recipient)
+    if current is not None:
+        mirror.append(current)
 
 
 async def _record_accepted(session: AsyncSession, ev: envelope_pb2.Event, at: datetime) -> None:
@@ -80,23 +167,27 @@ async def _record_outcome(session: AsyncSession, ev: envelope_pb2.Event, at: dat
         "enhanced_status": ev.enhanced_status or None, "response": ev.response or None,
         "mx_host": ev.mx_host or None, "updated_at": at,
     }
+    attempt = int(ev.type in ATTEMPTS)
     stmt = insert(Recipient).values(message_id=ev.message_id, address=ev.recipient,
-                                    account_id=ev.account_id, attempts=1, **row)
+                                    account_id=ev.account_id, attempts=attempt, **row)
     # A final state is never replaced by a late deferral; a newer event replaces an older one.
     await session.execute(stmt.on_conflict_do_update(
         index_elements=[Recipient.message_id, Recipient.address],
-        set_={**{k: stmt.excluded[k] for k in row}, "attempts": Recipient.attempts + 1},
+        set_={**{k: stmt.excluded[k] for k in row}, "attempts": Recipient.attempts + attempt},
         where=or_(Recipient.status.not_in(FINAL), stmt.excluded.status.in_(FINAL))
         & (Recipient.updated_at <= stmt.excluded.updated_at),
     ))
 
 
-async def record_batch(sessions: async_sessionmaker[AsyncSession],
-                       events: Sequence[envelope_pb2.Event]) -> None:
-    """Store ``events`` in one transaction (in stream order, so state moves forward)."""
+async def record_batch(sessions: async_sessionmaker[AsyncSession], events: Sequence[envelope_pb2.Event],
+                       policy: SoftBouncePolicy = SoftBouncePolicy()) -> list[SuppressionInfo]:
+    """Store ``events`` in one transaction (in stream order, so state moves forward); returns the
+    suppressions to mirror into the KV bucket once the transaction has committed."""
+    mirror: list[SuppressionInfo] = []
     async with sessions.begin() as session:
         for ev in events:
-            await _record(session, ev)
+            await _record(session, ev, policy, mirror)
+    return mirror
 
 
 def _decode(msgs: Sequence[Msg]) -> tuple[list[envelope_pb2.Event], list[Msg]]:
@@ -114,11 +205,32 @@ def _decode(msgs: Sequence[Msg]) -> tuple[list[envelope_pb2.Event], list[Msg]]:
 
 class Recorder:
     def __init__(self, js: JetStreamContext, sessions: async_sessionmaker[AsyncSession],
-                 batch: int = 256, retry_s: float = 2.0) -> None:
+                 batch: int = 256, retry_s: float = 2.0, policy: SoftBouncePolicy | None = None) -> None:
         self._js, self._sessions, self._batch, self._retry_s = js, sessions, batch, retry_s
+        self._policy = policy if policy is not None else SoftBouncePolicy.from_settings(SuppressionSettings())
+        self._mirror = SuppressionMirror(js)
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_consumer(self._js, EVENTS, work_consumer(CONSUMER, ack_wait_s=60))
+        reconciling = asyncio.create_task(self._reconcile())
+        try:
+            await self._consume(stop)
+        finally:
+            reconciling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciling
+
+    async def _reconcile(self) -> None:
+        """Restore KV entries whose put was lost (a crash between commit and put); at start, beside
+        consuming, so a large list does not hold up events."""
+        try:
+            restored = await suppressions.reconcile(self._sessions, self._mirror)
+        except (MirrorUnavailable, OperationalError, DBAPIError, OSError) as e:
+            log.warning("recorder.reconcile_failed", error=str(e).splitlines()[0] if str(e) else repr(e))
+            return
+        log.info("recorder.reconciled", restored=restored)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         sub = await self._js.pull_subscribe_bind(durable=CONSUMER, stream=EVENTS)
         while not stop.is_set():
             try:
@@ -138,17 +250,29 @@ class Recorder:
             await m.term()
         try:
             with BATCH_SECONDS.time():
-                await record_batch(self._sessions, events)
+                mirror = await record_batch(self._sessions, events, self._policy)
         except (OperationalError, DBAPIError, OSError) as e:
             BATCH_FAILURES.inc()
             log.warning("recorder.db_unavailable", error=str(e).splitlines()[0], events=len(events))
-            for m in msgs:
-                if m not in poison:
-                    with contextlib.suppress(nats.errors.Error):
-                        await m.nak(delay=self._retry_s)
+            await self._nak([m for m in msgs if m not in poison])
             return
+        try:
+            for info in mirror:
+                await self._mirror.put(info)
+        except MirrorUnavailable as e:  # committed; the redelivery mirrors again (see _record)
+            log.warning("recorder.kv_put_failed", error=str(e), suppressions=len(mirror))
+            await self._nak([m for m in msgs if m not in poison])
+            return
+        for info in mirror:
+            log.info("recorder.suppressed", account_id=info.account_id, reason=info.reason,
+                     source=info.source)
         for ev in events:
             EVENTS_RECORDED.labels(ev.type).inc()
         for m in msgs:
             if m not in poison:
                 await m.ack()
+
+    async def _nak(self, msgs: Sequence[Msg]) -> None:
+        for m in msgs:
+            with contextlib.suppress(nats.errors.Error):
+                await m.nak(delay=self._retry_s)

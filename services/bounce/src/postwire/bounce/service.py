@@ -1,4 +1,15 @@
-"""Wiring of the bounce service: NATS, PostgreSQL, the recorder and the ops endpoint."""
+"""Wiring of the bounce service: NATS, PostgreSQL, the ops endpoint, and the components of its role.
+
+Components (``POSTWIRE_BOUNCE_ROLE``; ``all`` runs every one in this process, the local default):
+
+- ``recorder``: EVENTS → PostgreSQL (recorder.py);
+- ``receiver``: the SMTP MX of the bounce domain, DSNs → events (receiver.py), with bounce forwarding;
+- ``notifier``: EVENTS → signed webhook POSTs, one queue per endpoint (webhooks/).
+
+/readyz is ready when NATS is connected and, in a role with the receiver, the receiver is listening.
+Shutdown: the receiver stops accepting and lets transactions in DATA finish, forwards get a grace, the
+recorder finishes its batch; then NATS and the database pool are closed.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +17,96 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from postwire.bounce.recorder import Recorder
+from postwire.bounce.forwarding import Forwarder, RelayConfig
+from postwire.bounce.receiver import (
+    BounceHandler,
+    BounceListener,
+    DbOriginals,
+    ReceiverConfig,
+    start_receiver,
+)
+from postwire.bounce.recorder import Recorder, SoftBouncePolicy
 from postwire.bounce.settings import BounceSettings
+from postwire.bounce.webhooks import run_notifier
 from postwire.core.natsconn import connect
 from postwire.core.ops import ops_app, serve_app
+from postwire.core.settings import verp_secret_bytes
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 
 log = structlog.get_logger(__name__)
 
 
+def runs(settings: BounceSettings, component: str) -> bool:
+    return settings.bounce_role in ("all", component)
+
+
 async def serve(settings: BounceSettings, stop: asyncio.Event,
-                started: Callable[[int], None] | None = None) -> None:
+                started: Callable[[int], None] | None = None,
+                receiver_started: Callable[[BounceListener], None] | None = None) -> None:
+    """Run the role's components until ``stop``. ``started`` gets the ops port, ``receiver_started``
+    the bound receiver (tests bind port 0)."""
     nc = await connect(settings.nats_url, "postwire-bounce", stop=stop)
     js = nc.jetstream()
     await Topology(replicas=settings.stream_replicas).apply(js)
     engine = make_engine(settings.database_url)
-    recorder = Recorder(js, make_sessionmaker(engine), settings.recorder_batch, settings.recorder_retry_s)
+    listener: BounceListener | None = None
+    forwarder: Forwarder | None = None
+    if runs(settings, "receiver"):
+        listener, forwarder = await _start_receiver(settings, nc, engine)
+        if receiver_started is not None:
+            receiver_started(listener)
 
     async def ready() -> bool:
-        return bool(nc.is_connected)
+        return bool(nc.is_connected) and (listener is None or listener.listening)
 
-    log.info("bounce.started")
+    log.info("bounce.started", role=settings.bounce_role)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve_app(ops_app(ready), settings.ops_host, settings.ops_port, stop, started))
-            tg.create_task(recorder.run(stop))
+            if runs(settings, "recorder"):
+                recorder = Recorder(js, make_sessionmaker(engine), settings.recorder_batch,
+                                    settings.recorder_retry_s, SoftBouncePolicy.from_settings(settings))
+                tg.create_task(recorder.run(stop))
+            if listener is not None:
+                tg.create_task(_run_receiver(listener, forwarder, settings, stop))
+            if runs(settings, "notifier"):
+                tg.create_task(run_notifier(settings, js, make_sessionmaker(engine), stop))
     finally:
-        await nc.close()  # the recorder loop has ended: nothing in flight to drain
+        await nc.close()  # every loop has ended: nothing in flight to drain
         await engine.dispose()
         log.info("bounce.stopped")
+
+
+async def _start_receiver(settings: BounceSettings, nc: Client,
+                          engine: AsyncEngine) -> tuple[BounceListener, Forwarder | None]:
+    forwarder = Forwarder(settings.bounce_forward, RelayConfig(
+        host=settings.forward_smtp_host, port=settings.forward_smtp_port,
+        from_address=settings.forward_from or f"postmaster@{settings.bounce_domain}",
+        validate_certs=settings.forward_smtp_validate_certs,
+    )) if settings.bounce_forward else None
+    handler = BounceHandler(
+        config=ReceiverConfig(settings.bounce_domain, verp_secret_bytes(settings),
+                              settings.bounce_unknown_grace_s),
+        originals=DbOriginals(make_sessionmaker(engine)),
+        js=nc.jetstream(),
+        queue_connected=lambda: bool(nc.is_connected),
+        on_event=forwarder,
+    )
+    listener = await start_receiver(
+        handler, host=settings.bounce_smtp_host, port=settings.bounce_smtp_port,
+        hostname=settings.bounce_smtp_hostname or settings.bounce_domain,
+        max_message_size=settings.bounce_max_message_size, timeout_s=settings.bounce_smtp_timeout_s,
+    )
+    return listener, forwarder
+
+
+async def _run_receiver(listener: BounceListener, forwarder: Forwarder | None, settings: BounceSettings,
+                        stop: asyncio.Event) -> None:
+    await stop.wait()
+    await listener.drain(settings.shutdown_grace_s)
+    if forwarder is not None:
+        await forwarder.close(settings.shutdown_grace_s)

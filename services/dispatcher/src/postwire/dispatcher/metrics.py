@@ -9,7 +9,8 @@ postwire_dispatcher_transformer_calls_total{outcome}
     Transform RPCs: changed | unchanged | rejected (INVALID_ARGUMENT / RESOURCE_EXHAUSTED, original sent)
     | unavailable (UNAVAILABLE / DEADLINE_EXCEEDED / other, message retried later).
 postwire_dispatcher_deliveries_total{outcome}
-    Per-recipient outcomes: delivered | deferred | failed (router failures for unroutable addresses too).
+    Per-recipient outcomes: delivered | deferred | failed (router failures for unroutable addresses too)
+    | suppressed (the router skipped a recipient on the account's suppression list).
 postwire_dispatcher_provider_deliveries_total{provider, outcome}
     The sender's per-recipient outcomes by provider: delivered | deferred | failed (expiry counts as
     failed). provider is the shaping provider of the MX host that answered, or "none" when no server
@@ -59,7 +60,7 @@ TRANSFORMER_CALLS = Counter("postwire_dispatcher_transformer_calls_total",
                             "Transform RPCs by outcome (changed|unchanged|rejected|unavailable).",
                             ["outcome"])
 DELIVERIES = Counter("postwire_dispatcher_deliveries_total",
-                     "Per-recipient delivery outcomes (delivered|deferred|failed).", ["outcome"])
+                     "Per-recipient outcomes (delivered|deferred|failed|suppressed).", ["outcome"])
 PROVIDER_DELIVERIES = Counter("postwire_dispatcher_provider_deliveries_total",
                               "Sender per-recipient outcomes (delivered|deferred|failed) by provider.",
                               ["provider", "outcome"])

@@ -2,6 +2,9 @@
 
 Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: ack last):
 1. "accepted" event per recipient (the recorder creates the message row from it; stable event ids);
+   then the suppression check: every recipient is looked up in the SUPPRESSIONS KV bucket (concurrent
+   gets, no database); a suppressed one gets a "suppressed" event and is not routed
+   (docs/suppressions.md). A message whose recipients are all suppressed stops here;
 2. content transforms (CSS inlining), then the DKIM signature over the final content, stored as
    ``<id>/signed`` (postwire.dispatcher.signing: which key, cache, database-down behaviour);
 3. "failed" events for recipients whose address cannot be routed at all;
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import google.protobuf.message
@@ -34,6 +40,7 @@ from postwire.core.sharding import shard_for
 from postwire.core.topology import outbound_subject
 from postwire.core.verp import encode as verp_encode
 from postwire.db.engine import async_url, make_sessionmaker
+from postwire.db.suppressions import MirrorUnavailable, SuppressionMirror, normalise_address
 from postwire.dispatcher import metrics
 from postwire.dispatcher.domains import group_by_domain
 from postwire.dispatcher.replies import Reply, local
@@ -81,10 +88,48 @@ class ReturnPath:
             return mail_from
 
 
+class SuppressionCheck:
+    """Which recipients are suppressed, from the KV mirror, with a small cache of positive answers only.
+
+    Only hits are cached: a new suppression must take effect at once (the next message to a freshly
+    bounced address is the one that hurts), while a removal may wait ``ttl_s``. Misses are the common
+    case and cost one KV get each, all of a message's recipients at once.
+    """
+
+    def __init__(self, mirror: SuppressionMirror, ttl_s: float, max_size: int = 10_000) -> None:
+        self._mirror = mirror
+        self._ttl = ttl_s
+        self._max = max_size
+        self._hits: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+
+    async def suppressed(self, account_id: str, recipients: Sequence[str]) -> dict[str, str]:
+        """``{recipient: reason}`` for the suppressed ones; raises MirrorUnavailable (retry later)."""
+        found: dict[str, str] = {}
+        ask: list[str] = []
+        now = time.monotonic()
+        for rcpt in recipients:
+            hit = self._hits.get((account_id, normalise_address(rcpt)))
+            if hit is not None and hit[0] > now:
+                found[rcpt] = hit[1]
+            else:
+                ask.append(rcpt)
+        for rcpt, entry in (await self._mirror.lookup_many(account_id, ask)).items():
+            found[rcpt] = entry.reason
+            self._remember(account_id, rcpt, entry.reason, now)
+        return found
+
+    def _remember(self, account_id: str, rcpt: str, reason: str, now: float) -> None:
+        if self._ttl <= 0:
+            return
+        self._hits[(account_id, normalise_address(rcpt))] = (now + self._ttl, reason)
+        while len(self._hits) > self._max:
+            self._hits.popitem(last=False)
+
+
 class Router:
     def __init__(self, js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient, *,
                  shards: int, transformer_retry_s: float, signer: DkimSigner, return_path: ReturnPath,
-                 signing_retry_s: float) -> None:
+                 signing_retry_s: float, suppressions: SuppressionCheck) -> None:
         self._js = js
         self._bodies = bodies
         self._transformer = transformer
@@ -93,6 +138,7 @@ class Router:
         self._signer = signer
         self._return_path = return_path
         self._signing_retry_s = signing_retry_s
+        self._suppressions = suppressions
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -109,6 +155,12 @@ class Router:
             bound.warning("router.transformer_unavailable", error=str(e), retry_in=self._transformer_retry_s)
             metrics.ROUTED.labels("retry").inc()
             await msg.nak(delay=self._transformer_retry_s)
+            return
+        except MirrorUnavailable as e:
+            # the bucket lives in NATS: when it cannot answer, neither could the publishes that follow
+            bound.warning("router.suppressions_unavailable", error=str(e), retry_in=PUBLISH_RETRY_S)
+            metrics.ROUTED.labels("retry").inc()
+            await msg.nak(delay=PUBLISH_RETRY_S)
             return
         except KeysUnavailable as e:
             bound.warning("router.dkim_keys_unavailable", error=str(e), retry_in=self._signing_retry_s)
@@ -127,20 +179,43 @@ class Router:
         """Publish every effect of ``inbound``; raises on anything that should be retried."""
         groups, bad = group_by_domain(list(inbound.recipients))
         await self._publish_accepted(inbound)
+        suppressed = await self._suppress(inbound, [r for rcpts in groups.values() for r in rcpts])
+        if suppressed:
+            groups = {d: kept for d, rcpts in groups.items()
+                      if (kept := [r for r in rcpts if r not in suppressed])}
+        if not groups:  # nothing left to deliver: skip the body work
+            await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
+            log.info("router.routed", message_id=inbound.message_id, domains=0,
+                     recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
+            return
         try:
             body, content = await self._body_for_delivery(inbound)
             body = await self._signed(inbound, body, content)
         except ObjectNotFoundError:
             # the body expired or was deleted: nothing will ever deliver this message
             gone = local("5.3.0", "message body not found in the object store")
-            await self._publish_failed(inbound, [(r, gone) for r in inbound.recipients])
+            await self._publish_failed(inbound, [(r, gone) for r in inbound.recipients
+                                                 if r not in suppressed])
             return
         await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
         for domain, recipients in groups.items():
             for rcpt in recipients:
                 await self._publish_outbound(inbound, domain, rcpt, body)
         log.info("router.routed", message_id=inbound.message_id, domains=len(groups),
-                 recipients=len(inbound.recipients), unroutable=len(bad))
+                 recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
+
+    async def _suppress(self, inbound: envelope_pb2.InboundMessage, recipients: list[str]) -> dict[str, str]:
+        """Look the recipients up and publish a "suppressed" event (reason = the entry's) for each hit;
+        returns ``{recipient: reason}``. The event id is stable, so a redelivered message repeats it
+        harmlessly."""
+        suppressed = await self._suppressions.suppressed(inbound.account_id, recipients)
+        for rcpt, reason in suppressed.items():
+            ev = make_event("suppressed", account_id=inbound.account_id, message_id=inbound.message_id,
+                            recipient=rcpt, reason=reason, tags=list(inbound.tags),
+                            metadata=dict(inbound.metadata))
+            await publish_event(self._js, ev)
+            metrics.DELIVERIES.labels("suppressed").inc()
+        return suppressed
 
     async def _body_for_delivery(self, inbound: envelope_pb2.InboundMessage,
                                  ) -> tuple[envelope_pb2.Body, bytes | None]:
@@ -186,8 +261,8 @@ class Router:
                               failures: list[tuple[str, Reply]]) -> None:
         for rcpt, reply in failures:
             ev = make_event("failed", account_id=inbound.account_id, message_id=inbound.message_id,
-                            recipient=rcpt, smtp_code=reply.code, enhanced_status=reply.enhanced,
-                            response=reply.text, tags=list(inbound.tags), metadata=dict(inbound.metadata))
+                            recipient=rcpt, tags=list(inbound.tags), metadata=dict(inbound.metadata),
+                            **reply.event_fields())
             await publish_event(self._js, ev)
             metrics.DELIVERIES.labels("failed").inc()
 
@@ -215,6 +290,7 @@ def make_router(js: JetStreamContext, bodies: BodyStore, transformer: Transforme
     cache = KeyCache(db_loader(make_sessionmaker(engine), settings.dkim_lookup_timeout_s),
                      settings.dkim_cache_ttl_s, settings.dkim_cache_size)
     return_path = ReturnPath(verp_secret_bytes(settings), settings.bounce_domain)
+    suppressions = SuppressionCheck(SuppressionMirror(js), settings.suppression_cache_ttl_s)
     return Router(js, bodies, transformer, shards=settings.shards,
                   transformer_retry_s=settings.transformer_retry_s, signer=DkimSigner(cache),
-                  return_path=return_path, signing_retry_s=settings.dkim_retry_s)
+                  return_path=return_path, signing_retry_s=settings.dkim_retry_s, suppressions=suppressions)

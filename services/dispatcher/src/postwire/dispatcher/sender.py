@@ -155,10 +155,11 @@ class Sender:
     async def _publish_outcome(self, out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str,
                                reply: Reply, expired: bool) -> None:
         outcome = reply.outcome
-        fields = {"smtp_code": reply.code, "enhanced_status": reply.enhanced, "response": reply.text}
+        fields = reply.event_fields()  # code, status, text, and the classifier's reason and hard/soft
         if outcome == "deferred" and expired:
             log.info("sender.expired", message_id=out.message_id, recipient=rcpt, last_reply=reply.text)
-            outcome, fields = "failed", {"smtp_code": 0, "enhanced_status": "4.4.7", "response": EXPIRED}
+            outcome, fields = "failed", {"smtp_code": 0, "enhanced_status": "4.4.7", "response": EXPIRED,
+                                         "reason": EXPIRED, "hardbounce": False}
         ev = make_event(outcome, account_id=out.account_id, message_id=out.message_id, recipient=rcpt,
                         attempt=attempt, mx_host=reply.mx_host, tags=list(out.tags),
                         metadata=dict(out.metadata), **fields)

@@ -87,6 +87,9 @@ class DispatcherSettings(PostwireSettings):
     retry_concurrency: PositiveInt = 32
     # how often the queue-depth gauge is refreshed from consumer info
     queue_sample_s: PositiveFloat = 15.0
+    # --- suppressions (docs/suppressions.md): how long the router trusts a "suppressed" answer from the
+    # SUPPRESSIONS bucket before asking again (a removal takes effect within this); 0 = no cache
+    suppression_cache_ttl_s: float = Field(default=10.0, ge=0)
 
     @property
     def nameservers(self) -> list[tuple[str, int]]:

@@ -108,7 +108,8 @@ class SmtpConnection:
                                                      "requires TLS", mx_host=mx_host))
         except aiosmtplib.SMTPResponseException as e:
             client.close()
-            raise ConnectFailure(from_server(e.code, e.message, mx_host)) from e
+            stage = "HELO" if isinstance(e, aiosmtplib.SMTPHeloError) else "CONN"
+            raise ConnectFailure(from_server(e.code, e.message, mx_host, stage)) from e
         except (*_CONNECTION_ERRORS, aiosmtplib.SMTPException) as e:
             client.close()
             raise ConnectFailure(local("4.4.1", f"connect to {peer}: {e}", mx_host=mx_host)) from e
@@ -189,7 +190,9 @@ class _Transaction:
         self.stage = "MAIL FROM"
 
     def reply(self, response: SMTPResponse) -> Reply:
-        return from_server(response.code, response.message, self.conn.mx_host)
+        """The server's reply, labelled with the command it answered (for classification)."""
+        command = "DATA" if self.stage.endswith("DATA") else self.stage.split(" ", 1)[0]
+        return from_server(response.code, response.message, self.conn.mx_host, command)
 
     async def run(self) -> Transaction:
         try:

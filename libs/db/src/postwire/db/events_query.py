@@ -1,0 +1,218 @@
+"""Reading events back: the one JSON shape of an event (events API and webhook payloads), the filtered,
+cursor-paginated listing, and per-day counts. See docs/events.md.
+
+Pagination is on the recording order (txid, seq), never on ``at``: an event carries its publish time,
+and one recorded late (a redelivery, a recorder that was down) would land *before* a cursor on ``at``
+and be skipped. ``seq`` alone is not enough either, because sequence values are taken at INSERT and
+transactions commit in another order; so a listing only returns rows of transactions older than every
+transaction still running (``pg_snapshot_xmin``). Those can gain no more rows, and every later commit
+sorts after the cursor: each event is returned exactly once, however events keep arriving.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, cast, func, literal, or_, select, text, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from postwire.core.events import EVENT_TYPES
+from postwire.db.models import Event
+from postwire.v1 import envelope_pb2
+
+BOUNCE_TYPES = ("bounced", "failed", "complained")
+
+# the type-specific fields of each event type; types not listed (opened, clicked, …) get every known one
+_DELIVERY = ("smtp_code", "enhanced_status", "response", "mx_host", "attempt")
+_CLASSIFIED = ("reason", "hardbounce")
+FIELDS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "accepted": ("from", "subject", "size", "source"),
+    "delivered": _DELIVERY,
+    "deferred": (*_DELIVERY, "reason"),
+    "failed": (*_DELIVERY, *_CLASSIFIED),
+    "bounced": (*_DELIVERY, *_CLASSIFIED, "remote_mta"),
+    "complained": ("feedback_type", "remote_mta"),
+    "suppressed": ("reason",),
+}
+_ALL_FIELDS = (*_DELIVERY, *_CLASSIFIED, "feedback_type", "remote_mta")
+# proto field → data key, as the recorder stores it (recorder.event_data)
+_PROTO_FIELDS = ("smtp_code", "enhanced_status", "response", "mx_host", "mail_from", "subject", "size",
+                 "source", "reason", "feedback_type", "remote_mta")
+
+# the transaction horizon: every transaction with a smaller id has finished
+_HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)")
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not produced by this API (or was altered)."""
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_json(event_id: str, type_: str, at: datetime, message_id: str, recipient: str,
+               data: dict[str, Any]) -> dict[str, Any]:
+    """The public JSON of one event. The API serves it and webhooks POST it: keep them one shape."""
+    out: dict[str, Any] = {
+        "id": event_id, "type": type_, "at": _iso(at), "message_id": message_id, "recipient": recipient,
+        "tags": list(data.get("tags") or []), "metadata": dict(data.get("metadata") or {}),
+    }
+    for name in FIELDS_BY_TYPE.get(type_, _ALL_FIELDS):
+        key = "mail_from" if name == "from" else name
+        default: Any = False if name == "hardbounce" else None
+        out[name] = data.get(key, default)
+    return out
+
+
+def event_row_json(row: Event) -> dict[str, Any]:
+    return event_json(row.event_id, row.type, row.at, row.message_id, row.recipient, row.data or {})
+
+
+def event_proto_data(ev: envelope_pb2.Event) -> dict[str, Any]:
+    """The ``events.data`` the recorder stores for ``ev``, so a webhook payload built straight from the
+    NATS message matches what the API later returns for the same event."""
+    data: dict[str, Any] = {"attempt": ev.attempt, "tags": list(ev.tags), "metadata": dict(ev.metadata)}
+    for name in _PROTO_FIELDS:
+        value = getattr(ev, name)
+        if value:
+            data[name] = value
+    if ev.type in ("failed", "bounced"):
+        data["hardbounce"] = ev.hardbounce
+    return data
+
+
+def event_proto_json(ev: envelope_pb2.Event) -> dict[str, Any]:
+    return event_json(ev.event_id, ev.type, ev.at.ToDatetime(tzinfo=UTC), ev.message_id, ev.recipient,
+                      event_proto_data(ev))
+
+
+# -------------------------------------------------------------------------------------------- cursor
+
+
+def encode_cursor(txid: int, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{txid}.{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        txid, seq = raw.split(".")
+        return int(txid), int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidCursor("invalid cursor; pass next_cursor (or resume_cursor) exactly as returned") \
+            from None
+
+
+# ------------------------------------------------------------------------------------------ listing
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    types: Sequence[str] = ()
+    recipient: str | None = None
+    message_id: str | None = None
+    tag: str | None = None
+    start: datetime | None = None  # inclusive
+    end: datetime | None = None  # exclusive
+    bounces_only: bool = False
+
+
+@dataclass
+class EventPage:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # set when the page is full: there may be more right now
+    next_cursor: str | None = None
+    # always set: where to continue later to get only newer events (polling)
+    resume_cursor: str | None = None
+
+
+def _tag_clause(tag: str) -> ColumnElement[bool]:
+    """``data->'tags' @> '["tag"]'``: the form the GIN index ix_events_tags serves."""
+    return Event.data["tags"].op("@>")(cast(literal([tag], JSONB), JSONB))
+
+
+def _bounce_clause() -> ColumnElement[bool]:
+    """Bounces as customers mean it: async bounces, complaints and classified permanent failures."""
+    return or_(Event.type.in_(("bounced", "complained")),
+               and_(Event.type == "failed", Event.data["reason"].is_not(None)))
+
+
+def _conditions(account_id: str, f: EventFilter) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [Event.account_id == account_id]
+    if f.types:
+        where.append(Event.type.in_(list(f.types)))
+    if f.bounces_only:
+        where.append(_bounce_clause())
+    if f.recipient:
+        # stored as the sender wrote it; compared case-insensitively (index ix_events_account_recipient_lower)
+        where.append(func.lower(Event.recipient) == f.recipient.lower())
+    if f.message_id:
+        where.append(Event.message_id == f.message_id)
+    if f.tag:
+        where.append(_tag_clause(f.tag))
+    if f.start is not None:
+        where.append(Event.at >= f.start)
+    if f.end is not None:
+        where.append(Event.at < f.end)
+    return where
+
+
+async def list_events(session: AsyncSession, account_id: str, f: EventFilter, limit: int,
+                      cursor: str | None = None) -> EventPage:
+    """One page of the account's events in recording order, starting after ``cursor``."""
+    where = _conditions(account_id, f)
+    where.append(Event.txid < _HORIZON)
+    if cursor is not None:
+        where.append(tuple_(Event.txid, Event.seq) > tuple_(*decode_cursor(cursor)))
+    rows = (await session.execute(
+        select(Event).where(*where).order_by(Event.txid, Event.seq).limit(limit))).scalars().all()
+    page = EventPage(events=[event_row_json(r) for r in rows], resume_cursor=cursor)
+    if rows:
+        page.resume_cursor = encode_cursor(rows[-1].txid, rows[-1].seq)
+        if len(rows) == limit:
+            page.next_cursor = page.resume_cursor
+    return page
+
+
+# -------------------------------------------------------------------------------------------- stats
+
+
+def default_range(start: datetime | None, end: datetime | None, days: int = 30) -> tuple[datetime, datetime]:
+    """[start, end): by default the last ``days`` whole UTC days up to and including today."""
+    if end is None:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = today + timedelta(days=1)
+    if start is None:
+        start = end - timedelta(days=days)
+    return start, end
+
+
+async def daily_counts(session: AsyncSession, account_id: str, start: datetime, end: datetime,
+                       tag: str | None = None) -> list[dict[str, Any]]:
+    """Event counts per UTC day and type in [start, end); every day of the range appears, with every
+    known type (0 when none), so charts need no gap filling."""
+    day = func.date(func.timezone("UTC", Event.at)).label("day")
+    where = _conditions(account_id, EventFilter(tag=tag, start=start, end=end))
+    rows = (await session.execute(
+        select(day, Event.type, func.count()).where(*where).group_by(day, Event.type))).all()
+    counts: dict[date, dict[str, int]] = {}
+    for d, type_, n in rows:
+        counts.setdefault(d, {})[type_] = int(n)
+    out = []
+    current, last = start.astimezone(UTC).date(), (end.astimezone(UTC) - timedelta(microseconds=1)).date()
+    while current <= last:
+        found = counts.get(current, {})
+        types = {t: found.get(t, 0) for t in EVENT_TYPES} | found
+        out.append({"day": current.isoformat(), **types})
+        current += timedelta(days=1)
+    return out

@@ -1,0 +1,225 @@
+"""/v1/webhooks: endpoints that receive signed event POSTs, and their dead letters (docs/webhooks.md).
+
+Scoped to the caller's account: another account's webhook answers 404, like a missing one. The secret
+is shown once, in the 201 of the creation. URLs pass the SSRF policy here (https, public addresses) and
+again before every delivery, in the notifier.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import nats.errors
+import structlog
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.errors import ApiError, InvalidInput, responses
+from postwire.core.events import EVENT_TYPES
+from postwire.db import webhooks as store
+from postwire.db.models import Webhook, WebhookDeadLetter
+from postwire.db.webhooks import Delivery, UnsafeUrl, UrlPolicy
+
+log = structlog.get_logger(__name__)
+
+Account = Annotated[str, Depends(current_account)]
+WebhookId = Annotated[str, Path(max_length=32)]
+SUBSCRIBABLE = (*EVENT_TYPES, "opened", "clicked")
+REPLAY_MAX = 1000
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=store.MAX_URL, examples=["https://example.com/postwire/events"])
+    event_types: list[str] = Field(default_factory=list, max_length=len(SUBSCRIBABLE),
+                                   description="Types to receive; empty or omitted: all of them.")
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    active: bool
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="Signs every POST (Postwire-Signature). Shown only now: store it.")
+
+
+class WebhookList(BaseModel):
+    webhooks: list[WebhookOut]
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    event_id: str
+    payload: dict[str, Any] = Field(description="The body that was to be POSTed.")
+    last_error: str
+    attempts: int
+    created_at: datetime = Field(description="When the event was first queued for this endpoint.")
+    parked_at: datetime
+
+
+class DeadLetterList(BaseModel):
+    dead_letters: list[DeadLetterOut]
+    next_cursor: str | None
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = Field(default=None, max_length=REPLAY_MAX,
+                                  description=f"Dead letters to replay; omitted: all (up to {REPLAY_MAX} "
+                                              "per call, oldest first).")
+
+
+class ReplayResult(BaseModel):
+    replayed: int
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def _out(row: Webhook) -> WebhookOut:
+    return WebhookOut(id=row.id, url=row.url, event_types=list(row.event_types or []), active=row.active,
+                      created_at=row.created_at)
+
+
+def _dead_out(row: WebhookDeadLetter) -> DeadLetterOut:
+    return DeadLetterOut(id=row.id, event_id=row.event_id, payload=row.payload, last_error=row.last_error,
+                         attempts=row.attempts, created_at=row.created_at, parked_at=row.parked_at)
+
+
+def _not_found(webhook_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no webhook {webhook_id!r} in this account")
+
+
+async def _check(payload: WebhookCreate, policy: UrlPolicy) -> None:
+    unknown = sorted(set(payload.event_types) - set(SUBSCRIBABLE))
+    if unknown:
+        raise InvalidInput(("body", "event_types"), f"unknown event type(s) {', '.join(unknown)}; one of "
+                           f"{', '.join(SUBSCRIBABLE)}", "invalid_event_type")
+    try:
+        await store.check_target(payload.url, policy)
+    except UnsafeUrl as e:
+        raise InvalidInput(("body", "url"), str(e), "unsafe_url") from None
+
+
+def _encode_dead_cursor(row: WebhookDeadLetter) -> str:
+    raw = f"{row.parked_at.isoformat()}|{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _dead_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """(parked_at, id) of the last dead letter of the previous page."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        at, dead_id = raw.split("|")
+        parked_at = datetime.fromisoformat(at)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(("query", "cursor"), "invalid cursor; pass next_cursor as returned",
+                           "invalid_cursor") from None
+    if parked_at.tzinfo is None:
+        raise InvalidInput(("query", "cursor"), "invalid cursor", "invalid_cursor")
+    return parked_at, dead_id
+
+
+def webhooks_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+    @router.post("", status_code=201, response_model=WebhookCreated, responses=responses(401, 422, 503),
+                 summary="Register an endpoint",
+                 description="The URL must be https and resolve to public addresses only (operators can "
+                             "relax both). The answer carries the signing secret, once.")
+    async def create(payload: WebhookCreate, request: Request, account_id: Account) -> WebhookCreated:
+        deps = _deps(request)
+        settings = deps.settings
+        await _check(payload, UrlPolicy(settings.webhook_allow_http, settings.webhook_allow_private))
+        async with deps.sessions.begin() as s:
+            row = await store.create_webhook(s, account_id, payload.url, payload.event_types)
+        log.info("api.webhook_added", account_id=account_id, webhook_id=row.id)
+        return WebhookCreated(**_out(row).model_dump(), secret=row.secret)
+
+    @router.get("", response_model=WebhookList, responses=responses(401, 503),
+                summary="The account's endpoints")
+    async def list_(request: Request, account_id: Account) -> WebhookList:
+        async with _deps(request).sessions() as s:
+            rows = await store.list_webhooks(s, account_id)
+        return WebhookList(webhooks=[_out(r) for r in rows])
+
+    @router.get("/{webhook_id}", response_model=WebhookOut, responses=responses(401, 404, 503),
+                summary="One endpoint")
+    async def get(request: Request, account_id: Account, webhook_id: WebhookId) -> WebhookOut:
+        async with _deps(request).sessions() as s:
+            row = await store.get_webhook(s, account_id, webhook_id)
+        if row is None:
+            raise _not_found(webhook_id)
+        return _out(row)
+
+    @router.delete("/{webhook_id}", status_code=204, responses=responses(401, 404, 503),
+                   summary="Remove an endpoint",
+                   description="Its queued deliveries and dead letters are dropped (within "
+                               "POSTWIRE_WEBHOOK_CACHE_TTL_S).")
+    async def remove(request: Request, account_id: Account, webhook_id: WebhookId) -> Response:
+        async with _deps(request).sessions.begin() as s:
+            deleted = await store.delete_webhook(s, account_id, webhook_id)
+        if not deleted:
+            raise _not_found(webhook_id)
+        log.info("api.webhook_deleted", account_id=account_id, webhook_id=webhook_id)
+        return Response(status_code=204)
+
+    @router.get("/{webhook_id}/dead-letters", response_model=DeadLetterList,
+                responses=responses(401, 404, 422, 503),
+                summary="Deliveries given up after the retry window, oldest first")
+    async def dead_letters(request: Request, account_id: Account, webhook_id: WebhookId,
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                           cursor: Annotated[str | None, Query(max_length=200)] = None) -> DeadLetterList:
+        after = _dead_cursor(cursor)
+        async with _deps(request).sessions() as s:
+            if await store.get_webhook(s, account_id, webhook_id) is None:
+                raise _not_found(webhook_id)
+            rows = await store.list_dead_letters(s, account_id, webhook_id, limit, after)
+        nxt = _encode_dead_cursor(rows[-1]) if len(rows) == limit else None
+        return DeadLetterList(dead_letters=[_dead_out(r) for r in rows], next_cursor=nxt)
+
+    @router.post("/{webhook_id}/dead-letters/replay", status_code=202, response_model=ReplayResult,
+                 responses=responses(401, 404, 422, 503),
+                 summary="Queue dead letters for delivery again",
+                 description="Each gets a fresh retry window. Replayed letters leave the list; one that "
+                             "fails for the whole window again is parked again.")
+    async def replay(request: Request, account_id: Account, webhook_id: WebhookId,
+                     payload: Annotated[ReplayRequest | None, Body()] = None) -> ReplayResult:
+        deps = _deps(request)
+        js = deps.nc.jetstream()
+        ids = payload.ids if payload is not None else None
+        async with deps.sessions.begin() as s:
+            if await store.get_webhook(s, account_id, webhook_id) is None:
+                raise _not_found(webhook_id)
+            rows = await store.take_dead_letters(s, account_id, webhook_id, ids, REPLAY_MAX)
+            now = time.time()
+            try:
+                for r in rows:
+                    d = Delivery(webhook_id=webhook_id, account_id=account_id, event_id=r.event_id,
+                                 body=store.body_bytes(r.payload), first_at=now)
+                    await store.enqueue(js, d, f"{r.id}:replay", timeout=deps.settings.publish_timeout_s)
+            except (nats.errors.Error, TimeoutError) as e:  # the rows stay parked (rollback)
+                raise ApiError(503, "queue_unavailable", "the queue is unavailable; nothing was replayed "
+                               "(some may already be queued again), retry later",
+                               headers={"Retry-After": "5"}) from e
+            await store.forget_dead_letters(s, [r.id for r in rows])
+        log.info("api.webhook_replay", account_id=account_id, webhook_id=webhook_id, replayed=len(rows))
+        return ReplayResult(replayed=len(rows))
+
+    return router
