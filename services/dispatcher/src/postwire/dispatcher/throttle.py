@@ -35,19 +35,27 @@ TICK_S = 0.25
 FORGET_IDLE_S = 600.0
 
 
+# how far a pacer may run ahead of its schedule to make up for callers that came late (GCRA's tolerance)
+PACER_TOLERANCE_S = 0.25
+
+
 class Pacer:
-    """Spaces events ``1/rate`` seconds apart across all callers; ``rate`` None = no pacing."""
+    """Spaces events ``1/rate`` seconds apart across all callers (a GCRA); ``rate`` None = no pacing.
+
+    A slot nobody was ready for is not simply lost: up to ``PACER_TOLERANCE_S`` of lateness is made up by
+    letting the next events through sooner, so the long-run rate is the configured one, never more."""
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
-        self._next = 0.0
+        self._tat = 0.0  # theoretical arrival time of the next event
 
     async def take(self) -> None:
         if self.rate is None:
             return
         now = time.monotonic()
-        at = max(now, self._next)
-        self._next = at + 1.0 / self.rate
+        tat = max(now, self._tat)
+        self._tat = tat + 1.0 / self.rate
+        at = tat - PACER_TOLERANCE_S
         if at > now:
             await asyncio.sleep(at - now)
 
