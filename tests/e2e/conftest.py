@@ -27,7 +27,12 @@ async def stack(tmp_path_factory, dns_server: DnsServer, sink: SmtpSink) -> Asyn
     dns_server.add_mail_domain(DEST_DOMAIN)
     data_dir: Path = tmp_path_factory.mktemp("stack")
     stack = LocalStack(data_dir, dns_server.nameserver, sink.port,
-                       extra_env={"POSTWIRE_RETRY_BASE_S": "0.5", "POSTWIRE_RETRY_MAX_S": "2"})
+                       extra_env={"POSTWIRE_RETRY_BASE_S": "0.5", "POSTWIRE_RETRY_MAX_S": "2",
+                                  # the tests' webhook receiver listens on plain http on loopback
+                                  "POSTWIRE_WEBHOOK_ALLOW_HTTP": "true",
+                                  "POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "true",
+                                  "POSTWIRE_WEBHOOK_RECONCILE_S": "0.5",
+                                  "POSTWIRE_BOUNCE_DOMAIN": "bounces.e2e.test"})
     await stack.start()
     yield stack
     code = await stack.stop()
