@@ -164,3 +164,24 @@ def test_transcript_prefers_the_failure_over_earlier_successes() -> None:
     assert find_replycode(text) == 451
     got = classify_reply(None, None, text)
     assert got.reason != "delivered" and got.status == "4.3.0"
+
+
+def test_replycode_at_line_end_only_after_a_reply_introduction() -> None:
+    assert find_replycode("host mx.example.org said: 550\n    <a@example.org>: User unknown") == 550
+    assert find_replycode("<<< 421\n<a@example.org>... Deferred: 421\n") == 421
+    assert find_replycode("Size (in bytes): 222\nNumber of lines: 2\n") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("malformed address: <b@example.net> may not follow a@example.com", "syntaxerror"),
+        ("Sorry, you are sending to/from an address that has been blacklisted", "rejected"),
+        ("Warning: message still undelivered after 4 hours", "expired"),
+        ("Unable to deliver message to <a@example.jp> (and other recipients in the same domain).",
+         "userunknown"),
+        ("Unable to deliver message. Please check if address is correct.", "userunknown"),
+    ],
+)
+def test_wordings_added_for_the_corpus_misses(text: str, reason: str) -> None:
+    assert classify_reply(None, None, text).reason == reason

@@ -28,7 +28,7 @@ NOT_FAILURES = frozenset({"delivered", "feedback", "vacation"})
 
 _STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _REPLIED_STATUS_RE = re.compile(r"\b[245]\d\d[ \-'\":]{1,3}([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
-_REPLY_RE = re.compile(r"(?<![\d.\-#])([245][0-7]\d)(?:[ \-]|$)(?![\d.]*%)")
+_REPLY_RE = re.compile(r"(?<![\d.\-#])([245][0-7]\d)(?:[ \-\r\n]|$)(?![\d.]*%)")
 
 # Enhanced status "subject.detail" → reason, for codes that mean one thing whatever the class.
 _STATUS_REASONS: dict[str, str] = {
@@ -139,6 +139,10 @@ def find_replycode(text: str) -> int | None:
         before = text[max(0, m.start() - 12):m.start()].lower()
         if m.start() == 0 or before.endswith(("\n", " ", ":", "'", '"', "(", "<", "[", ";", "=")):
             if re.search(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.$", before):  # a dotted IP address, not a code
+                continue
+            if m.group(0)[-1:] in "\r\n" and not re.search(r"(?:[a-z]:|<<<)\s*$", before):
+                # a number ending a line is a code only where a reply is introduced ("said: 550",
+                # "<<< 421"), not a count ("Size (in bytes): 222")
                 continue
             found.append(int(m.group(1)))
     # the first code, unless it is a success that a later failure in the same transcript followed

@@ -117,6 +117,11 @@ PROVIDER_PHRASES: Sequence[tuple[str, str, str]] = (
     ("mimecast", r"local ct ip reputation", "badreputation"),
     ("mimecast", r"envelope blocked - user (?:domain )?entry", "rejected"),   # personal block list
     ("mimecast", r"this route requires (?:encryption|tls|high-strength)", "failedstarttls"),
+    # Trend Micro InterScan Messaging Security Suite: its notice for a recipient the next hop refused
+    # at RCPT names the address and its domain only ("Unable to deliver message to <x> (and other
+    # recipients in the same domain)"); a refused connection or content reads differently.
+    ("interscan", r"unable to deliver message to \S+ \(and other recipients in the same domain\)",
+     "userunknown"),
     # Google Groups: a group that bounces posts its spam classifier rejected (instead of moderating).
     ("googlegroups", r"rejected due to spam classification", "spamdetected"),
     # Google Groups: a post the group refused (no such group, or the sender may not post). The

@@ -72,6 +72,9 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"(?:denied|not allowed)", r"no relaying", r"not a gateway", r"relay access",
         r"cannot relay", r"mail relay denied", r"is not (?:a )?(?:local|permitted) (?:domain|relay)",
     )),
+    ("rejected", (  # a block list entry for the sender's address, not for the client IP
+        r"(?:from|sender) (?:an )?(?:e-?mail )?address that (?:has been|is) (?:blacklisted|blocked)",
+    )),
     ("spamdetected", (  # a URI block list names a link in the body: the content, not the client IP
         r"blacklisted (?:url|link|uri|domain in)", r"\buribl\b", r"\bsurbl\b",
     )),
@@ -171,6 +174,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"this user doesn't have", r"recipientnotfound", r"no such file or directory",
         r"has no local mailbox", r"invalid address", r"sorry, no mailbox here",
         r"not a valid (?:mailbox|user|recipient)", r"user invalid",
+        r"check (?:if|that|whether) (?:the )?(?:e-?mail )?address is correct",
     )),
     ("expired", (
         r"delivery time expired", r"(?:message|mail) (?:has been )?(?:expired|timed out)",
@@ -181,7 +185,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"maximum time", r"no more retries", r"failed after (?:repeated )?attempts",
         r"connection timed out", r"operation timed out", r"did not accept our requests to connect",
         r"queue too long", r"failing for a long time", r"will be retried for", r"envelope expired",
-        r"continue trying",
+        r"continue trying", r"still undelivered after", r"will keep trying until",
         r"message (?:could not|couldn't) be delivered within", r"lifetime",
     )),
     ("policyviolation", (
@@ -218,11 +222,12 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     )),
     ("contenterror", (
         r"content (?:error|problem)", r"invalid (?:mime|header|content)", r"8bit",
-        r"malformed(?! or unexpected name server)",  # Postfix's DNS error is a network error
+        r"malformed(?! or unexpected name server| address)",  # Postfix's DNS error is a network error
         r"line (?:too long|length)", r"mime (?:error|format)", r"character set",
     )),
     ("syntaxerror", (
-        r"syntax error", r"command (?:not )?(?:recognized|unrecognized|not implemented)",
+        r"syntax error", r"malformed address",
+        r"command (?:not )?(?:recognized|unrecognized|not implemented)",
         r"bad sequence of commands", r"line too long", r"invalid command", r"unrecognized command",
         r"parameter (?:not )?(?:recognized|implemented)",
     )),

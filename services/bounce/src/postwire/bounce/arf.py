@@ -13,6 +13,7 @@ from email.message import Message
 from postwire.bounce.dsn import unfold_fields
 from postwire.bounce.mime import (
     addresses,
+    content_type,
     extract_addresses,
     header,
     original_headers,
@@ -46,7 +47,7 @@ def parse_feedback(msg: Message) -> list[Feedback] | None:
 
 def _report_part(msg: Message) -> Message | None:
     for part in walk_leaves(msg):
-        if part.get_content_type() == "message/feedback-report":
+        if content_type(part) == "message/feedback-report":
             return part
     return None
 

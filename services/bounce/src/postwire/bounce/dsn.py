@@ -103,8 +103,8 @@ def _apply(rec: RecipientStatus, name: str, value: str) -> None:
     elif name == "status":
         rec.status = value.split()[0] if value.split() else None
     elif name == "diagnostic-code":
-        kind, _, text = value.partition(";")
-        if text and " " not in kind.strip():
+        kind, sep, text = value.partition(";")
+        if sep and kind.strip() and " " not in kind.strip():  # "smtp;" alone: a type, no text
             rec.diagnostic_type, rec.diagnostic = kind.strip().lower(), text.strip()
         else:
             rec.diagnostic = value.strip()

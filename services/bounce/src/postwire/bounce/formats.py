@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from email.message import Message
 
@@ -90,44 +91,125 @@ def notification_text(text: str) -> str:
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if i > 0 and _ORIGINAL_MARKERS.match(line) and _has_address(lines[:i]):
+            if _SEPARATOR.match(line) and _recipient_follows(lines, i + 1):
+                continue  # a rule drawn above the per-recipient errors (Postfix templates), not the end
             return "\n".join(lines[:i])
     return text
+
+
+_SEPARATOR = re.compile(r"^\s*(?:-{5,}|_{5,})\s*$")
+
+
+def _recipient_follows(lines: list[str], start: int) -> bool:
+    """Whether the next non-blank line names a recipient by its layout ("<addr>: …", the address alone)."""
+    nxt = next((line for line in lines[start:] if line.strip()), "")
+    m = _RECIPIENT_SHAPE.search(nxt)
+    return m is not None and bool(m.group("a") or m.group("b"))
 
 
 def _has_address(lines: list[str]) -> bool:
     return any("@" in line for line in lines)
 
 
-def text_records(msg: Message, notice: str) -> list[TextRecord]:
-    """Recipients and their error texts from a notification, in the order the notice lists them."""
+def text_records(msg: Message, notice: str, also: list[str] | None = None) -> list[TextRecord]:
+    """Recipients and their error texts from a notification, in the order the notice lists them.
+
+    `also`: addresses known (from a DSN) to be recipients, kept even if they look like a service
+    address or the bounce's own addressee.
+    """
+    allowed = {a.lower() for a in also or []}
     excluded = {a.lower() for a in addresses(header(msg, "To"))}
     excluded |= {a.lower() for a in addresses(header(msg, "From"))}
+    excluded -= allowed
     failed = [a for a in addresses(msg.get("X-Failed-Recipients", "")) if "@" in a]
     lines = notice.splitlines()
-    firsts = _first_lines(lines, excluded)
+    firsts = _first_lines(lines, excluded, allowed)
+    if not firsts and not failed:
+        # a mail bounced back to its own sender (or to postmaster): the scanner skipped the address as
+        # "the bounce's addressee" / "a service address"; where the notice's layout names it as the
+        # failed recipient, it is one after all
+        sender = {a.lower() for a in addresses(header(msg, "From"))}
+        firsts = _recipient_lines(lines, sender)
     if failed:
         known = {a.lower() for a in failed}
         firsts = [(i, a) for i, a in firsts if a.lower() in known] or _lines_for(lines, failed)
     records: list[TextRecord] = []
     for n, (start, addr) in enumerate(firsts):
         end = firsts[n + 1][0] if n + 1 < len(firsts) else len(lines)
+        end = _indented_block_end(lines, start, end)
         block = "\n".join(lines[start:end])
         records.append(TextRecord(addr, block, remote_mta=_remote_mta(block)))
     return records
 
 
-def _first_lines(lines: list[str], excluded: set[str]) -> list[tuple[int, str]]:
+_INDENTED_ADDRESS = re.compile(r"^(\s+)<?[^\s<>@]+@[^\s<>]+>?:?\s*$")
+
+
+def _indented_block_end(lines: list[str], start: int, end: int) -> int:
+    """Exim and its kin indent the address and, deeper, its error lines: the block ends at the first
+    blank or less indented line, before whatever text follows the list."""
+    m = _INDENTED_ADDRESS.match(lines[start])
+    if m is None:
+        return end
+    depth = len(m.group(1).expandtabs())
+    for i in range(start + 1, end):
+        line = lines[i]
+        if not line.strip() or (len(line) - len(line.lstrip()) <= depth and i > start + 1):
+            return i
+    return end
+
+
+def _first_lines(lines: list[str], excluded: set[str],
+                 allowed: AbstractSet[str] = frozenset()) -> list[tuple[int, str]]:
     """(line index, address) of each candidate recipient's first mention."""
     seen: set[str] = set()
     out: list[tuple[int, str]] = []
     for i, line in enumerate(lines):
         if _QUOTED_HEADER.match(line):
             continue
-        for addr in extract_addresses(line):
+        for addr in _line_addresses(line):
             key = addr.lower()
-            if key in seen or key in excluded or is_service_address(addr) or _not_a_mailbox(line, addr):
+            service = is_service_address(addr) and key not in allowed
+            if key in seen or key in excluded or service:
+                continue
+            if _not_a_mailbox(line, addr):
+                seen.add(key)  # a contact address or an id stays one wherever else it appears
                 continue
             seen.add(key)
+            out.append((i, addr))
+    return out
+
+
+_ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+"
+# Lines that name a failed recipient by their layout alone: the address alone on its line (Exim,
+# Sendmail, qmail lists), "<addr>: error" (Postfix, qmail, OpenSMTPD), "delivering your mail to <addr>".
+_RECIPIENT_SHAPE = re.compile(
+    rf"^\s*<?(?P<a>{_ADDR})>?:?\s*$|^\s*<?(?P<b>{_ADDR})>?:\s+\S"
+    rf"|\bdeliver(?:ing|y of)?\s+(?:your\s+)?(?:mail|message|e-?mail)\s+to\s+<?(?P<c>{_ADDR})>?",
+    re.IGNORECASE)
+
+
+# "display <addr>: error" (Exim's bad-address list, Postfix's "<addr>: host … said"): the bracketed
+# address before the colon is the recipient, whatever else the line names.
+_BRACKETED_HEAD = re.compile(rf"^\s*(?:[^<>:]*\s)?<(?P<addr>{_ADDR})>:\s")
+
+
+def _line_addresses(line: str) -> list[str]:
+    m = _BRACKETED_HEAD.match(line)
+    return [m.group("addr")] if m else extract_addresses(line)
+
+
+def _recipient_lines(lines: list[str], skipped: set[str]) -> list[tuple[int, str]]:
+    """(line index, address) of addresses that the layout presents as recipients, first mention each."""
+    seen: set[str] = set()
+    out: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        m = _RECIPIENT_SHAPE.search(line)
+        if m is None or _QUOTED_HEADER.match(line):
+            continue
+        addr = next(g for g in m.groups() if g)
+        if addr.lower() not in seen and addr.lower() not in skipped:
+            seen.add(addr.lower())
             out.append((i, addr))
     return out
 
@@ -136,7 +218,7 @@ def _not_a_mailbox(line: str, addr: str) -> bool:
     """Message-ids and ids in Received lines look like addresses but are not recipients."""
     local = addr.split("@", 1)[0]
     lowered = line.lower()
-    if re.search(r"(?:message-?id|\bid)\s*[:=]?\s*<?" + re.escape(addr.lower()), lowered):
+    if re.search(r"(?:message-?id|\bid|\bcontact)\s*[:=]?\s*<?" + re.escape(addr.lower()), lowered):
         return True
     return bool(re.fullmatch(r"[0-9A-Fa-f.\-$]{16,}", local))
 

@@ -61,6 +61,13 @@ def is_service_address(addr: str) -> bool:
     return local in _SERVICE_LOCALS
 
 
+def content_type(part: Message) -> str:
+    """The part's MIME type, lowercased; a header folded without its ";" ("text/plain\\n  charset=…")
+    still gives "text/plain"."""
+    ctype = part.get_content_type()
+    return ctype.split()[0].rstrip(";") if ctype.strip() else "text/plain"
+
+
 def part_text(part: Message) -> str:
     """The decoded text of a leaf part; falls back from the declared charset to UTF-8 to Latin-1."""
     payload = part.get_payload(decode=True)
@@ -107,7 +114,7 @@ def walk_leaves(msg: Message) -> list[Message]:
 
 
 def _collect(part: Message, out: list[Message], top: bool) -> None:
-    ctype = part.get_content_type()
+    ctype = content_type(part)
     if ctype in ("message/rfc822", "text/rfc822-headers") and not top:
         out.append(part)
         return
@@ -124,7 +131,7 @@ def _collect(part: Message, out: list[Message], top: bool) -> None:
 def original_headers(msg: Message) -> Message | None:
     """The headers of the returned original message (message/rfc822 or text/rfc822-headers part)."""
     for part in walk_leaves(msg):
-        ctype = part.get_content_type()
+        ctype = content_type(part)
         if ctype == "message/rfc822":
             inner = part.get_payload()
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):

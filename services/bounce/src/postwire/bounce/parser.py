@@ -24,12 +24,21 @@ from postwire.bounce.formats import (
     ses_json_records,
     text_records,
 )
-from postwire.bounce.mime import addresses, header, load, original_headers, part_text, walk_leaves
+from postwire.bounce.mime import (
+    addresses,
+    content_type,
+    header,
+    load,
+    original_headers,
+    part_text,
+    walk_leaves,
+)
 from postwire.bounces.classify import classify_reply, find_command, find_replycode, find_status
 from postwire.bounces.rules import match_text
 
 log = structlog.get_logger(__name__)
 
+_REPORT_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _TAG_RE = re.compile(r"<[^>]+>")
 _DSN_FIELDS_RE = re.compile(r"^[\s>]*(?:final|original)-recipient\s*:", re.IGNORECASE | re.MULTILINE)
 _QUOTE_RE = re.compile(r"^(?:> ?)+", re.MULTILINE)  # a forwarded bounce: "> Final-Recipient: ..."
@@ -57,13 +66,23 @@ def parse_bounce(raw: bytes) -> list[BounceResult]:
     consumer. The failure is logged with its type so it can be investigated.
     """
     try:
-        return parse_message(load(raw))
+        return [r for one in _mbox_messages(raw) for r in parse_message(load(one))]
     except Exception as exc:  # any parser failure means "not understood", never a crash
         log.warning("bounce.parse_failed", error=type(exc).__name__, detail=str(exc)[:200])
         return []
 
 
-def parse_message(msg: Message) -> list[BounceResult]:
+# An mbox "From " separator line after a blank line: the file holds further mails (a mailbox export).
+_MBOX_FROM = re.compile(rb"\n\r?\n(?=From \S+ +[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d)")
+
+
+def _mbox_messages(raw: bytes) -> list[bytes]:
+    """The mails of a raw input: one, or each mail of an mbox that holds several bounces."""
+    parts = _MBOX_FROM.split(raw)
+    return [parts[0], *(p.split(b"\n", 1)[1] if b"\n" in p else b"" for p in parts[1:])]
+
+
+def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
     """`parse_bounce` for an already parsed message."""
     feedback = parse_feedback(msg)
     if feedback is not None:
@@ -72,9 +91,14 @@ def parse_message(msg: Message) -> list[BounceResult]:
     leaves = walk_leaves(msg)
     human = _human_text(leaves)
     report = _delivery_report(leaves, human)
+    nested = _nested_reports(leaves, depth)
     if report.recipients:
-        blocks = _blocks_by_recipient(msg, human)
-        return _behind_gateway(msg, [_from_dsn(r, report, blocks) for r in report.recipients])
+        blocks = _blocks_by_recipient(msg, human, [r.recipient or "" for r in report.recipients])
+        results = _behind_gateway(msg, [_from_dsn(r, report, blocks) for r in report.recipients])
+        named = {(r.recipient or "").lower() for r in results}
+        return results + [r for r in nested if (r.recipient or "").lower() not in named]
+    if nested:
+        return nested
     ses = ses_json_records(human)
     if ses:
         return [_from_text(r, r.diagnostic) for r in ses]
@@ -123,6 +147,22 @@ def _is_gateway(msg: Message) -> bool:
     return any(_GATEWAY_RECEIVED.search(str(v)) for v in msg.get_all("Received", []))
 
 
+def _nested_reports(leaves: list[Message], depth: int) -> list[BounceResult]:
+    """Delivery reports attached as message/rfc822 (a relay forwarding the report it received, or a
+    digest of reports): each attached report's own recipients, one level deep."""
+    if depth > 0:
+        return []
+    out: list[BounceResult] = []
+    for part in leaves:
+        inner = part.get_payload() if content_type(part) == "message/rfc822" else None
+        if not isinstance(inner, list) or not inner or not isinstance(inner[0], Message):
+            continue
+        sub = inner[0]
+        if any(content_type(p) in _REPORT_TYPES for p in walk_leaves(sub)):
+            out.extend(parse_message(sub, depth=depth + 1))
+    return out
+
+
 def _original_recipient(original: Message | None, notice: str) -> list[TextRecord]:
     """A notice that names no address is about the returned message's recipient (its To: header)."""
     if original is None:
@@ -137,11 +177,11 @@ def _human_text(leaves: list[Message]) -> str:
     A multipart whose boundary never occurs is left as one unparsed leaf: its text is read as is.
     """
     plain = [part_text(p) for p in leaves
-             if p.get_content_type() == "text/plain"
+             if content_type(p) == "text/plain"
              or (p.get_content_maintype() == "multipart" and isinstance(p.get_payload(), str))]
     if plain:
         return "\n".join(plain)
-    html = [part_text(p) for p in leaves if p.get_content_type() == "text/html"]
+    html = [part_text(p) for p in leaves if content_type(p) == "text/html"]
     return "\n".join(_TAG_RE.sub(" ", h) for h in html)
 
 
@@ -149,7 +189,7 @@ def _delivery_report(leaves: list[Message], human: str) -> DeliveryReport:
     """All message/delivery-status parts merged; DSN fields in a text part when there is no such part."""
     merged = DeliveryReport()
     for part in leaves:
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
+        if content_type(part) in _REPORT_TYPES:
             report = parse_delivery_status(part_text(part))
             merged.reporting_mta = merged.reporting_mta or report.reporting_mta
             merged.recipients.extend(report.recipients)
@@ -158,10 +198,14 @@ def _delivery_report(leaves: list[Message], human: str) -> DeliveryReport:
     return merged
 
 
-def _blocks_by_recipient(msg: Message, human: str) -> dict[str, str]:
-    """The human-readable error text per recipient, used when the DSN's Diagnostic-Code says little."""
+def _blocks_by_recipient(msg: Message, human: str, recipients: list[str]) -> dict[str, str]:
+    """The human-readable error text per recipient, used when the DSN's Diagnostic-Code says little.
+
+    The DSN names the recipients, so the notice's mentions of them count even where the scanner would
+    otherwise skip the address (postmaster@…, or the bounce's own addressee).
+    """
     notice = notification_text(human)
-    return {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice)}
+    return {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice, also=recipients)}
 
 
 def _from_dsn(rec: RecipientStatus, report: DeliveryReport, blocks: dict[str, str]) -> BounceResult:
@@ -199,11 +243,25 @@ def _best_status(field: str | None, diagnostic: str) -> str | None:
     return field
 
 
+# Lines of an SMTP session transcript that are not the failure: what the client sent (Postfix's
+# "In: EHLO …", Sendmail's ">>> DATA") and the server's positive replies ("Out: 250-STARTTLS", "<<< 250 ok").
+_TRANSCRIPT_NOISE = re.compile(r"^[ \t]*(?:in:|>>>)[ \t].*$|^[ \t]*(?:out:|<<<)[ \t]*[23]\d\d\b.*$",
+                               re.IGNORECASE | re.MULTILINE)
+
+
+def _failure_lines(text: str) -> str:
+    """The text without the transcript lines that only show the session going well."""
+    return _TRANSCRIPT_NOISE.sub("", text)
+
+
 def _result(recipient: str, text: str, status: str | None, action: str | None, remote_mta: str | None,
             diagnostic: str, command: str | None) -> BounceResult:
     code = find_replycode(diagnostic) if diagnostic else None
     if action == "delivered" or (action == "relayed" and not status):
         status = status or "2.0.0"
-    verdict = classify_reply(code, status, text, command=command)
-    return BounceResult(recipient, verdict.reason, verdict.status, verdict.replycode, verdict.hardbounce,
+    verdict = classify_reply(code, status, _failure_lines(text), command=command)
+    # the status the mail itself carried is what a consumer should see, even a vague "5.0.0": the
+    # classifier's refinement of it is a guess from the reason (kept when the mail carried no status)
+    reported = status if status and status.endswith(".0.0") and status[0] in "45" else verdict.status
+    return BounceResult(recipient, verdict.reason, reported, verdict.replycode, verdict.hardbounce,
                         diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta, action=action)
