@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import nats
 import pytest_asyncio
-from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
@@ -15,19 +13,10 @@ from postwire.bounce.service import serve
 from postwire.bounce.settings import BounceSettings
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_id, new_message_id
-from postwire.core.topology import EVENTS, Topology
-from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.core.topology import EVENTS
 from postwire.db.models import Event, Message, Recipient
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
-
-
-@pytest_asyncio.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    await Topology().apply(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
 
 
 @pytest_asyncio.fixture
@@ -38,13 +27,6 @@ async def recorder(nats_server: NatsServer, pg_url: str) -> AsyncIterator[None]:
     yield
     stop.set()
     await task
-
-
-@pytest_asyncio.fixture
-async def sessions(pg_url: str):
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _recipient(sessions, mid: str, rcpt: str) -> Recipient | None:

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest_asyncio
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -16,32 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.bounce.recorder import Recorder, SoftBouncePolicy
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_id, new_message_id
-from postwire.core.topology import EVENTS, Topology
+from postwire.core.topology import EVENTS
 from postwire.db import suppressions
-from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Event, Suppression
 from postwire.db.suppressions import SuppressionInfo, SuppressionMirror
 from postwire.testing.fixtures import eventually
-from postwire.testing.nats import NatsServer
 from postwire.v1 import envelope_pb2
 
 Sessions = async_sessionmaker[AsyncSession]
 StartRecorder = Callable[..., Awaitable[None]]
-
-
-@pytest_asyncio.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    await Topology().apply(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
-
-
-@pytest_asyncio.fixture
-async def sessions(pg_url: str) -> AsyncIterator[Sessions]:
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest_asyncio.fixture

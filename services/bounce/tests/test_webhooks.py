@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import nats
 import pytest_asyncio
 from nats.js import JetStreamContext
 from starlette.applications import Starlette
@@ -27,9 +26,7 @@ from postwire.bounce.webhooks.signing import HEADER, verify
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_message_id
 from postwire.core.ops import serve_app
-from postwire.core.topology import Topology
 from postwire.db.accounts import NewCredentials, create_account
-from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
 
@@ -128,21 +125,6 @@ async def start_api(nats_server: NatsServer, pg_url: str) -> AsyncIterator[Start
 @pytest_asyncio.fixture
 async def api(start_api: StartApi) -> Api:
     return await start_api()
-
-
-@pytest_asyncio.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    await Topology().apply(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
-
-
-@pytest_asyncio.fixture
-async def sessions(pg_url: str):
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 MakeAccount = Callable[[], Awaitable[NewCredentials]]

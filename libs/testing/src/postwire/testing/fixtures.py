@@ -8,9 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 import pytest_asyncio
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from postwire.core.topology import Topology
+from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.testing.dns import DnsServer
 from postwire.testing.nats import NatsServer
 from postwire.testing.postgres import create_database, start_postgres
@@ -42,6 +47,23 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     await srv.start()
     yield srv
     await srv.stop()
+
+
+@pytest_asyncio.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on the test's NATS server with the whole topology declared."""
+    nc = await nats.connect(nats_server.url)
+    await Topology().apply(nc.jetstream())
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest_asyncio.fixture
+async def sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A session factory on the shared test database (its engine disposed after the test)."""
+    engine = make_engine(pg_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
 
 
 @pytest.fixture(scope="session")
