@@ -47,6 +47,7 @@ class _Group:
     idle: dict[HostKey, list[SmtpConnection]] = field(default_factory=dict)
     count: int = 0
     waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    retiring: set[asyncio.Task[None]] = field(default_factory=set)  # QUITs under way (still counted)
 
     def wake(self, everyone: bool = False) -> None:
         while self.waiters:
@@ -150,17 +151,17 @@ class ConnectionPool:
                 return None
             other = group.pop_idle_elsewhere(key)
             if other is not None:  # room for this host at the expense of an idle one elsewhere
-                group.count -= 1
-                self._quit_later(other)
+                self._retire(group, other)
                 continue
             await self._wait(group)
 
     def _shed_surplus(self, group: _Group, budget: Budget) -> None:
         """After a cut, close idle sessions above the new limit instead of reusing them."""
         for conns in group.idle.values():
-            while conns and group.count > budget.max_connections:
-                group.count -= 1
-                self._quit_later(conns.pop(0))
+            surplus = group.count - budget.max_connections - len(group.retiring)
+            while conns and surplus > 0:
+                surplus -= 1
+                self._retire(group, conns.pop(0))
 
     @staticmethod
     async def _wait(group: _Group) -> None:
@@ -212,20 +213,26 @@ class ConnectionPool:
             group.idle.setdefault(key, []).append(conn)
             group.wake()
         else:
-            group.count -= 1
-            group.wake()
-            self._quit_later(conn)
+            self._retire(group, conn)
 
     async def _discard(self, group: _Group, conn: SmtpConnection) -> None:
-        group.count -= 1
-        group.wake()
-        self._quit_later(conn)
+        self._retire(group, conn)
 
-    def _quit_later(self, conn: SmtpConnection) -> None:
-        """QUIT without making the caller (about to ack a message) wait for the server's goodbye."""
+    def _retire(self, group: _Group, conn: SmtpConnection) -> None:
+        """QUIT without making the caller (about to ack a message) wait for the server's goodbye. The
+        session's slot is freed only once it is closed: a provider never sees more than
+        max_connections sessions, not even for the moment a QUIT and a new connect overlap."""
         task = asyncio.create_task(conn.quit())
         self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        group.retiring.add(task)
+
+        def closed(t: asyncio.Task[None]) -> None:
+            self._closing.discard(t)
+            group.retiring.discard(t)
+            group.count -= 1
+            group.wake()
+
+        task.add_done_callback(closed)
 
     async def _reap_idle(self) -> None:
         interval = max(0.05, min(self._idle_s / 2, 5.0))
@@ -238,10 +245,8 @@ class ConnectionPool:
                     if not stale:
                         continue
                     group.idle[key] = [c for c in idle if c not in stale]
-                    group.count -= len(stale)
-                    group.wake(everyone=True)
                     for conn in stale:
-                        self._quit_later(conn)
+                        self._retire(group, conn)
 
     async def close(self) -> None:
         """QUIT every idle session; sessions still lent out are closed when they come back."""
@@ -253,9 +258,8 @@ class ConnectionPool:
         for group in self._groups.values():
             for key, idle in list(group.idle.items()):
                 group.idle[key] = []
-                group.count -= len(idle)
                 for conn in idle:
-                    self._quit_later(conn)
+                    self._retire(group, conn)
             group.wake(everyone=True)
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=10)
