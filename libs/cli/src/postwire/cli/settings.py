@@ -8,6 +8,9 @@ from postwire.core.settings import PostwireSettings
 class CliSettings(PostwireSettings):
     host: str = "127.0.0.1"  # where the local run's services listen
     nats_port: int = 4222
+    # set: use this NATS (one URL or a comma-separated list of a cluster's servers) instead of starting
+    # the embedded nats-server; passed to every service as POSTWIRE_NATS_URL
+    nats_external_url: str = ""
     smtp_port: int = 2525
     http_port: int = 8080
     grpc_port: int = 50051

