@@ -2,7 +2,7 @@
 
 Components (``POSTWIRE_BOUNCE_ROLE``; ``all`` runs every one in this process, the local default):
 
-- ``recorder``: EVENTS → PostgreSQL (recorder.py);
+- ``recorder``: EVENTS → PostgreSQL (recorder.py), and the queue-depth sampler of every stream;
 - ``receiver``: the SMTP MX of the bounce domain, DSNs → events (receiver.py), with bounce forwarding;
 - ``notifier``: EVENTS → signed webhook POSTs, one queue per endpoint (webhooks/).
 
@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from postwire.bounce.forwarding import Forwarder, RelayConfig
+from postwire.bounce.queue_depth import run_sampler
 from postwire.bounce.receiver import (
     BounceHandler,
     BounceListener,
@@ -71,6 +72,7 @@ async def serve(settings: BounceSettings, stop: asyncio.Event,
                 recorder = Recorder(js, make_sessionmaker(engine), settings.recorder_batch,
                                     settings.recorder_retry_s, SoftBouncePolicy.from_settings(settings))
                 tg.create_task(recorder.run(stop))
+                tg.create_task(run_sampler(js, settings.queue_sample_s, stop))
             if listener is not None:
                 tg.create_task(_run_receiver(listener, forwarder, settings, stop))
             if runs(settings, "notifier"):

@@ -19,6 +19,7 @@ class BounceSettings(WebhookSettings, SuppressionSettings):
 
     recorder_batch: int = 256  # events fetched and committed in one transaction
     recorder_retry_s: float = 2.0  # wait before a batch is retried after a database error
+    queue_sample_s: float = 15.0  # how often every consumer's queue depth is sampled for metrics
     # which components this process runs (POSTWIRE_BOUNCE_ROLE)
     bounce_role: Role = "all"
     # the bounce receiver: the MX of bounce_domain (port 25 in a cluster)

@@ -38,6 +38,9 @@ postwire_dispatcher_queue_messages{queue}
     Messages waiting in this replica's sender consumers, sampled from consumer info: queue fresh
     (outbound.<shard>) | retry (outbound.<shard>.retry, deferred mail waiting for its schedule);
     undelivered plus delivered-but-unacked, summed over the owned shards.
+postwire_dispatcher_accept_to_delivered_seconds{provider}
+    Time from acceptance (the intake's 250/202) to the MX's 2xx for a recipient, retries included: the
+    latency customers feel.
 postwire_dispatcher_smtp_transaction_seconds
     MAIL FROM to the end of DATA (or to the last refused RCPT) on one connection.
 postwire_dispatcher_smtp_connections
@@ -84,6 +87,10 @@ BACKOFF_LEVEL = Gauge("postwire_dispatcher_backoff_level",
                       ["provider"])
 QUEUE_MESSAGES = Gauge("postwire_dispatcher_queue_messages",
                        "Messages waiting in the owned sender consumers (fresh|retry), sampled.", ["queue"])
+ACCEPT_TO_DELIVERED = Histogram(
+    "postwire_dispatcher_accept_to_delivered_seconds",
+    "From acceptance (SMTP 250 / API 202) to the recipient's MX accepting it, by provider.", ["provider"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600))
 SMTP_TRANSACTION = Histogram("postwire_dispatcher_smtp_transaction_seconds",
                              "MAIL FROM to end of DATA of one SMTP transaction.",
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))

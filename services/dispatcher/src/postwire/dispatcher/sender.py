@@ -167,6 +167,9 @@ class Sender:
         metrics.DELIVERIES.labels(outcome).inc()
         provider = self._shaper.provider_for(reply.mx_host) if reply.mx_host else "none"
         metrics.PROVIDER_DELIVERIES.labels(provider, outcome).inc()
+        if outcome == "delivered" and out.HasField("accepted_at"):
+            latency = (datetime.now(UTC) - out.accepted_at.ToDatetime(UTC)).total_seconds()
+            metrics.ACCEPT_TO_DELIVERED.labels(provider).observe(max(0.0, latency))
 
     @staticmethod
     def _retry_message(out: envelope_pb2.OutboundMessage, recipients: list[str], attempt: int,
