@@ -185,7 +185,7 @@ def test_migration_job_is_a_pre_install_hook(rendered: Rendered) -> None:
     ann = job["metadata"]["annotations"]
     assert ann["helm.sh/hook"] == "pre-install,pre-upgrade"
     c = job["spec"]["template"]["spec"]["containers"][0]
-    assert "postwire.db.migrate import upgrade" in c["command"][-1]
+    assert c["command"] == ["python", "-m", "postwire.db.migrate"]
     assert "/api-gateway:" in c["image"]
     env = {e["name"]: e for e in c["env"]}
     assert "secretKeyRef" in env["POSTWIRE_DATABASE_URL"]["valueFrom"]

@@ -20,3 +20,14 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+def main() -> None:
+    """``python -m postwire.db.migrate``: upgrade POSTWIRE_DATABASE_URL to head (the Helm hook Job)."""
+    from postwire.core.settings import PostwireSettings
+
+    upgrade(PostwireSettings().database_url)
+
+
+if __name__ == "__main__":
+    main()
