@@ -146,7 +146,7 @@ def test_public_services(default_render: Rendered) -> None:
     assert {p["port"]: p["targetPort"] for p in smtp["spec"]["ports"]} == {
         587: "smtp",
         25: "smtp",
-        465: "smtp",
+        465: "smtps",  # implicit TLS listener (POSTWIRE_SMTPS_PORT)
     }
     bounce = default_render.get("Service", "postwire-bounce-receiver-public")
     assert bounce["spec"]["type"] == "LoadBalancer"

@@ -40,6 +40,7 @@ def expected_flows(db: str = ANY, transformer_clients: tuple[str, ...] = ()) -> 
     # the public endpoints: SMTP submission, the API (behind the Ingress controller), the bounce MX
     flows |= {
         ("in", "ingest-smtp", 2587, "TCP", ANY),
+        ("in", "ingest-smtp", 2465, "TCP", ANY),
         ("in", "api-gateway", 8080, "TCP", ANY),
         ("in", "bounce-receiver", 2525, "TCP", ANY),
     }

@@ -26,6 +26,7 @@ from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.ingest_smtp.auth import LoginVerifier, database_check
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
+from postwire.testing.ports import free_port
 from postwire.v1.envelope_pb2 import InboundMessage
 
 StartIngest = Callable[..., Awaitable[Any]]  # conftest.start_ingest: (**settings) -> Ingest
@@ -425,3 +426,25 @@ async def test_auth_inside_a_transaction_is_refused(
             client.quit()
 
     assert await asyncio.to_thread(run) == (503, 235)
+
+
+async def test_implicit_tls_port_465_takes_auth_and_mail_from_the_first_byte(
+        start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
+    smtps = free_port()
+    await start_ingest(smtp_allow_insecure_auth=False, smtps_port=smtps)
+
+    def over_tls() -> tuple[bool, bool, dict[str, tuple[int, bytes]]]:
+        client = smtplib.SMTP_SSL("127.0.0.1", smtps, context=insecure_tls(), timeout=30)
+        try:
+            client.ehlo("client.test")
+            offered = client.has_extn("auth"), client.has_extn("starttls")
+            client.login(account.smtp_username, account.smtp_password)
+            refused = client.sendmail("a@example.com", ["t@x.example.com"], message())
+            return *offered, refused
+        finally:
+            client.quit()
+
+    auth_offered, starttls_offered, refused = await asyncio.to_thread(over_tls)
+    assert auth_offered and not starttls_offered and refused == {}
+    _, body = await next_inbound(js)
+    assert "(using TLSv1." in split_received(body)[0]

@@ -12,6 +12,7 @@ class CliSettings(PostwireSettings):
     # the embedded nats-server; passed to every service as POSTWIRE_NATS_URL
     nats_external_url: str = ""
     smtp_port: int = 2525
+    smtps_port: int = 4465  # implicit TLS submission (the self-signed certificate of the data dir)
     http_port: int = 8080
     grpc_port: int = 50051
     bounce_smtp_port: int = 2526  # the bounce receiver, the MX of the bounce domain

@@ -47,6 +47,7 @@ def services(settings: CliSettings, nats_url: str, database_url: str) -> list[Se
     specs = [
         ("ingest-smtp", "postwire.ingest_smtp", {
             "POSTWIRE_SMTP_HOST": h, "POSTWIRE_SMTP_PORT": str(settings.smtp_port),
+            "POSTWIRE_SMTPS_PORT": str(settings.smtps_port),
             "POSTWIRE_SMTP_ALLOW_INSECURE_AUTH": str(settings.dev_insecure_auth).lower()}),
         ("api-gateway", "postwire.api_gateway", {
             "POSTWIRE_HTTP_HOST": h, "POSTWIRE_HTTP_PORT": str(settings.http_port)}),
@@ -139,6 +140,7 @@ def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
     return (
         "\nPostwire is running.\n"
         f"  SMTP submission  {h}:{settings.smtp_port}  (AUTH PLAIN/LOGIN; STARTTLS offered)\n"
+        f"  SMTP implicit TLS {h}:{settings.smtps_port}\n"
         f"  HTTP API         http://{h}:{settings.http_port}/v1   docs: http://{h}:{settings.http_port}/docs\n"
         f"  Transformer gRPC {h}:{settings.grpc_port}\n"
         f"  Bounce MX        {h}:{settings.bounce_smtp_port}  (DSNs to VERP return paths)\n"

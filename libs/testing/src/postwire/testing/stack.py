@@ -51,7 +51,7 @@ class LocalStack:
     def __post_init__(self) -> None:
         self.nats_port, self.smtp_port = free_port(), free_port()
         self.http_port, self.grpc_port = free_port(), free_port()
-        self.bounce_port = free_port()
+        self.bounce_port, self.smtps_port = free_port(), free_port()
         self.ops_base_port = _free_block(SERVICE_COUNT)
 
     @property
@@ -68,7 +68,7 @@ class LocalStack:
             "POSTWIRE_DATA_DIR": str(self.data_dir), "POSTWIRE_NATS_PORT": str(self.nats_port),
             "POSTWIRE_SMTP_PORT": str(self.smtp_port), "POSTWIRE_HTTP_PORT": str(self.http_port),
             "POSTWIRE_GRPC_PORT": str(self.grpc_port),
-            "POSTWIRE_BOUNCE_SMTP_PORT": str(self.bounce_port),
+            "POSTWIRE_BOUNCE_SMTP_PORT": str(self.bounce_port), "POSTWIRE_SMTPS_PORT": str(self.smtps_port),
             "POSTWIRE_OPS_BASE_PORT": str(self.ops_base_port),
             "POSTWIRE_DNS_NAMESERVERS": self.dns_nameserver, "POSTWIRE_MX_PORT": str(self.mx_port),
             "POSTWIRE_LOG_LEVEL": "INFO", "POSTWIRE_NATS_EXTERNAL_URL": self.nats_external_url,

@@ -49,10 +49,11 @@ class SubmissionSMTP(SMTP):
     """SMTP with asynchronous credential checks, enhanced status codes and connection tracking."""
 
     def __init__(self, handler: SubmissionHandler, *, verifier: LoginVerifier, connections: Connections,
-                 **kwargs: Any) -> None:
+                 implicit_tls: bool = False, **kwargs: Any) -> None:
         super().__init__(handler, authenticator=capture_credentials, **kwargs)
         self._verifier = verifier
         self._connections = connections
+        self._implicit_tls = implicit_tls
 
     # --- AUTH: aiosmtpd parses PLAIN/LOGIN, we verify without blocking the loop -------------------------
 
@@ -111,6 +112,10 @@ class SubmissionSMTP(SMTP):
         super().connection_made(transport)
         if first:
             self._connections.add(self)
+        if self._implicit_tls and self.session is not None:
+            # TLS from the first byte (port 465, RFC 8314): record it like a STARTTLS session, so the
+            # Received header names the protocol and cipher
+            self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
 
     def connection_lost(self, error: Exception | None) -> None:
         self._connections.discard(self)
@@ -212,17 +217,21 @@ class SmtpListener:
 
 async def start_listener(*, host: str, port: int, handler: SubmissionHandler, verifier: LoginVerifier,
                          tls_context: ssl.SSLContext, hostname: str, max_message_size: int,
-                         allow_insecure_auth: bool, timeout_s: float) -> SmtpListener:
-    """Bind ``host:port`` (0 picks a free port) and serve submission on the running loop."""
+                         allow_insecure_auth: bool, timeout_s: float,
+                         implicit_tls: bool = False) -> SmtpListener:
+    """Bind ``host:port`` (0 picks a free port) and serve submission on the running loop: STARTTLS
+    offered, or with ``implicit_tls`` TLS from the first byte (port 465), where AUTH is always allowed
+    and STARTTLS is not offered (the session is encrypted already)."""
     loop = asyncio.get_running_loop()
     connections = Connections()
 
     def factory() -> SubmissionSMTP:
         return SubmissionSMTP(
-            handler, verifier=verifier, connections=connections, loop=loop, hostname=hostname,
-            ident="Postwire ESMTP", data_size_limit=max_message_size, decode_data=False,
-            tls_context=tls_context, auth_require_tls=not allow_insecure_auth, timeout=timeout_s,
+            handler, verifier=verifier, connections=connections, implicit_tls=implicit_tls, loop=loop,
+            hostname=hostname, ident="Postwire ESMTP", data_size_limit=max_message_size, decode_data=False,
+            tls_context=None if implicit_tls else tls_context,
+            auth_require_tls=not (allow_insecure_auth or implicit_tls), timeout=timeout_s,
         )
 
-    server = await loop.create_server(factory, host, port)
+    server = await loop.create_server(factory, host, port, ssl=tls_context if implicit_tls else None)
     return SmtpListener(server, handler, connections)

@@ -81,21 +81,23 @@ async def _serve_with_nats(settings: IngestSmtpSettings, stop: asyncio.Event, re
     engine = make_engine(settings.database_url)
     try:
         sessions = make_sessionmaker(engine)
-        listener = await _start(settings, sessions, Intake(js, BodyStore(js, settings.inline_body_max)), nc)
+        listeners = await _start(settings, sessions, Intake(js, BodyStore(js, settings.inline_body_max)), nc)
         ready.listening = True
-        log.info("smtp.listening", host=settings.smtp_host, port=listener.port)
+        for listener in listeners:
+            log.info("smtp.listening", host=settings.smtp_host, port=listener.port)
         if started is not None:
-            started(listener.port)
+            started(listeners[0].port)
         await stop.wait()
         ready.listening = False
-        await listener.drain(settings.shutdown_grace_s)
+        await asyncio.gather(*(listener.drain(settings.shutdown_grace_s) for listener in listeners))
         log.info("smtp.stopped")
     finally:
         await engine.dispose()
 
 
 async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[AsyncSession], intake: Intake,
-                 nc: Client) -> SmtpListener:
+                 nc: Client) -> list[SmtpListener]:
+    """The submission listener (STARTTLS), and the implicit-TLS one when POSTWIRE_SMTPS_PORT is set."""
     trusted_id = None
     if settings.trusted_networks:
         trusted_id = await resolve_account(sessions, settings.trusted_account)
@@ -105,9 +107,11 @@ async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[Asyn
                                 queue_connected=lambda: nc.is_connected)
     tls_context = await asyncio.to_thread(load_context, settings.tls_cert_file, settings.tls_key_file,
                                           settings.data_dir, settings.smtp_hostname)
-    return await start_listener(
-        host=settings.smtp_host, port=settings.smtp_port, handler=handler,
-        verifier=LoginVerifier(database_check(sessions), settings.smtp_auth_cache_ttl_s),
-        tls_context=tls_context, hostname=settings.smtp_hostname, max_message_size=settings.max_message_size,
+    verifier = LoginVerifier(database_check(sessions), settings.smtp_auth_cache_ttl_s)
+    ports = [(settings.smtp_port, False)] + ([(settings.smtps_port, True)] if settings.smtps_port else [])
+    return [await start_listener(
+        host=settings.smtp_host, port=port, handler=handler, verifier=verifier, tls_context=tls_context,
+        hostname=settings.smtp_hostname, max_message_size=settings.max_message_size,
         allow_insecure_auth=settings.smtp_allow_insecure_auth, timeout_s=settings.smtp_timeout_s,
-    )
+        implicit_tls=implicit,
+    ) for port, implicit in ports]

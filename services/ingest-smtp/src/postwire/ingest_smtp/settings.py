@@ -21,6 +21,8 @@ class IngestSmtpSettings(PostwireSettings):
     smtp_host: str = "127.0.0.1"
     # 0 picks a free port (tests); 587 is the submission port (RFC 6409)
     smtp_port: int = 587
+    # implicit TLS submission (RFC 8314, "submissions" on 465); 0 = off. Same certificate as STARTTLS
+    smtps_port: int = 0
     # the name in the 220 banner, the EHLO reply and our Received: header
     smtp_hostname: str = Field(default_factory=socket.getfqdn)
     # AUTH over a plain-text connection: only for the local dev run, never in a cluster
