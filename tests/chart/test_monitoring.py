@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 
 import pytest
 from prometheus_client import REGISTRY
 
-from .conftest import CHART, REPO, Rendered
+from postwire.testing.prometheus import METRIC, SUFFIXES
 
-METRIC = re.compile(r"\bpostwire_[a-z0-9_]+\b")
-SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "gauge": ("",),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("", "_sum", "_count", "_created"),
-    "info": ("_info",),
-    "stateset": ("",),
-    "enum": ("",),
-    "unknown": ("",),
-}
+from .conftest import CHART, REPO, Rendered
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,12 @@ import pytest_asyncio
 from prometheus_client import REGISTRY, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from postwire.testing.prometheus import METRIC, SUFFIXES
 from postwire.testing.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "postwire"
 METRICS_DOC = REPO / "docs" / "metrics.md"
-METRIC = re.compile(r"\bpostwire_[a-z0-9_]+\b")
-# the sample names a family of each type exposes (prometheus_client's exposition)
-SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "gauge": ("",),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
-    "summary": ("", "_sum", "_count", "_created"),
-    "info": ("_info",),
-    "stateset": ("",),
-    "enum": ("",),
-    "unknown": ("",),
-}
 # ops port offsets of the local run (libs/cli/src/postwire/cli/stack.py); the api-gateway (+2) serves
 # /metrics on its API port instead
 OPS_OFFSETS = {"ingest-smtp": 1, "dispatcher": 3, "transformer": 4, "bounce": 5}

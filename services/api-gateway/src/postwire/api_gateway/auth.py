@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Annotated
 
-from fastapi import Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -82,3 +82,7 @@ async def current_account(request: Request,
     if account_id is None:
         raise _unauthorized("invalid or revoked API key", invalid=True)
     return account_id
+
+
+# the caller's account id, as a route parameter type: ``account_id: Account``
+Account = Annotated[str, Depends(current_account)]

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from postwire.api_gateway import metrics
 from postwire.api_gateway.addresses import Mailbox
-from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.auth import Account
 from postwire.api_gateway.compose import compose
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput, responses
@@ -44,7 +44,6 @@ log = structlog.get_logger(__name__)
 
 ACCEPTED = "Accepted: durably queued (JetStream acknowledged it); one entry per envelope recipient."
 RAW_TYPES = ("message/rfc822", "text/plain", "application/octet-stream")
-Account = Annotated[str, Depends(current_account)]
 IdemKey = Annotated[str | None, Header(alias=HEADER, description="Makes a retry return the first answer "
                                        "instead of sending again (1-255 printable ASCII characters).")]
 Prepare = Callable[[str], Awaitable[Submission]]

@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.api_gateway.settings import ApiSettings
@@ -34,7 +34,6 @@ from postwire.db.domains import (
 
 log = structlog.get_logger(__name__)
 
-Account = Annotated[str, Depends(current_account)]
 DomainName = Annotated[str, Path(max_length=253, description="The domain (IDN or A-label, any case).")]
 
 

@@ -12,11 +12,11 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import InvalidInput, responses
 from postwire.core.events import EVENT_TYPES
@@ -30,7 +30,6 @@ from postwire.db.events_query import (
     list_events,
 )
 
-Account = Annotated[str, Depends(current_account)]
 KNOWN_TYPES = (*EVENT_TYPES, "opened", "clicked")
 MAX_STATS_DAYS = 366
 CSV_COLUMNS = ("id", "type", "at", "message_id", "recipient", "reason", "hardbounce", "smtp_code",

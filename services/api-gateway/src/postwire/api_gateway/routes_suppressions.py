@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from postwire.api_gateway.addresses import AddressError, normalize_address
-from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput, responses
 from postwire.db import suppressions as store
@@ -37,7 +37,6 @@ from postwire.db.suppressions import (
 
 log = structlog.get_logger(__name__)
 
-Account = Annotated[str, Depends(current_account)]
 Address = Annotated[str, Path(max_length=320, description="The suppressed address (any case).")]
 _REASON = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 CSV_FIELDS = ("address", "reason", "source", "created_at", "expires_at")

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import nats.errors
 import structlog
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from postwire.api_gateway.auth import current_account
+from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput, responses
 from postwire.core.events import EVENT_TYPES
@@ -28,7 +28,6 @@ from postwire.db.webhooks import Delivery, UnsafeUrl, UrlPolicy
 
 log = structlog.get_logger(__name__)
 
-Account = Annotated[str, Depends(current_account)]
 WebhookId = Annotated[str, Path(max_length=32)]
 SUBSCRIBABLE = (*EVENT_TYPES, "opened", "clicked")
 REPLAY_MAX = 1000
