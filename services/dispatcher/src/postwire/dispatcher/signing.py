@@ -30,6 +30,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.db.domains import InvalidDomain, list_domains, normalise_name, parent_names
+from postwire.dispatcher import dkim_rsa
 
 log = structlog.get_logger(__name__)
 
@@ -184,6 +185,7 @@ class DkimSigner:
 
     def __init__(self, cache: KeyCache) -> None:
         self._cache = cache
+        dkim_rsa.install()  # RSA signatures from OpenSSL instead of dkimpy's pure Python
 
     async def keys_for(self, account_id: str) -> AccountKeys:
         """Raises KeysUnavailable when PostgreSQL cannot be read and nothing is cached."""
