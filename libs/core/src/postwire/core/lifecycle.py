@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 from postwire.core.logging import configure_logging
@@ -37,3 +38,28 @@ def run_service(service: str, settings: S,
     ``settings`` is built by the caller before the loop starts, so a bad environment fails at boot."""
     configure_logging(service, settings.log_level)
     run(lambda stop: serve(settings, stop))
+
+
+async def finish_or_cancel(tasks: set[asyncio.Task[Any]], grace_s: float) -> set[asyncio.Task[Any]]:
+    """Shutdown's last step for in-flight work: let ``tasks`` finish within ``grace_s``, cancel the rest
+    and wait briefly for them to unwind. Returns the tasks that had to be cancelled (for the log)."""
+    if not tasks:
+        return set()
+    _, pending = await asyncio.wait(set(tasks), timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+    return pending
+
+
+@contextlib.asynccontextmanager
+async def background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``coro`` as a task for the duration of the block, then cancel it and wait for it to end."""
+    task = asyncio.create_task(coro)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -15,7 +15,6 @@ vacation responders stay quiet (RFC 3834).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import email.policy
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import aiosmtplib
 import structlog
 
 from postwire.bounce import metrics
+from postwire.core.lifecycle import finish_or_cancel
 from postwire.v1 import envelope_pb2
 
 log = structlog.get_logger(__name__)
@@ -145,12 +145,6 @@ class Forwarder:
 
     async def close(self, grace_s: float) -> None:
         """Give forwards in progress ``grace_s`` to finish, then cancel the rest (logged as lost)."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("bounce.forwards_cancelled", count=len(pending))
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*pending, return_exceptions=True)
+        cancelled = await finish_or_cancel(self._tasks, grace_s)
+        if cancelled:
+            log.warning("bounce.forwards_cancelled", count=len(cancelled))

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 
+from postwire.core.lifecycle import background
 from postwire.dispatcher import metrics
 from postwire.dispatcher.replies import Reply
 from postwire.dispatcher.shaping import DEFAULT, Rule, ShapingRules
@@ -228,10 +229,5 @@ class Shaper:
 @contextlib.asynccontextmanager
 async def running(shaper: Shaper) -> AsyncIterator[None]:
     """Run the shaper's ticker for the duration of the block."""
-    task = asyncio.create_task(shaper.run())
-    try:
+    async with background(shaper.run()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -18,6 +18,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from postwire.core.lifecycle import background, finish_or_cancel
 from postwire.dispatcher import metrics
 
 log = structlog.get_logger(__name__)
@@ -130,14 +131,9 @@ class Consumer:
 
     async def _drain(self, grace_s: float) -> None:
         """Let in-flight messages finish within the grace period; cancel (and so nak) the rest."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("consumer.nak_unfinished", stage=self._stage, count=len(pending))
-            await asyncio.wait(pending, timeout=5)
+        cancelled = await finish_or_cancel(self._tasks, grace_s)
+        if cancelled:
+            log.warning("consumer.nak_unfinished", stage=self._stage, count=len(cancelled))
 
 
 @contextlib.asynccontextmanager
@@ -151,10 +147,5 @@ async def keep_alive(msg: Msg, every_s: float) -> AsyncIterator[None]:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    task = asyncio.create_task(beat())
-    try:
+    async with background(beat()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
