@@ -35,6 +35,22 @@ class Submission:
     css_engine: str = ""
     tags: Iterable[str] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    track_clicks: bool = False
+    track_opens: bool = False
+    track_bounces: bool = True
+    prevent_scam: bool = False
+    max_deliver_time: datetime | None = None  # UTC
+    dsn: envelope_pb2.Dsn | None = None  # RFC 3461 RET / ENVID
+    recipient_dsn: Mapping[str, envelope_pb2.RecipientDsn] = field(default_factory=dict)  # NOTIFY / ORCPT
+    recipient_ids: Mapping[str, str] = field(default_factory=dict)  # /v1/send: one message id per recipient
+
+    def options(self) -> envelope_pb2.SendOptions:
+        opts = envelope_pb2.SendOptions(
+            inline_css=self.inline_css, css_engine=self.css_engine, track_clicks=self.track_clicks,
+            track_opens=self.track_opens, track_bounces=self.track_bounces, prevent_scam=self.prevent_scam)
+        if self.max_deliver_time is not None:
+            opts.max_deliver_time.FromDatetime(self.max_deliver_time.astimezone(UTC))
+        return opts
 
 
 class Intake:
@@ -49,9 +65,13 @@ class Intake:
         envelope = envelope_pb2.InboundMessage(
             message_id=message_id, account_id=sub.account_id, mail_from=sub.mail_from,
             recipients=sub.recipients, source=sub.source, subject=sub.subject,
-            options=envelope_pb2.SendOptions(inline_css=sub.inline_css, css_engine=sub.css_engine),
-            tags=list(sub.tags), metadata=dict(sub.metadata),
+            options=sub.options(), tags=list(sub.tags), metadata=dict(sub.metadata),
+            recipient_ids=dict(sub.recipient_ids),
         )
+        if sub.dsn is not None:
+            envelope.dsn.CopyFrom(sub.dsn)
+        for rcpt, rdsn in sub.recipient_dsn.items():
+            envelope.recipient_dsn[rcpt].CopyFrom(rdsn)
         envelope.accepted_at.FromDatetime(datetime.now(UTC))
         try:
             envelope.body.CopyFrom(await self._bodies.put(f"{message_id}/original", sub.raw))

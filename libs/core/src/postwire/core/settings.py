@@ -10,7 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VERP_KEY_FILE = "verp.key"
@@ -50,6 +50,12 @@ class PostwireSettings(BaseSettings):
     # refused unless the operator allows them (local runs and tests with receivers on 127.0.0.1)
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
+    # how long POST /v1/resend can find a message (the ARCHIVE stream and the BODIES bucket keep it)
+    message_retention_days: float = Field(default=7.0, gt=0)
+    # tracking (docs/tracking.md): the base URL of click/open links when the From domain has no
+    # tracking host of its own (the API's public URL), and how long links keep working
+    tracking_base_url: str = "http://127.0.0.1:8080"
+    tracking_retention_days: float = Field(default=90.0, gt=0)
 
 
 def verp_secret_bytes(settings: PostwireSettings) -> bytes:

@@ -7,10 +7,14 @@ Streams
   EVENTS    events.<account>.<type>   every outcome (limits: read by the recorder and the webhook notifier)
   WEBHOOKS  webhooks.<webhook id>[.retry]  one signed POST to make per endpoint and event (work queue:
             one consumer pair per endpoint, so a failing endpoint only holds up itself; docs/webhooks.md)
+  ARCHIVE   archive.<message id>  every routed InboundMessage, kept for the retention period so
+            POST /v1/resend can send it again (limits: one per id, aged out)
 Object store
-  BODIES    message bodies larger than the inline threshold
-Key-value bucket
+  BODIES    message bodies larger than the inline threshold (kept as long as the archive)
+Key-value buckets
   SUPPRESSIONS  mirror of the suppression list for the router's per-recipient check (postwire.db.suppressions)
+  TRACKING      per tracked message: links, recipients, ids (postwire.core.tracking), plus first-open /
+                first-click markers; entries age out with the tracking retention
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
+from postwire.core.settings import PostwireSettings
+
 INBOUND = "INBOUND"
 OUTBOUND = "OUTBOUND"
 EVENTS = "EVENTS"
 BODIES = "BODIES"
 WEBHOOKS = "WEBHOOKS"
 SUPPRESSIONS = "SUPPRESSIONS"
+ARCHIVE = "ARCHIVE"
+TRACKING = "TRACKING"
 
 DAY = 24 * 3600.0
 
@@ -53,6 +61,10 @@ def outbound_retry_subject(shard: int) -> str:
     """Deferred mail of a shard: a separate subject (and consumer) so a retry backlog never holds up
     fresh mail. ``outbound.>`` covers it; the filters ``outbound.<shard>`` and this do not overlap."""
     return f"outbound.{shard:03d}.retry"
+
+
+def archive_subject(message_id: str) -> str:
+    return f"archive.{message_id}"
 
 
 def event_subject(account_id: str, event_type: str) -> str:
@@ -75,6 +87,13 @@ class Topology:
     # longer than the longest retry lifetime, so a deferred message is never dropped by age
     queue_max_age_s: float = 7 * DAY
     events_max_age_s: float = 7 * DAY
+    archive_max_age_s: float = 7 * DAY
+    tracking_max_age_s: float = 90 * DAY
+
+    @classmethod
+    def from_settings(cls, settings: PostwireSettings) -> Topology:
+        return cls(replicas=settings.stream_replicas, archive_max_age_s=settings.message_retention_days * DAY,
+                   tracking_max_age_s=settings.tracking_retention_days * DAY)
 
     def streams(self) -> list[StreamConfig]:
         def stream(name: str, subject: str, retention: RetentionPolicy, max_age: float) -> StreamConfig:
@@ -88,6 +107,11 @@ class Topology:
             stream(EVENTS, "events.>", RetentionPolicy.LIMITS, self.events_max_age_s),
             # outlives the webhook retry window (24 h by default), so a retry is parked, never aged out
             stream(WEBHOOKS, "webhooks.>", RetentionPolicy.WORK_QUEUE, self.queue_max_age_s),
+            # one entry per id (a redelivered message's copy replaces the first)
+            StreamConfig(name=ARCHIVE, subjects=["archive.>"], retention=RetentionPolicy.LIMITS,
+                         max_age=self.archive_max_age_s, max_msgs_per_subject=1, storage=StorageType.FILE,
+                         num_replicas=self.replicas, duplicate_window=self.duplicate_window_s,
+                         allow_direct=True),
         ]
 
     async def apply(self, js: JetStreamContext) -> None:
@@ -101,10 +125,14 @@ class Topology:
             await js.create_object_store(
                 BODIES,
                 config=ObjectStoreConfig(bucket=BODIES, storage=StorageType.FILE, replicas=self.replicas,
-                                         ttl=self.queue_max_age_s),
+                                         ttl=max(self.queue_max_age_s, self.archive_max_age_s)),
             )
         with contextlib.suppress(BadRequestError):  # no bucket TTL: entries live until removed
             await js.create_key_value(config=KeyValueConfig(bucket=SUPPRESSIONS, history=1, direct=True,
+                                                            storage=StorageType.FILE, replicas=self.replicas))
+        with contextlib.suppress(BadRequestError):
+            await js.create_key_value(config=KeyValueConfig(bucket=TRACKING, history=1, direct=True,
+                                                            ttl=self.tracking_max_age_s,
                                                             storage=StorageType.FILE, replicas=self.replicas))
 
 

@@ -17,8 +17,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -75,6 +77,9 @@ class Domain(Base):
     dkim_private_key: Mapped[str] = mapped_column(Text)
     # the p= value of the DKIM TXT record
     dkim_public_key: Mapped[str] = mapped_column(Text)
+    # host name of click/open tracking links for mail from this domain (a CNAME to the API's host the
+    # customer publishes); None: POSTWIRE_TRACKING_BASE_URL (docs/tracking.md)
+    tracking_host: Mapped[str | None] = mapped_column(String(253))
     created_at: Mapped[datetime] = _now()
 
 
@@ -85,6 +90,12 @@ class SmtpCredential(Base):
     username: Mapped[str] = mapped_column(String(200), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     password_hash: Mapped[str] = mapped_column(Text)
+    # the login's default switches (x-smtpeter-* / X-Postwire-* headers override them per message)
+    inline_css: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_bounces: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    prevent_scam: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = _now()
 
 

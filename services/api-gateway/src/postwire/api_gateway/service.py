@@ -32,7 +32,7 @@ async def serve(settings: ApiSettings, stop: asyncio.Event,
     engine = make_engine(settings.database_url)
     try:
         js = nc.jetstream()
-        await Topology(replicas=settings.stream_replicas).apply(js)
+        await Topology.from_settings(settings).apply(js)
         bodies = BodyStore(js, settings.inline_body_max)
         intake = Intake(js, bodies, publish_timeout=settings.publish_timeout_s)
         app = create_app(Deps(settings, nc, intake, make_sessionmaker(engine)))

@@ -52,7 +52,7 @@ async def serve(settings: BounceSettings, stop: asyncio.Event,
     the bound receiver (tests bind port 0)."""
     nc = await connect(settings.nats_url, "postwire-bounce", stop=stop)
     js = nc.jetstream()
-    await Topology(replicas=settings.stream_replicas).apply(js)
+    await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
     listener: BounceListener | None = None
     forwarder: Forwarder | None = None

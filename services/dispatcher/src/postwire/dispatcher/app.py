@@ -62,7 +62,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
     shaper = Shaper(load_rules(settings.shaping_file))  # bad rules stop the boot here, before NATS
     nc = await natsconn.connect(settings.nats_url, "postwire-dispatcher", stop=stop)
     js = nc.jetstream()
-    await Topology(replicas=settings.stream_replicas).apply(js)
+    await Topology.from_settings(settings).apply(js)
     bodies = BodyStore(js, settings.inline_body_max)
     transformer = TransformerClient(settings.transformer_addr, settings.transformer_timeout_s)
     pool = ConnectionPool(_client_config(settings), idle_s=settings.connection_idle_s)

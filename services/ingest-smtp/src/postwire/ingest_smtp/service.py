@@ -77,7 +77,7 @@ async def _serve_with_nats(settings: IngestSmtpSettings, stop: asyncio.Event, re
     assert ready.nc is not None
     nc = ready.nc
     js = nc.jetstream()
-    await Topology(replicas=settings.stream_replicas).apply(js)
+    await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
     try:
         sessions = make_sessionmaker(engine)
