@@ -11,7 +11,8 @@ from nats.js.api import Header
 from postwire.core.topology import event_subject
 from postwire.v1 import envelope_pb2
 
-EVENT_TYPES = ("accepted", "delivered", "deferred", "failed", "bounced", "complained", "suppressed")
+EVENT_TYPES = ("accepted", "delivered", "deferred", "failed", "bounced", "complained", "suppressed", "opened",
+               "clicked")
 
 
 def event_id(message_id: str, recipient: str, event_type: str, attempt: int = 0) -> str:

@@ -30,7 +30,7 @@ from postwire.db.events_query import (
     list_events,
 )
 
-KNOWN_TYPES = (*EVENT_TYPES, "opened", "clicked")
+KNOWN_TYPES = EVENT_TYPES
 MAX_STATS_DAYS = 366
 CSV_COLUMNS = ("id", "type", "at", "message_id", "recipient", "reason", "hardbounce", "smtp_code",
                "enhanced_status", "response", "mx_host", "remote_mta", "feedback_type", "tags")

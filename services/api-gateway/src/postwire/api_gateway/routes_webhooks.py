@@ -29,7 +29,7 @@ from postwire.db.webhooks import Delivery, UnsafeUrl, UrlPolicy
 log = structlog.get_logger(__name__)
 
 WebhookId = Annotated[str, Path(max_length=32)]
-SUBSCRIBABLE = (*EVENT_TYPES, "opened", "clicked")
+SUBSCRIBABLE = EVENT_TYPES
 REPLAY_MAX = 1000
 
 
