@@ -4,6 +4,7 @@ a NATS client that submits like the ingest services do, and the EVENTS stream re
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from postwire.core.bodies import BodyStore
 from postwire.core.ids import new_message_id
 from postwire.core.intake import Intake, Submission
 from postwire.core.topology import Topology
+from postwire.core.tracking import OPEN, placeholder
 from postwire.dispatcher.app import serve
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.testing.dns import DnsServer
@@ -36,7 +38,9 @@ REJECT_MARKER = b"X-Test-Reject: yes"
 
 class FakeInliner(transformer_pb2_grpc.TransformerServicer):
     """A real Transformer peer with a trivial transform: ``<p>`` → ``<p style="x">``. MIME carrying
-    REJECT_MARKER gets INVALID_ARGUMENT, as unparseable MIME would from the real service."""
+    REJECT_MARKER gets INVALID_ARGUMENT, as unparseable MIME would from the real service. With tracking
+    asked for, ``href="http…"`` values become placeholders (8bit test bodies need no QP care) and a pixel
+    goes before ``</body>``: the contract of the real transformer (services/transformer)."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -46,8 +50,23 @@ class FakeInliner(transformer_pb2_grpc.TransformerServicer):
         self.calls += 1
         if REJECT_MARKER in request.mime:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cannot parse MIME")
-        mime = request.mime.replace(b"<p>", b'<p style="x">')
-        return transformer_pb2.TransformResponse(mime=mime, changed=mime != request.mime,
+        opts = request.options
+        mime = request.mime.replace(b"<p>", b'<p style="x">') if opts.inline_css else request.mime
+        links: list[str] = []
+
+        def track(m: re.Match[bytes]) -> bytes:
+            links.append(m.group(1).decode())
+            url = opts.click_url_prefix + placeholder(opts.nonce, len(links) - 1)
+            return b'href="' + url.encode() + b'"'
+
+        if opts.track_clicks:
+            mime = re.sub(rb'href="(https?://[^"]+)"', track, mime)
+        pixel = opts.track_opens and b"</body>" in mime
+        if pixel:
+            img = f'<img src="{opts.open_url_prefix}{placeholder(opts.nonce, OPEN)}" width="1" height="1">'
+            mime = mime.replace(b"</body>", img.encode() + b"</body>", 1)
+        return transformer_pb2.TransformResponse(mime=mime, changed=mime != request.mime, links=links,
+                                                 open_pixel=pixel,
                                                  html_parts_transformed=int(mime != request.mime))
 
 
@@ -136,11 +155,13 @@ async def submit(js: JetStreamContext) -> Submit:
     intake = Intake(js, BodyStore(js, INLINE_MAX))
 
     async def submit_(recipients: list[str], raw: bytes, *, inline_css: bool = False,
-                      mail_from: str = "sender@example.org", account_id: str = "acct1") -> str:
+                      mail_from: str = "sender@example.org", account_id: str = "acct1",
+                      **options: Any) -> str:
+        """``options``: further Submission fields (tracking switches, dsn, recipient_ids, …)."""
         mid = new_message_id()
         await intake.submit(Submission(account_id=account_id, mail_from=mail_from, recipients=recipients,
                                        raw=raw, source="api", subject="Hello", inline_css=inline_css,
-                                       tags=["t1"], metadata={"k": "v"}), mid)
+                                       tags=["t1"], metadata={"k": "v"}, **options), mid)
         return mid
 
     return submit_

@@ -5,6 +5,7 @@ decoded with the VERP secret."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,7 +18,9 @@ import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 
+from postwire.core import tracking
 from postwire.core.settings import PostwireSettings, verp_secret_bytes
+from postwire.core.topology import TRACKING
 from postwire.core.verp import DecodedVerp, decode, matches
 from postwire.db.accounts import create_account
 from postwire.db.domains import Algorithm, add_domain, dns_records
@@ -242,3 +245,42 @@ async def test_two_deferred_recipients_of_one_message_at_one_domain_are_both_ret
     await start_dispatcher()
     await submit([first, second], make_mime())
     await eventually(lambda: events.of("delivered", first) and events.of("delivered", second), timeout=20)
+
+
+async def test_tracked_message_gets_its_own_tokens_and_a_signature_per_recipient(
+        register: Register, start_dispatcher: Any, submit: Any, events: Any, transformer: Any,
+        dns_server: DnsServer, smtp_sink: SmtpSink, domain: str, js: Any) -> None:
+    """Inline once, personalise per recipient, sign after personalising: every copy verifies."""
+    sending = f"track-{domain}"
+    account_id, _ = await register(sending)
+    dns_server.add_mail_domain(domain)
+    rcpts = [f"one@{domain}", f"two@{domain}"]
+    html = ('<html><body><p>Hi</p><a href="https://shop.example/a?x=1">a</a>'
+            '<a href="https://shop.example/b">b</a></body></html>')
+    raw = (f"From: News <news@{sending}>\r\nTo: list@{sending}\r\nSubject: Tracked\r\n"
+           f"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n").encode()
+    dispatcher = await start_dispatcher(transformer_addr=transformer.addr,
+                                        tracking_base_url="https://t.example.test")
+    mid = await submit(rcpts, raw, account_id=account_id, mail_from=f"news@{sending}", inline_css=True,
+                       track_clicks=True, track_opens=True)
+
+    received = await smtp_sink.handler.wait_for(2)
+    assert transformer.servicer.calls == 1  # one transform for both recipients
+    key = tracking.tracking_key(verp_secret_bytes(dispatcher.settings))
+    seen: set[str] = set()
+    for copy in received:
+        assert await verifies(copy, dns_server)
+        body = copy.data.decode()
+        assert 'style="x"' in body and "PWT" not in body  # inlined, and no placeholder left
+        found = re.findall(r'https://t\.example\.test/t/([co])/([A-Za-z0-9_-]+)', body)
+        assert [k for k, _ in found] == ["c", "c", "o"]
+        tokens = [tracking.read_token(key, t) for _, t in found]
+        index = rcpts.index(copy.rcpt_tos[0])
+        assert {(t.group_id, t.recipient_index) for t in tokens} == {(mid, index)}
+        assert [t.link_index for t in tokens] == [0, 1, tracking.OPEN]
+        seen.update(t for _, t in found)
+    assert len(seen) == 6  # nothing shared between the two recipients
+    entry = await (await js.key_value(TRACKING)).get(mid)
+    stored = tracking.TrackedMessage.from_bytes(entry.value)
+    assert stored.links == ["https://shop.example/a?x=1", "https://shop.example/b"]
+    assert stored.recipients == rcpts and stored.account_id == account_id

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from postwire.core import natsconn
 from postwire.core.bodies import BodyStore
 from postwire.core.ops import ReadyCheck, ops_app, serve_app
+from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import owned_shards
 from postwire.core.topology import (
     INBOUND,
@@ -28,15 +29,18 @@ from postwire.core.topology import (
     outbound_subject,
     work_consumer,
 )
+from postwire.core.tracking import tracking_key
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.mx import MxResolver, make_resolver
+from postwire.dispatcher.personalise import Personaliser
 from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.router import make_router
 from postwire.dispatcher.sender import Sender
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.dispatcher.shaping import load_rules
+from postwire.dispatcher.signing import DkimSigner, make_signer
 from postwire.dispatcher.smtp_client import ClientConfig
 from postwire.dispatcher.throttle import Shaper
 from postwire.dispatcher.transform import TransformerClient
@@ -71,10 +75,11 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
     consumers: list[Consumer] = []
     background: list[asyncio.Task[None]] = [asyncio.create_task(shaper.run())]
     try:
+        signer = make_signer(settings)
         if settings.dispatcher_role in ("all", "router"):
-            consumers.append(await _router_consumer(js, bodies, transformer, settings))
+            consumers.append(await _router_consumer(js, bodies, transformer, settings, signer))
         if settings.dispatcher_role in ("all", "sender"):
-            consumers += await _sender_consumers(js, bodies, pool, shaper, settings)
+            consumers += await _sender_consumers(js, bodies, pool, shaper, settings, signer)
             background.append(asyncio.create_task(_sample_queues(js, settings)))
         log.info("dispatcher.started", role=settings.dispatcher_role, consumers=len(consumers),
                  providers=sorted(shaper.rules.providers))
@@ -121,23 +126,24 @@ async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject:
 
 
 async def _router_consumer(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
-                           settings: DispatcherSettings) -> Consumer:
-    router = make_router(js, bodies, transformer, settings)
+                           settings: DispatcherSettings, signer: DkimSigner) -> Consumer:
+    router = make_router(js, bodies, transformer, settings, signer)
     sub = await _bind(js, INBOUND, ROUTER_CONSUMER, None, settings)
     return Consumer(sub, router.handle, Slots(settings.max_concurrency), stage="router",
                     batch=settings.fetch_batch)
 
 
 async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
-                            settings: DispatcherSettings) -> list[Consumer]:
+                            settings: DispatcherSettings, signer: DkimSigner) -> list[Consumer]:
     """Two durable consumers per owned shard: fresh mail and deferred mail, each with its own
     concurrency limit, so neither a retry backlog (pending naks) nor a wave of due retries can take
     the capacity new mail needs."""
     deliverer = Deliverer(MxResolver(make_resolver(settings.nameservers, settings.dns_timeout_s)), pool,
                           shaper, settings.mx_port)
     policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
+    personaliser = Personaliser(tracking_key(verp_secret_bytes(settings)), signer)
     sender = Sender(js, bodies, deliverer, policy, shaper, shards=settings.shards,
-                    heartbeat_s=settings.ack_wait_s / 3)
+                    heartbeat_s=settings.ack_wait_s / 3, personaliser=personaliser)
     handler: Handler = sender.handle
     fresh_slots, retry_slots = Slots(settings.max_concurrency), Slots(settings.retry_concurrency)
     consumers = []

@@ -18,7 +18,7 @@ from postwire.dispatcher import metrics
 from postwire.dispatcher.mx import DnsFailure, MxResolver
 from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.replies import Reply, local
-from postwire.dispatcher.smtp_client import ConnectFailure
+from postwire.dispatcher.smtp_client import ConnectFailure, DsnParams
 from postwire.dispatcher.throttle import Budget, Shaper
 
 log = structlog.get_logger(__name__)
@@ -32,7 +32,7 @@ class Deliverer:
         self._port = port
 
     async def deliver(self, domain: str, mail_from: str, recipients: list[str],
-                      data: bytes) -> dict[str, Reply]:
+                      data: bytes, *, dsn: DsnParams | None = None) -> dict[str, Reply]:
         """A reply for every recipient (never raises for DNS or SMTP trouble). Raises BudgetFull when
         the first MX host's provider has a full ready queue: the message must wait, not fail over."""
         try:
@@ -53,7 +53,7 @@ class Deliverer:
             try:
                 async with self._pool.lease(budget, host.name, self._port, addresses) as conn:
                     metrics.ATTEMPTS.labels(budget.provider).inc(len(recipients))
-                    result = await conn.send(mail_from, recipients, data)
+                    result = await conn.send(mail_from, recipients, data, dsn)
             except ConnectFailure as e:
                 self._shaper.observe(budget, e.reply)
                 failure = e.reply

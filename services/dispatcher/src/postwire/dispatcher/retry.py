@@ -31,16 +31,17 @@ class RetryPolicy:
         step = min(self.max_s, max(self.base_s, age_s))
         return max(MIN_DELAY_S, step * (rng or random).uniform(0.75, 1.0))
 
-    def expires_at(self, accepted_at: datetime) -> datetime:
-        return accepted_at + timedelta(seconds=self.lifetime_s)
+    def expires_at(self, accepted_at: datetime, deadline: datetime | None = None) -> datetime:
+        """The message's own deadline (maxdelivertime) when it has one, else acceptance + lifetime."""
+        return deadline if deadline is not None else accepted_at + timedelta(seconds=self.lifetime_s)
 
-    def next_delay(self, accepted_at: datetime, now: datetime,
-                   rng: random.Random | None = None) -> float | None:
+    def next_delay(self, accepted_at: datetime, now: datetime, rng: random.Random | None = None,
+                   deadline: datetime | None = None) -> float | None:
         """Seconds until the next attempt, or None when the message has outlived its lifetime.
 
         The last retry is pulled in to the expiry time, so a message is tried once more at the end of its
         life instead of expiring in the middle of a long backoff step."""
-        remaining = (self.expires_at(accepted_at) - now).total_seconds()
+        remaining = (self.expires_at(accepted_at, deadline) - now).total_seconds()
         if remaining <= 0:
             return None
         age = max(0.0, (now - accepted_at).total_seconds())

@@ -5,12 +5,19 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
    then the suppression check: every recipient is looked up in the SUPPRESSIONS KV bucket (concurrent
    gets, no database); a suppressed one gets a "suppressed" event and is not routed
    (docs/suppressions.md). A message whose recipients are all suppressed stops here;
-2. content transforms (CSS inlining), then the DKIM signature over the final content, stored as
-   ``<id>/signed`` (postwire.dispatcher.signing: which key, cache, database-down behaviour);
+2. the message is archived for POST /v1/resend (postwire.core.archive); content transforms (CSS
+   inlining and, when asked, link/pixel rewriting for tracking: once per message), then the DKIM
+   signature over the final content, stored as ``<id>/signed`` (postwire.dispatcher.signing: which key,
+   cache, database-down behaviour). A tracked message is not signed here: its links are placeholders the
+   sender replaces per recipient, and it signs after that (postwire.dispatcher.personalise); the links
+   and recipients go to the TRACKING bucket (postwire.core.tracking);
 3. "failed" events for recipients whose address cannot be routed at all;
 4. OutboundMessage per recipient to outbound.<shard of its domain> with Nats-Msg-Id
    "<message_id>.<recipient>" and a VERP envelope sender (postwire.core.verp): one SMTP transaction per
-   recipient, so an asynchronous bounce names exactly what bounced. A null sender (<>) stays null;
+   recipient, so an asynchronous bounce names exactly what bounced. A null sender (<>) stays null, and
+   so does the customer's own sender when the message asked not to track bounces (trackbounces=false).
+   Each carries its recipient's message id (/v1/send gives one per recipient), DSN parameters,
+   expiry (maxdelivertime) and tracking reference;
 5. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable.
 """
 
@@ -21,7 +28,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import google.protobuf.message
 import nats.errors
@@ -30,24 +37,23 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
+from postwire.core import tracking
+from postwire.core.archive import archive
 from postwire.core.bodies import BodyStore
 from postwire.core.events import make_event, publish_event
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import shard_for
-from postwire.core.topology import outbound_subject
+from postwire.core.topology import TRACKING, outbound_subject
 from postwire.core.verp import encode as verp_encode
-from postwire.db.engine import async_url, make_sessionmaker
 from postwire.db.suppressions import MirrorUnavailable, SuppressionMirror, normalise_address
 from postwire.dispatcher import metrics
 from postwire.dispatcher.domains import group_by_domain
 from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.settings import DispatcherSettings
-from postwire.dispatcher.signing import DKIM_SIGNED, DkimSigner, KeyCache, KeysUnavailable, db_loader
-from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable
-from postwire.v1 import envelope_pb2
+from postwire.dispatcher.signing import DKIM_SIGNED, DkimSigner, KeysUnavailable, from_domain
+from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable, css_engine
+from postwire.v1 import envelope_pb2, transformer_pb2
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +75,22 @@ def outbound_msg_id(message_id: str, recipient: str) -> str:
     if not rcpt.isascii() or any(c.isspace() for c in rcpt):
         rcpt = hashlib.sha256(rcpt.encode("utf-8")).hexdigest()[:32]
     return f"{message_id}.{rcpt}"
+
+
+def message_id_of(inbound: envelope_pb2.InboundMessage, recipient: str) -> str:
+    """The recipient's own message id (/v1/send gives one per recipient), else the message's."""
+    return inbound.recipient_ids.get(recipient) or inbound.message_id
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The body to deliver; its content when it was read on the way (so signing does not read it
+    again); and, for a tracked message, the placeholders' nonce and the original links by index."""
+
+    body: envelope_pb2.Body
+    content: bytes | None
+    nonce: str = ""
+    links: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,7 +151,8 @@ class SuppressionCheck:
 class Router:
     def __init__(self, js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient, *,
                  shards: int, transformer_retry_s: float, signer: DkimSigner, return_path: ReturnPath,
-                 signing_retry_s: float, suppressions: SuppressionCheck) -> None:
+                 signing_retry_s: float, suppressions: SuppressionCheck, tracking_key: bytes,
+                 tracking_base_url: str) -> None:
         self._js = js
         self._bodies = bodies
         self._transformer = transformer
@@ -139,6 +162,8 @@ class Router:
         self._return_path = return_path
         self._signing_retry_s = signing_retry_s
         self._suppressions = suppressions
+        self._tracking_key = tracking_key
+        self._tracking_base_url = tracking_base_url.rstrip("/")
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -188,9 +213,14 @@ class Router:
             log.info("router.routed", message_id=inbound.message_id, domains=0,
                      recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
             return
+        await archive(self._js, inbound)
         try:
-            body, content = await self._body_for_delivery(inbound)
-            body = await self._signed(inbound, body, content)
+            prepared = await self._body_for_delivery(inbound)
+            body, nonce = prepared.body, prepared.nonce
+            if nonce:
+                await self._remember_links(inbound, prepared.links)
+            else:
+                body = await self._signed(inbound, body, prepared.content)
         except ObjectNotFoundError:
             # the body expired or was deleted: nothing will ever deliver this message
             gone = local("5.3.0", "message body not found in the object store")
@@ -198,9 +228,10 @@ class Router:
                                                  if r not in suppressed])
             return
         await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
+        index = {rcpt: i for i, rcpt in enumerate(inbound.recipients)}
         for domain, recipients in groups.items():
             for rcpt in recipients:
-                await self._publish_outbound(inbound, domain, rcpt, body)
+                await self._publish_outbound(inbound, domain, rcpt, body, nonce, index[rcpt])
         log.info("router.routed", message_id=inbound.message_id, domains=len(groups),
                  recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
 
@@ -210,26 +241,54 @@ class Router:
         harmlessly."""
         suppressed = await self._suppressions.suppressed(inbound.account_id, recipients)
         for rcpt, reason in suppressed.items():
-            ev = make_event("suppressed", account_id=inbound.account_id, message_id=inbound.message_id,
-                            recipient=rcpt, reason=reason, tags=list(inbound.tags),
-                            metadata=dict(inbound.metadata))
+            ev = make_event("suppressed", account_id=inbound.account_id,
+                            message_id=message_id_of(inbound, rcpt), recipient=rcpt, reason=reason,
+                            tags=list(inbound.tags), metadata=dict(inbound.metadata))
             await publish_event(self._js, ev)
             metrics.DELIVERIES.labels("suppressed").inc()
         return suppressed
 
-    async def _body_for_delivery(self, inbound: envelope_pb2.InboundMessage,
-                                 ) -> tuple[envelope_pb2.Body, bytes | None]:
-        """The original body reference, or a new one holding the transformed MIME when it changed; with
-        the content when it was read on the way (so signing does not read it again)."""
-        if not inbound.options.inline_css:
-            return inbound.body, None
+    async def _body_for_delivery(self, inbound: envelope_pb2.InboundMessage) -> Prepared:
+        """The original body reference, or a new one holding the transformed MIME when it changed."""
+        opts = inbound.options
+        tracked = opts.track_clicks or opts.track_opens
+        if not opts.inline_css and not tracked:
+            return Prepared(inbound.body, None)
         original = await self._bodies.get(inbound.body)
         if _HTML.search(original) is None:  # no HTML part anywhere: skip the gRPC round trip
-            return inbound.body, original
-        result = await self._transformer.inline_css(original, inbound.options.css_engine)
+            return Prepared(inbound.body, original)
+        nonce = tracking.nonce_for(self._tracking_key, inbound.message_id) if tracked else ""
+        options = transformer_pb2.TransformOptions(
+            inline_css=opts.inline_css, css_engine=css_engine(opts.css_engine),
+            track_clicks=opts.track_clicks, track_opens=opts.track_opens, prevent_scam=opts.prevent_scam,
+            nonce=nonce)
+        if tracked:
+            base = await self._tracking_base(inbound.account_id, original)
+            options.click_url_prefix = base + tracking.CLICK_PATH
+            options.open_url_prefix = base + tracking.OPEN_PATH
+        result = await self._transformer.transform(original, options)
         if result is None or not result.changed:
-            return inbound.body, original
-        return await self._bodies.put(f"{inbound.message_id}/transformed", result.mime), result.mime
+            return Prepared(inbound.body, original)
+        body = await self._bodies.put(f"{inbound.message_id}/transformed", result.mime)
+        if not result.links and not result.open_pixel:
+            return Prepared(body, result.mime)
+        return Prepared(body, result.mime, nonce, list(result.links))
+
+    async def _tracking_base(self, account_id: str, raw: bytes) -> str:
+        """https://<the From domain's tracking host>, else the configured base URL (the API's host)."""
+        domain = from_domain(raw)
+        keys = await self._signer.keys_for(account_id)
+        host = keys.tracking_host_for(domain) if domain else None
+        return f"https://{host}" if host else self._tracking_base_url
+
+    async def _remember_links(self, inbound: envelope_pb2.InboundMessage, links: list[str]) -> None:
+        """The TRACKING entry the redirect and the pixel read: links by index, recipients by index."""
+        entry = tracking.TrackedMessage(
+            account_id=inbound.account_id, links=links, recipients=list(inbound.recipients),
+            message_ids={r: i for r, i in inbound.recipient_ids.items() if i != inbound.message_id},
+            tags=list(inbound.tags), metadata=dict(inbound.metadata))
+        kv = await self._js.key_value(TRACKING)
+        await kv.put(inbound.message_id, entry.to_bytes())
 
     async def _signed(self, inbound: envelope_pb2.InboundMessage, body: envelope_pb2.Body,
                       content: bytes | None) -> envelope_pb2.Body:
@@ -249,48 +308,67 @@ class Router:
 
     async def _publish_accepted(self, inbound: envelope_pb2.InboundMessage) -> None:
         for rcpt in inbound.recipients:
-            ev = make_event("accepted", account_id=inbound.account_id, message_id=inbound.message_id,
-                            recipient=rcpt, mail_from=inbound.mail_from, subject=inbound.subject,
-                            size=inbound.body.size, source=inbound.source, tags=list(inbound.tags),
+            ev = make_event("accepted", account_id=inbound.account_id,
+                            message_id=message_id_of(inbound, rcpt), recipient=rcpt,
+                            mail_from=inbound.mail_from, subject=inbound.subject, size=inbound.body.size,
+                            source=inbound.source, tags=list(inbound.tags),
                             metadata=dict(inbound.metadata))
             if inbound.HasField("accepted_at"):
                 ev.at.CopyFrom(inbound.accepted_at)
+            if inbound.HasField("dsn"):
+                ev.dsn.CopyFrom(inbound.dsn)
+            if rcpt in inbound.recipient_dsn:
+                ev.recipient_dsn.CopyFrom(inbound.recipient_dsn[rcpt])
             await publish_event(self._js, ev)
 
     async def _publish_failed(self, inbound: envelope_pb2.InboundMessage,
                               failures: list[tuple[str, Reply]]) -> None:
         for rcpt, reply in failures:
-            ev = make_event("failed", account_id=inbound.account_id, message_id=inbound.message_id,
+            ev = make_event("failed", account_id=inbound.account_id, message_id=message_id_of(inbound, rcpt),
                             recipient=rcpt, tags=list(inbound.tags), metadata=dict(inbound.metadata),
                             **reply.event_fields())
             await publish_event(self._js, ev)
             metrics.DELIVERIES.labels("failed").inc()
 
-    async def _publish_outbound(self, inbound: envelope_pb2.InboundMessage, domain: str,
-                                recipient: str, body: envelope_pb2.Body) -> None:
-        mail_from = self._return_path.for_recipient(inbound.mail_from, inbound.message_id, recipient)
+    async def _publish_outbound(self, inbound: envelope_pb2.InboundMessage, domain: str, recipient: str,
+                                body: envelope_pb2.Body, nonce: str, index: int) -> None:
+        message_id = message_id_of(inbound, recipient)
         out = envelope_pb2.OutboundMessage(
-            message_id=inbound.message_id, account_id=inbound.account_id, mail_from=mail_from,
-            domain=domain, recipients=[recipient], body=body, tags=list(inbound.tags), attempt=0,
+            message_id=message_id, account_id=inbound.account_id,
+            mail_from=self._mail_from(inbound, recipient), domain=domain, recipients=[recipient], body=body,
+            tags=list(inbound.tags), attempt=0,
             metadata=dict(inbound.metadata))
         if inbound.HasField("accepted_at"):
             out.accepted_at.CopyFrom(inbound.accepted_at)
         else:  # the lifetime counts from acceptance; an envelope without it starts the clock now
             out.accepted_at.GetCurrentTime()
+        if inbound.options.HasField("max_deliver_time"):
+            out.expires_at.CopyFrom(inbound.options.max_deliver_time)
+        if inbound.HasField("dsn"):
+            out.dsn.CopyFrom(inbound.dsn)
+        if recipient in inbound.recipient_dsn:
+            out.recipient_dsn.CopyFrom(inbound.recipient_dsn[recipient])
+        if nonce:
+            out.tracking.CopyFrom(envelope_pb2.Tracking(nonce=nonce, group_id=inbound.message_id,
+                                                        recipient_index=index))
         await self._js.publish(outbound_subject(shard_for(domain, self._shards)), out.SerializeToString(),
                                headers={Header.MSG_ID: outbound_msg_id(inbound.message_id, recipient)})
 
+    def _mail_from(self, inbound: envelope_pb2.InboundMessage, recipient: str) -> str:
+        """VERP, unless the message asked to keep its own envelope sender (trackbounces=false)."""
+        if inbound.options.HasField("track_bounces") and not inbound.options.track_bounces:
+            return inbound.mail_from
+        return self._return_path.for_recipient(inbound.mail_from, message_id_of(inbound, recipient),
+                                               recipient)
+
 
 def make_router(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
-                settings: DispatcherSettings) -> Router:
-    """The router with its DKIM signer and VERP return path. The signer's engine has no pool (NullPool):
-    keys are cached, so it connects rarely, and no connection is left open for shutdown to close."""
-    engine = create_async_engine(async_url(settings.database_url), poolclass=NullPool,
-                                 connect_args={"timeout": settings.dkim_lookup_timeout_s})
-    cache = KeyCache(db_loader(make_sessionmaker(engine), settings.dkim_lookup_timeout_s),
-                     settings.dkim_cache_ttl_s, settings.dkim_cache_size)
-    return_path = ReturnPath(verp_secret_bytes(settings), settings.bounce_domain)
+                settings: DispatcherSettings, signer: DkimSigner) -> Router:
+    """The router with its VERP return path and suppression check; ``signer`` is shared with the sender."""
+    secret = verp_secret_bytes(settings)
+    return_path = ReturnPath(secret, settings.bounce_domain)
     suppressions = SuppressionCheck(SuppressionMirror(js), settings.suppression_cache_ttl_s)
     return Router(js, bodies, transformer, shards=settings.shards,
-                  transformer_retry_s=settings.transformer_retry_s, signer=DkimSigner(cache),
-                  return_path=return_path, signing_retry_s=settings.dkim_retry_s, suppressions=suppressions)
+                  transformer_retry_s=settings.transformer_retry_s, signer=signer,
+                  return_path=return_path, signing_retry_s=settings.dkim_retry_s, suppressions=suppressions,
+                  tracking_key=tracking.tracking_key(secret), tracking_base_url=settings.tracking_base_url)

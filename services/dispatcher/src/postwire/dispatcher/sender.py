@@ -45,10 +45,14 @@ from postwire.core.bodies import BodyStore
 from postwire.core.events import make_event, publish_event
 from postwire.core.sharding import shard_for
 from postwire.core.topology import outbound_retry_subject
+from postwire.core.verp import PREFIX as VERP_PREFIX
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
+from postwire.dispatcher.personalise import Personaliser
 from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.retry import RetryPolicy
+from postwire.dispatcher.signing import KeysUnavailable
+from postwire.dispatcher.smtp_client import DsnParams
 from postwire.dispatcher.throttle import Budget, BudgetFull, Shaper
 from postwire.dispatcher.worker import keep_alive
 from postwire.v1 import envelope_pb2
@@ -61,6 +65,27 @@ BODY_RETRY_S = 2.0
 _PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
+# what a recipient whose maxdelivertime passed before an attempt "deferred" with (then failed as expired)
+_TOO_LATE = local("4.4.7", "the message's delivery deadline (maxdelivertime) passed before delivery")
+
+
+def _deadline(out: envelope_pb2.OutboundMessage) -> datetime | None:
+    return out.expires_at.ToDatetime(UTC) if out.HasField("expires_at") else None
+
+
+def dsn_params(out: envelope_pb2.OutboundMessage) -> DsnParams | None:
+    """The RFC 3461 parameters to pass on to the next hop: only when the envelope sender is the customer's
+    own (trackbounces=false). With a VERP return path the reports come to us, and we honour NOTIFY, RET
+    and ENVID ourselves when forwarding bounces (docs/bounces.md); passing NOTIFY=NEVER on would stop the
+    very bounces we track."""
+    if out.mail_from.lower().startswith(f"{VERP_PREFIX}-"):
+        return None
+    if not out.HasField("dsn") and not out.HasField("recipient_dsn"):
+        return None
+    return DsnParams(ret=out.dsn.ret, envid=out.dsn.envid, notify=tuple(out.recipient_dsn.notify),
+                     orcpt=out.recipient_dsn.orcpt)
+
+
 def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> str:
     """Stable per (message, recipients, attempt): a republish after a lost PubAck is deduplicated, while
     two recipients of one message deferred on the same attempt stay two messages."""
@@ -70,7 +95,8 @@ def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> st
 
 class Sender:
     def __init__(self, js: JetStreamContext, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
-                 shaper: Shaper, *, shards: int, heartbeat_s: float) -> None:
+                 shaper: Shaper, *, shards: int, heartbeat_s: float,
+                 personaliser: Personaliser | None = None) -> None:
         self._js = js
         self._shaper = shaper
         self._bodies = bodies
@@ -78,6 +104,7 @@ class Sender:
         self._policy = policy
         self._shards = shards
         self._heartbeat_s = heartbeat_s
+        self._personaliser = personaliser
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -90,6 +117,10 @@ class Sender:
         wait = self._not_yet(out)
         if wait > 0:
             await msg.nak(delay=wait)
+            return
+        deadline = _deadline(out)
+        if deadline is not None and datetime.now(UTC) >= deadline:  # maxdelivertime passed
+            await self._settle(msg, out, attempt, dict.fromkeys(out.recipients, _TOO_LATE), expired=True)
             return
         async with keep_alive(msg, self._heartbeat_s):
             try:
@@ -126,19 +157,24 @@ class Sender:
         """Replies for every recipient, or None when the body could not be read just now."""
         try:
             data = await self._bodies.get(out.body)
+            if out.tracking.nonce and self._personaliser is not None:
+                data = await self._personaliser.prepare(out, data)
         except ObjectNotFoundError:
             return dict.fromkeys(out.recipients, local("5.3.0", "message body not found in the object store"))
-        except (nats.errors.Error, TimeoutError, OSError) as e:
+        except (nats.errors.Error, TimeoutError, OSError, KeysUnavailable) as e:
             log.warning("sender.body_unavailable", message_id=out.message_id,
                         error=str(e) or type(e).__name__)
             return None
-        return await self._deliverer.deliver(out.domain, out.mail_from, list(out.recipients), data)
+        return await self._deliverer.deliver(out.domain, out.mail_from, list(out.recipients), data,
+                                             dsn=dsn_params(out))
 
     async def _settle(self, msg: Msg, out: envelope_pb2.OutboundMessage, attempt: int,
-                      replies: dict[str, Reply]) -> None:
+                      replies: dict[str, Reply], expired: bool = False) -> None:
         now = datetime.now(UTC)
         deferred = [r for r in out.recipients if replies[r].outcome == "deferred"]
-        delay = self._policy.next_delay(out.accepted_at.ToDatetime(UTC), now) if deferred else None
+        delay = None
+        if deferred and not expired:
+            delay = self._policy.next_delay(out.accepted_at.ToDatetime(UTC), now, deadline=_deadline(out))
         expired = bool(deferred) and delay is None
         for rcpt in out.recipients:
             await self._durably(functools.partial(self._publish_outcome, out, attempt, rcpt, replies[rcpt],

@@ -66,7 +66,8 @@ class DispatcherSettings(PostwireSettings):
     # retry step = message age clamped to [retry_base_s, retry_max_s], times U(0.75, 1) (see retry.py)
     retry_base_s: PositiveFloat = 300.0
     retry_max_s: PositiveFloat = 3600.0
-    message_lifetime_s: PositiveFloat = 5 * 24 * 3600.0
+    # the default delivery window (SMTPeter's 1 day; Postfix's is 5); a message's maxdelivertime overrides it
+    message_lifetime_s: PositiveFloat = 24 * 3600.0
     connection_idle_s: PositiveFloat = 30.0
     # --- return path and signing (docs/domains.md); bounce_domain, verp_secret: postwire.core.settings
     # how long an account's DKIM keys (or the fact that it has none) are used before PostgreSQL is asked

@@ -1,4 +1,4 @@
-"""DKIM signing in the router: which key signs a message, where the keys come from, and the signature.
+"""DKIM signing (router; the sender for tracked mail): which key signs, where keys come from, the signature.
 
 Which key: the account's registered domain equal to the From header's domain, else its closest
 registered parent (From ``news.example.com`` is signed ``d=example.com`` when only example.com is
@@ -27,10 +27,13 @@ from email.utils import getaddresses
 import dkim
 import structlog
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from postwire.db.domains import InvalidDomain, list_domains, normalise_name, parent_names
+from postwire.db.engine import async_url, make_sessionmaker
 from postwire.dispatcher import dkim_rsa
+from postwire.dispatcher.settings import DispatcherSettings
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +70,14 @@ class AccountKeys:
     """An account's keys by domain name (lower-case A-label)."""
 
     by_domain: dict[str, SigningKey]
+    # the domains' own tracking host names (docs/tracking.md), where set
+    tracking_hosts: dict[str, str] = field(default_factory=dict)
+
+    def tracking_host_for(self, from_domain: str) -> str | None:
+        for name in parent_names(from_domain):
+            if name in self.tracking_hosts:
+                return self.tracking_hosts[name]
+        return None
 
     def __bool__(self) -> bool:
         return bool(self.by_domain)
@@ -88,7 +99,8 @@ def db_loader(sessions: async_sessionmaker[AsyncSession], timeout_s: float) -> K
         async with asyncio.timeout(timeout_s), sessions() as session:
             rows = await list_domains(session, account_id)
         return AccountKeys({r.name: SigningKey(r.name, r.dkim_selector, r.dkim_algorithm,
-                                               r.dkim_private_key.encode("ascii")) for r in rows})
+                                               r.dkim_private_key.encode("ascii")) for r in rows},
+                           {r.name: r.tracking_host for r in rows if r.tracking_host})
 
     return load
 
@@ -204,3 +216,13 @@ class DkimSigner:
             log.error("dkim.sign_failed", d=key.domain, s=key.selector, error=str(e) or type(e).__name__)
             DKIM_SIGNED.labels("error").inc()
             return None
+
+
+def make_signer(settings: DispatcherSettings) -> DkimSigner:
+    """The signer with its key cache. The engine has no pool (NullPool): keys are cached, so it connects
+    rarely, and no connection is left open for shutdown to close."""
+    engine = create_async_engine(async_url(settings.database_url), poolclass=NullPool,
+                                 connect_args={"timeout": settings.dkim_lookup_timeout_s})
+    cache = KeyCache(db_loader(make_sessionmaker(engine), settings.dkim_lookup_timeout_s),
+                     settings.dkim_cache_ttl_s, settings.dkim_cache_size)
+    return DkimSigner(cache)

@@ -167,21 +167,52 @@ class SmtpConnection:
             if self.provider:
                 metrics.PROVIDER_CONNECTIONS.labels(self.provider).dec()
 
-    async def send(self, mail_from: str, recipients: list[str], data: bytes) -> Transaction:
+    async def send(self, mail_from: str, recipients: list[str], data: bytes,
+                   dsn: DsnParams | None = None) -> Transaction:
         """One MAIL/RCPT…/DATA transaction; every recipient gets a reply, none raises."""
         self.messages += 1
         self.last_used = time.monotonic()
         with metrics.SMTP_TRANSACTION.time():
-            result = await _Transaction(self, mail_from, recipients, data).run()
+            result = await _Transaction(self, mail_from, recipients, data, dsn).run()
         self.healthy = result.reusable
         return result
+
+
+@dataclass(frozen=True)
+class DsnParams:
+    """RFC 3461 parameters of a one-recipient transaction, passed on to a next hop that offers DSN."""
+
+    ret: str = ""
+    envid: str = ""
+    notify: tuple[str, ...] = ()
+    orcpt: str = ""
+
+    def mail_options(self) -> list[str]:
+        opts = [f"RET={self.ret}"] if self.ret in ("FULL", "HDRS") else []
+        return opts + ([f"ENVID={xtext(self.envid)}"] if self.envid else [])
+
+    def rcpt_options(self) -> list[str]:
+        opts = [f"NOTIFY={','.join(self.notify)}"] if self.notify else []
+        if self.orcpt and ";" in self.orcpt:
+            kind, addr = self.orcpt.split(";", 1)
+            opts.append(f"ORCPT={kind};{xtext(addr)}")
+        return opts
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 4: "+" and "=", controls, space and non-ASCII as +HH (UTF-8 octets)."""
+    return "".join(chr(b) if 33 <= b <= 126 and b not in (43, 61) else f"+{b:02X}"
+                   for b in value.encode("utf-8"))
 
 
 class _Transaction:
     """The state of one transaction, so a dropped connection can answer for everyone still waiting."""
 
-    def __init__(self, conn: SmtpConnection, mail_from: str, recipients: list[str], data: bytes) -> None:
+    def __init__(self, conn: SmtpConnection, mail_from: str, recipients: list[str], data: bytes,
+                 dsn: DsnParams | None = None) -> None:
         self.conn = conn
+        # RFC 3461 parameters go only to a server that offers DSN (RFC 3461 5.2: otherwise dropped)
+        self.dsn = dsn if dsn is not None and conn.client.supports_extension("dsn") else None
         self.client = conn.client
         self.mail_from = mail_from
         self.recipients = recipients
@@ -216,6 +247,8 @@ class _Transaction:
             options.append("BODY=8BITMIME")
         if needs_utf8 and utf8:
             options.append("SMTPUTF8")
+        if self.dsn is not None:
+            options += self.dsn.mail_options()
         return _encode(self.mail_from, utf8), options, needs_utf8 and not utf8
 
     async def _run(self) -> None:
@@ -252,7 +285,9 @@ class _Transaction:
                                                     "offer SMTPUTF8", mx_host=self.conn.mx_host)
                 continue
             self.stage = f"RCPT TO:<{rcpt}>"
-            response = await self.client.execute_command(b"RCPT", b"TO:<" + _encode(rcpt, utf8) + b">")
+            params = [o.encode() for o in self.dsn.rcpt_options()] if self.dsn is not None else []
+            response = await self.client.execute_command(b"RCPT", b"TO:<" + _encode(rcpt, utf8) + b">",
+                                                         *params)
             if response.code in (250, 251):
                 accepted.append(rcpt)
             elif response.code == 421:  # the server is closing the session: nobody else gets through

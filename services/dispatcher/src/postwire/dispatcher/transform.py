@@ -53,8 +53,14 @@ class TransformerClient:
         self._stub = transformer_pb2_grpc.TransformerStub(self._channel)
 
     async def inline_css(self, mime: bytes, engine: str) -> transformer_pb2.TransformResponse | None:
-        """The transformed message, or None when the original should be sent as it is."""
-        options = transformer_pb2.TransformOptions(inline_css=True, css_engine=css_engine(engine))
+        """The message with its CSS inlined, or None when the original should be sent as it is."""
+        return await self.transform(mime, transformer_pb2.TransformOptions(inline_css=True,
+                                                                           css_engine=css_engine(engine)))
+
+    async def transform(self, mime: bytes, options: transformer_pb2.TransformOptions,
+                        ) -> transformer_pb2.TransformResponse | None:
+        """The transformed message (CSS inlined and/or links rewritten for tracking), or None when the
+        original should be sent as it is."""
         request = transformer_pb2.TransformRequest(mime=mime, options=options)
         try:
             response: transformer_pb2.TransformResponse = await self._stub.Transform(request,
