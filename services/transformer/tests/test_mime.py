@@ -1,9 +1,10 @@
-"""transform_mime: HTML parts inlined, every other byte unchanged, bad input handled."""
+"""transform_mime: HTML parts inlined and tracked, every other byte unchanged, bad input handled."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import quopri
 import random
 import re
 from email import message_from_bytes
@@ -12,8 +13,11 @@ from email.policy import default as default_policy
 
 import pytest
 
-from postwire.transformer.inline import PREMAILER
+from postwire.core import tracking
+from postwire.transformer import mime
+from postwire.transformer.inline import PREMAILER, inline_html
 from postwire.transformer.mime import MimeError, transform_mime
+from postwire.transformer.tracking import TrackingOptions
 
 HTML = (
     "<html><head><style>p { color: red; } @media (max-width: 600px) { p { color: blue; } }</style>"
@@ -212,3 +216,192 @@ def test_random_mutations_never_crash_unexpectedly() -> None:
         cut = rng.randrange(len(data) + 1)
         with contextlib.suppress(MimeError):
             transform_mime(bytes(data[:cut]))
+
+
+# --- tracking ------------------------------------------------------------------------------------------
+
+NONCE = "fedcba9876543210"
+CLICK = "https://t.example.com/t/c/"
+OPENS = "https://t.example.com/t/o/"
+TRACK = TrackingOptions(NONCE, CLICK, OPENS, prevent_scam=True)
+KEY = tracking.tracking_key(b"verp secret")
+GROUP = "01JDQ3ZK4Q8Y5V7Q3M2W1X0ABC"
+TRACKED_HTML = (
+    "<html><head><style>p { color: red; } a[href^='https://shop'] { color: green; } "
+    "img { border: 5px solid red; }</style></head><body>\n"
+    '<p>Grüße, <a href="https://shop.example/sale?a=1&amp;b=2">Click here</a></p>\n'
+    '<p><a href="https://bank.example/">https://bank.example/</a> <a href="mailto:x@example.com">mail</a>'
+    ' <a href="#top">top</a></p>\n'
+    '<p><a href="https://shop.example/sale?a=1&amp;b=2"><img src="cid:logo" alt=""></a></p>\n'
+    "</body></html>"
+)
+TRACK_PIXEL = (
+    f'<img src="{OPENS}{tracking.placeholder(NONCE, tracking.OPEN)}" width="1" height="1" alt="" '
+    'style="display:block;border:0;width:1px;height:1px" />'
+)
+TRACKED_LINKS = ("https://shop.example/sale?a=1&b=2", "https://shop.example/sale?a=1&b=2")
+
+
+def _alternative(html_part: bytes) -> bytes:
+    return (
+        b"From: a@example.com\r\nTo: b@example.net\r\nSubject: t\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+        b"--alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Click here: https://shop.example/sale?a=1&b=2 \r\n"
+        b"--alt\r\n" + html_part + b"\r\n--alt--\r\n"
+    )
+
+
+def _qp_html_part(html: str) -> bytes:
+    body = quopri.encodestring(html.encode(), quotetabs=False).replace(b"\n", b"\r\n")
+    return (
+        b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + body.rstrip(b"\r\n")
+    )
+
+
+def _token(index: int) -> str:
+    return tracking.make_token(KEY, GROUP, 7, index)
+
+
+def _personalise(mime: bytes) -> bytes:
+    return tracking.personalise(mime, NONCE, _token)
+
+
+def test_tracking_rewrites_links_adds_the_pixel_and_keeps_the_text_part() -> None:
+    raw = _alternative(_qp_html_part(TRACKED_HTML))
+    result = transform_mime(raw, tracking=TRACK)
+    assert result.changed and result.html_parts_transformed == 1
+    assert result.links == TRACKED_LINKS and result.open_pixel
+    text_part = raw[raw.index(b"--alt\r\n") : raw.index(b"--alt\r\nContent-Type: text/html")]
+    assert text_part in result.mime  # byte for byte
+    html = _html_of(result.mime)
+    assert html.count(f'href="{CLICK}{tracking.placeholder(NONCE, 0)}"') == 1
+    assert html.count(f'href="{CLICK}{tracking.placeholder(NONCE, 1)}"') == 1
+    assert 'href="https://bank.example/"' in html and 'href="mailto:x@example.com"' in html
+    assert 'href="#top"' in html and "Grüße" in html
+    assert re.search(re.escape(TRACK_PIXEL) + r"\s*</body>", html)
+
+
+def test_the_part_becomes_quoted_printable_with_each_placeholder_on_its_own_line() -> None:
+    raw = _single(TRACKED_HTML.encode(), "utf-8", "8bit")
+    out = transform_mime(raw, tracking=TRACK).mime
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.count(b"Content-Transfer-Encoding") == 1 and head.endswith(b"quoted-printable")
+    lines = body.split(b"\r\n")
+    placeholders = re.compile(rb"PWT" + NONCE.encode() + rb"x(?:\d+|o)Z")
+    assert len(placeholders.findall(body)) == 3
+    assert [line for line in lines if placeholders.search(line)] == [
+        tracking.placeholder(NONCE, i).encode() + b"=" for i in (0, 1, tracking.OPEN)
+    ]
+    assert max(map(len, lines)) <= 76
+
+
+def test_personalised_message_parses_and_carries_the_tokens() -> None:
+    raw = _alternative(_qp_html_part(TRACKED_HTML))
+    sent = _personalise(transform_mime(raw, tracking=TRACK).mime)
+    assert b"PWT" + NONCE.encode() not in sent
+    html_start = sent.index(b"Content-Type: text/html")
+    assert max(map(len, sent[html_start:].split(b"\r\n"))) <= 76
+    html = _html_of(sent)
+    for i in (0, 1):
+        assert f'href="{CLICK}{_token(i)}"' in html
+    assert f'src="{OPENS}{_token(tracking.OPEN)}"' in html
+    token = tracking.read_token(KEY, _token(1))
+    assert (token.group_id.upper(), token.recipient_index, token.link_index) == (GROUP, 7, 1)
+
+
+def test_css_is_inlined_once_and_before_the_links_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def counting_inline(html: str, extra_css: str | None, engine: str) -> str:
+        calls.append(html)
+        return inline_html(html, extra_css, engine)
+
+    monkeypatch.setattr(mime, "inline_html", counting_inline)
+    html = _html_of(transform_mime(_single(TRACKED_HTML.encode(), "utf-8", "8bit"), tracking=TRACK).mime)
+    assert calls == [TRACKED_HTML + "\r\n"]  # once, on the document as sent: no placeholder in it yet
+    # the attribute selector matched the original URLs, so inlining saw them before they were replaced
+    assert html.count('style="color: green;"') == 2
+    # the pixel came after inlining: the img rule did not reach it
+    assert 'width:1px;height:1px" />' in html and html.count("border: 5px solid red") == 1
+
+
+def test_tracking_without_inlining_changes_only_links_and_pixel() -> None:
+    raw = _single(TRACKED_HTML.encode(), "utf-8", "8bit")
+    result = transform_mime(raw, inline_css=False, tracking=TRACK)
+    expected = (
+        TRACKED_HTML.replace('"https://shop.example/sale?a=1&amp;b=2"', f'"{CLICK}PLACEHOLDER"', 2)
+        .replace("PLACEHOLDER", tracking.placeholder(NONCE, 0), 1)
+        .replace("PLACEHOLDER", tracking.placeholder(NONCE, 1), 1)
+        .replace("</body>", TRACK_PIXEL + "</body>")
+    )
+    assert _html_of(result.mime).replace("\r\n", "\n") == expected + "\n"  # QP writes CRLF line breaks
+
+
+def test_both_off_is_exactly_as_before() -> None:
+    raw = _alternative(_qp_html_part(TRACKED_HTML))
+    assert transform_mime(raw, inline_css=False).mime is raw
+    assert transform_mime(raw) == transform_mime(raw, tracking=None)
+    assert transform_mime(raw).links == () and not transform_mime(raw).open_pixel
+
+
+def test_base64_html_is_tracked_as_quoted_printable() -> None:
+    body = base64.encodebytes(TRACKED_HTML.encode()).replace(b"\n", b"\r\n").rstrip()
+    out = transform_mime(_single(body, "utf-8", "base64"), tracking=TRACK)
+    assert out.links == TRACKED_LINKS
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n" in out.mime and b"base64" not in out.mime
+    html = _html_of(_personalise(out.mime))
+    assert f'href="{CLICK}{_token(0)}"' in html and "Grüße" in html
+
+
+def test_lf_message_gets_lf_soft_breaks() -> None:
+    out = transform_mime(_single(TRACKED_HTML.encode(), "utf-8", "8bit", nl=b"\n"), tracking=TRACK).mime
+    assert b"\r" not in out and (tracking.placeholder(NONCE, 0).encode() + b"=\n") in out
+    assert f'href="{CLICK}{_token(0)}"' in _html_of(_personalise(out))
+
+
+def test_link_indexes_run_across_html_parts() -> None:
+    part = _qp_html_part('<body><a href="https://a.example/">a</a><a href="https://b.example/">b</a></body>')
+    raw = (
+        b'From: a@example.com\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n'
+        b"--m\r\n" + part + b"\r\n--m\r\n" + part.replace(b"a.example", b"c.example") + b"\r\n--m--\r\n"
+    )
+    result = transform_mime(raw, inline_css=False, tracking=TrackingOptions(NONCE, CLICK))
+    assert result.html_parts_transformed == 2 and not result.open_pixel
+    assert result.links == (
+        "https://a.example/",
+        "https://b.example/",
+        "https://c.example/",
+        "https://b.example/",
+    )
+    for i in range(4):
+        assert result.mime.count(tracking.placeholder(NONCE, i).encode()) == 1
+
+
+def test_nothing_to_track_leaves_the_message_alone() -> None:
+    raw = _single(b'<p><a href="mailto:x@example.com">mail</a></p>', "utf-8", "7bit")
+    result = transform_mime(raw, tracking=TrackingOptions(NONCE, CLICK))
+    assert result.mime is raw and result.links == ()
+
+
+def test_html_attachment_and_non_ascii_compatible_charset_are_not_tracked() -> None:
+    attachment = _single(TRACKED_HTML.encode(), "utf-8", "8bit").replace(
+        b"Subject: t\r\n", b"Subject: t\r\nContent-Disposition: attachment; filename=page.html\r\n"
+    )
+    assert transform_mime(attachment, tracking=TRACK).mime is attachment
+    utf16_html = '<a href="https://a.example/">a</a>'.encode("utf-16")
+    utf16 = _single(base64.b64encode(utf16_html), "utf-16", "base64")
+    assert transform_mime(utf16, tracking=TRACK).mime is utf16
+
+
+def test_random_mutations_with_tracking_never_crash_unexpectedly() -> None:
+    rng = random.Random(99)
+    base = _alternative(_qp_html_part(TRACKED_HTML))
+    for _ in range(200):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        with contextlib.suppress(MimeError):
+            out = transform_mime(bytes(data), tracking=TRACK)
+            assert len(out.links) == len(re.findall(rb"PWT" + NONCE.encode() + rb"x\d+Z", out.mime))

@@ -1,10 +1,13 @@
-"""The gRPC service over loopback: round trip, health, status codes, ops endpoint, shutdown."""
+"""The gRPC service over loopback: round trip, tracking, health, status codes, ops endpoint, shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 
 import grpc
 import httpx
@@ -12,6 +15,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from postwire.core import tracking
 from postwire.transformer.server import SERVICE_NAME, Transformer, WorkerPool, serve
 from postwire.transformer.settings import TransformerSettings
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
@@ -153,3 +157,82 @@ async def test_stop_drains_and_returns() -> None:
     stop.set()
     await task
     assert task.done() and task.exception() is None
+
+
+NONCE = "00112233aabbccdd"
+TRACKED = (
+    b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee https://shop.example/?a=1&b=2\r\n"
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<html><head><style>p{color:red}</style></head><body>"
+    b'<p><a href="https://shop.example/?a=1&amp;b=2">Shop now</a> '
+    b'<a href="https://bank.example/">https://bank.example/</a> <a href="mailto:c@example.com">c</a></p>'
+    b"</body></html>\r\n--b--\r\n"
+)
+TRACKING = {
+    "track_clicks": True,
+    "track_opens": True,
+    "prevent_scam": True,
+    "click_url_prefix": "https://t.example.com/t/c/",
+    "open_url_prefix": "https://t.example.com/t/o/",
+    "nonce": NONCE,
+}
+
+
+async def test_tracking_round_trip(channel: grpc.aio.Channel) -> None:
+    reply = await transform(channel, TRACKED, inline_css=True, **TRACKING)
+    assert reply.changed and reply.html_parts_transformed == 1
+    assert list(reply.links) == ["https://shop.example/?a=1&b=2"] and reply.open_pixel
+    text_part = TRACKED[TRACKED.index(b"--b\r\n") : TRACKED.index(b"--b\r\nContent-Type: text/html")]
+    assert text_part in reply.mime
+    key = tracking.tracking_key(b"secret")
+    group = "01JDQ3ZK4Q8Y5V7Q3M2W1X0ABC"
+    sent = tracking.personalise(reply.mime, NONCE, lambda i: tracking.make_token(key, group, 0, i))
+    msg = message_from_bytes(sent, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    html = str(part.get_content())
+    assert '<p style="color: red;">' in html
+    assert f'href="https://t.example.com/t/c/{tracking.make_token(key, group, 0, 0)}"' in html
+    assert f'src="https://t.example.com/t/o/{tracking.make_token(key, group, 0, tracking.OPEN)}"' in html
+    assert 'href="https://bank.example/"' in html and 'href="mailto:c@example.com"' in html
+
+
+async def test_tracking_without_inlining(channel: grpc.aio.Channel) -> None:
+    reply = await transform(channel, TRACKED, inline_css=False, **(TRACKING | {"track_opens": False}))
+    assert reply.changed and list(reply.links) == ["https://shop.example/?a=1&b=2"] and not reply.open_pixel
+    assert b"<style>p{color:red}</style>" in reply.mime and b"style=3D" not in reply.mime
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"nonce": "not-a-nonce"}, "nonce"),
+        ({"nonce": ""}, "nonce"),
+        ({"click_url_prefix": "javascript:alert(1)//"}, "click_url_prefix"),
+        ({"click_url_prefix": ""}, "click_url_prefix"),
+        ({"track_clicks": False, "open_url_prefix": "t.example.com/t/o/"}, "open_url_prefix"),
+    ],
+)
+async def test_bad_tracking_options_are_invalid_argument(
+    channel: grpc.aio.Channel, change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await transform(channel, TRACKED, inline_css=True, **(TRACKING | change))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (info.value.details() or "")
+
+
+async def test_prefixes_of_tracking_not_requested_are_not_checked(channel: grpc.aio.Channel) -> None:
+    reply = await transform(
+        channel,
+        TRACKED,
+        inline_css=False,
+        nonce=NONCE,
+        track_clicks=True,
+        click_url_prefix="https://t.example.com/t/c/",
+        open_url_prefix="bogus",
+    )
+    assert len(reply.links) == 2 and not reply.open_pixel  # no prevent_scam: the bank link too

@@ -4,7 +4,8 @@
   ``unchanged``, ``invalid`` (INVALID_ARGUMENT), ``too_large`` (RESOURCE_EXHAUSTED), ``error`` (INTERNAL).
 - ``postwire_transformer_request_duration_seconds{engine}``: wall time of a Transform call, queueing
   for a worker process included.
-- ``postwire_transformer_html_parts_transformed_total{engine}``: text/html parts whose CSS was inlined.
+- ``postwire_transformer_html_parts_transformed_total{engine}``: text/html parts rewritten (CSS inlined
+  and/or tracking placeholders added).
 - ``postwire_transformer_bytes_total{direction}``: MIME bytes received (``in``) and returned (``out``).
 """
 
@@ -24,6 +25,8 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 HTML_PARTS = Counter(
-    "postwire_transformer_html_parts_transformed", "text/html parts whose CSS was inlined.", ["engine"]
+    "postwire_transformer_html_parts_transformed",
+    "text/html parts rewritten (CSS inlined and/or tracking added).",
+    ["engine"],
 )
 BYTES = Counter("postwire_transformer_bytes", "MIME bytes received (in) and returned (out).", ["direction"])

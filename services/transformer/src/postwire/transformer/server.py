@@ -10,6 +10,7 @@ because gRPC's threads do not survive a fork) and warmed up before the service r
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import os
 import signal
@@ -28,6 +29,7 @@ from postwire.transformer import metrics
 from postwire.transformer.inline import CSS_INLINE, PREMAILER, InlineError
 from postwire.transformer.mime import MimeError, TransformResult, transform_mime
 from postwire.transformer.settings import TransformerSettings
+from postwire.transformer.tracking import BadTrackingOptions, TrackingOptions
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 
 SERVICE_NAME: Final = transformer_pb2.DESCRIPTOR.services_by_name["Transformer"].full_name
@@ -58,10 +60,14 @@ class WorkerPool:
         context = multiprocessing.get_context("spawn")
         return ProcessPoolExecutor(self._workers, mp_context=context, initializer=_ignore_stop_signals)
 
-    async def transform(self, mime: bytes, engine: str) -> TransformResult:
+    async def transform(
+        self, mime: bytes, engine: str, *, inline_css: bool = True, tracking: TrackingOptions | None = None
+    ) -> TransformResult:
         executor = self._executor
+        # a partial of a module-level function and a frozen dataclass: both pickle to the worker
+        work = functools.partial(transform_mime, mime, engine, inline_css=inline_css, tracking=tracking)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, transform_mime, mime, engine)
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
         except BrokenProcessPool:
             if executor is self._executor:  # the first caller to notice replaces it; others just fail
                 self._executor = self._new_executor()
@@ -77,7 +83,7 @@ class WorkerPool:
 
 
 class Transformer(transformer_pb2_grpc.TransformerServicer):
-    """Transform: inline CSS in a message's HTML parts; status codes as documented in the proto."""
+    """Transform: inline CSS in a message's HTML parts and add tracking; status codes as in the proto."""
 
     def __init__(self, settings: TransformerSettings, pool: WorkerPool) -> None:
         self._settings = settings
@@ -99,7 +105,11 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
         metrics.HTML_PARTS.labels(engine).inc(result.html_parts_transformed)
         metrics.BYTES.labels("out").inc(len(result.mime))
         return transformer_pb2.TransformResponse(
-            mime=result.mime, html_parts_transformed=result.html_parts_transformed, changed=result.changed
+            mime=result.mime,
+            html_parts_transformed=result.html_parts_transformed,
+            changed=result.changed,
+            links=result.links,
+            open_pixel=result.open_pixel,
         )
 
     async def _run(
@@ -113,16 +123,36 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
             return "too_large", grpc.StatusCode.RESOURCE_EXHAUSTED, details, None
         if request.options.css_engine not in _ENGINES and request.options.css_engine != 0:
             return "invalid", grpc.StatusCode.INVALID_ARGUMENT, "unknown css_engine", None
-        if request.HasField("options") and not request.options.inline_css:
+        try:
+            tracking = _tracking_options(request.options)
+        except BadTrackingOptions as exc:
+            return "invalid", grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
+        inline_css = request.options.inline_css or not request.HasField("options")
+        if not inline_css and tracking is None:
             return "unchanged", ok, "", TransformResult(request.mime, 0, False)
         try:
-            result = await self._pool.transform(request.mime, engine)
+            result = await self._pool.transform(
+                request.mime, engine, inline_css=inline_css, tracking=tracking
+            )
         except (MimeError, InlineError) as exc:
             return "invalid", grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
         except Exception:
             log.exception("transform failed", size=size, engine=engine)
             return "error", grpc.StatusCode.INTERNAL, "internal error while transforming the message", None
         return ("changed" if result.changed else "unchanged"), ok, "", result
+
+
+def _tracking_options(options: transformer_pb2.TransformOptions) -> TrackingOptions | None:
+    """The tracking asked for, None for none; raises :class:`BadTrackingOptions` for an unusable nonce or
+    prefix (only the prefixes of the kinds of tracking requested are checked)."""
+    if not options.track_clicks and not options.track_opens:
+        return None
+    return TrackingOptions(
+        nonce=options.nonce,
+        click_url_prefix=options.click_url_prefix if options.track_clicks else None,
+        open_url_prefix=options.open_url_prefix if options.track_opens else None,
+        prevent_scam=options.prevent_scam,
+    )
 
 
 def _grpc_address(host: str, port: int) -> str:
