@@ -145,6 +145,7 @@ def test_public_services(default_render: Rendered) -> None:
     assert smtp["spec"]["type"] == "LoadBalancer"
     assert {p["port"]: p["targetPort"] for p in smtp["spec"]["ports"]} == {
         587: "smtp",
+        2525: "smtp",
         25: "smtp",
         465: "smtps",  # implicit TLS listener (POSTWIRE_SMTPS_PORT)
     }

@@ -107,6 +107,8 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
   value: /var/lib/postwire
 - name: POSTWIRE_OPS_HOST
   value: 0.0.0.0
+- name: POSTWIRE_TRACKING_BASE_URL
+  value: {{ include "postwire.trackingBaseUrl" $root | quote }}
 - name: POSTWIRE_OPS_PORT
   value: {{ include "postwire.portNumber" (dict "svc" $svc "port" $svc.metricsPort) | quote }}
 {{- if has "database" $svc.talksTo }}
@@ -366,4 +368,15 @@ spec:
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end -}}
+
+{{/* Base URL of click/open tracking links: .Values.trackingBaseUrl, else https://<first ingress host>. */}}
+{{- define "postwire.trackingBaseUrl" -}}
+{{- if .Values.trackingBaseUrl -}}
+{{- .Values.trackingBaseUrl -}}
+{{- else if .Values.ingress.hosts -}}
+{{- printf "https://%s" (first .Values.ingress.hosts) -}}
+{{- else -}}
+{{- fail "set trackingBaseUrl (or ingress.hosts): tracking links need the API's public URL" -}}
+{{- end -}}
 {{- end -}}

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 
 from postwire.core.bodies import BodyStore
 from postwire.core.topology import INBOUND
-from postwire.db.accounts import NewCredentials
+from postwire.db.accounts import LoginDefaults, NewCredentials, SmtpLogin, set_smtp_login_defaults
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.ingest_smtp.auth import LoginVerifier, database_check
 from postwire.testing.fixtures import eventually
@@ -109,6 +109,16 @@ def plain_token(creds: NewCredentials) -> str:
 
 def _decode(reply: tuple[int, bytes]) -> tuple[int, str]:
     return reply[0], reply[1].decode()
+
+
+async def set_login_defaults(pg_url: str, username: str, **changes: bool) -> None:
+    """What `postwire smtp-login set` does (libs/cli tests run the command itself)."""
+    engine = make_engine(pg_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            assert await set_smtp_login_defaults(session, username, changes) is not None
+    finally:
+        await engine.dispose()
 
 
 # --- reading INBOUND back, as the router would ----------------------------------------------------------
@@ -244,17 +254,19 @@ async def test_auth_needs_tls_unless_allowed(
         start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
     ingest = await start_ingest(smtp_allow_insecure_auth=False)
 
-    def plain_text_attempt() -> tuple[bool, bool, tuple[int, bytes]]:
+    def plain_text_attempt() -> tuple[bool, bool, tuple[int, bytes], tuple[int, bytes]]:
         client = connect(ingest.port)
         try:
             offered = client.has_extn("auth"), client.has_extn("starttls")
-            return *offered, client.docmd("AUTH", f"PLAIN {plain_token(account)}")
+            return (*offered, client.docmd("AUTH", f"PLAIN {plain_token(account)}"),
+                    client.docmd("AUTH", "LOGIN"))
         finally:
             client.quit()
 
-    auth_offered, starttls_offered, reply = await asyncio.to_thread(plain_text_attempt)
+    auth_offered, starttls_offered, plain, login_ = await asyncio.to_thread(plain_text_attempt)
     assert not auth_offered and starttls_offered
-    assert reply[0] == 538 and b"Encryption required" in reply[1]
+    for reply in (plain, login_):
+        assert reply[0] == 538 and b"5.7.11 Encryption required" in reply[1]
 
     seen = await asyncio.to_thread(send, ingest.port, account, message(), ["t@x.example.com"], starttls=True)
     assert seen.data is not None and seen.data.code == 250
@@ -386,21 +398,25 @@ async def test_successful_logins_are_cached_failures_are_not(pg_url: str, accoun
     checked: list[str] = []
     now = [0.0]
 
-    async def counting_check(username: str, password: str) -> str | None:
+    async def counting_check(username: str, password: str) -> SmtpLogin | None:
         checked.append(username)
         return await real_check(username, password)
 
     verifier = LoginVerifier(counting_check, ttl_s=60, clock=lambda: now[0])
     try:
         user, password = account.smtp_username, account.smtp_password
-        assert await verifier.verify(user, password) == account.account_id
-        assert await verifier.verify(user, password) == account.account_id
+        login = await verifier.verify(user, password)
+        assert login is not None and login.account_id == account.account_id
+        assert login.defaults == LoginDefaults()
+        await set_login_defaults(pg_url, user, track_opens=True)
+        assert await verifier.verify(user, password) == login  # cached: the switches it was verified with
         assert len(checked) == 1
         assert await verifier.verify(user, password + "x") is None
         assert await verifier.verify(user, password + "x") is None
         assert len(checked) == 3
-        now[0] = 61.0  # past the TTL: verified again
-        assert await verifier.verify(user, password) == account.account_id
+        now[0] = 61.0  # past the TTL: verified again, with the login's current switches
+        again = await verifier.verify(user, password)
+        assert again is not None and again.defaults == LoginDefaults(track_opens=True)
         assert len(checked) == 4
     finally:
         await engine.dispose()
@@ -448,3 +464,203 @@ async def test_implicit_tls_port_465_takes_auth_and_mail_from_the_first_byte(
     assert auth_offered and not starttls_offered and refused == {}
     _, body = await next_inbound(js)
     assert "(using TLSv1." in split_received(body)[0]
+
+
+# --- send options: the login's switches, overridden per message by option headers ---------------------
+
+
+def options_of(envelope: InboundMessage) -> dict[str, bool]:
+    o = envelope.options
+    assert o.HasField("track_bounces")  # always explicit from SMTP
+    return {"inline_css": o.inline_css, "track_clicks": o.track_clicks, "track_opens": o.track_opens,
+            "track_bounces": o.track_bounces, "prevent_scam": o.prevent_scam}
+
+
+def with_headers(data: bytes, *headers: str) -> bytes:
+    """``data`` with ``headers`` inserted after its first header line."""
+    first, rest = data.split(b"\r\n", 1)
+    return first + b"\r\n" + "".join(h + "\r\n" for h in headers).encode() + rest
+
+
+async def test_login_defaults_reach_the_message_and_option_headers_override_them(
+        start_ingest: StartIngest, account: NewCredentials, pg_url: str, js: JetStreamContext) -> None:
+    await set_login_defaults(pg_url, account.smtp_username, inline_css=False, track_clicks=True,
+                             prevent_scam=True)
+    ingest = await start_ingest()
+    plain = message(subject="defaults")
+    seen = await asyncio.to_thread(send, ingest.port, account, plain, ["a@rcpt.example.com"])
+    assert seen.data is not None and seen.data.code == 250
+    envelope, body = await next_inbound(js)
+    assert options_of(envelope) == {"inline_css": False, "track_clicks": True, "track_opens": False,
+                                    "track_bounces": True, "prevent_scam": True}
+    assert list(envelope.tags) == [] and split_received(body)[1] == plain
+
+    tagged = with_headers(
+        message(subject="overridden"),
+        "x-smtpeter-trackclicks: false",
+        "X-Postwire-TrackOpens: true",
+        "x-smtpeter-tags: newsletter,\r\n march-2026",  # folded
+        "X-SMTPeter-InlineCSS: perhaps",  # unreadable: ignored, the login's default holds
+        "X-Postwire-PreventScam: off",
+    )
+    seen = await asyncio.to_thread(send, ingest.port, account, tagged, ["a@rcpt.example.com"])
+    assert seen.data is not None and seen.data.code == 250
+    envelope, body = await next_inbound(js)
+    assert options_of(envelope) == {"inline_css": False, "track_clicks": False, "track_opens": True,
+                                    "track_bounces": True, "prevent_scam": False}
+    assert list(envelope.tags) == ["newsletter", "march-2026"]
+    assert envelope.subject == "overridden"
+    received, rest = split_received(body)
+    assert rest == message(subject="overridden")  # exactly the message without the option headers
+    assert b"smtpeter" not in body.lower() and b"x-postwire" not in body.lower()
+    assert "(authenticated account" in received
+
+
+async def test_trusted_network_mail_gets_the_standard_switches(
+        start_ingest: StartIngest, account: NewCredentials, pg_url: str, js: JetStreamContext) -> None:
+    # the account's own login differs: trusted-network mail has no login, so it does not apply
+    await set_login_defaults(pg_url, account.smtp_username, inline_css=False, track_opens=True)
+    ingest = await start_ingest(trusted_networks="127.0.0.1/32", trusted_account=account.account_id)
+    data = with_headers(message(), "X-Postwire-TrackClicks: yes", "X-Postwire-Tags: trusted")
+    seen = await asyncio.to_thread(send, ingest.port, None, data, ["x@rcpt.example.com"])
+    assert seen.data is not None and seen.data.code == 250
+    envelope, body = await next_inbound(js)
+    assert options_of(envelope) == {"inline_css": True, "track_clicks": True, "track_opens": False,
+                                    "track_bounces": True, "prevent_scam": False}
+    assert list(envelope.tags) == ["trusted"] and split_received(body)[1] == message()
+
+
+async def test_a_changed_switch_applies_to_new_sessions(
+        start_ingest: StartIngest, account: NewCredentials, pg_url: str, js: JetStreamContext) -> None:
+    ingest = await start_ingest(smtp_auth_cache_ttl_s=0)  # no cache: the next login sees the change
+    before = await asyncio.to_thread(connect, ingest.port)
+    try:
+        await asyncio.to_thread(login, before, account)
+        await set_login_defaults(pg_url, account.smtp_username, track_opens=True, track_bounces=False)
+        seen = await asyncio.to_thread(send, ingest.port, account, message(), ["new@rcpt.example.com"])
+        assert seen.data is not None and seen.data.code == 250
+        envelope, _ = await next_inbound(js)
+        assert options_of(envelope)["track_opens"] and not options_of(envelope)["track_bounces"]
+        # a session that logged in before the change keeps the switches it logged in with
+        seen = await asyncio.to_thread(transact, before, message(), ["old@rcpt.example.com"])
+        assert seen.data is not None and seen.data.code == 250
+    finally:
+        await asyncio.to_thread(before.quit)
+    envelope, _ = await next_inbound(js)
+    assert list(envelope.recipients) == ["old@rcpt.example.com"]
+    assert not options_of(envelope)["track_opens"] and options_of(envelope)["track_bounces"]
+
+
+# --- DSN (RFC 3461) and the null sender ------------------------------------------------------------------
+
+
+async def test_dsn_parameters_travel_with_the_message(
+        start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
+    ingest = await start_ingest()
+    long_orcpt = "o" * 470 + "@rcpt.example.com"  # the RCPT line is longer than 512: RFC 3461 5 allows it
+
+    def run() -> tuple[bool, list[tuple[int, bytes]]]:
+        client = connect(ingest.port)
+        try:
+            login(client, account)
+            replies = [
+                client.mail(SENDER, ["RET=HDRS", "ENVID=Order+2B42+3Dx", "SIZE=1000"]),
+                client.rcpt("a@rcpt.example.com", ["NOTIFY=SUCCESS,FAILURE",
+                                                   "ORCPT=rfc822;Original+2BUser@Example.COM"]),
+                client.rcpt("b@rcpt.example.com", ["notify=never"]),
+                client.rcpt("c@rcpt.example.com"),
+                client.rcpt("d@rcpt.example.com", ["NOTIFY=DELAY", f"ORCPT=rfc822;{long_orcpt}"]),
+                client.data(message()),
+            ]
+            return client.has_extn("dsn"), replies
+        finally:
+            client.quit()
+
+    has_dsn, replies = await asyncio.to_thread(run)
+    assert has_dsn
+    assert [code for code, _ in replies] == [250, 250, 250, 250, 250, 250], replies
+    envelope, _ = await next_inbound(js)
+    assert (envelope.dsn.ret, envelope.dsn.envid) == ("HDRS", "Order+42=x")
+    assert dict(envelope.recipient_dsn).keys() == {"a@rcpt.example.com", "b@rcpt.example.com",
+                                                   "d@rcpt.example.com"}
+    a, b, d = (envelope.recipient_dsn[f"{r}@rcpt.example.com"] for r in "abd")
+    assert (list(a.notify), a.orcpt) == (["SUCCESS", "FAILURE"], "rfc822;Original+User@Example.COM")
+    assert (list(b.notify), b.orcpt) == (["NEVER"], "")
+    assert (list(d.notify), d.orcpt) == (["DELAY"], f"rfc822;{long_orcpt}")
+
+
+async def test_without_dsn_parameters_no_dsn_is_recorded(
+        start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
+    ingest = await start_ingest()
+    seen = await asyncio.to_thread(send, ingest.port, account, message(), ["a@rcpt.example.com"])
+    assert seen.data is not None and seen.data.code == 250
+    envelope, _ = await next_inbound(js)
+    assert not envelope.HasField("dsn") and len(envelope.recipient_dsn) == 0
+
+
+async def test_bad_and_unknown_parameters_are_refused(
+        start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
+    ingest = await start_ingest()
+
+    def run() -> dict[str, tuple[int, str]]:
+        client = connect(ingest.port)
+        try:
+            login(client, account)
+            got: dict[str, tuple[int, str]] = {}
+            for name, options in [("ret", ["RET=ALL"]), ("envid", ["ENVID=bad+zz"]), ("envid_twice",
+                                  ["ENVID=a", "ENVID=b"]), ("envid_ctl", ["ENVID=a+0Db"]),
+                                  ("unknown_mail", ["FOO=bar"])]:
+                got[name] = _decode(client.mail(SENDER, options))
+            assert client.mail(SENDER)[0] == 250
+            for name, options in [("never_and", ["NOTIFY=NEVER,SUCCESS"]), ("notify", ["NOTIFY=SOMETIMES"]),
+                                  ("orcpt", ["ORCPT=user@example.com"]), ("notify_empty", ["NOTIFY="]),
+                                  ("unknown_rcpt", ["XFORWARD=1"])]:
+                got[name] = _decode(client.rcpt("a@rcpt.example.com", options))
+            got["ok"] = _decode(client.rcpt("a@rcpt.example.com", ["NOTIFY=FAILURE"]))
+            got["data"] = _decode(client.data(message()))
+            client.helo("client.example.com")  # plain SMTP: no parameters at all
+            got["helo"] = _decode(client.mail(SENDER, ["RET=FULL"]))
+            return got
+        finally:
+            client.quit()
+
+    got = await asyncio.to_thread(run)
+    for name in ("ret", "envid", "envid_twice", "envid_ctl", "never_and", "notify", "orcpt", "notify_empty"):
+        assert got[name][0] == 501 and got[name][1].startswith("5.5.4 "), (name, got[name])
+    assert "FULL or HDRS" in got["ret"][1] and "xtext" in got["envid"][1]
+    assert "more than once" in got["envid_twice"][1] and "printable" in got["envid_ctl"][1]
+    assert got["never_and"][1] == "5.5.4 NOTIFY=NEVER cannot be combined with SUCCESS, FAILURE or DELAY"
+    assert "addr-type;xtext" in got["orcpt"][1]
+    assert got["unknown_mail"] == (555, "5.5.4 MAIL FROM parameters not recognized or not implemented")
+    assert got["unknown_rcpt"] == (555, "5.5.4 RCPT TO parameters not recognized or not implemented")
+    assert got["ok"][0] == 250 and got["data"][0] == 250
+    assert got["helo"][0] == 501
+    envelope, _ = await next_inbound(js)
+    assert list(envelope.recipient_dsn["a@rcpt.example.com"].notify) == ["FAILURE"]
+    assert not envelope.HasField("dsn")
+
+
+async def test_null_sender_is_accepted_and_queued_with_an_empty_mail_from(
+        start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
+    ingest = await start_ingest()
+
+    def run() -> tuple[Transaction, tuple[int, bytes]]:
+        client = connect(ingest.port)
+        try:
+            login(client, account)
+            seen = transact(client, message(), ["a@rcpt.example.com", "b@rcpt.example.com"], sender="")
+            client.mail("", ["RET=HDRS"])
+            nested = client.mail("")  # the null sender still opens a transaction: a second MAIL is nested
+            client.rset()
+            return seen, nested
+        finally:
+            client.quit()
+
+    seen, nested = await asyncio.to_thread(run)
+    assert seen.mail is not None and (seen.mail.code, seen.mail.text) == (250, "2.1.0 Ok")
+    assert seen.data is not None and seen.data.code == 250
+    assert nested[0] == 503
+    envelope, body = await next_inbound(js)
+    assert envelope.mail_from == ""
+    assert list(envelope.recipients) == ["a@rcpt.example.com", "b@rcpt.example.com"]
+    assert split_received(body)[1] == message()

@@ -7,18 +7,26 @@ import re
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosmtpd.smtp
 import pytest
+from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP
 from pydantic import ValidationError
 
+from postwire.core import sendoptions
+from postwire.core.intake import Submission
+from postwire.core.sendoptions import take_option_headers
+from postwire.db.accounts import SWITCHES, LoginDefaults
 from postwire.ingest_smtp.addresses import address_problem
+from postwire.ingest_smtp.dsn import DsnParamError, decode_xtext, mail_dsn, rcpt_dsn, split_params
 from postwire.ingest_smtp.handler import SubmissionHandler
 from postwire.ingest_smtp.message import extract_subject, received_header
 from postwire.ingest_smtp.server import REPLY_REWRITES, SubmissionSMTP
 from postwire.ingest_smtp.settings import IngestSmtpSettings
 from postwire.ingest_smtp.tls import SELF_SIGNED_NAME, ensure_self_signed, load_context
+from postwire.v1.envelope_pb2 import SendOptions
 
 AIOSMTPD_SOURCE = inspect.getsource(aiosmtpd.smtp)
 
@@ -42,7 +50,7 @@ def test_every_handle_method_is_a_hook_aiosmtpd_calls() -> None:
 def test_server_overrides_exist_in_aiosmtpd() -> None:
     """SubmissionSMTP overrides by name too: each override must replace something real."""
     own = {n for n, v in vars(SubmissionSMTP).items() if callable(v) and not n.startswith("__")}
-    overrides = own - {"_verify", "close_for_shutdown"}
+    overrides = own - {"_verify", "_with_dsn_params", "close_for_shutdown"}
     assert {"auth_PLAIN", "auth_LOGIN", "push", "connection_made", "connection_lost"} <= overrides
     for name in overrides:
         assert hasattr(SMTP, name), name
@@ -134,3 +142,78 @@ def test_self_signed_certificate_is_made_once_and_tls_starts_at_1_2(tmp_path: Pa
     ctx = load_context(None, None, tmp_path, "smtp.example.net")
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert (tmp_path / "tls" / SELF_SIGNED_NAME).read_bytes() == first
+
+
+def test_login_switches_are_the_option_headers_and_send_options_names() -> None:
+    """A login's defaults, the headers' switches and SendOptions/Submission fields line up by name."""
+    assert set(SWITCHES) == set(sendoptions.SWITCHES.values())
+    assert set(SWITCHES) <= set(SendOptions.DESCRIPTOR.fields_by_name)
+    assert set(SWITCHES) <= set(Submission.__dataclass_fields__)
+    standard = Submission(account_id="a", mail_from="", recipients=[], raw=b"", source="smtp")
+    assert LoginDefaults().as_dict() == {name: getattr(standard, name) for name in SWITCHES}
+
+
+@pytest.mark.parametrize(("xtext", "text"), [
+    ("abc", "abc"), ("a+2Bb", "a+b"), ("x+3Dy", "x=y"), ("+20lead", " lead"), ("lower+2bhex", "lower+hex"),
+    ("rfc822;<a@b>", "rfc822;<a@b>"),
+])
+def test_decode_xtext(xtext: str, text: str) -> None:
+    assert decode_xtext(xtext) == text
+
+
+@pytest.mark.parametrize("xtext", ["", "a+b", "a+2", "a=b", "a b", "caf\u00e9"])
+def test_bad_xtext(xtext: str) -> None:
+    with pytest.raises(ValueError, match="not xtext"):
+        decode_xtext(xtext)
+
+
+def test_mail_and_rcpt_dsn_parameters() -> None:
+    assert mail_dsn(["SIZE=10", "BODY=8BITMIME"]) is None
+    dsn = mail_dsn(["ret=full", "ENVID=Q+2B1"])
+    assert dsn is not None and (dsn.ret, dsn.envid) == ("FULL", "Q+1")
+    rdsn = rcpt_dsn(["NOTIFY=delay,Failure,DELAY", "ORCPT=RFC822;Jo+2BSmith@Example.com"])
+    assert rdsn is not None and list(rdsn.notify) == ["DELAY", "FAILURE"]
+    assert rdsn.orcpt == "RFC822;Jo+Smith@Example.com"  # the addr-type as given, the address decoded
+    assert rcpt_dsn([]) is None
+
+
+@pytest.mark.parametrize(("parse", "options", "why"), [
+    (mail_dsn, ["RET=NONE"], "FULL or HDRS"),
+    (mail_dsn, ["RET"], "needs a value"),
+    (mail_dsn, ["ENVID=" + "x" * 101], "longer than 100"),
+    (mail_dsn, ["ENVID=a+0Ab"], "printable"),
+    (mail_dsn, ["RET=FULL", "ret=HDRS"], "more than once"),
+    (rcpt_dsn, ["NOTIFY=NEVER,DELAY"], "NEVER cannot be combined"),
+    (rcpt_dsn, ["NOTIFY=SUCCESS,"], "comma-separated"),
+    (rcpt_dsn, ["ORCPT=;a@b.example"], "addr-type;xtext"),
+    (rcpt_dsn, ["ORCPT=rfc822;" + "a" * 501], "longer than 500"),
+])
+def test_bad_dsn_parameters(parse: Any, options: list[str], why: str) -> None:
+    with pytest.raises(DsnParamError, match=why):
+        parse(options)
+
+
+async def test_split_params_keeps_the_dsn_ones_as_sent() -> None:
+    smtp = SMTP(Sink())
+    ours = frozenset({"RET", "ENVID"})
+    assert split_params("FROM:<a@b.example> SIZE=5 ret=full ENVID=MiXed", "FROM:", ours, smtp._getaddr) == (
+        "FROM:<a@b.example> SIZE=5", ["ret=full", "ENVID=MiXed"])
+    assert split_params("FROM:<> RET=HDRS", "FROM:", ours, smtp._getaddr) == ("FROM:<>", ["RET=HDRS"])
+    assert split_params('from: <"a b"@c.example> BODY=8BITMIME', "FROM:", ours, smtp._getaddr) == (
+        'from: <"a b"@c.example> BODY=8BITMIME', [])
+    assert split_params("TO:<x@y.example>", "FROM:", ours, smtp._getaddr) == ("TO:<x@y.example>", [])
+
+
+BODY_HEADER = b"Subject: s\r\n\r\nX-Postwire-Tags: in the body\r\n"
+
+
+@pytest.mark.parametrize(("raw", "content", "tags"), [
+    (b"Subject: s\r\nX-Postwire-Tags: a\r\n\r\nbody\r\n", b"Subject: s\r\n\r\nbody\r\n", ["a"]),
+    (b"Subject: s\r\nx-smtpeter-tags: a\r\n", b"Subject: s\r\n", ["a"]),  # no body, no empty line
+    (b"x-smtpeter-tags: a\r\nSubject: s\r\n", b"Subject: s\r\n", ["a"]),
+    (b"Subject: s\r\n", b"Subject: s\r\n", []),
+    (BODY_HEADER, BODY_HEADER, []),  # only the top-level header block counts
+])
+def test_option_headers_go_with_or_without_a_body(raw: bytes, content: bytes, tags: list[str]) -> None:
+    stripped, headers = take_option_headers(raw)
+    assert (stripped, headers.tags) == (content, tags)

@@ -1,15 +1,22 @@
-"""`postwire account create`."""
+"""`postwire account create` and `postwire smtp-login set|show`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy.exc import IntegrityError
 
-from postwire.db.accounts import NewCredentials
+from postwire.db.accounts import NewCredentials, SmtpLogin, get_smtp_login, set_smtp_login_defaults
 from postwire.db.accounts import create_account as _create
 from postwire.db.engine import make_engine, make_sessionmaker
 
 
 class AccountExists(Exception):
+    pass
+
+
+class LoginNotFound(Exception):
     pass
 
 
@@ -22,3 +29,39 @@ async def create_account(database_url: str, name: str) -> NewCredentials:
         raise AccountExists(name) from e
     finally:
         await engine.dispose()
+
+
+async def show_login(database_url: str, username: str) -> SmtpLogin:
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            login = await get_smtp_login(session, username)
+    finally:
+        await engine.dispose()
+    if login is None:
+        raise LoginNotFound(username)
+    return login
+
+
+async def set_login(database_url: str, username: str, changes: Mapping[str, bool]) -> SmtpLogin:
+    """Change some default switches of a login (committed); the login as it is now."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            login = await set_smtp_login_defaults(session, username, changes)
+    finally:
+        await engine.dispose()
+    if login is None:
+        raise LoginNotFound(username)
+    return login
+
+
+def login_as_json(login: SmtpLogin) -> dict[str, Any]:
+    return {"username": login.username, "account_id": login.account_id, **login.defaults.as_dict()}
+
+
+def login_as_text(login: SmtpLogin) -> str:
+    lines = [f"smtp login     {login.username} (account {login.account_id})"]
+    for name, on in login.defaults.as_dict().items():
+        lines.append(f"{name.replace('_', '-'):<15}{'on' if on else 'off'}")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""`postwire` subcommands: run, account create, domain add/list, db upgrade, inline-css."""
+"""`postwire` subcommands: run, account create, smtp-login set/show, domain add/list, db upgrade,
+inline-css."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from postwire.cli.settings import CliSettings
 
+# an SMTP login's default switches, as `smtp-login set` flags (postwire.db.accounts.SWITCHES)
+SMTP_SWITCHES = ("inline-css", "track-clicks", "track-opens", "track-bounces", "prevent-scam")
 
 def _database_url(settings: CliSettings) -> str:
     """POSTWIRE_DATABASE_URL when set, else the local run's embedded PostgreSQL (started if needed)."""
@@ -41,6 +44,36 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
         print(f"account   {creds.account_id} ({creds.name})\napi key   {creds.api_key}\n"
               f"smtp user {creds.smtp_username}\nsmtp pass {creds.smtp_password}\n"
               "These secrets are shown once; only their hashes are stored.")
+    return 0
+
+
+def cmd_smtp_login_set(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.accounts import LoginNotFound, login_as_json, login_as_text, set_login
+
+    given = {flag: getattr(args, flag.replace("-", "_")) for flag in SMTP_SWITCHES}
+    changes = {flag.replace("-", "_"): value == "on" for flag, value in given.items() if value is not None}
+    if not changes:
+        print("postwire: nothing to set: give at least one of "
+              + ", ".join(f"--{flag}" for flag in SMTP_SWITCHES), file=sys.stderr)
+        return 2
+    try:
+        login = asyncio.run(set_login(_database_url(settings), args.username, changes))
+    except LoginNotFound:
+        print(f"postwire: no SMTP login named {args.username!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(login_as_json(login)) if args.json else login_as_text(login))
+    return 0
+
+
+def cmd_smtp_login_show(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.accounts import LoginNotFound, login_as_json, login_as_text, show_login
+
+    try:
+        login = asyncio.run(show_login(_database_url(settings), args.username))
+    except LoginNotFound:
+        print(f"postwire: no SMTP login named {args.username!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(login_as_json(login)) if args.json else login_as_text(login))
     return 0
 
 
@@ -112,6 +145,25 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
     create.set_defaults(func=cmd_account_create)
+    smtp_login = sub.add_parser(
+        "smtp-login", help="an SMTP login's default switches",
+        description="Each SMTP login has default switches for the messages it submits; a message's "
+                    "x-smtpeter-* / X-Postwire-* headers override them (docs/smtp.md).",
+    ).add_subparsers(dest="action", required=True)
+    login_set = smtp_login.add_parser(
+        "set", help="change default switches",
+        description="Change some of a login's default switches. Sessions that log in afterwards get them; "
+                    "ingest-smtp remembers a verified login for POSTWIRE_SMTP_AUTH_CACHE_TTL_S (60 s by "
+                    "default), so a change can take that long to reach new sessions.")
+    login_set.add_argument("username", help="the SMTP login (smtp_username of `account create`)")
+    for flag in SMTP_SWITCHES:
+        login_set.add_argument(f"--{flag}", choices=["on", "off"])
+    login_set.add_argument("--json", action="store_true", help="print the login as one JSON object")
+    login_set.set_defaults(func=cmd_smtp_login_set)
+    login_show = smtp_login.add_parser("show", help="print a login's account and default switches")
+    login_show.add_argument("username", help="the SMTP login")
+    login_show.add_argument("--json", action="store_true", help="print the login as one JSON object")
+    login_show.set_defaults(func=cmd_smtp_login_show)
     domain = sub.add_parser("domain", help="sending domains and their DKIM keys").add_subparsers(
         dest="action", required=True)
     add = domain.add_parser("add", help="register a domain with a new DKIM key; prints the DNS records")

@@ -51,7 +51,11 @@ def services(settings: CliSettings, nats_url: str, database_url: str) -> list[Se
             "POSTWIRE_SMTP_ALLOW_INSECURE_AUTH": str(settings.dev_insecure_auth).lower()}),
         ("api-gateway", "postwire.api_gateway", {
             "POSTWIRE_HTTP_HOST": h, "POSTWIRE_HTTP_PORT": str(settings.http_port)}),
-        ("dispatcher", "postwire.dispatcher", {"POSTWIRE_TRANSFORMER_ADDR": f"{h}:{settings.grpc_port}"}),
+        ("dispatcher", "postwire.dispatcher", {
+            "POSTWIRE_TRANSFORMER_ADDR": f"{h}:{settings.grpc_port}",
+            # tracking links point at the local API unless the environment names a public URL
+            "POSTWIRE_TRACKING_BASE_URL": os.environ.get("POSTWIRE_TRACKING_BASE_URL",
+                                                         f"http://{h}:{settings.http_port}")}),
         ("transformer", "postwire.transformer", {
             "POSTWIRE_GRPC_HOST": h, "POSTWIRE_GRPC_PORT": str(settings.grpc_port)}),
         ("bounce", "postwire.bounce", {

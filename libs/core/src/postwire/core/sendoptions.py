@@ -71,10 +71,14 @@ def _lines(head: bytes) -> list[bytes]:
 
 def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:
     """``raw`` without its option headers, and what they said. Only the top-level header block is
-    looked at; a message without one is returned unchanged."""
+    looked at. A message that is all header (RFC 5322 allows no body) has no empty line: its whole
+    content is the header block."""
     end = _HEADER_END.search(raw)
     if end is None:
-        return raw, OptionHeaders()
+        if not raw.endswith(b"\n"):
+            return raw, OptionHeaders()
+        content, found = take_option_headers(raw + b"\r\n")
+        return content[:-2], found
     head, rest = raw[: end.start()], raw[end.start():]
     found = OptionHeaders()
     kept: list[bytes] = []

@@ -1,6 +1,8 @@
 """Accounts and their credentials: API keys (SHA-256 of a 256-bit secret) and SMTP logins (argon2id).
 
 Secrets are returned once, at creation; only hashes are stored. Verification compares in constant time.
+Each SMTP login also carries its default send switches (:class:`LoginDefaults`), which a message's
+``x-smtpeter-*`` / ``X-Postwire-*`` headers override (docs/smtp.md).
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwire.core.ids import new_id
@@ -21,6 +23,38 @@ from postwire.db.models import Account, ApiKey, SmtpCredential
 
 _hasher = PasswordHasher()
 API_KEY_PREFIX = "pw_"
+
+
+@dataclass(frozen=True)
+class LoginDefaults:
+    """An SMTP login's default switches. The names are SendOptions' (and Submission's) field names; the
+    defaults are what a login starts with, and what trusted-network mail (no login) gets."""
+
+    inline_css: bool = True
+    track_clicks: bool = False
+    track_opens: bool = False
+    track_bounces: bool = True
+    prevent_scam: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+SWITCHES = tuple(f.name for f in fields(LoginDefaults))
+
+
+@dataclass(frozen=True)
+class SmtpLogin:
+    """A verified or looked-up SMTP login: never the password or its hash."""
+
+    username: str
+    account_id: str
+    defaults: LoginDefaults
+
+
+def _login(row: SmtpCredential) -> SmtpLogin:
+    return SmtpLogin(row.username, row.account_id, LoginDefaults(**{name: bool(getattr(row, name))
+                                                                    for name in SWITCHES}))
 
 
 @dataclass(frozen=True)
@@ -71,8 +105,9 @@ async def account_for_api_key(session: AsyncSession, token: str) -> str | None:
     return row.account_id if hmac.compare_digest(row.secret_hash, _sha256(parts[1])) else None
 
 
-async def account_for_smtp_login(session: AsyncSession, username: str, password: str) -> str | None:
-    row = (await session.execute(select(SmtpCredential).where(SmtpCredential.username == username))).scalar()
+async def verify_smtp_login(session: AsyncSession, username: str, password: str) -> SmtpLogin | None:
+    """The login with its default switches when the password is right, else None."""
+    row = await session.get(SmtpCredential, username)
     if row is None:
         # spend the same time as a real check: no user enumeration by timing
         await asyncio.to_thread(_hasher.hash, password)
@@ -81,4 +116,31 @@ async def account_for_smtp_login(session: AsyncSession, username: str, password:
         await asyncio.to_thread(_hasher.verify, row.password_hash, password)
     except (VerificationError, InvalidHashError):
         return None
-    return row.account_id
+    return _login(row)
+
+
+async def account_for_smtp_login(session: AsyncSession, username: str, password: str) -> str | None:
+    login = await verify_smtp_login(session, username, password)
+    return None if login is None else login.account_id
+
+
+async def get_smtp_login(session: AsyncSession, username: str) -> SmtpLogin | None:
+    row = await session.get(SmtpCredential, username)
+    return None if row is None else _login(row)
+
+
+async def set_smtp_login_defaults(session: AsyncSession, username: str,
+                                  changes: Mapping[str, bool]) -> SmtpLogin | None:
+    """Change some of a login's default switches (names from :data:`SWITCHES`); the login as it is now,
+    or None when there is no such login. The caller commits. Running ingest-smtp replicas pick the
+    change up for new sessions once their login cache entry expires (POSTWIRE_SMTP_AUTH_CACHE_TTL_S)."""
+    unknown = set(changes) - set(SWITCHES)
+    if unknown:
+        raise ValueError(f"unknown switches: {', '.join(sorted(unknown))}")
+    row = await session.get(SmtpCredential, username)
+    if row is None:
+        return None
+    for name, value in changes.items():
+        setattr(row, name, bool(value))
+    await session.flush()
+    return _login(row)

@@ -5,6 +5,10 @@ milliseconds of CPU by design, so without the cache the login, not the queue, wo
 Only successes are cached (failures always pay the full price, so guessing stays slow), keyed by an
 HMAC-SHA-256 of username and password under a per-process random key: the cache never holds a password,
 and its keys are useless outside this process. A revoked password keeps working for at most the TTL.
+
+A cached login carries the login's default switches as they were when it was verified, so a switch
+changed with ``postwire smtp-login set`` applies to sessions that log in after the entry expired: at most
+the TTL later, on each replica. A session keeps the switches it logged in with.
 """
 
 from __future__ import annotations
@@ -15,15 +19,15 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from postwire.db.accounts import account_for_smtp_login
+from postwire.db.accounts import LoginDefaults, SmtpLogin, verify_smtp_login
 from postwire.ingest_smtp import metrics
 
-Check = Callable[[str, str], Awaitable[str | None]]
+Check = Callable[[str, str], Awaitable[SmtpLogin | None]]
 
 
 class AuthUnavailable(Exception):
@@ -36,15 +40,20 @@ class Authenticated:
 
     account_id: str
     username: str
+    defaults: LoginDefaults = field(default_factory=LoginDefaults)
+
+    @classmethod
+    def of(cls, login: SmtpLogin) -> Authenticated:
+        return cls(login.account_id, login.username, login.defaults)
 
 
 def database_check(sessions: async_sessionmaker[AsyncSession]) -> Check:
     """The real check: argon2id against PostgreSQL (the hashing runs in a thread)."""
 
-    async def check(username: str, password: str) -> str | None:
+    async def check(username: str, password: str) -> SmtpLogin | None:
         try:
             async with sessions() as session:
-                return await account_for_smtp_login(session, username, password)
+                return await verify_smtp_login(session, username, password)
         except (SQLAlchemyError, OSError, TimeoutError) as e:
             raise AuthUnavailable(type(e).__name__) from e
 
@@ -59,27 +68,28 @@ class LoginVerifier:
         self._max_entries = max_entries
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, SmtpLogin]] = OrderedDict()
 
-    async def verify(self, username: str, password: str) -> str | None:
-        """The account id for this login, or None. Raises AuthUnavailable when the store is down."""
+    async def verify(self, username: str, password: str) -> SmtpLogin | None:
+        """The login (account id, default switches), or None. Raises AuthUnavailable when the store is
+        down."""
         key = self._cache_key(username, password)
         hit = self._cache.get(key)
         if hit is not None and hit[0] > self._clock():
             metrics.AUTH_CACHE_HITS.inc()
             return hit[1]
-        account_id = await self._check(username, password)
-        if account_id is not None and self._ttl > 0:
-            self._remember(key, account_id)
-        return account_id
+        login = await self._check(username, password)
+        if login is not None and self._ttl > 0:
+            self._remember(key, login)
+        return login
 
     def _cache_key(self, username: str, password: str) -> bytes:
         u, p = username.encode(), password.encode()
         # length-prefixed, so ("ab", "c") and ("a", "bc") never collide
         return hmac.new(self._key, len(u).to_bytes(4, "big") + u + p, hashlib.sha256).digest()
 
-    def _remember(self, key: bytes, account_id: str) -> None:
-        self._cache[key] = (self._clock() + self._ttl, account_id)
+    def _remember(self, key: bytes, login: SmtpLogin) -> None:
+        self._cache[key] = (self._clock() + self._ttl, login)
         self._cache.move_to_end(key)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)

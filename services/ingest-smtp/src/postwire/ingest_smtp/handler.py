@@ -1,4 +1,5 @@
-"""The aiosmtpd handler: relay policy, envelope checks, and the accept-means-durable DATA step.
+"""The aiosmtpd handler: relay policy, envelope and DSN checks, send options, and the accept-means-durable
+DATA step.
 
 aiosmtpd finds hooks by name (``dir(handler)``, prefix ``handle_``): a misspelled hook is silently never
 called. tests/test_ingest_unit.py checks every ``handle_*`` here against the hooks aiosmtpd calls.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -17,11 +18,15 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from postwire.core.ids import new_message_id
 from postwire.core.intake import Intake, QueueUnavailable, Submission
+from postwire.core.sendoptions import OptionHeaders, take_option_headers
+from postwire.db.accounts import LoginDefaults
 from postwire.ingest_smtp import metrics
 from postwire.ingest_smtp.addresses import address_problem
 from postwire.ingest_smtp.auth import Authenticated
+from postwire.ingest_smtp.dsn import DsnParamError, mail_dsn, rcpt_dsn
 from postwire.ingest_smtp.message import extract_subject, received_header
 from postwire.ingest_smtp.settings import Network
+from postwire.v1.envelope_pb2 import Dsn, RecipientDsn
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +36,10 @@ TEMPORARY_ERROR = "451 4.3.0 Temporary local error, try again later"
 SHUTTING_DOWN = "451 4.3.2 Service shutting down, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 NESTED_AUTH = "503 5.5.1 AUTH not permitted during a mail transaction"
+# aiosmtpd hands ``MAIL FROM:<>`` (the null reverse-path, RFC 5321 4.5.5) to the hook as the address "<>".
+# It stays "<>" in the envelope, because aiosmtpd tests mail_from for truth (nested MAIL, RCPT before
+# MAIL); the queued message gets "".
+NULL_SENDER = "<>"
 
 
 def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -45,6 +54,30 @@ def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
 
 
 @dataclass(frozen=True)
+class Submitter:
+    """Whom a session submits for, and the switches its messages start from."""
+
+    account_id: str
+    authenticated: bool
+    defaults: LoginDefaults = field(default_factory=LoginDefaults)
+
+
+class SubmissionEnvelope(Envelope):
+    """aiosmtpd's envelope plus the RFC 3461 parameters (SubmissionSMTP creates these)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dsn: Dsn | None = None
+        self.recipient_dsn: dict[str, RecipientDsn] = {}
+
+
+def dsn_state(envelope: Envelope) -> SubmissionEnvelope:
+    if not isinstance(envelope, SubmissionEnvelope):
+        raise TypeError("SubmissionHandler needs SubmissionSMTP, whose envelopes carry DSN parameters")
+    return envelope
+
+
+@dataclass(frozen=True)
 class RelayPolicy:
     """Who may submit: an authenticated client as its own account, or a trusted-network client as the
     trusted account (Postfix's permit_mynetworks). Everyone else is refused at RCPT: no open relay."""
@@ -52,13 +85,15 @@ class RelayPolicy:
     trusted_networks: tuple[Network, ...] = ()
     trusted_account_id: str | None = None
 
-    def account_for(self, session: Session) -> tuple[str, bool] | None:
-        """(account id, authenticated?) for this session, or None when it may not relay."""
+    def account_for(self, session: Session) -> Submitter | None:
+        """Whom this session submits for (a login's own switches, or the standard ones for trusted-network
+        mail), or None when it may not relay."""
         if session.authenticated and isinstance(session.auth_data, Authenticated):
-            return session.auth_data.account_id, True
+            auth = session.auth_data
+            return Submitter(auth.account_id, True, auth.defaults)
         ip = peer_ip(session)
         if self.trusted_account_id and ip is not None and any(ip in net for net in self.trusted_networks):
-            return self.trusted_account_id, False
+            return Submitter(self.trusted_account_id, False)
         return None
 
 
@@ -83,10 +118,11 @@ class SubmissionHandler:
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
-        """Advertise ENHANCEDSTATUSCODES (RFC 2034), since our replies carry them. With this hook aiosmtpd
-        no longer records the EHLO name itself; without the assignment every MAIL would get 503."""
+        """Advertise ENHANCEDSTATUSCODES (RFC 2034), since our replies carry them, and DSN (RFC 3461). With
+        this hook aiosmtpd no longer records the EHLO name itself; without the assignment every MAIL would
+        get 503."""
         session.host_name = hostname
-        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return [*responses[:-1], "250-ENHANCEDSTATUSCODES", "250-DSN", responses[-1]]
 
     async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> Any:
         """RFC 4954 4: AUTH is not permitted inside a transaction (the account would change mid-way)."""
@@ -94,16 +130,23 @@ class SubmissionHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
-        """MAIL is allowed before AUTH (clients send it early); relaying is decided at RCPT."""
+        """MAIL is allowed before AUTH (clients send it early); relaying is decided at RCPT. ``MAIL
+        FROM:<>`` is accepted. ``mail_options`` holds RET and ENVID as the client sent them."""
         if self.closing:
             metrics.rejected("shutting_down")
             return SHUTTING_DOWN
-        problem = address_problem(address)
+        problem = None if address == NULL_SENDER else address_problem(address)
         if problem is not None:
             metrics.rejected("bad_sender")
             return f"553 5.1.7 Bad sender address <{address}>: {problem}"
+        try:
+            dsn = mail_dsn(mail_options)
+        except DsnParamError as e:
+            metrics.rejected("bad_parameter")
+            return f"501 5.5.4 {e}"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        dsn_state(envelope).dsn = dsn
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -115,17 +158,27 @@ class SubmissionHandler:
         if problem is not None:
             metrics.rejected("bad_recipient")
             return f"553 5.1.3 Bad recipient address <{address}>: {problem}"
+        try:
+            rdsn = rcpt_dsn(rcpt_options)
+        except DsnParamError as e:
+            metrics.rejected("bad_parameter")
+            return f"501 5.5.4 {e}"
         if address in envelope.rcpt_tos:
-            return "250 2.1.5 Ok"  # a duplicate RCPT is one delivery, not two
+            return "250 2.1.5 Ok"  # a duplicate RCPT is one delivery, not two (its first parameters hold)
         if len(envelope.rcpt_tos) >= self._max_recipients:
             metrics.rejected("too_many_recipients")
             return TOO_MANY_RECIPIENTS
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if rdsn is not None:
+            dsn_state(envelope).recipient_dsn[address] = rdsn
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Queue the message; 250 only after JetStream confirmed it, otherwise 451 (the client retries)."""
+        """Queue the message; 250 only after JetStream confirmed it, otherwise 451 (the client retries).
+
+        The message's option headers (x-smtpeter-* / X-Postwire-*) override the session's switches and
+        are removed before the message is stored; our Received: header goes on top of what remains."""
         who = self._policy.account_for(session)
         if who is None:  # unreachable through RCPT, kept so DATA can never skip the relay check
             metrics.rejected("auth_required")
@@ -138,7 +191,10 @@ class SubmissionHandler:
         started = asyncio.get_running_loop().time()
         message_id = new_message_id()
         raw = envelope.original_content or b""
-        submission = self._submission(session, envelope, message_id, raw, *who)
+        content, headers = take_option_headers(raw)
+        for problem in headers.problems:  # an unreadable value: the default holds, the sender is not refused
+            log.info("smtp.option_header_ignored", message_id=message_id, problem=problem)
+        submission = self._submission(session, envelope, message_id, content, who, headers)
         try:
             await self._intake.submit(submission, message_id)
         except QueueUnavailable as e:
@@ -148,22 +204,30 @@ class SubmissionHandler:
         metrics.ACCEPT_SECONDS.observe(asyncio.get_running_loop().time() - started)
         metrics.ACCEPTED.inc()
         metrics.RECEIVED_BYTES.inc(len(raw))
-        log.info("smtp.accepted", message_id=message_id, account_id=who[0], recipients=len(envelope.rcpt_tos),
-                 size=len(raw))
+        log.info("smtp.accepted", message_id=message_id, account_id=who.account_id,
+                 recipients=len(envelope.rcpt_tos), size=len(raw))
         return f"250 2.0.0 Ok: queued as {message_id}"
 
-    def _submission(self, session: Session, envelope: Envelope, message_id: str, raw: bytes,
-                    account_id: str, authenticated: bool) -> Submission:
+    def _submission(self, session: Session, envelope: Envelope, message_id: str, content: bytes,
+                    who: Submitter, headers: OptionHeaders) -> Submission:
         ip = peer_ip(session)
         literal = "unknown" if ip is None else f"IPv6:{ip}" if ip.version == 6 else str(ip)  # RFC 5321 4.1.3
         trace = received_header(
             helo=session.host_name, peer_ip=literal, hostname=self._hostname,
             message_id=message_id, esmtp=session.extended_smtp, tls=tls_info(session),
-            account_id=account_id, authenticated=authenticated, recipients=envelope.rcpt_tos,
+            account_id=who.account_id, authenticated=who.authenticated, recipients=envelope.rcpt_tos,
         )
-        return Submission(account_id=account_id, mail_from=envelope.mail_from or "",
-                          recipients=list(envelope.rcpt_tos), raw=trace + raw, source="smtp",
-                          subject=extract_subject(raw))
+        switches = {**who.defaults.as_dict(), **headers.switches}
+        state = dsn_state(envelope)
+        mail_from = envelope.mail_from or ""
+        return Submission(
+            account_id=who.account_id, mail_from="" if mail_from == NULL_SENDER else mail_from,
+            recipients=list(envelope.rcpt_tos), raw=trace + content, source="smtp",
+            subject=extract_subject(content), tags=headers.tags,
+            inline_css=switches["inline_css"], track_clicks=switches["track_clicks"],
+            track_opens=switches["track_opens"], track_bounces=switches["track_bounces"],
+            prevent_scam=switches["prevent_scam"], dsn=state.dsn, recipient_dsn=dict(state.recipient_dsn),
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         """A temporary failure without the exception text (aiosmtpd's default is a permanent 500 that

@@ -26,6 +26,7 @@ REJECT_REASONS = (
     "bad_recipient",        # RCPT TO address syntax or length
     "too_many_recipients",  # over max_recipients
     "too_big",              # SIZE= or DATA over max_message_size
+    "bad_parameter",        # a MAIL/RCPT parameter we do not know (555) or cannot read (501; DSN values)
     "line_too_long",        # a DATA line over RFC 5321's 1000 octets
     "queue_unavailable",    # NATS did not confirm: 451, the client retries
     "shutting_down",        # MAIL during graceful shutdown

@@ -7,18 +7,19 @@ loop is not the NATS client's, and which cannot bind port 0).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, AnyStr
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from postwire.ingest_smtp import metrics
+from postwire.ingest_smtp import dsn, metrics
 from postwire.ingest_smtp.auth import Authenticated, AuthUnavailable, LoginVerifier
-from postwire.ingest_smtp.handler import SubmissionHandler, peer_ip
+from postwire.ingest_smtp.handler import SubmissionEnvelope, SubmissionHandler, peer_ip
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,10 @@ REPLY_REWRITES: dict[str, tuple[str, str | None]] = {
         ("500 5.5.2 Line too long (RFC 5321 4.5.3.1.6 allows 998 characters)", "line_too_long"),
     "503 Error: need MAIL command": ("503 5.5.1 Error: need MAIL command", None),
     "503 Error: need RCPT command": ("503 5.5.1 Error: need RCPT command", None),
+    "555 MAIL FROM parameters not recognized or not implemented":
+        ("555 5.5.4 MAIL FROM parameters not recognized or not implemented", "bad_parameter"),
+    "555 RCPT TO parameters not recognized or not implemented":
+        ("555 5.5.4 RCPT TO parameters not recognized or not implemented", "bad_parameter"),
 }
 
 
@@ -46,7 +51,8 @@ def capture_credentials(server: SMTP, session: Session, envelope: Envelope, mech
 
 
 class SubmissionSMTP(SMTP):
-    """SMTP with asynchronous credential checks, enhanced status codes and connection tracking."""
+    """SMTP with asynchronous credential checks, DSN parameters, enhanced status codes and connection
+    tracking."""
 
     def __init__(self, handler: SubmissionHandler, *, verifier: LoginVerifier, connections: Connections,
                  implicit_tls: bool = False, **kwargs: Any) -> None:
@@ -54,6 +60,44 @@ class SubmissionSMTP(SMTP):
         self._verifier = verifier
         self._connections = connections
         self._implicit_tls = implicit_tls
+        self._dsn_params: list[str] = []
+        # aiosmtpd keeps these limits in one dict shared by every connection (and grows MAIL's on each
+        # EHLO); ours are per connection, with RFC 3461's extra room for the DSN parameters
+        base = self.command_size_limit
+        self.command_size_limits = collections.defaultdict(
+            lambda: base, {"MAIL": base + dsn.MAIL_EXTRA, "RCPT": base + dsn.RCPT_EXTRA})
+
+    def _create_envelope(self) -> SubmissionEnvelope:
+        return SubmissionEnvelope()
+
+    # --- DSN (RFC 3461): parameters aiosmtpd does not know, kept as sent for the handler ---------------
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await self._with_dsn_params(arg, "FROM:", dsn.MAIL_KEYWORDS, super().smtp_MAIL)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self._with_dsn_params(arg, "TO:", dsn.RCPT_KEYWORDS, super().smtp_RCPT)
+
+    async def _with_dsn_params(self, arg: str | None, keyword: str, ours: frozenset[str],
+                               command: Callable[[str | None], Awaitable[None]]) -> None:
+        """aiosmtpd answers 555 to any parameter it does not know and upper-cases the others (ENVID and
+        ORCPT are case-sensitive): let it parse the command without the DSN parameters, and pass those on
+        to the handler hook unchanged (see _call_handler_hook). Only after EHLO: HELO allows none."""
+        if arg is not None and self.session is not None and self.session.extended_smtp:
+            arg, self._dsn_params = dsn.split_params(arg, keyword, ours, self._getaddr)
+        try:
+            await command(arg)
+        finally:
+            self._dsn_params = []
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        """MAIL and RCPT hooks get their DSN parameters appended to the options aiosmtpd parsed."""
+        if command in ("MAIL", "RCPT") and self._dsn_params:
+            *leading, options = args
+            args = (*leading, [*options, *self._dsn_params])
+        return await super()._call_handler_hook(command, *args)
 
     # --- AUTH: aiosmtpd parses PLAIN/LOGIN, we verify without blocking the loop -------------------------
 
@@ -71,21 +115,21 @@ class SubmissionSMTP(SMTP):
             return parsed  # aiosmtpd already answered (bad base64, '*' abort, ...)
         try:
             username, password = creds.login.decode(), creds.password.decode()
-            account_id = await self._verifier.verify(username, password)
+            login = await self._verifier.verify(username, password)
         except UnicodeDecodeError:
-            username, account_id = "<not utf-8>", None
+            username, login = "<not utf-8>", None
         except AuthUnavailable as e:
             log.warning("smtp.auth_unavailable", error=str(e))
             metrics.AUTH.labels(mechanism, "tempfail").inc()
             return AuthResult(success=False, handled=False, message=AUTH_TEMPFAIL)
-        if account_id is None:
+        if login is None:
             assert self.session is not None
             log.info("smtp.auth_failed", mechanism=mechanism, username=username,
                      peer=str(peer_ip(self.session)))
             metrics.AUTH.labels(mechanism, "failure").inc()
             return AuthResult(success=False, handled=False)
         metrics.AUTH.labels(mechanism, "success").inc()
-        return AuthResult(success=True, auth_data=Authenticated(account_id, username))
+        return AuthResult(success=True, auth_data=Authenticated.of(login))
 
     # --- replies ----------------------------------------------------------------------------------------
 
