@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.message import Message as MimeMessage
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ import pytest
 import pytest_asyncio
 from aiosmtpd.smtp import SMTP
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.bounce import receiver
 from postwire.bounce.forwarding import RelayConfig, forward_bounce
@@ -25,6 +30,7 @@ from postwire.bounce.receiver import BounceListener
 from postwire.bounce.service import serve
 from postwire.bounce.settings import BounceSettings
 from postwire.core import verp
+from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_id, new_message_id
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
@@ -209,8 +215,10 @@ async def test_size_limit(start_receiver: Start, sent: Sent) -> None:
     assert refused.value.code == 552
 
 
-async def test_forwarding_sends_summary_and_report(start_receiver: Start, sent: Sent, events: Events,
-                                                   smtp_sink: SmtpSink) -> None:
+async def test_forwarding_sends_an_rfc3464_report(start_receiver: Start, sent: Sent, events: Events,
+                                                  smtp_sink: SmtpSink) -> None:
+    """No accepted event with DSN parameters (the fixture writes the rows directly): the defaults, a
+    failure is forwarded with the full returned message."""
     listener = await start_receiver(bounce_forward={sent.account_id: "bounces@customer.test"},
                                     forward_smtp_port=smtp_sink.port)
     raw = corpus("lhost-postfix-04.eml", {"kijitora@example.co.jp": sent.recipient})
@@ -219,9 +227,189 @@ async def test_forwarding_sends_summary_and_report(start_receiver: Start, sent: 
     assert got.mail_from in ("", "<>") and got.rcpt_tos == ["bounces@customer.test"]
     msg = got.message()
     assert "userunknown" in msg["Subject"] and msg["Auto-Submitted"] == "auto-generated"
-    parts = list(msg.iter_attachments())
-    assert [p.get_content_type() for p in parts] == ["message/rfc822"]
-    assert sent.recipient in got.data.decode("utf-8", "replace")
+    assert msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status"
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "text/plain", "message/delivery-status", "message/rfc822"]
+    per_message, per_rcpt = dsn_blocks(msg)
+    assert per_message["Reporting-MTA"] == f"dns; {DOMAIN}" and "Original-Envelope-Id" not in per_message
+    assert (per_rcpt["Final-Recipient"], per_rcpt["Action"], per_rcpt["Status"]) == (
+        f"rfc822; {sent.recipient}", "failed", "5.1.1")
+    assert "Original-Recipient" not in per_rcpt
+    summary = msg.get_body(("plain",))
+    assert summary is not None and sent.recipient in summary.get_content()
+    assert "Address rejected" in summary.get_content()  # the remote MTA's own explanation, quoted
+    assert b"X-Mailer: Apple Mail" in got.data  # the returned message, whole
+
+
+def dsn_blocks(msg: EmailMessage) -> tuple[MimeMessage, MimeMessage]:
+    """The per-message and (only) per-recipient field blocks of the report's message/delivery-status."""
+    [status] = [p for p in msg.iter_parts() if p.get_content_type() == "message/delivery-status"]
+    per_message, per_rcpt = status.get_payload()
+    return per_message, per_rcpt
+
+
+def dsn_mail(recipient: str, marker: str) -> bytes:
+    """A minimal RFC 3464 bounce of a message whose body is ``marker``."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@mx.example.net>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="BB"\r\n\r\n'
+        "--BB\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--BB\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Remote-MTA: dns; mx.example.net\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+        "--BB\r\nContent-Type: message/rfc822\r\n\r\n"
+        f"From: app@customer.test\r\nTo: {recipient}\r\nSubject: Order 42\r\n"
+        "Message-ID: <order-42@customer.test>\r\n\r\n"
+        f"{marker}\r\n"
+        "--BB--\r\n").encode()
+
+
+@dataclass
+class Forwarding:
+    """The whole bounce service (receiver, recorder) forwarding one fresh account's reports to the sink."""
+
+    listener: BounceListener
+    js: JetStreamContext
+    sessions: async_sessionmaker[AsyncSession]
+    account_id: str
+    sink: SmtpSink
+
+    async def accept(self, recipient: str, *, ret: str = "", envid: str = "", notify: tuple[str, ...] = (),
+                     orcpt: str = "", message_id: str = "") -> str:
+        """Publish the router's ``accepted`` event (with the RFC 3461 parameters) and wait until the
+        recorder stored it; returns the message id."""
+        mid = message_id or new_message_id()
+        ev = make_event("accepted", account_id=self.account_id, message_id=mid, recipient=recipient,
+                        mail_from="app@customer.test", subject="Order 42", size=100, source="smtp")
+        if ret or envid:
+            ev.dsn.CopyFrom(envelope_pb2.Dsn(ret=ret, envid=envid))
+        if notify or orcpt:
+            ev.recipient_dsn.CopyFrom(envelope_pb2.RecipientDsn(notify=list(notify), orcpt=orcpt))
+        await publish_event(self.js, ev)
+        await eventually(lambda: self._stored(mid, recipient))
+        return mid
+
+    async def _stored(self, mid: str, recipient: str) -> bool:
+        async with self.sessions() as s:
+            return await s.get(Recipient, (mid, recipient)) is not None
+
+    async def bounce(self, mid: str, recipient: str, marker: str) -> None:
+        await send(self.listener, verp.encode(mid, recipient, SECRET.encode(), DOMAIN),
+                   dsn_mail(recipient, marker))
+
+    async def outcome(self, event_type: str, mid: str, recipient: str, attempt: int = 0,
+                      **fields: Any) -> envelope_pb2.Event:
+        ev = make_event(event_type, account_id=self.account_id, message_id=mid, recipient=recipient,
+                        attempt=attempt, **fields)
+        await publish_event(self.js, ev)
+        return ev
+
+    def forwarded_for(self, recipient: str) -> list[EmailMessage]:
+        return [r.message() for r in self.sink.handler.received
+                if f"rfc822; {recipient}" in r.data.decode("utf-8", "replace")]
+
+
+@pytest_asyncio.fixture
+async def forwarding(start_receiver: Start, nc: Client, sessions: async_sessionmaker[AsyncSession],
+                     smtp_sink: SmtpSink) -> Forwarding:
+    account = new_id("a")
+    listener = await start_receiver(bounce_role="all", bounce_forward={account: "dsn@customer.test"},
+                                    forward_smtp_port=smtp_sink.port, recorder_retry_s=0.1)
+    return Forwarding(listener, nc.jetstream(), sessions, account, smtp_sink)
+
+
+async def test_forwarding_honours_notify_never(forwarding: Forwarding) -> None:
+    never, control = "never@example.org", "control@example.org"
+    mid_never = await forwarding.accept(never, notify=("NEVER",))
+    mid_control = await forwarding.accept(control)
+    await forwarding.bounce(mid_never, never, "body of the never message")
+    await forwarding.bounce(mid_control, control, "body of the control message")
+    [got] = await forwarding.sink.handler.wait_for(1)
+    await asyncio.sleep(0.5)  # the NEVER one was decided before the control was even received
+    assert len(forwarding.sink.handler.received) == 1
+    assert f"rfc822; {control}" in got.data.decode() and never not in got.data.decode()
+
+
+async def test_forwarding_adds_envelope_id_and_original_recipient(forwarding: Forwarding) -> None:
+    rcpt = "jane@example.org"
+    mid = await forwarding.accept(rcpt, ret="FULL", envid="order-42/env", notify=("FAILURE", "DELAY"),
+                                  orcpt="rfc822;Jane.Doe@Example.org")
+    await forwarding.bounce(mid, rcpt, "FULL-BODY-MARKER")
+    [got] = await forwarding.sink.handler.wait_for(1)
+    msg = got.message()
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "text/plain", "message/delivery-status", "message/rfc822"]
+    per_message, per_rcpt = dsn_blocks(msg)
+    assert per_message["Original-Envelope-Id"] == "order-42/env"
+    assert per_message["Arrival-Date"]  # when Postwire accepted the message
+    assert per_rcpt["Original-Recipient"] == "rfc822;Jane.Doe@Example.org"
+    assert (per_rcpt["Final-Recipient"], per_rcpt["Action"], per_rcpt["Status"]) == (
+        f"rfc822; {rcpt}", "failed", "5.1.1")
+    assert per_rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 user unknown"
+    assert b"FULL-BODY-MARKER" in got.data  # RET=FULL: the returned message, whole
+
+
+async def test_forwarding_ret_hdrs_returns_only_the_headers(forwarding: Forwarding) -> None:
+    rcpt = "hdrs@example.org"
+    mid = await forwarding.accept(rcpt, ret="HDRS")
+    await forwarding.bounce(mid, rcpt, "SECRET-BODY-MARKER")
+    [got] = await forwarding.sink.handler.wait_for(1)
+    msg = got.message()
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    headers = list(msg.iter_parts())[2].get_content()
+    assert "Subject: Order 42" in headers and "Message-ID: <order-42@customer.test>" in headers
+    assert b"SECRET-BODY-MARKER" not in got.data
+
+
+async def test_recorder_forwards_synchronous_failures_and_requested_notices(forwarding: Forwarding) -> None:
+    """failed / delivered / deferred events Postwire produced itself: forwarded from the recorder, once,
+    when NOTIFY asks for them."""
+    failed, never, success, failure_only, delay = (f"{n}@example.org" for n in (
+        "failed", "never", "success", "failureonly", "delay"))
+    mid_failed = await forwarding.accept(failed, envid="env-failed")
+    mid_never = await forwarding.accept(never, notify=("NEVER",))
+    mid_success = await forwarding.accept(success, notify=("SUCCESS",))
+    mid_failure_only = await forwarding.accept(failure_only, notify=("FAILURE",))
+    mid_delay = await forwarding.accept(delay, notify=("DELAY", "FAILURE"))
+    rejected = dict(smtp_code=550, enhanced_status="5.1.1", mx_host="mx.example.org", reason="userunknown",
+                    hardbounce=True, response="5.1.1 <failed@example.org>: user unknown")
+    first = await forwarding.outcome("failed", mid_failed, failed, **rejected)
+    await forwarding.outcome("failed", mid_never, never, **rejected)
+    await forwarding.outcome("delivered", mid_success, success, smtp_code=250, enhanced_status="2.0.0",
+                             response="2.0.0 Ok: queued", mx_host="mx.example.org")
+    await forwarding.outcome("delivered", mid_failure_only, failure_only, smtp_code=250)
+    for attempt in (0, 1):
+        await forwarding.outcome("deferred", mid_delay, delay, attempt=attempt, smtp_code=451,
+                                 enhanced_status="4.7.1", response="4.7.1 try again later",
+                                 reason="blocked")
+    # the same failed event again, past JetStream's duplicate window: stored once, forwarded once
+    await forwarding.js.publish(f"events.{forwarding.account_id}.failed", first.SerializeToString(),
+                                headers={"Nats-Msg-Id": "again"})
+    await forwarding.sink.handler.wait_for(3)
+    control = "control@example.org"
+    await forwarding.outcome("failed", await forwarding.accept(control), control, smtp_code=550)
+    await forwarding.sink.handler.wait_for(4)
+    await asyncio.sleep(0.5)
+    assert len(forwarding.sink.handler.received) == 4
+
+    [msg] = forwarding.forwarded_for(failed)
+    per_message, per_rcpt = dsn_blocks(msg)
+    assert per_message["Original-Envelope-Id"] == "env-failed"
+    assert (per_rcpt["Action"], per_rcpt["Status"], per_rcpt["Remote-MTA"]) == (
+        "failed", "5.1.1", "dns; mx.example.org")
+    assert per_rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 <failed@example.org>: user unknown"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "message/delivery-status"]
+    [msg] = forwarding.forwarded_for(success)
+    assert (dsn_blocks(msg)[1]["Action"], dsn_blocks(msg)[1]["Status"]) == ("relayed", "2.0.0")
+    [msg] = forwarding.forwarded_for(delay)  # one delay notice, not one per retry
+    assert (dsn_blocks(msg)[1]["Action"], dsn_blocks(msg)[1]["Status"]) == ("delayed", "4.7.1")
+    assert not forwarding.forwarded_for(never) and not forwarding.forwarded_for(failure_only)
+    assert len(forwarding.forwarded_for(control)) == 1
 
 
 async def test_forward_bounce_direct(smtp_sink: SmtpSink) -> None:
@@ -230,7 +418,8 @@ async def test_forward_bounce_direct(smtp_sink: SmtpSink) -> None:
     await forward_bounce(ev, b"From: MAILER-DAEMON@y.test\r\nSubject: failure\r\n\r\nfull\r\n", "to@c.test",
                          RelayConfig("127.0.0.1", smtp_sink.port, "postmaster@bounces.test"))
     [got] = await smtp_sink.handler.wait_for(1)
-    assert "Reason:          mailboxfull (soft bounce)" in got.message().get_body(("plain",)).get_content()
+    body = got.message().get_body(("plain",))
+    assert body is not None and "Reason:          mailboxfull (soft bounce)" in body.get_content()
 
 
 def test_every_handle_method_is_an_aiosmtpd_hook() -> None:

@@ -204,6 +204,37 @@ async def test_signed_post_arrives_and_verifies(api, js, make_account, make_rece
     assert len(rec.requests) == 1 and rec.events()[0]["type"] == "bounced"
 
 
+async def test_clicked_subscription_gets_signed_clicks_with_details(api, js, make_account, make_receiver,
+                                                                    start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver()
+    hook = await api.create(creds, rec.url, ["clicked"])
+    assert hook["event_types"] == ["clicked"]
+    await start_notifier()
+    mid, rcpt = new_message_id(), "reader@example.test"
+    browser = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15"
+    for ev in (make_event("opened", account_id=creds.account_id, message_id=mid, recipient=rcpt,
+                          client_ip="203.0.113.9", user_agent=browser, unique=True),
+               make_event("delivered", account_id=creds.account_id, message_id=mid, recipient=rcpt)):
+        await publish_event(js, ev)  # not subscribed
+    click = make_event("clicked", account_id=creds.account_id, message_id=mid, recipient=rcpt,
+                       url="https://shop.example.test/offer?id=7", link_index=2, client_ip="203.0.113.9",
+                       user_agent=browser, unique=True, tags=["promo"])
+    await publish_event(js, click)
+    await eventually(lambda: rec.requests)
+    _, headers, body = rec.requests[0]
+    assert verify(hook["secret"], body, headers[HEADER.lower()])
+    assert headers["postwire-event-id"] == click.event_id
+    event = json.loads(body)["event"]
+    assert {k: event[k] for k in ("id", "type", "recipient", "url", "link_index", "client_ip", "user_agent",
+                                  "unique", "tags")} == {
+        "id": click.event_id, "type": "clicked", "recipient": rcpt,
+        "url": "https://shop.example.test/offer?id=7", "link_index": 2, "client_ip": "203.0.113.9",
+        "user_agent": browser, "unique": True, "tags": ["promo"]}
+    await asyncio.sleep(0.5)
+    assert [e["type"] for e in rec.events()] == ["clicked"]
+
+
 async def test_endpoint_down_for_a_while_gets_everything_later(api, js, make_account, make_receiver,
                                                                start_notifier) -> None:
     creds = await make_account()

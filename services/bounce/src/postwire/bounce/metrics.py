@@ -32,7 +32,8 @@ REASONS = Counter(
 )
 FORWARDED = Counter(
     "postwire_bounce_forwarded_total",
-    "Classified bounces forwarded by SMTP to an account's address, by outcome: sent|failed.",
+    "Reports forwarded by SMTP to an account's address, by outcome: sent, failed (relay or database "
+    "unavailable after the retries), skipped (the sender's RFC 3461 NOTIFY did not ask for it).",
     ["outcome"],
 )
 

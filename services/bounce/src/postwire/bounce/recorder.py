@@ -9,14 +9,21 @@ Suppressions (docs/suppressions.md) are added in the same transaction as the eve
 hard failure or bounce, a complaint, or — when POSTWIRE_SOFT_BOUNCE_LIMIT is set — the N-th soft one
 within the window. The KV mirror is written after the commit; if that fails the batch is nak'd, and the
 redelivered events, now duplicates, put their suppressions into the bucket again.
+
+Opens and clicks (``opened``, ``clicked``) are stored with their details and nothing else: they never
+move a recipient's delivery state (a click does not make a failed recipient delivered) and never
+suppress, and one for a message not recorded (yet) is stored like any other event.
+
+``on_recorded`` (bounce forwarding) is told, after each commit, of the events stored for the first time:
+a redelivered event is a duplicate and is not passed on again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,10 +37,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from postwire.bounce.forwarding import dsn_data
 from postwire.bounce.metrics import BATCH_FAILURES, BATCH_SECONDS, EVENTS_RECORDED
 from postwire.core.settings import PostwireSettings
 from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
 from postwire.db import suppressions
+from postwire.db.events_query import event_proto_data
 from postwire.db.models import Event, Message, Recipient
 from postwire.db.suppressions import MirrorUnavailable, SuppressionInfo, SuppressionMirror
 from postwire.v1 import envelope_pb2
@@ -48,7 +57,11 @@ STATUS_OF = {"deferred": "deferred", "delivered": "delivered", "failed": "failed
 ATTEMPTS = ("deferred", "delivered", "failed")
 # failures that may suppress: hard ones at once, soft ones under the policy
 FAILURES = ("failed", "bounced")
+# opens and clicks: stored with these details, never a delivery outcome
+TRACKING_FIELDS = ("url", "link_index", "client_ip", "user_agent", "unique")
 DAY = 24 * 3600.0
+
+OnRecorded = Callable[[Sequence[envelope_pb2.Event]], None]
 
 
 class SuppressionSettings(PostwireSettings):
@@ -73,23 +86,39 @@ class SoftBouncePolicy:
 
 
 def event_data(ev: envelope_pb2.Event) -> dict[str, Any]:
-    """The event's details as stored in events.data (and later served by the events API)."""
-    data: dict[str, Any] = {
-        "attempt": ev.attempt, "tags": list(ev.tags), "metadata": dict(ev.metadata),
-    }
-    for name in ("smtp_code", "enhanced_status", "response", "mx_host",
-                 "mail_from", "subject", "size", "source", "reason", "feedback_type", "remote_mta"):
+    """The event's details as stored in events.data (and later served by the events API): what
+    ``postwire.db.events_query.event_proto_data`` gives (the webhook payload is built from it; it keeps
+    ``hardbounce`` explicit for failures, which the soft-bounce policy counts on), plus the open/click
+    details and the RFC 3461 parameters of an ``accepted`` event (read back by bounce forwarding)."""
+    data = event_proto_data(ev)
+    # opens and clicks, stored like every other field: non-default values only (the JSON of an event
+    # reads a missing ``unique`` as false and a missing ``link_index`` as 0, the first link)
+    for name in TRACKING_FIELDS:
         value = getattr(ev, name)
         if value:
             data[name] = value
-    if ev.type in FAILURES:  # explicit even when false: the soft-bounce policy counts on it
-        data["hardbounce"] = ev.hardbounce
-    return data
+    if ev.type == "accepted":
+        data.update(dsn_data(ev))
+    cleaned: dict[str, Any] = _without_nul(data)
+    return cleaned
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL refuses U+0000 in jsonb: one in a user agent or a link would fail every retry of its
+    batch and hold up the recorder, so it is dropped."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 async def _record(session: AsyncSession, ev: envelope_pb2.Event, policy: SoftBouncePolicy,
-                  mirror: list[SuppressionInfo]) -> None:
-    """Store ``ev`` once and apply its effects; suppressions to put in the KV bucket go to ``mirror``."""
+                  mirror: list[SuppressionInfo]) -> bool:
+    """Store ``ev`` once and apply its effects; suppressions to put in the KV bucket go to ``mirror``.
+    False when it was stored before (a redelivery)."""
     at = ev.at.ToDatetime(tzinfo=UTC)
     inserted = await session.execute(insert(Event).values(
         event_id=ev.event_id, account_id=ev.account_id, message_id=ev.message_id, recipient=ev.recipient,
@@ -99,7 +128,7 @@ async def _record(session: AsyncSession, ev: envelope_pb2.Event, policy: SoftBou
         # seen before: its effects are applied, but its KV put may have failed — mirror it again
         if _suppresses(ev, policy):
             await _remirror(session, ev, mirror)
-        return
+        return False
     if ev.type == "accepted":
         await _record_accepted(session, ev, at)
     elif ev.type in STATUS_OF:
@@ -107,6 +136,7 @@ async def _record(session: AsyncSession, ev: envelope_pb2.Event, policy: SoftBou
     added = await _suppress(session, ev, at, policy)
     if added is not None:
         mirror.append(added)
+    return True
 
 
 def _suppresses(ev: envelope_pb2.Event, policy: SoftBouncePolicy) -> bool:
@@ -179,15 +209,25 @@ async def _record_outcome(session: AsyncSession, ev: envelope_pb2.Event, at: dat
     ))
 
 
+@dataclass
+class Recorded:
+    """What one committed batch did: suppressions to mirror into the KV bucket, events stored anew."""
+
+    mirror: list[SuppressionInfo] = field(default_factory=list)
+    new: list[envelope_pb2.Event] = field(default_factory=list)
+
+
 async def record_batch(sessions: async_sessionmaker[AsyncSession], events: Sequence[envelope_pb2.Event],
-                       policy: SoftBouncePolicy = SoftBouncePolicy()) -> list[SuppressionInfo]:
-    """Store ``events`` in one transaction (in stream order, so state moves forward); returns the
-    suppressions to mirror into the KV bucket once the transaction has committed."""
-    mirror: list[SuppressionInfo] = []
+                       policy: SoftBouncePolicy = SoftBouncePolicy()) -> Recorded:
+    """Store ``events`` in one transaction (in stream order, so state moves forward); returns, once the
+    transaction has committed, the suppressions to mirror into the KV bucket and the events that were
+    not stored before."""
+    done = Recorded()
     async with sessions.begin() as session:
         for ev in events:
-            await _record(session, ev, policy, mirror)
-    return mirror
+            if await _record(session, ev, policy, done.mirror):
+                done.new.append(ev)
+    return done
 
 
 def _decode(msgs: Sequence[Msg]) -> tuple[list[envelope_pb2.Event], list[Msg]]:
@@ -205,10 +245,12 @@ def _decode(msgs: Sequence[Msg]) -> tuple[list[envelope_pb2.Event], list[Msg]]:
 
 class Recorder:
     def __init__(self, js: JetStreamContext, sessions: async_sessionmaker[AsyncSession],
-                 batch: int = 256, retry_s: float = 2.0, policy: SoftBouncePolicy | None = None) -> None:
+                 batch: int = 256, retry_s: float = 2.0, policy: SoftBouncePolicy | None = None,
+                 on_recorded: OnRecorded | None = None) -> None:
         self._js, self._sessions, self._batch, self._retry_s = js, sessions, batch, retry_s
         self._policy = policy if policy is not None else SoftBouncePolicy.from_settings(SuppressionSettings())
         self._mirror = SuppressionMirror(js)
+        self._on_recorded = on_recorded
 
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_consumer(self._js, EVENTS, work_consumer(CONSUMER, ack_wait_s=60))
@@ -250,12 +292,19 @@ class Recorder:
             await m.term()
         try:
             with BATCH_SECONDS.time():
-                mirror = await record_batch(self._sessions, events, self._policy)
+                done = await record_batch(self._sessions, events, self._policy)
         except (OperationalError, DBAPIError, OSError) as e:
             BATCH_FAILURES.inc()
             log.warning("recorder.db_unavailable", error=str(e).splitlines()[0], events=len(events))
             await self._nak([m for m in msgs if m not in poison])
             return
+        # committed: tell the hook now, since a redelivery after a failed KV put finds only duplicates
+        if self._on_recorded is not None and done.new:
+            try:
+                self._on_recorded(done.new)
+            except Exception:  # a side effect's bug must not stop recording
+                log.exception("recorder.on_recorded_failed", events=len(done.new))
+        mirror = done.mirror
         try:
             for info in mirror:
                 await self._mirror.put(info)

@@ -3,8 +3,11 @@
 Components (``POSTWIRE_BOUNCE_ROLE``; ``all`` runs every one in this process, the local default):
 
 - ``recorder``: EVENTS → PostgreSQL (recorder.py), and the queue-depth sampler of every stream;
-- ``receiver``: the SMTP MX of the bounce domain, DSNs → events (receiver.py), with bounce forwarding;
+- ``receiver``: the SMTP MX of the bounce domain, DSNs → events (receiver.py);
 - ``notifier``: EVENTS → signed webhook POSTs, one queue per endpoint (webhooks/).
+
+Bounce forwarding (forwarding.py), when POSTWIRE_BOUNCE_FORWARD names accounts, is fed by the receiver
+(bounced, complained) and the recorder (failed, suppressed, deferred, delivered) of the same process.
 
 /readyz is ready when NATS is connected and, in a role with the receiver, the receiver is listening.
 Shutdown: the receiver stops accepting and lets transactions in DATA finish, forwards get a grace, the
@@ -18,7 +21,7 @@ from collections.abc import Callable
 
 import structlog
 from nats.aio.client import Client
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from postwire.bounce.forwarding import Forwarder, RelayConfig
 from postwire.bounce.queue_depth import run_sampler
@@ -54,10 +57,11 @@ async def serve(settings: BounceSettings, stop: asyncio.Event,
     js = nc.jetstream()
     await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
+    feeds_forwarding = runs(settings, "receiver") or runs(settings, "recorder")
+    forwarder = _forwarder(settings, make_sessionmaker(engine)) if feeds_forwarding else None
     listener: BounceListener | None = None
-    forwarder: Forwarder | None = None
     if runs(settings, "receiver"):
-        listener, forwarder = await _start_receiver(settings, nc, engine)
+        listener = await _start_receiver(settings, nc, engine, forwarder)
         if receiver_started is not None:
             receiver_started(listener)
 
@@ -70,26 +74,35 @@ async def serve(settings: BounceSettings, stop: asyncio.Event,
             tg.create_task(serve_app(ops_app(ready), settings.ops_host, settings.ops_port, stop, started))
             if runs(settings, "recorder"):
                 recorder = Recorder(js, make_sessionmaker(engine), settings.recorder_batch,
-                                    settings.recorder_retry_s, SoftBouncePolicy.from_settings(settings))
+                                    settings.recorder_retry_s, SoftBouncePolicy.from_settings(settings),
+                                    on_recorded=forwarder.recorded if forwarder is not None else None)
                 tg.create_task(recorder.run(stop))
                 tg.create_task(run_sampler(js, settings.queue_sample_s, stop))
             if listener is not None:
-                tg.create_task(_run_receiver(listener, forwarder, settings, stop))
+                tg.create_task(_run_receiver(listener, settings, stop))
             if runs(settings, "notifier"):
                 tg.create_task(run_notifier(settings, js, make_sessionmaker(engine), stop))
     finally:
+        if forwarder is not None:  # receiver drained, recorder stopped: nothing more is handed over
+            await forwarder.close(settings.shutdown_grace_s)
         await nc.close()  # every loop has ended: nothing in flight to drain
         await engine.dispose()
         log.info("bounce.stopped")
 
 
-async def _start_receiver(settings: BounceSettings, nc: Client,
-                          engine: AsyncEngine) -> tuple[BounceListener, Forwarder | None]:
-    forwarder = Forwarder(settings.bounce_forward, RelayConfig(
+def _forwarder(settings: BounceSettings, sessions: async_sessionmaker[AsyncSession]) -> Forwarder | None:
+    if not settings.bounce_forward:
+        return None
+    return Forwarder(settings.bounce_forward, RelayConfig(
         host=settings.forward_smtp_host, port=settings.forward_smtp_port,
         from_address=settings.forward_from or f"postmaster@{settings.bounce_domain}",
         validate_certs=settings.forward_smtp_validate_certs,
-    )) if settings.bounce_forward else None
+        reporting_mta=settings.bounce_smtp_hostname or settings.bounce_domain,
+    ), sessions)
+
+
+async def _start_receiver(settings: BounceSettings, nc: Client, engine: AsyncEngine,
+                          forwarder: Forwarder | None) -> BounceListener:
     handler = BounceHandler(
         config=ReceiverConfig(settings.bounce_domain, verp_secret_bytes(settings),
                               settings.bounce_unknown_grace_s),
@@ -98,17 +111,13 @@ async def _start_receiver(settings: BounceSettings, nc: Client,
         queue_connected=lambda: bool(nc.is_connected),
         on_event=forwarder,
     )
-    listener = await start_receiver(
+    return await start_receiver(
         handler, host=settings.bounce_smtp_host, port=settings.bounce_smtp_port,
         hostname=settings.bounce_smtp_hostname or settings.bounce_domain,
         max_message_size=settings.bounce_max_message_size, timeout_s=settings.bounce_smtp_timeout_s,
     )
-    return listener, forwarder
 
 
-async def _run_receiver(listener: BounceListener, forwarder: Forwarder | None, settings: BounceSettings,
-                        stop: asyncio.Event) -> None:
+async def _run_receiver(listener: BounceListener, settings: BounceSettings, stop: asyncio.Event) -> None:
     await stop.wait()
     await listener.drain(settings.shutdown_grace_s)
-    if forwarder is not None:
-        await forwarder.close(settings.shutdown_grace_s)
