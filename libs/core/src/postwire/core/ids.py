@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 
 def new_id(prefix: str = "") -> str:
@@ -13,10 +14,21 @@ def new_id(prefix: str = "") -> str:
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
+        chars.append(ALPHABET[value & 31])
         value >>= 5
     return prefix + "".join(reversed(chars))
 
 
 def new_message_id() -> str:
     return new_id()
+
+
+def derived_id(message_id: str, index: int) -> str:
+    """A sibling of ``message_id``: the same time part, a random part from a digest of (id, index).
+    Derived rather than drawn, so a retry that reuses the message id hands out the same siblings."""
+    value = int.from_bytes(hashlib.sha256(f"{message_id}/{index}".encode()).digest()[:10], "big")
+    chars = []
+    for _ in range(16):
+        chars.append(ALPHABET[value & 31])
+        value >>= 5
+    return message_id[:10] + "".join(reversed(chars))

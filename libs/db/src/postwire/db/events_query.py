@@ -1,5 +1,6 @@
 """Reading events back: the one JSON shape of an event (events API and webhook payloads), the filtered,
-cursor-paginated listing, and per-day counts. See docs/events.md.
+cursor-paginated listing, a time-window listing (the SMTPeter-compatible API), per-day counts and
+totals. See docs/events.md.
 
 Pagination is on the recording order (txid, seq), never on ``at``: an event carries its publish time,
 and one recorded late (a redelivery, a recorder that was down) would land *before* a cursor on ``at``
@@ -28,22 +29,28 @@ from postwire.v1 import envelope_pb2
 
 BOUNCE_TYPES = ("bounced", "failed", "complained")
 
-# the type-specific fields of each event type; types not listed (opened, clicked, …) get every known one
+# the type-specific fields of each event type; types not listed get every known one
 _DELIVERY = ("smtp_code", "enhanced_status", "response", "mx_host", "attempt")
 _CLASSIFIED = ("reason", "hardbounce")
+_CLIENT = ("client_ip", "user_agent", "unique")
 FIELDS_BY_TYPE: dict[str, tuple[str, ...]] = {
-    "accepted": ("from", "subject", "size", "source"),
+    # plus the RFC 3461 parameters when the sender gave them (postwire.bounce.forwarding honours them)
+    "accepted": ("from", "subject", "size", "source", "dsn", "notify", "orcpt"),
     "delivered": _DELIVERY,
     "deferred": (*_DELIVERY, "reason"),
     "failed": (*_DELIVERY, *_CLASSIFIED),
     "bounced": (*_DELIVERY, *_CLASSIFIED, "remote_mta"),
     "complained": ("feedback_type", "remote_mta"),
     "suppressed": ("reason",),
+    "opened": _CLIENT,
+    "clicked": ("url", "link_index", *_CLIENT),
 }
-_ALL_FIELDS = (*_DELIVERY, *_CLASSIFIED, "feedback_type", "remote_mta")
-# proto field → data key, as the recorder stores it (recorder.event_data)
+_ALL_FIELDS = (*_DELIVERY, *_CLASSIFIED, "feedback_type", "remote_mta", "url", "link_index", *_CLIENT)
+_FALSE_BY_DEFAULT = ("hardbounce", "unique")
+# proto field → data key, as the recorder stores it (recorder.event_data): non-default values only
 _PROTO_FIELDS = ("smtp_code", "enhanced_status", "response", "mx_host", "mail_from", "subject", "size",
-                 "source", "reason", "feedback_type", "remote_mta")
+                 "source", "reason", "feedback_type", "remote_mta", "url", "link_index", "client_ip",
+                 "user_agent", "unique")
 
 # the transaction horizon: every transaction with a smaller id has finished
 _HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)")
@@ -69,7 +76,8 @@ def event_json(event_id: str, type_: str, at: datetime, message_id: str, recipie
     }
     for name in FIELDS_BY_TYPE.get(type_, _ALL_FIELDS):
         key = "mail_from" if name == "from" else name
-        default: Any = False if name == "hardbounce" else None
+        # the recorder stores non-default values only: a missing flag is false, a missing index 0
+        default: Any = False if name in _FALSE_BY_DEFAULT else 0 if name == "link_index" else None
         out[name] = data.get(key, default)
     return out
 
@@ -122,6 +130,7 @@ class EventFilter:
     recipient: str | None = None
     message_id: str | None = None
     tag: str | None = None
+    tags: Sequence[str] = ()  # every one of them (AND)
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
     bounces_only: bool = False
@@ -136,9 +145,10 @@ class EventPage:
     resume_cursor: str | None = None
 
 
-def _tag_clause(tag: str) -> ColumnElement[bool]:
-    """``data->'tags' @> '["tag"]'``: the form the GIN index ix_events_tags serves."""
-    return Event.data["tags"].op("@>")(cast(literal([tag], JSONB), JSONB))
+def _tag_clause(*tags: str) -> ColumnElement[bool]:
+    """``data->'tags' @> '["a", "b"]'`` (every tag present): the form the GIN index ix_events_tags
+    serves."""
+    return Event.data["tags"].op("@>")(cast(literal(list(tags), JSONB), JSONB))
 
 
 def _bounce_clause() -> ColumnElement[bool]:
@@ -160,6 +170,8 @@ def _conditions(account_id: str, f: EventFilter) -> list[ColumnElement[bool]]:
         where.append(Event.message_id == f.message_id)
     if f.tag:
         where.append(_tag_clause(f.tag))
+    if f.tags:
+        where.append(_tag_clause(*f.tags))
     if f.start is not None:
         where.append(Event.at >= f.start)
     if f.end is not None:
@@ -182,6 +194,14 @@ async def list_events(session: AsyncSession, account_id: str, f: EventFilter, li
         if len(rows) == limit:
             page.next_cursor = page.resume_cursor
     return page
+
+
+async def list_window(session: AsyncSession, account_id: str, f: EventFilter, limit: int) -> list[Event]:
+    """The account's events matching ``f`` (give it a start and an end), by ``at``, at most ``limit``.
+    Not paginated: for bounded windows (the SMTPeter-compatible GET /v1/events/{kind}/{value})."""
+    return list((await session.execute(
+        select(Event).where(*_conditions(account_id, f)).order_by(Event.at, Event.seq).limit(limit)
+    )).scalars().all())
 
 
 # -------------------------------------------------------------------------------------------- stats
@@ -216,3 +236,29 @@ async def daily_counts(session: AsyncSession, account_id: str, start: datetime, 
         out.append({"day": current.isoformat(), **types})
         current += timedelta(days=1)
     return out
+
+
+# what the totals count (docs/events.md, "Totals")
+TOTALS = ("messages", "deliveries", "bounces", "opens", "unique_opens", "clicks", "unique_clicks")
+
+
+async def totals(session: AsyncSession, account_id: str, start: datetime, end: datetime,
+                 tag: str | None = None) -> dict[str, int]:
+    """Totals in [start, end), in one pass: ``messages`` = accepted events (one per recipient of every
+    message: the ids /v1/send hands out), ``deliveries`` = delivered, ``bounces`` = failed + bounced
+    (recipients that did not get the message: refused at delivery, expired, or bounced later; not
+    suppressed ones, which were never attempted), ``opens``/``clicks`` = every opened/clicked event and
+    ``unique_*`` those flagged unique (a recipient's first open; the first click per recipient and link)."""
+    unique = Event.data["unique"].as_boolean().is_(True)
+    counts = [
+        func.count().filter(Event.type == "accepted"),
+        func.count().filter(Event.type == "delivered"),
+        func.count().filter(Event.type.in_(("failed", "bounced"))),
+        func.count().filter(Event.type == "opened"),
+        func.count().filter(and_(Event.type == "opened", unique)),
+        func.count().filter(Event.type == "clicked"),
+        func.count().filter(and_(Event.type == "clicked", unique)),
+    ]
+    where = _conditions(account_id, EventFilter(tag=tag, start=start, end=end))
+    row = (await session.execute(select(*counts).where(*where))).one()
+    return {name: int(n or 0) for name, n in zip(TOTALS, row, strict=True)}

@@ -6,8 +6,13 @@ tests and :mod:`postwire.api_gateway.service` build the same app.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from sqlalchemy.exc import SQLAlchemyError
 
 from postwire.api_gateway import (
@@ -17,16 +22,20 @@ from postwire.api_gateway import (
     routes,
     routes_domains,
     routes_events,
+    routes_smtpeter,
     routes_suppressions,
+    routes_tracking,
     routes_webhooks,
 )
-from postwire.api_gateway.auth import Authenticator, KeyCache
+from postwire.api_gateway.auth import Authenticator, KeyCache, redact_access_logs
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.idempotency import IdempotencyStore
+from postwire.api_gateway.smtpeter import SmtpeterResend, SmtpeterSend
 
 DESCRIPTION = """Send email through Postwire and follow what happened to it.
 
-Authenticate with `Authorization: Bearer <api key>`. A 202 means the message is durably queued.
+Authenticate with `Authorization: Bearer <api key>` (or `?access_token=<api key>`). A 202 (200 on the
+SMTPeter-compatible routes) means the message is durably queued.
 Every error body is `{"error": code, "message": text}`; a 422 adds `detail`, a list of
 `{"loc", "msg", "type"}` naming each offending field.
 """
@@ -38,8 +47,13 @@ def create_app(deps: Deps) -> FastAPI:
                   openapi_tags=[{"name": "messages", "description": "Send mail and read its status."},
                                 {"name": "domains", "description": "Sending domains, DKIM keys and the DNS "
                                                                    "records to publish."},
+                                {"name": "smtpeter", "description": "SMTPeter-compatible send, resend "
+                                                                     "and events (docs/smtpeter.md)."},
+                                {"name": "tracking", "description": "Click redirects and the open pixel "
+                                                                     "(no auth; docs/tracking.md)."},
                                 {"name": "ops", "description": "Probes for Kubernetes."}])
     app.state.deps = deps
+    redact_access_logs()
     app.state.authenticator = Authenticator(
         deps.sessions, KeyCache(deps.settings.api_key_cache_ttl_s, deps.settings.api_key_cache_size))
     app.state.idempotency = IdempotencyStore(deps.sessions, deps.settings.idempotency_lease_s)
@@ -49,12 +63,32 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes.messages_router(deps.settings))
     app.include_router(routes_domains.domains_router(deps.settings))
     app.include_router(routes_events.events_router())
+    app.include_router(routes_smtpeter.smtpeter_router(deps.settings))
+    app.include_router(routes_tracking.tracking_router(deps.settings))
     app.include_router(routes_webhooks.webhooks_router())
     app.include_router(routes_suppressions.suppressions_router())
     app.include_router(ops.router)
     app.add_middleware(limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
     app.add_middleware(ops.RequestMetrics)
+    app.openapi = _with_schemas(app, SmtpeterSend, SmtpeterResend)  # type: ignore[method-assign]
     return app
+
+
+def _with_schemas(app: FastAPI, *models: type[BaseModel]) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI plus the component schemas of request bodies that routes parse themselves
+    (JSON or form), which their ``openapi_extra`` refers to."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        _, defs = models_json_schema([(m, "validation") for m in models],
+                                     ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        return schema
+
+    return openapi
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:

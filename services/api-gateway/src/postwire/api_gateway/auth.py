@@ -1,4 +1,9 @@
-"""Bearer API keys, resolved to an account through a small in-process cache.
+"""API keys, resolved to an account through a small in-process cache.
+
+A key comes as ``Authorization: Bearer <key>`` or, as SMTPeter clients send it, as the query parameter
+``?access_token=<key>``; the header wins when both are given. Neither is ever logged: uvicorn's access
+log is off (postwire.core.ops.serve_app) and, should anyone turn it on, :class:`RedactAccessToken` blanks
+the parameter in its lines; request metrics are labelled by route template; errors never echo the request.
 
 The cache is keyed by SHA-256 of the token (the raw secret is never kept in memory longer than the
 request) and bounded in size and age: a hot key costs no database round trip, a revoked key stops
@@ -9,12 +14,14 @@ not evict the real ones (each costs one primary-key lookup).
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import time
 from collections import OrderedDict
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.api_gateway import metrics
@@ -23,6 +30,32 @@ from postwire.db.accounts import account_for_api_key
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", bearerFormat="pw_<id>_<secret>",
                     description="An API key from `postwire account create NAME`.")
+access_token = APIKeyQuery(name="access_token", auto_error=False, scheme_name="AccessToken",
+                           description="The same API key as a query parameter (SMTPeter clients); the "
+                                       "Authorization header wins when both are given.")
+
+
+_ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"']*", re.IGNORECASE)
+
+
+class RedactAccessToken(logging.Filter):
+    """Replaces the value of ``access_token=`` in a log record's message and arguments with ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _ACCESS_TOKEN.sub(r"\1***", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_ACCESS_TOKEN.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def redact_access_logs() -> None:
+    """Install :class:`RedactAccessToken` on uvicorn's loggers (once per process)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactAccessToken) for f in logger.filters):
+            logger.addFilter(RedactAccessToken())
 
 
 class KeyCache:
@@ -73,12 +106,15 @@ def _unauthorized(message: str, invalid: bool) -> ApiError:
 
 
 async def current_account(request: Request,
-                          creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> str:
+                          creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+                          query_token: Annotated[str | None, Security(access_token)]) -> str:
     """FastAPI dependency: the caller's account id, or 401."""
-    if creds is None:
-        raise _unauthorized("missing API key: send Authorization: Bearer <api key>", invalid=False)
+    token = creds.credentials if creds is not None else query_token
+    if not token:
+        raise _unauthorized("missing API key: send Authorization: Bearer <api key> (or ?access_token=)",
+                            invalid=False)
     authenticator: Authenticator = request.app.state.authenticator
-    account_id = await authenticator.account_for(creds.credentials)
+    account_id = await authenticator.account_for(token)
     if account_id is None:
         raise _unauthorized("invalid or revoked API key", invalid=True)
     return account_id

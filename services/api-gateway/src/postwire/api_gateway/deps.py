@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.api_gateway.settings import ApiSettings
+from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
 
 
@@ -19,3 +21,10 @@ class Deps:
     nc: Client
     intake: Intake
     sessions: async_sessionmaker[AsyncSession]
+    # derived from ``nc``: the JetStream context (archive, buckets) and the body store (resend)
+    js: JetStreamContext = field(init=False)
+    bodies: BodyStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.js = self.nc.jetstream()
+        self.bodies = BodyStore(self.js, self.settings.inline_body_max)

@@ -6,7 +6,8 @@ postwire_api_requests_total{route,method,status}
 postwire_api_request_duration_seconds{route,method}
     Time from request start to the response's first byte.
 postwire_api_messages_accepted_total{endpoint}
-    Messages durably queued (202), by endpoint (``json`` | ``mime``); idempotent replays not counted.
+    Messages durably queued, by endpoint (``json`` | ``mime`` for /v1/messages, ``send`` | ``resend`` for
+    the SMTPeter-compatible routes); idempotent replays not counted.
 postwire_api_accept_seconds{endpoint}
     Time spent making one message durable: body store + INBOUND publish until the JetStream PubAck.
 postwire_api_messages_rejected_total{reason}

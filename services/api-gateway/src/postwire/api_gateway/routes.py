@@ -1,8 +1,8 @@
 """/v1/messages: send as JSON or raw MIME, read a message's per-recipient status.
 
-Both send routes share :func:`_accept`: reserve the Idempotency-Key (if any), build the message, make it
-durable with :meth:`Intake.submit`, then answer 202. The 202 is only ever written after the JetStream
-PubAck; NATS trouble answers 503 and nothing is accepted.
+Both send routes go through :func:`postwire.api_gateway.accept.accept`: reserve the Idempotency-Key (if
+any), build the message, make it durable with :meth:`Intake.submit`, then answer 202. The 202 is only
+ever written after the JetStream PubAck; NATS trouble answers 503 and nothing is accepted.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -20,13 +19,13 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from postwire.api_gateway import metrics
+from postwire.api_gateway.accept import accept, apply_options, check_recipient_count, deps_of, take_options
 from postwire.api_gateway.addresses import Mailbox
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.compose import compose
 from postwire.api_gateway.deps import Deps
-from postwire.api_gateway.errors import ApiError, InvalidInput, responses
-from postwire.api_gateway.idempotency import HEADER, IdempotencyStore, Replay, check_key, fingerprint
+from postwire.api_gateway.errors import ApiError, responses
+from postwire.api_gateway.idempotency import HEADER, fingerprint
 from postwire.api_gateway.rawmime import prepare_raw
 from postwire.api_gateway.schemas import (
     MessageDetail,
@@ -36,8 +35,7 @@ from postwire.api_gateway.schemas import (
     SendResponse,
 )
 from postwire.api_gateway.settings import ApiSettings
-from postwire.core.ids import new_message_id
-from postwire.core.intake import QueueUnavailable, Submission
+from postwire.core.intake import Submission
 from postwire.db.models import Message, Recipient
 
 log = structlog.get_logger(__name__)
@@ -46,7 +44,6 @@ ACCEPTED = "Accepted: durably queued (JetStream acknowledged it); one entry per 
 RAW_TYPES = ("message/rfc822", "text/plain", "application/octet-stream")
 IdemKey = Annotated[str | None, Header(alias=HEADER, description="Makes a retry return the first answer "
                                        "instead of sending again (1-255 printable ASCII characters).")]
-Prepare = Callable[[str], Awaitable[Submission]]
 
 
 def messages_router(settings: ApiSettings) -> APIRouter:
@@ -59,17 +56,18 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                  summary="Send a message described as JSON")
     async def send_json(payload: SendRequest, request: Request, account_id: Account,
                         idempotency_key: IdemKey = None) -> JSONResponse:
-        deps = _deps(request)
         recipients = payload.envelope_recipients()
-        _check_recipient_count(len(recipients), settings.max_recipients)
+        check_recipient_count(len(recipients), settings.max_recipients)
 
         async def prepare(message_id: str) -> Submission:
             raw = await asyncio.to_thread(compose, payload, message_id, settings.message_id_domain,
                                           datetime.now(UTC))
-            return _submission(account_id, payload.from_.address, recipients, raw, payload)
+            raw, found = take_options(raw)  # a custom X-Postwire-* header is an option, as in SMTP
+            return apply_options(_submission(account_id, payload.from_.address, recipients, raw, payload),
+                                 found)
 
-        return await _accept(deps, request, account_id, idempotency_key, "json",
-                             fingerprint(b"json", _canonical(payload)), prepare)
+        return await accept(deps_of(request), request, account_id, idempotency_key, "json",
+                            fingerprint(b"json", _canonical(payload)), prepare, _queued)
 
     @router.post("/mime", status_code=202, response_model=SendResponse, response_description=ACCEPTED,
                  responses=responses(401, 409, 413, 415, 422, 503),
@@ -77,7 +75,10 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                  description="The body is the whole message. Recipients come from `to` (repeatable) or "
                              "else the To/Cc/Bcc headers; Bcc is removed before queueing. The envelope "
                              "sender is `from`, or else the From header. Message-ID and Date are added "
-                             "when missing.",
+                             "when missing. Option headers (`x-smtpeter-inlinecss`, `-trackclicks`, "
+                             "`-trackopens`, `-trackbounces`, `-preventscam` with true/false, `-tags` "
+                             "comma-separated; or the same names with `X-Postwire-`) set the message's "
+                             "options and are removed before queueing.",
                  openapi_extra={"requestBody": {"required": True, "content": {
                      t: {"schema": {"type": "string", "format": "binary"}} for t in RAW_TYPES}}})
     async def send_mime(request: Request, account_id: Account, idempotency_key: IdemKey = None,
@@ -90,15 +91,15 @@ def messages_router(settings: ApiSettings) -> APIRouter:
         async def prepare(message_id: str) -> Submission:
             prepared = await asyncio.to_thread(prepare_raw, raw, mail_from, rcpts, message_id,
                                                settings.message_id_domain, datetime.now(UTC))
-            _check_recipient_count(len(prepared.recipients), settings.max_recipients)
-            return Submission(account_id=account_id, mail_from=prepared.mail_from,
-                              recipients=prepared.recipients, raw=prepared.raw, source="api",
-                              subject=prepared.subject)
+            check_recipient_count(len(prepared.recipients), settings.max_recipients)
+            stripped, found = take_options(prepared.raw)
+            return apply_options(Submission(account_id=account_id, mail_from=prepared.mail_from,
+                                            recipients=prepared.recipients, raw=stripped, source="api",
+                                            subject=prepared.subject), found)
 
         request_hash = fingerprint(b"mime", (mail_from or "").encode(), "\n".join(rcpts).encode(), raw)
-        return await _accept(deps=_deps(request), request=request, account_id=account_id,
-                             key=idempotency_key, endpoint="mime", request_hash=request_hash,
-                             prepare=prepare)
+        return await accept(deps_of(request), request, account_id, idempotency_key, "mime", request_hash,
+                            prepare, _queued)
 
     @router.get("/{message_id}", response_model=MessageDetail, responses=responses(401, 404, 503),
                 summary="A message and the delivery state of each recipient",
@@ -106,7 +107,7 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                             "ago may briefly answer 404.")
     async def get_message(request: Request, account_id: Account,
                           message_id: Annotated[str, Path(max_length=40)]) -> MessageDetail:
-        detail = await _load(_deps(request), account_id, message_id)
+        detail = await _load(deps_of(request), account_id, message_id)
         if detail is None:
             raise ApiError(404, "not_found", f"no message {message_id!r} in this account")
         return detail
@@ -126,11 +127,6 @@ def body_limit(settings: ApiSettings) -> Callable[[str], int]:
     return limit_for
 
 
-def _deps(request: Request) -> Deps:
-    deps: Deps = request.app.state.deps
-    return deps
-
-
 def _canonical(payload: SendRequest) -> bytes:
     """Key order and whitespace of the client's JSON must not matter; attachments enter as digests."""
     def default(o: Any) -> str:
@@ -138,6 +134,8 @@ def _canonical(payload: SendRequest) -> bytes:
             return hashlib.sha256(o).hexdigest()
         if isinstance(o, Mailbox):
             return str(o)
+        if isinstance(o, datetime):
+            return o.isoformat()
         raise TypeError(type(o).__name__)
 
     return json.dumps(payload.model_dump(by_alias=True), sort_keys=True, default=default).encode()
@@ -145,15 +143,13 @@ def _canonical(payload: SendRequest) -> bytes:
 
 def _submission(account_id: str, mail_from: str, recipients: list[str], raw: bytes,
                 payload: SendRequest) -> Submission:
+    opts = payload.options
     return Submission(account_id=account_id, mail_from=mail_from, recipients=recipients, raw=raw,
-                      source="api", subject=payload.subject, inline_css=payload.options.inline_css,
-                      css_engine=payload.options.css_engine or "", tags=payload.tags,
-                      metadata=payload.metadata)
-
-
-def _check_recipient_count(n: int, limit: int) -> None:
-    if n > limit:
-        raise InvalidInput(("body",), f"{n} recipients; at most {limit} per message", "too_many_recipients")
+                      source="api", subject=payload.subject, inline_css=opts.inline_css,
+                      css_engine=opts.css_engine or "", tags=list(payload.tags), metadata=payload.metadata,
+                      track_clicks=opts.track_clicks, track_opens=opts.track_opens,
+                      track_bounces=opts.track_bounces, prevent_scam=opts.prevent_scam,
+                      max_deliver_time=opts.max_deliver_time)
 
 
 def _check_raw_content_type(content_type: str | None) -> None:
@@ -163,64 +159,9 @@ def _check_raw_content_type(content_type: str | None) -> None:
                        f"(got {media}); for JSON use POST /v1/messages")
 
 
-def _check_size(raw: bytes, limit: int) -> None:
-    if len(raw) > limit:
-        metrics.REJECTED.labels("too_large").inc()
-        raise ApiError(413, "message_too_large", f"the message is {len(raw)} bytes; the limit is {limit}")
-
-
-async def _accept(deps: Deps, request: Request, account_id: str, key: str | None, endpoint: str,
-                  request_hash: str, prepare: Prepare) -> JSONResponse:
-    store: IdempotencyStore = request.app.state.idempotency
-    message_id = new_message_id()
-    if key is not None:
-        reserved = await store.reserve(account_id, check_key(key), request_hash, message_id)
-        if isinstance(reserved, Replay):
-            return JSONResponse(reserved.body, reserved.status_code, headers={"Idempotent-Replayed": "true"})
-        message_id = reserved.message_id
-    try:
-        sub = await prepare(message_id)
-        _check_size(sub.raw, deps.settings.max_message_size)
-    except Exception:  # invalid, too large, or a bug: nothing was sent, so the key stays usable
-        if key is not None:
-            await store.forget(account_id, key)
-        raise
-    try:
-        await _submit(deps, sub, message_id, endpoint)
-    except QueueUnavailable as e:
-        if key is not None:
-            await store.expire(account_id, key)
-        metrics.REJECTED.labels("queue_unavailable").inc()
-        log.warning("api.queue_unavailable", error=str(e), message_id=message_id)
-        raise ApiError(503, "queue_unavailable", "the message queue is unavailable; nothing was accepted, "
-                       "retry later", headers={"Retry-After": "5"}) from e
-    body = SendResponse(id=message_id, recipients=[QueuedRecipient(email=r) for r in sub.recipients])
-    answer = body.model_dump()
-    if key is not None:
-        await _remember(store, account_id, key, answer)
-    log.info("api.accepted", message_id=message_id, account_id=account_id, endpoint=endpoint,
-             recipients=len(sub.recipients), size=len(sub.raw))
-    return JSONResponse(answer, 202)
-
-
-async def _submit(deps: Deps, sub: Submission, message_id: str, endpoint: str) -> None:
-    """Fail fast while disconnected: nats.py would buffer the publish and could deliver it after we
-    answered 503, i.e. accept a message we reported as refused."""
-    if not deps.nc.is_connected:
-        raise QueueUnavailable("not connected to NATS")
-    start = time.perf_counter()
-    await deps.intake.submit(sub, message_id)
-    metrics.ACCEPT_SECONDS.labels(endpoint).observe(time.perf_counter() - start)
-    metrics.ACCEPTED.labels(endpoint).inc()
-
-
-async def _remember(store: IdempotencyStore, account_id: str, key: str, answer: dict[str, Any]) -> None:
-    """The message is accepted whatever happens here, so a database error must not turn the 202 into an
-    error: the reservation then stays pending and a retry after the lease re-publishes the same id."""
-    try:
-        await store.complete(account_id, key, 202, answer)
-    except Exception as e:
-        log.error("api.idempotency_store_failed", error=str(e), account_id=account_id)
+def _queued(message_id: str, sub: Submission) -> dict[str, Any]:
+    answer = SendResponse(id=message_id, recipients=[QueuedRecipient(email=r) for r in sub.recipients])
+    return answer.model_dump()
 
 
 async def _load(deps: Deps, account_id: str, message_id: str) -> MessageDetail | None:

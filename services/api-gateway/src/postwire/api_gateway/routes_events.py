@@ -1,4 +1,5 @@
-"""/v1/events, /v1/bounces and /v1/stats: what happened to the account's mail (docs/events.md).
+"""/v1/events, /v1/bounces, /v1/stats and /v1/stats/{tag}: what happened to the account's mail
+(docs/events.md). The SMTPeter-compatible GET /v1/events/{kind}/{value} is in routes_smtpeter.
 
 Every query is scoped to the caller's account. Listings page in recording order with an opaque cursor
 that returns each event exactly once even while new events keep being recorded (see
@@ -12,7 +13,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -28,6 +29,7 @@ from postwire.db.events_query import (
     daily_counts,
     default_range,
     list_events,
+    totals,
 )
 
 KNOWN_TYPES = EVENT_TYPES
@@ -54,8 +56,27 @@ class EventList(BaseModel):
                                                   "to get only events recorded since (polling).")
 
 
+class StatsTotals(BaseModel):
+    """Totals over the whole range (docs/events.md, "Totals")."""
+
+    messages: int = Field(description="Messages accepted, counted per recipient (`accepted` events: one "
+                                      "per id that POST /v1/send returns).")
+    deliveries: int = Field(description="`delivered` events.")
+    bounces: int = Field(description="`failed` + `bounced` events: recipients refused at delivery, expired "
+                                     "or bounced afterwards (suppressed recipients are not counted).")
+    opens: int = Field(description="Every `opened` event (each fetch of the pixel).")
+    unique_opens: int = Field(description="`opened` events flagged unique: the recipient's first open.")
+    clicks: int = Field(description="Every `clicked` event.")
+    unique_clicks: int = Field(description="`clicked` events flagged unique: a recipient's first click "
+                                           "on a link.")
+
+
 class StatsList(BaseModel):
     stats: list[dict[str, Any]] = Field(description="One entry per UTC day: {\"day\", <type>: count, …}.")
+    totals: StatsTotals
+    start: datetime = Field(description="The range counted: from (inclusive) …")
+    end: datetime = Field(description="… to (exclusive).")
+    tag: str | None = Field(default=None, description="Only messages with this tag were counted.")
 
 
 def _deps(request: Request) -> Deps:
@@ -94,6 +115,19 @@ async def _page(request: Request, account_id: str, f: EventFilter, limit: int,
             return await list_events(s, account_id, f, limit, cursor)
     except InvalidCursor as e:
         raise InvalidInput(("query", "cursor"), str(e), "invalid_cursor") from None
+
+
+async def _stats(request: Request, account_id: str, start: datetime | None, end: datetime | None,
+                 tag: str | None) -> StatsList:
+    lo, hi = default_range(_utc(start), _utc(end))
+    if lo >= hi:
+        raise InvalidInput(("query", "end"), "end must be after start", "invalid_range")
+    if hi - lo > timedelta(days=MAX_STATS_DAYS):
+        raise InvalidInput(("query", "start"), f"at most {MAX_STATS_DAYS} days per request", "range_too_long")
+    async with _deps(request).sessions() as s:
+        days = await daily_counts(s, account_id, lo, hi, tag)
+        sums = await totals(s, account_id, lo, hi, tag)
+    return StatsList(stats=days, totals=StatsTotals(**sums), start=lo, end=hi, tag=tag)
 
 
 def _csv(page: EventPage) -> Response:
@@ -141,18 +175,20 @@ def events_router() -> APIRouter:
         return EventList(events=page.events, next_cursor=page.next_cursor, resume_cursor=page.resume_cursor)
 
     @router.get("/stats", response_model=StatsList, responses=responses(401, 422, 503),
-                summary="Event counts per UTC day and type",
+                summary="Event counts per UTC day and type, and totals",
                 description="Default range: the last 30 UTC days including today. Every day of the range "
-                            "is listed, with 0 for types that did not occur.")
+                            "is listed, with 0 for types that did not occur; `totals` sums the range up "
+                            "(messages, deliveries, bounces, opens and clicks, all and unique).")
     async def stats(request: Request, account_id: Account, start: Start = None, end: End = None,
                     tag: TagParam = None) -> StatsList:
-        lo, hi = default_range(_utc(start), _utc(end))
-        if lo >= hi:
-            raise InvalidInput(("query", "end"), "end must be after start", "invalid_range")
-        if hi - lo > timedelta(days=MAX_STATS_DAYS):
-            raise InvalidInput(("query", "start"), f"at most {MAX_STATS_DAYS} days per request",
-                               "range_too_long")
-        async with _deps(request).sessions() as s:
-            return StatsList(stats=await daily_counts(s, account_id, lo, hi, tag))
+        return await _stats(request, account_id, start, end, tag)
+
+    @router.get("/stats/{tag}", response_model=StatsList, responses=responses(401, 422, 503),
+                summary="Event counts and totals of the messages with one tag",
+                description="As GET /v1/stats?tag=….")
+    async def stats_for_tag(request: Request, account_id: Account,
+                            tag: Annotated[str, Path(min_length=1, max_length=128)],
+                            start: Start = None, end: End = None) -> StatsList:
+        return await _stats(request, account_id, start, end, tag)
 
     return router

@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,12 +37,12 @@ RESERVED_HEADERS = frozenset({
     "content-type", "content-transfer-encoding", "content-disposition", "return-path", "received",
     "dkim-signature",
 })
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII except ":"
-_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
+HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 ftext: printable ASCII except ":"
+CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 _WHITESPACE = re.compile(rb"\s+")
 
 
-def _mailbox(value: Any) -> Mailbox:
+def mailbox_value(value: Any) -> Mailbox:
     if isinstance(value, Mailbox):
         return value
     if not isinstance(value, str):
@@ -53,7 +54,7 @@ def _mailbox(value: Any) -> Mailbox:
         raise PydanticCustomError(kind, str(e)) from None
 
 
-def _base64(value: Any) -> bytes:
+def base64_value(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     if not isinstance(value, str):
@@ -64,17 +65,36 @@ def _base64(value: Any) -> bytes:
         raise PydanticCustomError("invalid_base64", "content is not valid base64") from None
 
 
-def _no_line_break(value: str) -> str:
+def naive_as_utc(value: Any) -> Any:
+    """A datetime (or ISO string) without an offset is UTC, as everywhere in the API."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value  # pydantic explains what is wrong with it
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def no_line_break(value: str) -> str:
     if has_line_break(value):
         raise PydanticCustomError("header_injection", "line breaks (CR/LF) are not allowed in header fields")
     return value
 
 
+def content_type_value(value: str) -> str:
+    no_line_break(value)
+    if not CONTENT_TYPE.match(value):
+        raise PydanticCustomError("invalid_content_type", "must look like type/subtype, e.g. image/png")
+    return value.lower()
+
+
 MailboxField = Annotated[
-    Mailbox, PlainValidator(_mailbox), PlainSerializer(str, return_type=str),
+    Mailbox, PlainValidator(mailbox_value), PlainSerializer(str, return_type=str),
     WithJsonSchema({"type": "string", "examples": ["Jane Doe <jane@example.com>"],
                     "description": "`user@example.com` or `Name <user@example.com>`."})]
-Base64Content = Annotated[bytes, PlainValidator(_base64), WithJsonSchema(
+Base64Content = Annotated[bytes, PlainValidator(base64_value), WithJsonSchema(
     {"type": "string", "contentEncoding": "base64", "description": "The file's bytes, base64-encoded."})]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -89,15 +109,12 @@ class Attachment(BaseModel):
     @field_validator("filename")
     @classmethod
     def _filename(cls, v: str) -> str:
-        return _no_line_break(v)
+        return no_line_break(v)
 
     @field_validator("content_type")
     @classmethod
     def _content_type(cls, v: str) -> str:
-        _no_line_break(v)
-        if not _CONTENT_TYPE.match(v):
-            raise PydanticCustomError("invalid_content_type", "must look like type/subtype, e.g. image/png")
-        return v.lower()
+        return content_type_value(v)
 
 
 class SendOptions(BaseModel):
@@ -106,6 +123,21 @@ class SendOptions(BaseModel):
     inline_css: bool = Field(default=True, description="Inline the HTML part's <style> rules.")
     css_engine: Literal["css-inline", "premailer"] | None = Field(
         default=None, description="CSS inliner; the transformer's default (css-inline) when omitted.")
+    track_clicks: bool = Field(default=False, description="Rewrite the HTML's links to tracked redirects "
+                               "(a `clicked` event per click).")
+    track_opens: bool = Field(default=False, description="Add an open-tracking pixel (`opened` events).")
+    track_bounces: bool = Field(default=True, description="Send with a VERP return path so bounces come "
+                                "back to Postwire as events; false keeps `from` as the envelope sender.")
+    prevent_scam: bool = Field(default=False, description="With click tracking: leave links alone whose "
+                               "visible text is itself a URL (mail clients flag those when rewritten).")
+    max_deliver_time: AwareDatetime | None = Field(
+        default=None, description="Give up after this time (ISO 8601; UTC when no offset): a recipient not "
+        "delivered by then fails with reason `expired`. Unset: the dispatcher's delivery window.")
+
+    @field_validator("max_deliver_time", mode="before")
+    @classmethod
+    def _utc(cls, v: Any) -> Any:
+        return naive_as_utc(v)
 
 
 class SendRequest(BaseModel):
@@ -134,13 +166,13 @@ class SendRequest(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, v: str) -> str:
-        return _no_line_break(v)
+        return no_line_break(v)
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            if not _HEADER_NAME.match(name):
+            if not HEADER_NAME.match(name):
                 raise PydanticCustomError("invalid_header_name", "header name {name!r} must be printable "
                                           "ASCII without spaces or ':'", {"name": name})
             if name.lower() in RESERVED_HEADERS:
