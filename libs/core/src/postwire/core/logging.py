@@ -29,7 +29,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            # never the frames' local variables: they hold API keys, passwords and message bodies
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
             render,
         ],
     )
