@@ -106,3 +106,28 @@ async def test_invalid_input_is_a_422_in_the_usual_shape(gateway: Gateway, accou
 async def test_requires_an_api_key(gateway: Gateway) -> None:
     r = await gateway.http.get("/v1/domains")
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+
+
+async def test_tracking_host_is_set_shown_with_its_cname_and_cleared(gateway: Gateway,
+                                                                     make_account: MakeAccount) -> None:
+    owner, other = await make_account(), await make_account()
+    name = fresh()
+    assert (await gateway.http.post("/v1/domains", json={"name": name},
+                                    headers=gateway.auth(owner))).status_code == 201
+
+    r = await gateway.http.patch(f"/v1/domains/{name}", json={"tracking_host": f"Track.{name}"},
+                                 headers=gateway.auth(owner))
+    assert r.status_code == 200, r.text
+    assert r.json()["tracking_host"] == f"track.{name}"
+    [cname] = [rec for rec in r.json()["dns_records"] if rec["purpose"] == "tracking"]
+    assert (cname["type"], cname["name"], cname["value"]) == ("CNAME", f"track.{name}", "127.0.0.1")
+    bad = await gateway.http.patch(f"/v1/domains/{name}", json={"tracking_host": "not a host"},
+                                   headers=gateway.auth(owner))
+    assert bad.status_code == 422 and "tracking_host" in bad.text
+    theirs = await gateway.http.patch(f"/v1/domains/{name}", json={"tracking_host": None},
+                                      headers=gateway.auth(other))
+    assert theirs.status_code == 404
+    cleared = await gateway.http.patch(f"/v1/domains/{name}", json={"tracking_host": None},
+                                       headers=gateway.auth(owner))
+    assert cleared.json()["tracking_host"] is None
+    assert all(rec["purpose"] != "tracking" for rec in cleared.json()["dns_records"])

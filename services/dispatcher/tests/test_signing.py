@@ -23,7 +23,7 @@ from postwire.core.settings import PostwireSettings, verp_secret_bytes
 from postwire.core.topology import TRACKING
 from postwire.core.verp import DecodedVerp, decode, matches
 from postwire.db.accounts import create_account
-from postwire.db.domains import Algorithm, add_domain, dns_records
+from postwire.db.domains import Algorithm, add_domain, dns_records, set_tracking_host
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Domain
 from postwire.dispatcher.signing import AccountKeys, KeyCache, KeysUnavailable
@@ -284,3 +284,23 @@ async def test_tracked_message_gets_its_own_tokens_and_a_signature_per_recipient
     stored = tracking.TrackedMessage.from_bytes(entry.value)
     assert stored.links == ["https://shop.example/a?x=1", "https://shop.example/b"]
     assert stored.recipients == rcpts and stored.account_id == account_id
+
+
+async def test_tracking_links_use_the_from_domains_tracking_host(
+        register: Register, start_dispatcher: Any, submit: Any, transformer: Any, pg_url: str,
+        dns_server: DnsServer, smtp_sink: SmtpSink, domain: str) -> None:
+    sending = f"host-{domain}"
+    account_id, _ = await register(sending)
+    engine = make_engine(pg_url)
+    async with make_sessionmaker(engine).begin() as s:
+        assert await set_tracking_host(s, account_id, sending, f"track.{sending}") is not None
+    await engine.dispose()
+    dns_server.add_mail_domain(domain)
+    raw = (f"From: news@{sending}\r\nTo: r@{domain}\r\nSubject: Host\r\nMIME-Version: 1.0\r\n"
+           f"Content-Type: text/html\r\n\r\n<a href=\"https://shop.example/\">x</a>\r\n").encode()
+    await start_dispatcher(transformer_addr=transformer.addr, tracking_base_url="https://default.example")
+    await submit([f"r@{domain}"], raw, account_id=account_id, mail_from=f"news@{sending}", track_clicks=True)
+
+    [received] = await smtp_sink.handler.wait_for(1)
+    assert f'href="https://track.{sending}/t/c/' in received.data.decode()
+    assert await verifies(received, dns_server)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 import idna
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +28,7 @@ from postwire.core.ids import new_id
 from postwire.db.models import Domain
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
-Purpose = Literal["dkim", "spf", "return_path"]
+Purpose = Literal["dkim", "spf", "return_path", "tracking"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rsa-sha256", "ed25519-sha256")
 RSA_BITS = 2048
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -53,6 +54,7 @@ class DnsSettings(Protocol):
     bounce_domain: str
     spf_include: str
     return_path_label: str
+    tracking_base_url: str
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,12 @@ class DomainInfo:
     dkim_algorithm: str
     dkim_public_key: str
     created_at: datetime
+    tracking_host: str | None = None
 
     @classmethod
     def of(cls, row: Domain) -> DomainInfo:
         return cls(row.id, row.account_id, row.name, row.dkim_selector, row.dkim_algorithm,
-                   row.dkim_public_key, row.created_at)
+                   row.dkim_public_key, row.created_at, row.tracking_host)
 
 
 def normalise_name(name: str) -> str:
@@ -177,6 +180,19 @@ async def delete_domain(session: AsyncSession, account_id: str, name: str) -> bo
     return result.first() is not None
 
 
+async def set_tracking_host(session: AsyncSession, account_id: str, name: str,
+                            host: str | None) -> Domain | None:
+    """Point the domain's tracking links at ``host`` (None: back to the default base URL); None when the
+    account has no such domain. Raises InvalidDomain for a host that is not a host name. The caller
+    commits; dispatchers see it when their key cache refreshes (POSTWIRE_DKIM_CACHE_TTL_S)."""
+    row = await get_domain(session, account_id, name)
+    if row is None:
+        return None
+    row.tracking_host = normalise_name(host) if host else None
+    await session.flush()
+    return row
+
+
 def parent_names(domain: str) -> list[str]:
     """``a.b.example.com`` → ``[a.b.example.com, b.example.com, example.com]``: the names whose key may
     sign mail from ``domain``, most specific first (never a bare TLD)."""
@@ -202,4 +218,13 @@ def dns_records(domain: DomainInfo | Domain, settings: DnsSettings) -> list[DnsR
         DnsRecord("TXT", domain.name, f"v=spf1 include:{settings.spf_include} ~all", "spf"),
         DnsRecord("CNAME", f"{settings.return_path_label}.{domain.name}", settings.bounce_domain,
                   "return_path"),
+        *_tracking_record(domain, settings),
     ]
+
+
+def _tracking_record(domain: DomainInfo | Domain, settings: DnsSettings) -> list[DnsRecord]:
+    """The tracking host's CNAME to the API's public host, when the domain has a tracking host."""
+    target = urlsplit(settings.tracking_base_url).hostname
+    if not domain.tracking_host or not target:
+        return []
+    return [DnsRecord("CNAME", domain.tracking_host, target, "tracking")]

@@ -30,6 +30,7 @@ from postwire.db.domains import (
     get_domain,
     list_domains,
     normalise_name,
+    set_tracking_host,
 )
 
 log = structlog.get_logger(__name__)
@@ -56,6 +57,26 @@ class DomainCreate(BaseModel):
             raise PydanticCustomError("invalid_domain", str(e)) from None
 
 
+class DomainUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_host: str | None = Field(
+        max_length=253, examples=["track.example.com"],
+        description="Host name of this domain's click/open tracking links (publish the CNAME shown in "
+                    "dns_records; the API's ingress must serve it with a certificate). null: the default "
+                    "tracking URL (docs/tracking.md).")
+
+    @field_validator("tracking_host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        try:
+            return normalise_name(v)
+        except InvalidDomain as e:
+            raise PydanticCustomError("invalid_domain", str(e)) from None
+
+
 class DnsRecordOut(BaseModel):
     type: str = Field(examples=["TXT"])
     name: str = Field(examples=["pw202611._domainkey.example.com"])
@@ -70,6 +91,7 @@ class DomainOut(BaseModel):
     dkim_algorithm: str
     dkim_public_key: str = Field(description="The p= value of the DKIM record (base64).")
     created_at: datetime
+    tracking_host: str | None = Field(default=None, description="Host of this domain's tracking links.")
     dns_records: list[DnsRecordOut] = Field(description="Publish these before sending from the domain.")
 
 
@@ -82,7 +104,7 @@ def _out(info: DomainInfo, settings: ApiSettings) -> DomainOut:
                for r in dns_records(info, settings)]
     return DomainOut(id=info.id, name=info.name, dkim_selector=info.dkim_selector,
                      dkim_algorithm=info.dkim_algorithm, dkim_public_key=info.dkim_public_key,
-                     created_at=info.created_at, dns_records=records)
+                     created_at=info.created_at, tracking_host=info.tracking_host, dns_records=records)
 
 
 def _deps(request: Request) -> Deps:
@@ -131,6 +153,19 @@ def domains_router(settings: ApiSettings) -> APIRouter:
         if row is None:
             raise _not_found(name)
         return _out(DomainInfo.of(row), settings)
+
+    @router.patch("/{name}", response_model=DomainOut, responses=responses(401, 404, 422, 503),
+                  summary="Change a sending domain's settings (its tracking host)")
+    async def update(payload: DomainUpdate, request: Request, account_id: Account,
+                     name: DomainName) -> DomainOut:
+        async with _deps(request).sessions.begin() as s:
+            row = await set_tracking_host(s, account_id, name, payload.tracking_host)
+            info = None if row is None else DomainInfo.of(row)
+        if info is None:
+            raise _not_found(name)
+        log.info("api.domain_updated", account_id=account_id, domain=info.name,
+                 tracking_host=info.tracking_host)
+        return _out(info, settings)
 
     @router.delete("/{name}", status_code=204, responses=responses(401, 404, 503),
                    summary="Remove a sending domain and its key",
