@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := scripts/uv
 export UV_FROZEN := 1
 
-.PHONY: install run test lint typecheck proto bench clean
+.PHONY: install run test lint typecheck proto bench chaos clean
 
 install: .venv/.installed
 
@@ -33,6 +33,11 @@ typecheck: install
 bench: install
 	scripts/bench-deps
 	$(UV) run python bench/throughput.py
+
+# the long form of the fault tests (docs/reliability.md): more messages, several rounds of kills
+chaos: install
+	POSTWIRE_CHAOS_MESSAGES=$${POSTWIRE_CHAOS_MESSAGES:-3000} POSTWIRE_CHAOS_ROUNDS=$${POSTWIRE_CHAOS_ROUNDS:-2} \
+		$(UV) run pytest -s tests/chaos
 
 clean:
 	rm -rf .venv .data

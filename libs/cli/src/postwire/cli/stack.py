@@ -158,7 +158,32 @@ def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
     )
 
 
-async def _run(settings: CliSettings, pg: EmbeddedPostgres, nats_url: str) -> None:
+async def supervise_nats(settings: CliSettings, nats: list[subprocess.Popen[bytes]],
+                         stop: asyncio.Event) -> None:
+    """Restart the embedded nats-server with backoff when it dies (as Kubernetes would the pod); its
+    JetStream state is on disk, so queued messages survive. ``nats[0]`` is always the current process."""
+    backoff = 1.0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+        if stop.is_set() or nats[0].poll() is None:
+            continue
+        log.warning("service.exited", service="nats", code=nats[0].returncode, restart_in=backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        if stop.is_set():
+            return
+        try:
+            nats[0] = await asyncio.to_thread(start_nats, settings.data_dir, settings.host,
+                                              settings.nats_port)
+            backoff = 1.0
+        except RuntimeError as e:
+            log.error("nats.restart_failed", error=str(e))
+            backoff = min(backoff * 2, settings.restart_backoff_max_s)
+
+
+async def _run(settings: CliSettings, pg: EmbeddedPostgres, nats_url: str,
+               nats: list[subprocess.Popen[bytes]]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -166,6 +191,8 @@ async def _run(settings: CliSettings, pg: EmbeddedPostgres, nats_url: str) -> No
     await asyncio.to_thread(upgrade, pg.url)
     demo = await _ensure_demo_account(settings, pg.url)
     tasks = [asyncio.create_task(supervise(s, settings, stop)) for s in services(settings, nats_url, pg.url)]
+    if nats:
+        tasks.append(asyncio.create_task(supervise_nats(settings, nats, stop)))
     if await _wait_for_port(settings.host, settings.http_port, stop) and await _wait_for_port(
             settings.host, settings.smtp_port, stop):
         print(_banner(settings, nats_url, demo), flush=True)
@@ -181,13 +208,13 @@ def run_stack(settings: CliSettings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "logs").mkdir(exist_ok=True)
     external = settings.nats_external_url.strip()
-    nats_proc = None if external else start_nats(settings.data_dir, settings.host, settings.nats_port)
+    nats = [] if external else [start_nats(settings.data_dir, settings.host, settings.nats_port)]
     nats_url = external or f"nats://{settings.host}:{settings.nats_port}"
     pg = start_postgres(settings.data_dir)
     try:
-        asyncio.run(_run(settings, pg, nats_url))
+        asyncio.run(_run(settings, pg, nats_url, nats))
     finally:
-        if nats_proc is not None:
+        for nats_proc in nats:  # stopped after every service has drained
             nats_proc.terminate()
             try:
                 nats_proc.wait(10)

@@ -4,6 +4,7 @@ DNS server and SMTP destination. End-to-end tests and benchmarks use it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from postwire.testing.ports import free_port
 
@@ -101,6 +103,24 @@ class LocalStack:
                     return
                 await asyncio.sleep(0.3)
         raise RuntimeError(f"stack not ready in {timeout}s; see {self.data_dir}/logs")
+
+    async def ready(self) -> bool:
+        """Every service answers (the API, the ops ports, SMTP)."""
+        async with httpx.AsyncClient() as client:
+            return await self._ready(client)
+
+    def processes(self, component: str) -> list[psutil.Process]:
+        """The live processes of one component of this run: a service by name (``dispatcher``,
+        ``ingest-smtp``, …) or ``nats`` (the embedded nats-server)."""
+        assert self.proc is not None
+        needle = "nats-server" if component == "nats" else f"postwire.{component.replace('-', '_')}"
+        found = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                cmdline = child.cmdline()
+                if any(needle == part or part.endswith("/" + needle) for part in cmdline):
+                    found.append(child)
+        return found
 
     async def _ready(self, client: httpx.AsyncClient) -> bool:
         if not (self.data_dir / "demo-account.json").exists():
