@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import ssl
@@ -23,7 +24,8 @@ from postwire.ingest_smtp.addresses import address_problem
 from postwire.ingest_smtp.dsn import DsnParamError, decode_xtext, mail_dsn, rcpt_dsn, split_params
 from postwire.ingest_smtp.handler import SubmissionHandler
 from postwire.ingest_smtp.message import extract_subject, received_header
-from postwire.ingest_smtp.server import REPLY_REWRITES, SubmissionSMTP
+from postwire.ingest_smtp.replies import REPLY_REWRITES
+from postwire.ingest_smtp.server import SubmissionSMTP
 from postwire.ingest_smtp.settings import IngestSmtpSettings
 from postwire.ingest_smtp.tls import SELF_SIGNED_NAME, ensure_self_signed, load_context
 from postwire.v1.envelope_pb2 import SendOptions
@@ -50,10 +52,24 @@ def test_every_handle_method_is_a_hook_aiosmtpd_calls() -> None:
 def test_server_overrides_exist_in_aiosmtpd() -> None:
     """SubmissionSMTP overrides by name too: each override must replace something real."""
     own = {n for n, v in vars(SubmissionSMTP).items() if callable(v) and not n.startswith("__")}
-    overrides = own - {"_verify", "_with_dsn_params", "close_for_shutdown"}
-    assert {"auth_PLAIN", "auth_LOGIN", "push", "connection_made", "connection_lost"} <= overrides
+    ours = {"_verify", "_with_dsn_params", "close_for_shutdown", "_early_talker", "_pending_input",
+            "_count_errors", "_unknown_command", "_close_with", "_hang_up"}
+    overrides = own - ours
+    assert {"auth_PLAIN", "auth_LOGIN", "push", "connection_made", "connection_lost", "smtp_DATA",
+            "_handle_client", "_timeout_cb"} <= overrides
     for name in overrides:
         assert hasattr(SMTP, name), name
+
+
+def test_aiosmtpd_internals_the_server_relies_on() -> None:
+    """Unknown commands reach CommandTable.get; the early-talker and pipelining checks read the
+    StreamReader's buffer; the timeouts reuse aiosmtpd's timer."""
+    assert "method = self._smtp_methods.get(command)" in AIOSMTPD_SOURCE
+    assert "bogus_budget" in AIOSMTPD_SOURCE  # what CommandTable takes over
+    assert "def _reset_timeout(self, duration" in AIOSMTPD_SOURCE
+    assert "self._timeout_handle = self.loop.call_later(" in AIOSMTPD_SOURCE
+    assert "self._timeout_cb" in AIOSMTPD_SOURCE
+    assert isinstance(asyncio.StreamReader()._buffer, bytearray)  # type: ignore[attr-defined]
 
 
 def test_reply_rewrites_match_aiosmtpd_texts() -> None:

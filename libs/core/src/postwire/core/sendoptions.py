@@ -59,14 +59,15 @@ def parse_tags(value: str, problems: list[str] | None = None) -> list[str]:
 
 
 def _lines(head: bytes) -> list[bytes]:
-    """Header fields with their continuation lines, each with its line endings."""
-    fields: list[bytes] = []
+    """Header fields with their continuation lines, each with its line endings. Pieces are joined once
+    per field: appending to a bytes field line by line is quadratic in a hostile folded header."""
+    fields: list[list[bytes]] = []
     for line in head.splitlines(keepends=True):
         if fields and line[:1] in (b" ", b"\t"):
-            fields[-1] += line
+            fields[-1].append(line)
         else:
-            fields.append(line)
-    return fields
+            fields.append([line])
+    return [b"".join(pieces) for pieces in fields]
 
 
 def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:

@@ -63,7 +63,10 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
                 ops_started: Callable[[int], None] | None = None) -> None:
     """Run the dispatcher until ``stop`` is set, then drain: stop fetching, let in-flight messages
     finish within ``shutdown_grace_s`` (the rest are nak'd), QUIT pooled connections, drain NATS."""
-    shaper = Shaper(load_rules(settings.shaping_file))  # bad rules stop the boot here, before NATS
+    # bad rules stop the boot here, before NATS; one provider may hold at most a share of the fresh-mail
+    # slots, so stalled destinations cannot take them all (docs/delivery.md)
+    shaper = Shaper(load_rules(settings.shaping_file),
+                    ready_cap=max(1, int(settings.max_concurrency * settings.provider_slot_share)))
     nc = await natsconn.connect(settings.nats_url, "postwire-dispatcher", stop=stop)
     js = nc.jetstream()
     await Topology.from_settings(settings).apply(js)

@@ -33,6 +33,7 @@ LOCAL_REASONS: dict[str, str] = {
     "4.7.10": "failedstarttls", # TLS required by the shaping rule, STARTTLS not offered
     "4.7.5": "failedstarttls",  # TLS required, handshake failed
     "4.4.7": "expired",         # the retry lifetime ran out
+    "4.5.0": "syntaxerror",     # the server answered something that is not an SMTP reply
     "5.3.0": "systemerror",     # the body vanished from the object store: our failure, not the address's
 }
 
@@ -83,6 +84,8 @@ def from_server(code: int, message: str, mx_host: str, command: str = "") -> Rep
     """A server's reply; the enhanced code is taken from its text when present (RFC 2034). ``command``
     is the stage it answered (CONN, HELO, MAIL, RCPT, DATA) when the caller knows it."""
     message = " ".join(line.strip() for line in message.splitlines()).strip()
+    if not 200 <= code <= 599:  # garbage (aiosmtplib's -1 for a malformed line): a protocol error, retry
+        return local("4.5.0", f"protocol error: {mx_host} answered {message[:200]!r}", mx_host=mx_host)
     match = _ENHANCED.match(message)
     enhanced = match.group(0) if match else ""
     return Reply(code=code, enhanced=enhanced, text=f"{code} {message}".strip(), mx_host=mx_host,

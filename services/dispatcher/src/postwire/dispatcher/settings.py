@@ -52,6 +52,9 @@ class DispatcherSettings(PostwireSettings):
     replica_count: PositiveInt = 1
     # messages being delivered at once by this replica (all owned shards together)
     max_concurrency: PositiveInt = 64
+    # the most of max_concurrency one provider's ready queue may hold (waiting or sending), so a few
+    # stalled destinations cannot take every sender slot; never less than its allowed connections
+    provider_slot_share: float = Field(default=0.25, gt=0, le=1)
     fetch_batch: PositiveInt = 32
     # ack_wait of the consumers; long transactions send in_progress() well within it
     ack_wait_s: PositiveFloat = 60.0

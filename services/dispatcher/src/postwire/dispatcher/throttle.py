@@ -79,8 +79,10 @@ class BudgetFull(Exception):
 class Budget:
     """Live limits of one provider key: the rule's values scaled down by the backoff level."""
 
-    def __init__(self, provider: str, key: str, rule: Rule, on_change: Callable[[Budget], None]) -> None:
+    def __init__(self, provider: str, key: str, rule: Rule, on_change: Callable[[Budget], None],
+                 ready_cap: int | None = None) -> None:
         self.provider = provider
+        self.ready_cap = ready_cap
         self.key = key
         self.rule = rule
         self.level = 0
@@ -100,8 +102,12 @@ class Budget:
     @property
     def max_ready(self) -> int:
         """How many messages may wait on this budget at once (KumoMTA's ready queue): enough to keep
-        every connection busy, few enough that a slow provider cannot hold the sender's slots."""
-        return max(READY_FLOOR, READY_PER_CONNECTION * self.max_connections)
+        every connection busy, few enough that a slow provider cannot hold the sender's slots: never more
+        than ``ready_cap`` (a share of the sender's concurrency), but always one per allowed connection."""
+        wanted = max(READY_FLOOR, READY_PER_CONNECTION * self.max_connections)
+        if self.ready_cap is None:
+            return wanted
+        return max(self.max_connections, min(wanted, self.ready_cap))
 
     def park_delay(self) -> float:
         """When a parked message should come back: about when the queue ahead of it has drained."""
@@ -159,8 +165,9 @@ class Budget:
 class Shaper:
     """All budgets of this process, chosen by MX host; ticks recovery and exports the gauges."""
 
-    def __init__(self, rules: ShapingRules) -> None:
+    def __init__(self, rules: ShapingRules, ready_cap: int | None = None) -> None:
         self.rules = rules
+        self._ready_cap = ready_cap
         self._budgets: dict[str, Budget] = {}
         self._listeners: list[Callable[[Budget], None]] = []
 
@@ -172,7 +179,8 @@ class Shaper:
         key = provider if provider != DEFAULT else f"{DEFAULT}:{mx_host.lower().rstrip('.')}"
         budget = self._budgets.get(key)
         if budget is None:
-            budget = self._budgets[key] = Budget(provider, key, self.rules.rule(provider), self._changed)
+            budget = self._budgets[key] = Budget(provider, key, self.rules.rule(provider), self._changed,
+                                                 self._ready_cap)
         budget.last_used = time.monotonic()
         return budget
 

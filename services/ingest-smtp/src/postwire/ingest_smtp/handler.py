@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 
 from postwire.core.ids import new_message_id
 from postwire.core.intake import Intake, QueueUnavailable, Submission
 from postwire.core.sendoptions import OptionHeaders, take_option_headers
 from postwire.db.accounts import LoginDefaults
-from postwire.ingest_smtp import metrics
+from postwire.ingest_smtp import metrics, replies
 from postwire.ingest_smtp.addresses import address_problem
 from postwire.ingest_smtp.auth import Authenticated
 from postwire.ingest_smtp.dsn import DsnParamError, mail_dsn, rcpt_dsn
-from postwire.ingest_smtp.message import extract_subject, received_header
+from postwire.ingest_smtp.message import extract_subject, header_block_too_big, received_header
 from postwire.ingest_smtp.settings import Network
 from postwire.v1.envelope_pb2 import Dsn, RecipientDsn
 
@@ -108,11 +108,12 @@ def tls_info(session: Session) -> tuple[str, str] | None:
 
 class SubmissionHandler:
     def __init__(self, *, intake: Intake, policy: RelayPolicy, hostname: str, max_recipients: int,
-                 queue_connected: Callable[[], bool]) -> None:
+                 queue_connected: Callable[[], bool], max_header_size: int = 256 * 1024) -> None:
         self._intake = intake
         self._policy = policy
         self._hostname = hostname
         self._max_recipients = max_recipients
+        self._max_header_size = max_header_size
         self._queue_connected = queue_connected
         self.closing = False
 
@@ -183,6 +184,10 @@ class SubmissionHandler:
         if who is None:  # unreachable through RCPT, kept so DATA can never skip the relay check
             metrics.rejected("auth_required")
             return AUTH_REQUIRED
+        raw = envelope.original_content or b""
+        if header_block_too_big(raw, self._max_header_size):
+            metrics.rejected("header_too_big")
+            return replies.header_too_big(self._max_header_size)
         if not self._queue_connected():
             # nats-py buffers publishes while reconnecting and flushes them later: refuse up front so a
             # message we answered 451 for cannot turn up in INBOUND after all
@@ -190,7 +195,6 @@ class SubmissionHandler:
             return QUEUE_UNAVAILABLE
         started = asyncio.get_running_loop().time()
         message_id = new_message_id()
-        raw = envelope.original_content or b""
         content, headers = take_option_headers(raw)
         for problem in headers.problems:  # an unreadable value: the default holds, the sender is not refused
             log.info("smtp.option_header_ignored", message_id=message_id, problem=problem)
@@ -206,7 +210,7 @@ class SubmissionHandler:
         metrics.RECEIVED_BYTES.inc(len(raw))
         log.info("smtp.accepted", message_id=message_id, account_id=who.account_id,
                  recipients=len(envelope.rcpt_tos), size=len(raw))
-        return f"250 2.0.0 Ok: queued as {message_id}"
+        return replies.QUEUED_PREFIX + message_id
 
     def _submission(self, session: Session, envelope: Envelope, message_id: str, content: bytes,
                     who: Submitter, headers: OptionHeaders) -> Submission:
@@ -231,7 +235,13 @@ class SubmissionHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         """A temporary failure without the exception text (aiosmtpd's default is a permanent 500 that
-        leaks it): the client keeps the message and retries."""
+        leaks it): the client keeps the message and retries. A failed STARTTLS handshake (an old TLS
+        version, a client that gave up) is the client's problem, not ours: aiosmtpd closes the connection
+        without a reply."""
+        if isinstance(error, TLSSetupException):
+            log.info("smtp.tls_failed", error=str(error.__cause__))
+            metrics.rejected("tls_failed")
+            return TEMPORARY_ERROR  # not sent: aiosmtpd closes instead
         log.error("smtp.exception", exc_info=error)
         metrics.rejected("error")
         return TEMPORARY_ERROR

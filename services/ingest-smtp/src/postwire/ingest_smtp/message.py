@@ -33,6 +33,13 @@ def extract_subject(raw: bytes) -> str:
     return _WHITESPACE.sub(" ", text).strip()[:SUBJECT_MAX]
 
 
+def header_block_too_big(raw: bytes, limit: int) -> bool:
+    """True when the header block (up to the first empty line; the whole message when there is none) is
+    longer than ``limit``. Checked before anything parses the header block, so parsing stays cheap. (The
+    data reader has refused bare LF already, so the empty line is CRLF CRLF.)"""
+    return raw.find(b"\r\n\r\n", 0, limit + 4) == -1 and len(raw) > limit
+
+
 def _raw_subject(head: bytes) -> str:
     """The undecoded Subject value when the structured parser gave up."""
     m = re.search(rb"^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)", head, re.IGNORECASE | re.MULTILINE)

@@ -3,7 +3,8 @@
 postwire_ingest_smtp_connections_total          counter   SMTP connections accepted.
 postwire_ingest_smtp_connections_active         gauge     SMTP connections open now.
 postwire_ingest_smtp_auth_total{mechanism,result}
-                                                counter   AUTH attempts; result: success | failure | tempfail.
+                                                counter   AUTH attempts; result: success | failure | tempfail
+                                                          | locked (refused unchecked during a lockout).
 postwire_ingest_smtp_auth_cache_hits_total      counter   Logins answered from the in-process cache.
 postwire_ingest_smtp_messages_accepted_total    counter   Messages answered 250 (queued in INBOUND).
 postwire_ingest_smtp_messages_rejected_total{reason}
@@ -31,12 +32,27 @@ REJECT_REASONS = (
     "queue_unavailable",    # NATS did not confirm: 451, the client retries
     "shutting_down",        # MAIL during graceful shutdown
     "error",                # unexpected exception: 451
+    # hostile or broken clients (docs/reliability-smtp.md)
+    "bare_line_ending",     # bare LF or CR in DATA (SMTP smuggling): 550, nothing queued
+    "nul_in_data",          # a NUL character in DATA: 550
+    "header_too_big",       # header block over smtp_max_header_size: 552
+    "command_too_long",     # a command line over 512 octets (+ the DSN allowance of MAIL/RCPT)
+    "unknown_command",      # 500 5.5.2
+    "smtputf8",             # SMTPUTF8 or a non-ASCII address (not offered): 555 / 553
+    "too_many_errors",      # smtp_max_errors replies 4xx/5xx in one session: 421 and disconnect
+    "early_talker",         # input before the 220 greeting: 554 and disconnect
+    "pipelining",           # message content before the 354 reply: 554 and disconnect
+    "timeout",              # command or DATA timeout: 421 and disconnect
+    "too_many_connections", # over smtp_max_connections_per_ip: 421 at the greeting
+    "connection_rate",      # over smtp_connection_rate_per_ip: 421 at the greeting
+    "auth_locked",          # AUTH while the IP or the username is locked out: 454
+    "tls_failed",           # STARTTLS handshake failed (e.g. TLS older than 1.2): connection closed
 )
 
 CONNECTIONS = Counter("postwire_ingest_smtp_connections", "SMTP connections accepted.")
 CONNECTIONS_ACTIVE = Gauge("postwire_ingest_smtp_connections_active", "SMTP connections open now.")
 AUTH = Counter("postwire_ingest_smtp_auth", "AUTH attempts by mechanism and result "
-               "(success|failure|tempfail).", ["mechanism", "result"])
+               "(success|failure|tempfail|locked).", ["mechanism", "result"])
 AUTH_CACHE_HITS = Counter("postwire_ingest_smtp_auth_cache_hits",
                           "Successful logins answered from the in-process cache (no argon2id).")
 ACCEPTED = Counter("postwire_ingest_smtp_messages_accepted", "Messages answered 250: queued in INBOUND.")

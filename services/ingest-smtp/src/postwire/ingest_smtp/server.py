@@ -1,46 +1,44 @@
-"""aiosmtpd's SMTP protocol adapted for submission, and the listener that owns its connections.
+"""aiosmtpd's SMTP protocol adapted for submission, and hardened against hostile clients.
 
-Served with ``loop.create_server`` on the service's own loop (not aiosmtpd's threaded Controller, whose
-loop is not the NATS client's, and which cannot bind port 0).
+What it adds to aiosmtpd 1.4: asynchronous AUTH checks with brute-force lockout, DSN parameters passed
+through, enhanced status codes, per-IP connection limits at the greeting, early-talker and pipelining
+checks, a session error limit, a 421 on command and DATA timeouts, and its own DATA reader (data.py:
+bare CR/LF refused, memory bounded by the size limit). listener.py serves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-import ssl
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, AnyStr
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AnyStr, NoReturn
 
 import structlog
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from postwire.ingest_smtp import dsn, metrics
+from postwire.ingest_smtp import dsn, metrics, replies
 from postwire.ingest_smtp.auth import Authenticated, AuthUnavailable, LoginVerifier
+from postwire.ingest_smtp.data import read_data
 from postwire.ingest_smtp.handler import SubmissionEnvelope, SubmissionHandler, peer_ip
+from postwire.ingest_smtp.limits import ClientLimits
+
+if TYPE_CHECKING:
+    from postwire.ingest_smtp.listener import Connections
 
 log = structlog.get_logger(__name__)
 
-AUTH_TEMPFAIL = "454 4.7.0 Temporary authentication failure, try again later"
-SHUTDOWN_REPLY = b"421 4.3.2 Service shutting down, closing connection\r\n"
-TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+Command = Callable[[str | None], Awaitable[None]]
 
-# aiosmtpd 1.4's stock replies that lack an enhanced status code (RFC 3463), and what we send instead,
-# with the reject reason to count. A unit test checks each key still occurs in aiosmtpd's source.
-REPLY_REWRITES: dict[str, tuple[str, str | None]] = {
-    "552 Error: message size exceeds fixed maximum message size": (TOO_BIG, "too_big"),
-    "552 Error: Too much mail data": (TOO_BIG, "too_big"),
-    "500 Line too long (see RFC5321 4.5.3.1.6)":
-        ("500 5.5.2 Line too long (RFC 5321 4.5.3.1.6 allows 998 characters)", "line_too_long"),
-    "503 Error: need MAIL command": ("503 5.5.1 Error: need MAIL command", None),
-    "503 Error: need RCPT command": ("503 5.5.1 Error: need RCPT command", None),
-    "555 MAIL FROM parameters not recognized or not implemented":
-        ("555 5.5.4 MAIL FROM parameters not recognized or not implemented", "bad_parameter"),
-    "555 RCPT TO parameters not recognized or not implemented":
-        ("555 5.5.4 RCPT TO parameters not recognized or not implemented", "bad_parameter"),
-}
+
+@dataclass(frozen=True)
+class SessionRules:
+    """Limits of one session (settings.py explains each)."""
+
+    data_timeout_s: float = 600.0
+    max_errors: int = 20
+    greet_pause_s: float = 0.0
 
 
 def capture_credentials(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
@@ -50,25 +48,72 @@ def capture_credentials(server: SMTP, session: Session, envelope: Envelope, mech
     return AuthResult(success=False, handled=False, auth_data=auth_data)
 
 
+class CommandTable(dict[str, Any]):
+    """aiosmtpd's table of smtp_* methods, which it reads with ``.get(command)``. An unknown command gets
+    our handler instead of None, so the reply and the error limit are ours (aiosmtpd hard-codes "502 Too
+    many unrecognized commands" after five)."""
+
+    def __init__(self, known: dict[str, Any], unknown: Callable[[str], Command]) -> None:
+        super().__init__(known)
+        self._unknown = unknown
+
+    def get(self, command: str, default: Any = None) -> Any:
+        found = super().get(command)
+        return found if found is not None else self._unknown(command)
+
+
 class SubmissionSMTP(SMTP):
-    """SMTP with asynchronous credential checks, DSN parameters, enhanced status codes and connection
-    tracking."""
+    """One submission session (aiosmtpd creates one protocol instance per connection)."""
 
     def __init__(self, handler: SubmissionHandler, *, verifier: LoginVerifier, connections: Connections,
-                 implicit_tls: bool = False, **kwargs: Any) -> None:
+                 limits: ClientLimits, rules: SessionRules, implicit_tls: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(handler, authenticator=capture_credentials, **kwargs)
         self._verifier = verifier
         self._connections = connections
+        self._limits = limits
+        self._rules = rules
         self._implicit_tls = implicit_tls
         self._dsn_params: list[str] = []
+        self._refusal: tuple[str, str] | None = None  # over a connection limit: said instead of 220
+        self._counted = False  # counted as open by the connection limits
+        self._errors = 0
+        self._receiving_data = False
         # aiosmtpd keeps these limits in one dict shared by every connection (and grows MAIL's on each
         # EHLO); ours are per connection, with RFC 3461's extra room for the DSN parameters
         base = self.command_size_limit
         self.command_size_limits = collections.defaultdict(
             lambda: base, {"MAIL": base + dsn.MAIL_EXTRA, "RCPT": base + dsn.RCPT_EXTRA})
+        self._smtp_methods = CommandTable(self._smtp_methods, self._unknown_command)
 
     def _create_envelope(self) -> SubmissionEnvelope:
         return SubmissionEnvelope()
+
+    # --- the greeting: connection limits and early talkers -----------------------------------------------
+
+    async def _handle_client(self) -> None:
+        refusal = self._refusal or await self._early_talker()
+        if refusal is not None:
+            reply, reason = refusal
+            metrics.rejected(reason)
+            assert self.session is not None
+            log.info("smtp.connection_refused", reason=reason, peer=str(peer_ip(self.session)))
+            self._close_with(reply)
+            return
+        await super()._handle_client()
+
+    async def _early_talker(self) -> tuple[str, str] | None:
+        """A client that sends before our 220 ignores the protocol (spam bots and pipelining abusers do);
+        the optional greet pause gives it time to show itself. Any input here is a sure sign: nothing
+        conforming can have been sent yet."""
+        assert self.session is not None
+        if self._rules.greet_pause_s and peer_ip(self.session) not in self._limits.exempt:
+            await asyncio.sleep(self._rules.greet_pause_s)
+        return (replies.SYNC_ERROR, "early_talker") if self._pending_input() else None
+
+    def _pending_input(self) -> bool:
+        """Bytes received and not read yet."""
+        return bool(getattr(self._reader, "_buffer", b""))
 
     # --- DSN (RFC 3461): parameters aiosmtpd does not know, kept as sent for the handler ---------------
 
@@ -81,7 +126,7 @@ class SubmissionSMTP(SMTP):
         await self._with_dsn_params(arg, "TO:", dsn.RCPT_KEYWORDS, super().smtp_RCPT)
 
     async def _with_dsn_params(self, arg: str | None, keyword: str, ours: frozenset[str],
-                               command: Callable[[str | None], Awaitable[None]]) -> None:
+                               command: Command) -> None:
         """aiosmtpd answers 555 to any parameter it does not know and upper-cases the others (ENVID and
         ORCPT are case-sensitive): let it parse the command without the DSN parameters, and pass those on
         to the handler hook unchanged (see _call_handler_hook). Only after EHLO: HELO allows none."""
@@ -99,6 +144,43 @@ class SubmissionSMTP(SMTP):
             args = (*leading, [*options, *self._dsn_params])
         return await super()._call_handler_hook(command, *args)
 
+    # --- DATA: our reader (data.py), its own timeout, no content before 354 -----------------------------
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if self._pending_input():
+            # content sent before our 354 (RFC 2920 3.1: DATA ends a pipelined group). Whether DATA would
+            # be accepted or not, that input must become neither a message nor commands
+            self._hang_up(replies.SYNC_ERROR, "pipelining")
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push(replies.NEED_RCPT)
+            return
+        if arg:
+            await self.push(replies.DATA_SYNTAX)
+            return
+        self._receiving_data = True
+        self._reset_timeout(self._rules.data_timeout_s)
+        try:
+            await self.push(replies.START_DATA)
+            received = await read_data(self._reader, self.data_size_limit)
+        finally:
+            self._receiving_data = False
+        self._reset_timeout()  # waiting for the PubAck is not the client's time
+        if received.refusal is not None:
+            reply, reason = received.refusal
+            metrics.rejected(reason)
+            log.info("smtp.data_refused", reason=reason, peer=str(peer_ip(self.session)))
+            self.envelope = self._create_envelope()
+            await self.push(reply)
+            return
+        self.envelope.content = self.envelope.original_content = received.content
+        status = await self._call_handler_hook("DATA")
+        self.envelope = self._create_envelope()
+        await self.push("250 OK" if status is MISSING else status)
+
     # --- AUTH: aiosmtpd parses PLAIN/LOGIN, we verify without blocking the loop -------------------------
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
@@ -109,60 +191,110 @@ class SubmissionSMTP(SMTP):
 
     async def _verify(self, mechanism: str, parsed: AuthResult) -> AuthResult:
         """Turn captured credentials into success, 535 (handled=False makes aiosmtpd reply; the default
-        handled=True would leave the client waiting) or 454 when the credential store is down."""
+        handled=True would leave the client waiting), 454 when the credential store is down, or 454
+        without a check while the client's IP or the username is locked out (limits.AuthLimits)."""
         creds = parsed.auth_data
         if not isinstance(creds, LoginPassword):
             return parsed  # aiosmtpd already answered (bad base64, '*' abort, ...)
+        assert self.session is not None
+        ip = peer_ip(self.session)
         try:
-            username, password = creds.login.decode(), creds.password.decode()
-            login = await self._verifier.verify(username, password)
+            username: str | None = creds.login.decode()
         except UnicodeDecodeError:
-            username, login = "<not utf-8>", None
+            username = None
+        if self._limits.auth.locked(ip, username):
+            log.info("smtp.auth_locked", mechanism=mechanism, username=username, peer=str(ip))
+            metrics.AUTH.labels(mechanism, "locked").inc()
+            metrics.rejected("auth_locked")
+            return AuthResult(success=False, handled=False, message=replies.AUTH_LOCKED)
+        try:
+            password = creds.password.decode()
+            login = None if username is None else await self._verifier.verify(username, password)
+        except UnicodeDecodeError:
+            login = None
         except AuthUnavailable as e:
             log.warning("smtp.auth_unavailable", error=str(e))
             metrics.AUTH.labels(mechanism, "tempfail").inc()
-            return AuthResult(success=False, handled=False, message=AUTH_TEMPFAIL)
+            return AuthResult(success=False, handled=False, message=replies.AUTH_TEMPFAIL)
         if login is None:
-            assert self.session is not None
-            log.info("smtp.auth_failed", mechanism=mechanism, username=username,
-                     peer=str(peer_ip(self.session)))
+            locked = self._limits.auth.failed(ip, username)
+            log.info("smtp.auth_failed", mechanism=mechanism, username=username or "<not utf-8>",
+                     peer=str(ip), locked_out=locked)
             metrics.AUTH.labels(mechanism, "failure").inc()
             return AuthResult(success=False, handled=False)
         metrics.AUTH.labels(mechanism, "success").inc()
         return AuthResult(success=True, auth_data=Authenticated.of(login))
 
-    # --- replies ----------------------------------------------------------------------------------------
+    # --- replies, unknown commands and the error limit ----------------------------------------------------
 
     async def push(self, status: AnyStr) -> None:
-        """Send a reply, swapping aiosmtpd's code-only stock texts for ones with enhanced codes.
+        """Send a reply, swapping aiosmtpd's stock texts for ones with enhanced codes, and hang up with 421
+        once the session collected ``max_errors`` 4xx/5xx replies without an accepted message.
 
         Every end of a transaction (DATA answered, RSET, EHLO, aborted DATA) is followed by a reply, so
         this is also where a draining listener learns that a connection became idle.
         """
-        if isinstance(status, str) and status in REPLY_REWRITES:
-            reply, reason = REPLY_REWRITES[status]
+        if isinstance(status, bytes):  # AUTH challenges
+            await super().push(status)
+            return
+        reply = status
+        if status in replies.REPLY_REWRITES:
+            reply, reason = replies.REPLY_REWRITES[status]
             if reason is not None:
                 metrics.rejected(reason)
-            await super().push(reply)
-        else:
-            await super().push(status)
+        await super().push(reply)
         if not self.in_transaction:
             self._connections.changed()
+        self._count_errors(reply)
 
-    # --- connection tracking, for metrics and graceful shutdown -----------------------------------------
+    def _count_errors(self, reply: str) -> None:
+        if reply.startswith(replies.QUEUED_PREFIX):
+            self._errors = 0
+        elif reply[:1] in ("4", "5") and not reply.startswith("421"):
+            self._errors += 1
+            if self._rules.max_errors and self._errors >= self._rules.max_errors:
+                self._hang_up(replies.TOO_MANY_ERRORS, "too_many_errors")
+
+    def _unknown_command(self, command: str) -> Command:
+        async def refuse(arg: str | None) -> None:
+            metrics.rejected("unknown_command")
+            await self.push(replies.UNKNOWN_COMMAND)
+
+        return refuse
+
+    # --- timeouts -------------------------------------------------------------------------------------------
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd just closes; RFC 5321 4.5.3.2 lets the server say 421 first."""
+        phase = "data" if self._receiving_data else "command"
+        metrics.rejected("timeout")
+        assert self.session is not None
+        log.info("smtp.timeout", phase=phase, peer=str(peer_ip(self.session)))
+        self._close_with(replies.DATA_TIMEOUT if self._receiving_data else replies.COMMAND_TIMEOUT)
+
+    # --- connection tracking, for limits, metrics and graceful shutdown -----------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self._original_transport is None  # False on the second call, after STARTTLS
         super().connection_made(transport)
+        assert self.session is not None
         if first:
             self._connections.add(self)
-        if self._implicit_tls and self.session is not None:
+            ip = peer_ip(self.session)
+            why = self._limits.connections.admit(ip)
+            self._counted = why is None
+            if why is not None:
+                self._refusal = (replies.over_connection_limit(why, ip), why)
+        if self._implicit_tls:
             # TLS from the first byte (port 465, RFC 8314): record it like a STARTTLS session, so the
             # Received header names the protocol and cipher
             self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object")}
 
     def connection_lost(self, error: Exception | None) -> None:
         self._connections.discard(self)
+        if self._counted and self.session is not None:
+            self._counted = False
+            self._limits.connections.release(peer_ip(self.session))
         super().connection_lost(error)
 
     @property
@@ -172,10 +304,23 @@ class SubmissionSMTP(SMTP):
 
     def close_for_shutdown(self) -> None:
         """Say 421 (RFC 5321 3.8) and hang up; any unanswered transaction stays with the client."""
+        self._close_with(replies.SHUTDOWN)
+
+    def _close_with(self, reply: str) -> None:
+        """Write a last reply and close (connection_lost then stops the session's task)."""
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(SHUTDOWN_REPLY)
+            transport.write(reply.encode("ascii") + b"\r\n")
             transport.close()
+
+    def _hang_up(self, reply: str, reason: str) -> NoReturn:
+        """From inside the session's task: refuse, close, and stop reading at once, so input the client
+        already sent is never processed."""
+        metrics.rejected(reason)
+        assert self.session is not None
+        log.info("smtp.hang_up", reason=reason, peer=str(peer_ip(self.session)))
+        self._close_with(reply)
+        raise asyncio.CancelledError
 
 
 def quiet_aiosmtpd_log() -> None:
@@ -190,92 +335,3 @@ def quiet_aiosmtpd_log() -> None:
 class _DropLoginDataWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "login_data is deprecated" not in str(record.msg)
-
-
-class Connections:
-    """The live connections of one listener, and a signal each time one may have finished a transaction."""
-
-    def __init__(self) -> None:
-        self._live: set[SubmissionSMTP] = set()
-        self._changed = asyncio.Event()
-
-    def __iter__(self) -> Iterator[SubmissionSMTP]:
-        return iter(list(self._live))
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def add(self, conn: SubmissionSMTP) -> None:
-        self._live.add(conn)
-        metrics.CONNECTIONS.inc()
-        metrics.CONNECTIONS_ACTIVE.inc()
-
-    def discard(self, conn: SubmissionSMTP) -> None:
-        if conn in self._live:
-            self._live.remove(conn)
-            metrics.CONNECTIONS_ACTIVE.dec()
-            self.changed()
-
-    def changed(self) -> None:
-        self._changed.set()
-
-    def busy(self) -> int:
-        return sum(c.in_transaction for c in self._live)
-
-    async def wait_idle(self, timeout_s: float) -> int:
-        """Wait until no connection is inside a transaction, at most ``timeout_s``; the number still busy."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.busy() and (remaining := deadline - loop.time()) > 0:
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-        return self.busy()
-
-
-class SmtpListener:
-    """The listening socket plus every live connection, so shutdown can let transactions finish."""
-
-    def __init__(self, server: asyncio.Server, handler: SubmissionHandler, connections: Connections) -> None:
-        self._server = server
-        self._handler = handler
-        self.connections = connections
-
-    @property
-    def port(self) -> int:
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def drain(self, grace_s: float) -> None:
-        """Stop accepting, refuse new transactions, wait up to ``grace_s`` for open ones (a client mid-DATA
-        or waiting for its PubAck), then close every connection with 421. A transaction cut off here was
-        never answered 250, so its client still holds the message and retries."""
-        self._handler.closing = True
-        self._server.close()
-        busy = await self.connections.wait_idle(grace_s)
-        if busy:
-            log.warning("smtp.shutdown_cut_transactions", count=busy)
-        for conn in self.connections:
-            conn.close_for_shutdown()
-        await self._server.wait_closed()
-
-
-async def start_listener(*, host: str, port: int, handler: SubmissionHandler, verifier: LoginVerifier,
-                         tls_context: ssl.SSLContext, hostname: str, max_message_size: int,
-                         allow_insecure_auth: bool, timeout_s: float,
-                         implicit_tls: bool = False) -> SmtpListener:
-    """Bind ``host:port`` (0 picks a free port) and serve submission on the running loop: STARTTLS
-    offered, or with ``implicit_tls`` TLS from the first byte (port 465), where AUTH is always allowed
-    and STARTTLS is not offered (the session is encrypted already)."""
-    loop = asyncio.get_running_loop()
-    connections = Connections()
-
-    def factory() -> SubmissionSMTP:
-        return SubmissionSMTP(
-            handler, verifier=verifier, connections=connections, implicit_tls=implicit_tls, loop=loop,
-            hostname=hostname, ident="Postwire ESMTP", data_size_limit=max_message_size, decode_data=False,
-            tls_context=None if implicit_tls else tls_context,
-            auth_require_tls=not (allow_insecure_auth or implicit_tls), timeout=timeout_s,
-        )
-
-    server = await loop.create_server(factory, host, port, ssl=tls_context if implicit_tls else None)
-    return SmtpListener(server, handler, connections)

@@ -20,7 +20,9 @@ from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Account
 from postwire.ingest_smtp.auth import LoginVerifier, database_check
 from postwire.ingest_smtp.handler import RelayPolicy, SubmissionHandler
-from postwire.ingest_smtp.server import SmtpListener, quiet_aiosmtpd_log, start_listener
+from postwire.ingest_smtp.limits import ClientLimits, Exempt
+from postwire.ingest_smtp.listener import SmtpListener, start_listener
+from postwire.ingest_smtp.server import SessionRules, quiet_aiosmtpd_log
 from postwire.ingest_smtp.settings import IngestSmtpSettings
 from postwire.ingest_smtp.tls import load_context
 
@@ -104,14 +106,28 @@ async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[Asyn
     policy = RelayPolicy(tuple(settings.trusted_networks), trusted_id)
     handler = SubmissionHandler(intake=intake, policy=policy, hostname=settings.smtp_hostname,
                                 max_recipients=settings.max_recipients,
+                                max_header_size=settings.smtp_max_header_size,
                                 queue_connected=lambda: nc.is_connected)
     tls_context = await asyncio.to_thread(load_context, settings.tls_cert_file, settings.tls_key_file,
                                           settings.data_dir, settings.smtp_hostname)
     verifier = LoginVerifier(database_check(sessions), settings.smtp_auth_cache_ttl_s)
+    limits = client_limits(settings)  # one set per process, shared by both ports
+    rules = SessionRules(data_timeout_s=settings.smtp_data_timeout_s, max_errors=settings.smtp_max_errors,
+                         greet_pause_s=settings.smtp_greet_pause_s)
     ports = [(settings.smtp_port, False)] + ([(settings.smtps_port, True)] if settings.smtps_port else [])
     return [await start_listener(
         host=settings.smtp_host, port=port, handler=handler, verifier=verifier, tls_context=tls_context,
         hostname=settings.smtp_hostname, max_message_size=settings.max_message_size,
         allow_insecure_auth=settings.smtp_allow_insecure_auth, timeout_s=settings.smtp_timeout_s,
-        implicit_tls=implicit,
+        limits=limits, rules=rules, implicit_tls=implicit,
     ) for port, implicit in ports]
+
+
+def client_limits(settings: IngestSmtpSettings) -> ClientLimits:
+    """Per-IP and per-login limits; the trusted networks are exempt from the per-IP ones too."""
+    return ClientLimits.build(
+        exempt=Exempt.of(settings.smtp_limit_exempt_networks, settings.trusted_networks),
+        max_open=settings.smtp_max_connections_per_ip, per_minute=settings.smtp_connection_rate_per_ip,
+        auth_per_ip=settings.smtp_auth_failures_per_ip, auth_per_user=settings.smtp_auth_failures_per_user,
+        auth_window_s=settings.smtp_auth_failure_window_s, lockout_s=settings.smtp_auth_lockout_s,
+    )

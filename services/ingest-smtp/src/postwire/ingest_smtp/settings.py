@@ -7,7 +7,15 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode
 
 from postwire.core.settings import PostwireSettings
@@ -29,8 +37,32 @@ class IngestSmtpSettings(PostwireSettings):
     smtp_allow_insecure_auth: bool = False
     # successful logins are remembered this long so repeat logins skip argon2id; 0 disables the cache
     smtp_auth_cache_ttl_s: float = 60.0
-    # idle time before the server drops a client (RFC 5321 4.5.3.2 suggests 5 minutes)
-    smtp_timeout_s: float = 300.0
+    # idle time before the server drops a client with 421 (RFC 5321 4.5.3.2 suggests 5 minutes): waiting
+    # for a command, or for the rest of a command line
+    smtp_timeout_s: PositiveFloat = 300.0
+    # total time from DATA to the final dot; a client still sending after this gets 421 (slowloris)
+    smtp_data_timeout_s: PositiveFloat = 600.0
+    # 4xx/5xx replies one session may collect before 421 and disconnect (Postfix's smtpd_hard_error_limit);
+    # the count starts over after each accepted message; 0 = no limit
+    smtp_max_errors: NonNegativeInt = 20
+    # wait this long before the 220 greeting; a client that talks first is an early talker and is
+    # disconnected with 554 (postscreen's greet wait). 0 = greet at once (early talk is still refused
+    # when it arrived before the greeting went out)
+    smtp_greet_pause_s: NonNegativeFloat = 0.0
+    # per client IP (IPv6: per /64) and process: open connections, and connections in any 60 s; 0 = no limit
+    smtp_max_connections_per_ip: NonNegativeInt = 20
+    smtp_connection_rate_per_ip: NonNegativeInt = 60
+    # failed AUTH within the window locks the IP (resp. the username) out for the lockout time; 0 = off
+    smtp_auth_failures_per_ip: NonNegativeInt = 5
+    smtp_auth_failures_per_user: NonNegativeInt = 10
+    smtp_auth_failure_window_s: PositiveFloat = 600.0
+    smtp_auth_lockout_s: PositiveFloat = 600.0
+    # clients the per-IP limits above do not apply to (the trusted networks never have them either); like
+    # Postfix's smtpd_client_event_limit_exceptions, whose default $mynetworks covers the host itself
+    smtp_limit_exempt_networks: Annotated[list[Network], NoDecode] = Field(
+        default_factory=lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")])
+    # a header block over this is refused with 552 (Exchange's limit; Postfix keeps 100 KB of headers)
+    smtp_max_header_size: PositiveInt = 256 * 1024
     # PEM files; when unset a self-signed certificate is generated once into <data_dir>/tls/
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -40,7 +72,7 @@ class IngestSmtpSettings(PostwireSettings):
     trusted_account: str = ""
     max_recipients: PositiveInt = 1000
 
-    @field_validator("trusted_networks", mode="before")
+    @field_validator("trusted_networks", "smtp_limit_exempt_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: Any) -> Any:
         """The environment gives one comma-separated string ("10.0.0.0/8, 127.0.0.1/32")."""
