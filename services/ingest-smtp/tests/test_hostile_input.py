@@ -2,7 +2,7 @@
 nats-server and PostgreSQL. The client is hand-driven (asyncio streams), so every byte on the wire is the
 test's choice; what reaches INBOUND is counted from the stream itself.
 
-docs/reliability-smtp.md lists each case with the reply it gets.
+docs/reliability.md lists each case with the reply it gets.
 """
 
 from __future__ import annotations

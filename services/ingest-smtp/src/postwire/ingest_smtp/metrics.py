@@ -32,7 +32,7 @@ REJECT_REASONS = (
     "queue_unavailable",    # NATS did not confirm: 451, the client retries
     "shutting_down",        # MAIL during graceful shutdown
     "error",                # unexpected exception: 451
-    # hostile or broken clients (docs/reliability-smtp.md)
+    # hostile or broken clients (docs/reliability.md)
     "bare_line_ending",     # bare LF or CR in DATA (SMTP smuggling): 550, nothing queued
     "nul_in_data",          # a NUL character in DATA: 550
     "header_too_big",       # header block over smtp_max_header_size: 552

@@ -1,7 +1,7 @@
 """The replies ingest-smtp's protocol layer sends, and aiosmtpd's stock replies it rewrites.
 
 Each refusal carries an enhanced status code (RFC 3463) and is counted by a reason from
-metrics.REJECT_REASONS. docs/reliability-smtp.md shows which hostile input gets which.
+metrics.REJECT_REASONS. docs/reliability.md shows which hostile input gets which.
 """
 
 from __future__ import annotations
