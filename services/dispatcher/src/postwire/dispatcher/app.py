@@ -71,7 +71,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
     js = nc.jetstream()
     await Topology.from_settings(settings).apply(js)
     bodies = BodyStore(js, settings.inline_body_max)
-    transformer = TransformerClient(settings.transformer_addr, settings.transformer_timeout_s)
+    transformer = TransformerClient.from_settings(settings)
     pool = ConnectionPool(_client_config(settings), idle_s=settings.connection_idle_s)
     shaper.on_change(pool.budget_changed)
     pool.start()

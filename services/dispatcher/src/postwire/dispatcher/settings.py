@@ -43,6 +43,13 @@ class DispatcherSettings(PostwireSettings):
     transformer_timeout_s: PositiveFloat = 30.0
     # how long an INBOUND message waits before the router retries an unavailable transformer
     transformer_retry_s: PositiveFloat = 5.0
+    # TLS to the transformer (its POSTWIRE_GRPC_TLS_*): the CA of its certificate, and this client's
+    # certificate and key when it requires mTLS; the server name overrides the host checked in its
+    # certificate. No CA and no certificate: plaintext, as in the local run
+    transformer_tls_ca_file: Path | None = None
+    transformer_tls_cert_file: Path | None = None
+    transformer_tls_key_file: Path | None = None
+    transformer_tls_server_name: str = ""
     # comma-separated host:port; empty means the system resolver (never used when this is set)
     dns_nameservers: str = ""
     dns_timeout_s: PositiveFloat = 5.0

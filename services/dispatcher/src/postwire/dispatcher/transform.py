@@ -4,17 +4,31 @@ What a failure means for the message:
 - UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNIMPLEMENTED: the transformer is down, overloaded or not
   the service we think it is → TransformerUnavailable; the router naks and retries later, because the
   customer asked for inlined CSS and will get it once the service is back.
-- INVALID_ARGUMENT (MIME the transformer cannot parse), RESOURCE_EXHAUSTED (too large) and anything else
-  (a transformer bug on this one message) → None: deliver the original unchanged. Retrying would never
-  succeed, and an un-inlined message beats an undelivered one.
+- INVALID_ARGUMENT (MIME the transformer cannot parse), RESOURCE_EXHAUSTED (too large, or over one of the
+  transformer's per-message limits: its time limit POSTWIRE_TRANSFORM_TIMEOUT_S, its memory limit, too many
+  MIME parts or HTML tags) and anything else (a transformer bug on this one message) → None: deliver the
+  original unchanged. Retrying would never succeed, and an un-inlined message beats an undelivered one.
+  (The transformer answers a message that takes too long with RESOURCE_EXHAUSTED, not DEADLINE_EXCEEDED,
+  for exactly this reason; our own deadline, POSTWIRE_TRANSFORMER_TIMEOUT_S, must stay above its limit.)
+
+TLS: with POSTWIRE_TRANSFORMER_TLS_CA_FILE (and, for mTLS, POSTWIRE_TRANSFORMER_TLS_CERT_FILE/_KEY_FILE)
+the channel is TLS, verified against that CA (POSTWIRE_TRANSFORMER_TLS_SERVER_NAME overrides the name
+checked in the server's certificate, e.g. when the address is an IP). A TLS failure (wrong CA, no or
+rejected client certificate) surfaces as UNAVAILABLE: retried later, which is right for a
+misconfiguration that the operator fixes without losing mail. Unset: plaintext, as in the local run.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
 
 import grpc
 import structlog
 
 from postwire.dispatcher import metrics
+from postwire.dispatcher.settings import DispatcherSettings
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -39,18 +53,63 @@ def css_engine(name: str) -> transformer_pb2.CssEngine.ValueType:
     return _ENGINES.get(name.strip().lower(), transformer_pb2.CSS_ENGINE_UNSPECIFIED)
 
 
+@dataclass(frozen=True)
+class TransformerTls:
+    """TLS of the channel to the transformer: the CA that signed its certificate (None: the system's
+    roots), this client's certificate and key for mTLS (both or neither), and the name to check in the
+    server's certificate instead of the address's host."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("the transformer client certificate and key go together "
+                             "(POSTWIRE_TRANSFORMER_TLS_CERT_FILE and POSTWIRE_TRANSFORMER_TLS_KEY_FILE)")
+
+    @classmethod
+    def from_settings(cls, settings: DispatcherSettings) -> Self | None:
+        """From POSTWIRE_TRANSFORMER_TLS_*; None (plaintext) when none of the files is set."""
+        if not (settings.transformer_tls_ca_file or settings.transformer_tls_cert_file):
+            return None
+        return cls(settings.transformer_tls_ca_file, settings.transformer_tls_cert_file,
+                   settings.transformer_tls_key_file, settings.transformer_tls_server_name or None)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return None if path is None else path.read_bytes()
+
+        return grpc.ssl_channel_credentials(root_certificates=read(self.ca_file),
+                                            private_key=read(self.key_file),
+                                            certificate_chain=read(self.cert_file))
+
+
 class TransformerClient:
-    def __init__(self, addr: str, timeout_s: float) -> None:
+    def __init__(self, addr: str, timeout_s: float, tls: TransformerTls | None = None) -> None:
         self._timeout = timeout_s
-        self._channel = grpc.aio.insecure_channel(addr, options=[
+        options: list[tuple[str, str | int]] = [
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # notice a restarted transformer within seconds, not gRPC's default two minutes
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 5000),
-        ])
+        ]
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(addr, options=options)
+        else:
+            if tls.server_name:
+                options.append(("grpc.ssl_target_name_override", tls.server_name))
+            self._channel = grpc.aio.secure_channel(addr, tls.credentials(), options=options)
         self._stub = transformer_pb2_grpc.TransformerStub(self._channel)
+
+    @classmethod
+    def from_settings(cls, settings: DispatcherSettings) -> TransformerClient:
+        """The client the settings describe: address, deadline and TLS (POSTWIRE_TRANSFORMER_*)."""
+        return cls(settings.transformer_addr, settings.transformer_timeout_s,
+                   TransformerTls.from_settings(settings))
 
     async def inline_css(self, mime: bytes, engine: str) -> transformer_pb2.TransformResponse | None:
         """The message with its CSS inlined, or None when the original should be sent as it is."""

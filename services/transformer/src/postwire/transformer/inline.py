@@ -5,32 +5,63 @@ premailer (Python + lxml + cssutils) is an opt-in for senders that depend on its
 configured so that no stylesheet, @import or other resource is loaded from the network or the disk: the
 transformer runs inside the cluster, and a customer's HTML must not be able to make it open connections.
 At-rules such as @media stay in a <style> block, so responsive rules still override inline styles.
+
+Hostile documents: css-inline recurses once per nesting level somewhere in its native code, so a document
+nested deeply enough overflows the stack of the thread running it (about 12 000 levels on a default 8 MB
+stack). The transformer's workers run it on a 256 MB stack (:mod:`postwire.transformer.pool`), and an HTML
+part with more than :data:`MAX_HTML_TAGS` start tags is refused before either engine sees it: every
+element a parser builds comes from a start tag or is implied by one (``<table><td>`` makes four), so
+the depth stays far below what that stack holds (240 000 levels were measured to work). Nesting within
+the limit can still be slow (html5ever checks scopes level by level); the per-message time limit stops
+it. premailer's parser, libxml2, does not fail on documents beyond its own limits (256 levels, 10 MB of
+text in one node) but silently drops what lies beyond them; that is detected and refused instead of
+inlining a truncated document.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from typing import Any, Final, NoReturn
 
 import css_inline
 import premailer
 from cssutils import CSSParser
+from premailer.premailer import etree  # premailer's own lxml, the parser it uses
 
 CSS_INLINE: Final = "css-inline"
 PREMAILER: Final = "premailer"
 ENGINES: Final = (CSS_INLINE, PREMAILER)
+MAX_HTML_TAGS: Final = 120_000  # start tags in one document; more is refused (see the module doc)
+_START_TAG: Final = re.compile(r"<[A-Za-z]")  # where a start tag can begin (in comments too: an upper bound)
 
 
 class InlineError(ValueError):
     """The HTML or CSS could not be inlined (bad input or an unknown engine); the document is unusable."""
 
 
+class HtmlTooComplex(InlineError):
+    """The document exceeds a limit (tags, nesting, an engine's parser limits); it is refused, not cut."""
+
+
+def check_html_limits(html: str) -> None:
+    """Raise :class:`HtmlTooComplex` when ``html`` has more than :data:`MAX_HTML_TAGS` start tags."""
+    if html.count("<") <= MAX_HTML_TAGS:  # the common case, at the speed of a memchr
+        return
+    for count, _ in enumerate(_START_TAG.finditer(html), start=1):
+        if count > MAX_HTML_TAGS:
+            raise HtmlTooComplex(f"the HTML has more than {MAX_HTML_TAGS} tags")
+
+
 def inline_html(html: str, extra_css: str | None = None, engine: str = CSS_INLINE) -> str:
     """Return ``html`` with its <style> rules (and ``extra_css``) moved into style attributes.
 
-    At-rules (@media, @font-face, ...) are kept in a <style> block in <head>. Raises :class:`InlineError`.
+    At-rules (@media, @font-face, ...) are kept in a <style> block in <head>. Raises :class:`InlineError`
+    (:class:`HtmlTooComplex` for a document beyond the limits described in the module doc).
     """
+    if engine in ENGINES:
+        check_html_limits(html)
     if engine == CSS_INLINE:
         return _inline_css_inline(html, extra_css)
     if engine == PREMAILER:
@@ -88,7 +119,23 @@ def _parse_css_no_fetch(css_body: str, validate: bool) -> Any:
     return parser.parseString(css_body)
 
 
+def _check_libxml2_limits(html: str) -> None:
+    """Parse as premailer will (its own ``etree.HTMLParser()`` on the stripped text) and refuse a document
+    that hits one of libxml2's resource limits: libxml2 reports it and carries on with the part it has,
+    so premailer would return the document cut at that point."""
+    parser = etree.HTMLParser()
+    try:
+        etree.fromstring(html.strip(), parser)
+    except etree.LxmlError:
+        return  # premailer fails the same way and reports it as an InlineError
+    for error in parser.error_log:
+        if error.type == etree.ErrorTypes.ERR_RESOURCE_LIMIT:
+            message = str(error.message).strip()
+            raise HtmlTooComplex(f"the HTML exceeds a limit of premailer's parser (libxml2: {message})")
+
+
 def _inline_premailer(html: str, extra_css: str | None) -> str:
+    _check_libxml2_limits(html)
     try:
         return str(
             _SafePremailer(
@@ -107,5 +154,7 @@ def _inline_premailer(html: str, extra_css: str | None) -> str:
         )
     except InlineError:
         raise
+    except RecursionError as exc:  # cssutils/cssselect recurse per selector part
+        raise HtmlTooComplex("premailer failed: the CSS or HTML is nested too deeply") from exc
     except Exception as exc:  # premailer/lxml/cssutils raise many unrelated types on bad input
         raise InlineError(f"premailer failed: {type(exc).__name__}: {exc}") from exc

@@ -1,7 +1,12 @@
 """Prometheus metrics of the transformer (default registry, served on the ops port's /metrics).
 
 - ``postwire_transformer_requests_total{outcome}``: Transform calls by outcome: ``changed``,
-  ``unchanged``, ``invalid`` (INVALID_ARGUMENT), ``too_large`` (RESOURCE_EXHAUSTED), ``error`` (INTERNAL).
+  ``unchanged``, ``invalid`` (INVALID_ARGUMENT), ``too_large`` (RESOURCE_EXHAUSTED: the message, or the
+  transformed one, is over POSTWIRE_MAX_MESSAGE_SIZE), ``limit`` (RESOURCE_EXHAUSTED: the time limit,
+  the memory limit, too many MIME parts or HTML tags, a worker that died on it), ``error`` (INTERNAL).
+- ``postwire_transformer_worker_restarts_total{reason}``: worker processes killed and replaced:
+  ``timeout`` (a message over POSTWIRE_TRANSFORM_TIMEOUT_S), ``died`` (the worker exited while
+  transforming, e.g. past POSTWIRE_TRANSFORM_MEMORY_MB), ``cancelled`` (the client gave up mid-job).
 - ``postwire_transformer_request_duration_seconds{engine}``: wall time of a Transform call, queueing
   for a worker process included.
 - ``postwire_transformer_html_parts_transformed_total{engine}``: text/html parts rewritten (CSS inlined
@@ -15,7 +20,7 @@ from typing import Final
 
 from prometheus_client import Counter, Histogram
 
-OUTCOMES: Final = ("changed", "unchanged", "invalid", "too_large", "error")
+OUTCOMES: Final = ("changed", "unchanged", "invalid", "too_large", "limit", "error")
 
 REQUESTS = Counter("postwire_transformer_requests", "Transform calls by outcome.", ["outcome"])
 DURATION = Histogram(
@@ -30,3 +35,6 @@ HTML_PARTS = Counter(
     ["engine"],
 )
 BYTES = Counter("postwire_transformer_bytes", "MIME bytes received (in) and returned (out).", ["direction"])
+WORKER_RESTARTS = Counter(
+    "postwire_transformer_worker_restarts", "Worker processes killed and replaced, by reason.", ["reason"]
+)

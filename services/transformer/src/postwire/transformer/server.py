@@ -5,19 +5,21 @@ thread pool would stall the event loop, health checks included, for the length o
 therefore runs in a pool of worker *processes*: real parallelism across cores and a loop that stays
 responsive. Copying a message to a worker costs about a memcpy; the workers are started once ("spawn",
 because gRPC's threads do not survive a fork) and warmed up before the service reports SERVING.
+
+Each message gets at most POSTWIRE_TRANSFORM_TIMEOUT_S in a worker; a worker that runs longer is killed
+and replaced, and the call answers RESOURCE_EXHAUSTED, never DEADLINE_EXCEEDED: the dispatcher retries
+DEADLINE_EXCEEDED later, which for a message that always takes too long would be forever, while on
+RESOURCE_EXHAUSTED it sends the message as it is (:mod:`postwire.transformer.pool`).
+
+With POSTWIRE_GRPC_TLS_CERT_FILE/_KEY_FILE the gRPC port speaks TLS only; with
+POSTWIRE_GRPC_TLS_CLIENT_CA_FILE as well it requires a client certificate signed by that CA (mTLS).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import multiprocessing
-import os
-import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Final
 
 import grpc
@@ -26,8 +28,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from postwire.core.ops import ops_app, serve_app
 from postwire.transformer import metrics
-from postwire.transformer.inline import CSS_INLINE, PREMAILER, InlineError
-from postwire.transformer.mime import MimeError, TransformResult, transform_mime
+from postwire.transformer.inline import CSS_INLINE, PREMAILER
+from postwire.transformer.mime import TransformResult
+from postwire.transformer.pool import TransformFailed, WorkerPool
 from postwire.transformer.settings import TransformerSettings
 from postwire.transformer.tracking import BadTrackingOptions, TrackingOptions
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
@@ -38,48 +41,15 @@ _ENGINES: Final = {
     transformer_pb2.CSS_ENGINE_CSS_INLINE: CSS_INLINE,
     transformer_pb2.CSS_ENGINE_PREMAILER: PREMAILER,
 }
-_WARM_UP: Final = b"Content-Type: text/html\r\n\r\n<style>p{color:red}</style><p>warm</p>\r\n"
+_FAILURES: Final = {  # TransformFailed.kind → (metrics outcome, status code)
+    "limit": ("limit", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    "invalid": ("invalid", grpc.StatusCode.INVALID_ARGUMENT),
+    "error": ("error", grpc.StatusCode.INTERNAL),
+}
 
 log = structlog.get_logger(__name__)
 
-
-def _ignore_stop_signals() -> None:
-    """Workers leave SIGINT/SIGTERM to the parent, which drains requests first and then shuts them down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class WorkerPool:
-    """Runs :func:`transform_mime` in worker processes; replaces the pool when a worker dies."""
-
-    def __init__(self, workers: int) -> None:
-        self._workers = workers or os.cpu_count() or 1
-        self._executor = self._new_executor()
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self._workers, mp_context=context, initializer=_ignore_stop_signals)
-
-    async def transform(
-        self, mime: bytes, engine: str, *, inline_css: bool = True, tracking: TrackingOptions | None = None
-    ) -> TransformResult:
-        executor = self._executor
-        # a partial of a module-level function and a frozen dataclass: both pickle to the worker
-        work = functools.partial(transform_mime, mime, engine, inline_css=inline_css, tracking=tracking)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(executor, work)
-        except BrokenProcessPool:
-            if executor is self._executor:  # the first caller to notice replaces it; others just fail
-                self._executor = self._new_executor()
-                executor.shutdown(wait=False, cancel_futures=True)
-            raise
-
-    async def warm_up(self) -> None:
-        """Start every worker and import the engines there, so the first request does not pay for it."""
-        await asyncio.gather(*(self.transform(_WARM_UP, CSS_INLINE) for _ in range(self._workers)))
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+__all__ = ["SERVICE_NAME", "Transformer", "WorkerPool", "serve"]
 
 
 class Transformer(transformer_pb2_grpc.TransformerServicer):
@@ -134,11 +104,16 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
             result = await self._pool.transform(
                 request.mime, engine, inline_css=inline_css, tracking=tracking
             )
-        except (MimeError, InlineError) as exc:
-            return "invalid", grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
+        except TransformFailed as exc:
+            outcome, code = _FAILURES[exc.kind]
+            log.warning("transform refused", outcome=outcome, reason=str(exc), size=size, engine=engine)
+            return outcome, code, str(exc), None
         except Exception:
             log.exception("transform failed", size=size, engine=engine)
             return "error", grpc.StatusCode.INTERNAL, "internal error while transforming the message", None
+        if len(result.mime) > limit:  # inlining can multiply a document (one rule, many elements)
+            details = f"the transformed message would be {len(result.mime)} bytes; the limit is {limit}"
+            return "too_large", grpc.StatusCode.RESOURCE_EXHAUSTED, details, None
         return ("changed" if result.changed else "unchanged"), ok, "", result
 
 
@@ -152,6 +127,19 @@ def _tracking_options(options: transformer_pb2.TransformOptions) -> TrackingOpti
         click_url_prefix=options.click_url_prefix if options.track_clicks else None,
         open_url_prefix=options.open_url_prefix if options.track_opens else None,
         prevent_scam=options.prevent_scam,
+    )
+
+
+def server_credentials(settings: TransformerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials of the gRPC port from the POSTWIRE_GRPC_TLS_* files; None when TLS is off."""
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    key, chain = settings.grpc_tls_key_file.read_bytes(), settings.grpc_tls_cert_file.read_bytes()
+    client_ca = settings.grpc_tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [(key, chain)],
+        root_certificates=None if client_ca is None else client_ca.read_bytes(),
+        require_client_auth=client_ca is not None,
     )
 
 
@@ -170,7 +158,11 @@ async def serve(
 
     ``started`` gets the bound gRPC port and ``ops_started`` the ops port (port 0 settings are allowed).
     """
-    pool = WorkerPool(settings.transform_workers)
+    pool = WorkerPool(
+        settings.transform_workers,
+        timeout_s=settings.transform_timeout_s,
+        memory_mb=settings.transform_memory_mb,
+    )
     try:
         await pool.warm_up()
         await _serve_grpc(settings, stop, pool, started, ops_started)
@@ -194,7 +186,12 @@ async def _serve_grpc(
     health_servicer = health.aio.HealthServicer()
     transformer_pb2_grpc.add_TransformerServicer_to_server(Transformer(settings, pool), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(_grpc_address(settings.grpc_host, settings.grpc_port))
+    address = _grpc_address(settings.grpc_host, settings.grpc_port)
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     await server.start()
     serving = True
     for name in ("", SERVICE_NAME):
@@ -206,7 +203,13 @@ async def _serve_grpc(
     ops = asyncio.create_task(
         serve_app(ops_app(ready), settings.ops_host, settings.ops_port, stop, started=ops_started)
     )
-    log.info("transformer serving", grpc_port=port, engine=settings.css_engine)
+    log.info(
+        "transformer serving",
+        grpc_port=port,
+        engine=settings.css_engine,
+        tls=credentials is not None,
+        client_auth=settings.grpc_tls_client_ca_file is not None,
+    )
     if started is not None:
         started(port)
     await stop.wait()
