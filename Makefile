@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := scripts/uv
 export UV_FROZEN := 1
 
-.PHONY: install run test lint typecheck proto bench chaos clean
+.PHONY: install run test lint typecheck proto bench chaos fuzz clean
 
 install: .venv/.installed
 
@@ -38,6 +38,10 @@ bench: install
 chaos: install
 	POSTWIRE_CHAOS_MESSAGES=$${POSTWIRE_CHAOS_MESSAGES:-3000} POSTWIRE_CHAOS_ROUNDS=$${POSTWIRE_CHAOS_ROUNDS:-2} \
 		$(UV) run pytest -s tests/chaos
+
+# the long form of the API fuzzing (schemathesis, docs/reliability.md)
+fuzz: install
+	POSTWIRE_FUZZ_EXAMPLES=$${POSTWIRE_FUZZ_EXAMPLES:-500} $(UV) run pytest services/api-gateway/tests/test_fuzz.py
 
 clean:
 	rm -rf .venv .data

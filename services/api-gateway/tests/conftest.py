@@ -6,19 +6,27 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import nats
 import pytest_asyncio
+from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from sqlalchemy.dialects.postgresql import insert
 
+from postwire.api_gateway.app import create_app
+from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.service import serve
 from postwire.api_gateway.settings import ApiSettings
 from postwire.core.topology import INBOUND
 from postwire.db.accounts import NewCredentials, create_account
 from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.db.events_query import event_proto_data
+from postwire.db.models import Event
 from postwire.testing.nats import NatsServer
 from postwire.v1 import envelope_pb2
 
@@ -122,7 +130,7 @@ class Inbound:
                 env = envelope_pb2.InboundMessage()
                 env.ParseFromString(msg.data)
                 out.append(env)
-                await msg.ack()
+                await msg.ack_sync()  # confirmed before the consumer goes: else it is delivered again
         await sub.unsubscribe()
         await self.js.delete_consumer(INBOUND, name)  # a work-queue stream allows one consumer per subject
         return out
@@ -131,3 +139,17 @@ class Inbound:
 @pytest_asyncio.fixture
 async def inbound(js: JetStreamContext) -> Inbound:
     return Inbound(js)
+
+
+def offline_app() -> FastAPI:
+    """The app without connections, for what does not need them: its routes and its OpenAPI schema
+    (create_app does no I/O, and neither depends on the dependencies)."""
+    settings = ApiSettings(verp_secret="offline-" + "x" * 40)
+    return create_app(cast(Deps, SimpleNamespace(settings=settings, sessions=None)))
+
+
+def event_row(ev: envelope_pb2.Event) -> Any:
+    """The INSERT the recorder makes for one event (the events table)."""
+    return insert(Event).values(
+        event_id=ev.event_id, account_id=ev.account_id, message_id=ev.message_id, recipient=ev.recipient,
+        type=ev.type, at=ev.at.ToDatetime(tzinfo=UTC), data=event_proto_data(ev)).on_conflict_do_nothing()

@@ -13,8 +13,12 @@ def async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]}")
 
 
-def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
+def make_engine(url: str, pool_size: int = 5, hide_parameters: bool = True) -> AsyncEngine:
+    """``hide_parameters`` (on by default, in every service): leave the bound values out of error
+    messages; they can hold secrets (a webhook's signing secret, a DKIM private key, message metadata),
+    and database errors get logged."""
+    return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True,
+                               hide_parameters=hide_parameters)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -20,6 +20,7 @@ from postwire.api_gateway import metrics
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput
 from postwire.api_gateway.idempotency import IdempotencyStore, Replay, check_key
+from postwire.api_gateway.ratelimit import SendQuota
 from postwire.core.ids import new_message_id
 from postwire.core.intake import QueueUnavailable, Submission
 from postwire.core.sendoptions import OptionHeaders, take_option_headers
@@ -48,6 +49,14 @@ def check_size(raw: bytes, limit: int) -> None:
         raise ApiError(413, "message_too_large", f"the message is {len(raw)} bytes; the limit is {limit}")
 
 
+def check_no_nul(raw: bytes) -> None:
+    """NUL is not allowed anywhere in a message (RFC 5322 section 2.3; ingest-smtp refuses it in DATA with
+    550): from JSON (``"text": "a\\u0000b"``), a form or raw MIME, it is refused here the same way."""
+    if b"\x00" in raw:
+        raise InvalidInput(("body",), "NUL characters are not allowed in a message (RFC 5322 2.3)",
+                           "nul_character")
+
+
 def take_options(raw: bytes) -> tuple[bytes, OptionHeaders]:
     """``raw`` without its x-smtpeter-* / X-Postwire-* option headers, and what they asked for. The API
     refuses an unreadable one (SMTP, which cannot explain itself as well, ignores it)."""
@@ -70,6 +79,7 @@ def apply_options(sub: Submission, found: OptionHeaders) -> Submission:
 async def accept(deps: Deps, request: Request, account_id: str, key: str | None, endpoint: str,
                  request_hash: str, prepare: Prepare, render: Render, status_code: int = 202) -> JSONResponse:
     store: IdempotencyStore = request.app.state.idempotency
+    quota: SendQuota = request.app.state.send_quota
     message_id = new_message_id()
     if key is not None:
         reserved = await store.reserve(account_id, check_key(key), request_hash, message_id)
@@ -79,19 +89,25 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
     try:
         sub = await prepare(message_id)
         check_size(sub.raw, deps.settings.max_message_size)
-    except Exception:  # invalid, too large, or a bug: nothing was sent, so the key stays usable
+        check_no_nul(sub.raw)
+        quota.take(account_id, len(sub.recipients))  # 429 when the send quota is used up
+    except Exception:  # invalid, too large, over quota, or a bug: nothing was sent, the key stays usable
         if key is not None:
             await store.forget(account_id, key)
         raise
     try:
         await submit(deps, sub, message_id, endpoint)
     except QueueUnavailable as e:
+        quota.give_back(account_id, len(sub.recipients))  # not queued: it does not count
         if key is not None:
             await store.expire(account_id, key)
         metrics.REJECTED.labels("queue_unavailable").inc()
         log.warning("api.queue_unavailable", error=str(e), message_id=message_id)
         raise ApiError(503, "queue_unavailable", "the message queue is unavailable; nothing was accepted, "
                        "retry later", headers={"Retry-After": "5"}) from e
+    except BaseException:
+        quota.give_back(account_id, len(sub.recipients))
+        raise
     answer = render(message_id, sub)
     if key is not None:
         await _remember(store, account_id, key, status_code, answer)

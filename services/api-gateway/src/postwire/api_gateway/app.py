@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -30,6 +30,7 @@ from postwire.api_gateway import (
 from postwire.api_gateway.auth import Authenticator, KeyCache, redact_access_logs
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.idempotency import IdempotencyStore
+from postwire.api_gateway.ratelimit import RequestRate, SendQuota
 from postwire.api_gateway.smtpeter import SmtpeterResend, SmtpeterSend
 
 DESCRIPTION = """Send email through Postwire and follow what happened to it.
@@ -57,16 +58,22 @@ def create_app(deps: Deps) -> FastAPI:
     app.state.authenticator = Authenticator(
         deps.sessions, KeyCache(deps.settings.api_key_cache_ttl_s, deps.settings.api_key_cache_size))
     app.state.idempotency = IdempotencyStore(deps.sessions, deps.settings.idempotency_lease_s)
+    app.state.request_rate = RequestRate(deps.settings.api_rate_per_s, deps.settings.api_burst)
+    app.state.send_quota = SendQuota(deps.settings.api_send_quota_per_hour,
+                                     deps.settings.api_send_quota_per_day)
     errors.install(app)
-    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
-    app.add_exception_handler(OSError, _database_unavailable)
-    app.include_router(routes.messages_router(deps.settings))
-    app.include_router(routes_domains.domains_router(deps.settings))
-    app.include_router(routes_events.events_router())
-    app.include_router(routes_smtpeter.smtpeter_router(deps.settings))
+    app.add_exception_handler(SQLAlchemyError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
+    # every /v1 route: NUL-free parameters, and these answers documented (a route's own entries win)
+    v1: dict[str, Any] = dict(dependencies=[Depends(limits.no_nul_parameters)],
+                              responses=errors.responses(413, 422, 429))
+    app.include_router(routes.messages_router(deps.settings), **v1)
+    app.include_router(routes_domains.domains_router(deps.settings), **v1)
+    app.include_router(routes_events.events_router(), **v1)
+    app.include_router(routes_smtpeter.smtpeter_router(deps.settings), **v1)
     app.include_router(routes_tracking.tracking_router(deps.settings))
-    app.include_router(routes_webhooks.webhooks_router())
-    app.include_router(routes_suppressions.suppressions_router())
+    app.include_router(routes_webhooks.webhooks_router(), **v1)
+    app.include_router(routes_suppressions.suppressions_router(), **v1)
     app.include_router(ops.router)
     app.add_middleware(limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
     app.add_middleware(ops.RequestMetrics)
@@ -91,10 +98,29 @@ def _with_schemas(app: FastAPI, *models: type[BaseModel]) -> Callable[[], dict[s
     return openapi
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    sqlstate = _sqlstate(exc)
+    if sqlstate is not None and sqlstate.startswith("22"):
+        # a "data exception" (a value PostgreSQL cannot store or compare: out of range, NUL, bad
+        # encoding) is the request's fault and retrying cannot help, so not a 503. The validation in
+        # front of the database should have caught it: logged as an error to be fixed there.
+        errors.log.error("api.database_rejected_value", sqlstate=sqlstate, error=str(exc))
+        return errors.validation_response([errors.FieldError(
+            loc=["request"], msg="a value in the request is out of range or holds characters that cannot be "
+            "stored", type="invalid_value")])
     errors.log.warning("api.database_unavailable", error=str(exc) or type(exc).__name__)
     return errors.error_response(503, "database_unavailable", "the database is unavailable; nothing was "
                                  "sent, retry later", {"Retry-After": "5"})
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    """The SQLSTATE of a database error (asyncpg's, behind SQLAlchemy's wrapper), if it has one."""
+    orig = getattr(exc, "orig", None)
+    for source in (orig, getattr(orig, "__cause__", None)):
+        state = getattr(source, "sqlstate", None) or getattr(source, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
 
 
 __all__ = ["Deps", "create_app"]

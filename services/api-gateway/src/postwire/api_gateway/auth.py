@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.api_gateway import metrics
 from postwire.api_gateway.errors import ApiError
+from postwire.api_gateway.ratelimit import RequestRate
 from postwire.db.accounts import account_for_api_key
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", bearerFormat="pw_<id>_<secret>",
@@ -108,7 +109,7 @@ def _unauthorized(message: str, invalid: bool) -> ApiError:
 async def current_account(request: Request,
                           creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
                           query_token: Annotated[str | None, Security(access_token)]) -> str:
-    """FastAPI dependency: the caller's account id, or 401."""
+    """FastAPI dependency: the caller's account id, or 401 (429 over the account's request rate)."""
     token = creds.credentials if creds is not None else query_token
     if not token:
         raise _unauthorized("missing API key: send Authorization: Bearer <api key> (or ?access_token=)",
@@ -117,6 +118,8 @@ async def current_account(request: Request,
     account_id = await authenticator.account_for(token)
     if account_id is None:
         raise _unauthorized("invalid or revoked API key", invalid=True)
+    rate: RequestRate = request.app.state.request_rate
+    rate.check(account_id)  # 429 once the account's request rate is used up (ratelimit.py)
     return account_id
 
 

@@ -26,7 +26,8 @@ Loc = tuple[str | int, ...]
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "message_too_large",
-          415: "unsupported_media_type", 422: "validation_error", 503: "unavailable"}
+          415: "unsupported_media_type", 422: "validation_error", 429: "too_many_requests",
+          503: "unavailable"}
 
 
 class ErrorBody(BaseModel):
@@ -109,6 +110,12 @@ async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI could not read a JSON body at all (not UTF-8): a 400 no route documents. Answer it
+        # like any other unreadable JSON, and like /v1/send does (found by the schemathesis fuzzer).
+        why = "not UTF-8" if isinstance(exc.__cause__, UnicodeDecodeError) else "unreadable body"
+        return validation_response([FieldError(loc=["body"], msg=f"invalid JSON: {why}",
+                                               type="json_invalid")])
     if exc.status_code == 413:
         metrics.REJECTED.labels("too_large").inc()
     return error_response(exc.status_code, _CODES.get(exc.status_code, "error"), str(exc.detail),
@@ -134,10 +141,12 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed request.", 401: "Missing or invalid API key.",
             404: "No such message in this account.",
             409: "A request with this Idempotency-Key is still in progress; retry shortly.",
-            413: "The message is larger than the configured maximum.",
+            413: "The request body (or the message built from it) is larger than the limit.",
             415: "Unsupported Content-Type.",
             422: "Invalid input; `detail` names each offending field. Also: Idempotency-Key reused "
                  "with a different request (`error`: `idempotency_key_reused`).",
+            429: "This account's request rate (`rate_limited`) or send quota (`send_quota_exceeded`) is "
+                 "used up: nothing was done or queued; retry after Retry-After seconds.",
             503: "Queue (NATS) or database unavailable: nothing was accepted; retry after Retry-After."}
     return {c: {"model": ValidationErrorBody if c == 422 else ErrorBody, "description": text[c]}
             for c in codes}

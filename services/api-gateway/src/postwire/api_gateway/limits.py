@@ -1,4 +1,6 @@
-"""Refuse oversize request bodies before reading them, with the same JSON error as everything else.
+"""Request limits: oversize bodies (413) and parameters PostgreSQL cannot hold (422).
+
+Refuse oversize request bodies before reading them, with the same JSON error as everything else.
 
 (FastAPI's own ``max_body_size`` answers a plain-text 413 from inside the router, past our handlers.)
 A declared Content-Length over the limit is refused at once; a chunked body is counted as it arrives
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastapi import Request
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from postwire.api_gateway import errors, metrics
+from postwire.api_gateway.errors import InvalidInput
 
 LimitFor = Callable[[str], int]
 
@@ -59,3 +63,18 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def no_nul_parameters(request: Request) -> None:
+    """Router dependency: refuse a NUL character in a path or query parameter with a 422.
+
+    PostgreSQL text cannot hold NUL, so such a value used to reach the database and come back as a
+    ``503 database_unavailable`` (found by the schemathesis fuzzer): a lie that invites retries. No
+    address, id, tag, cursor or domain contains one, so the request is simply invalid."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInput(("path", name), "NUL characters are not allowed", "nul_character")
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value or "\x00" in name:
+            raise InvalidInput(("query", name.replace("\x00", "")), "NUL characters are not allowed",
+                               "nul_character")

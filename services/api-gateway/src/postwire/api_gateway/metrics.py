@@ -12,7 +12,8 @@ postwire_api_accept_seconds{endpoint}
     Time spent making one message durable: body store + INBOUND publish until the JetStream PubAck.
 postwire_api_messages_rejected_total{reason}
     Submissions refused: ``invalid`` (422), ``too_large`` (413), ``queue_unavailable`` (503),
-    ``unauthorized`` (401), ``idempotency_conflict`` (409/422 on key reuse).
+    ``unauthorized`` (401), ``idempotency_conflict`` (409/422 on key reuse), ``rate_limited`` and
+    ``quota_exceeded`` (429, ratelimit.py; any /v1 request for the former).
 postwire_api_idempotent_replays_total
     Requests answered from a stored Idempotency-Key answer instead of sending again.
 """

@@ -42,8 +42,12 @@ log = structlog.get_logger(__name__)
 
 ACCEPTED = "Accepted: durably queued (JetStream acknowledged it); one entry per envelope recipient."
 RAW_TYPES = ("message/rfc822", "text/plain", "application/octet-stream")
+RAW_EXAMPLE = ("From: Shop <shop@example.com>\r\nTo: jane@example.org\r\nSubject: Your order\r\n"
+               "X-Postwire-Tags: orders\r\n\r\nThanks for your order.\r\n")
 IdemKey = Annotated[str | None, Header(alias=HEADER, description="Makes a retry return the first answer "
-                                       "instead of sending again (1-255 printable ASCII characters).")]
+                                       "instead of sending again (1-255 printable ASCII characters).",
+                                       json_schema_extra={"minLength": 1, "maxLength": 255,
+                                                          "pattern": "^[ -~]+$"})]
 
 
 def messages_router(settings: ApiSettings) -> APIRouter:
@@ -80,7 +84,8 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                              "comma-separated; or the same names with `X-Postwire-`) set the message's "
                              "options and are removed before queueing.",
                  openapi_extra={"requestBody": {"required": True, "content": {
-                     t: {"schema": {"type": "string", "format": "binary"}} for t in RAW_TYPES}}})
+                     t: {"schema": {"type": "string", "format": "binary"}, "example": RAW_EXAMPLE}
+                     for t in RAW_TYPES}}})
     async def send_mime(request: Request, account_id: Account, idempotency_key: IdemKey = None,
                         mail_from: Annotated[str | None, Query(alias="from")] = None,
                         to: Annotated[list[str] | None, Query()] = None) -> JSONResponse:
@@ -115,14 +120,28 @@ def messages_router(settings: ApiSettings) -> APIRouter:
     return router
 
 
+# the routes that carry a whole message as JSON or a form (attachments base64-encoded in it)
+MESSAGE_ROUTES = frozenset({"/v1/messages", "/v1/send"})
+RAW_ROUTES = frozenset({"/v1/messages/mime"})
+
+
 def body_limit(settings: ApiSettings) -> Callable[[str], int]:
-    """Request body limits by path. Raw MIME is the message itself. JSON carries base64 attachments
-    (4/3 larger) and escaped text, so it may be up to twice the message limit; the message built from
-    it is then held to the exact limit (413 either way)."""
+    """Request body limits by path, for every route (limits.BodyLimit answers 413 over them).
+
+    Raw MIME is the message itself. JSON and forms carry base64 attachments (4/3 larger) and escaped
+    text, so they may be up to twice the message limit; the message built from them is then held to
+    the exact limit (413 either way). Every other route (domains, webhooks, suppressions, resend,
+    dead-letter replay, events, and any path at all, known or not) carries a few fields at most:
+    ``api_body_max`` (256 KiB)."""
     json_limit = 2 * settings.max_message_size + 64 * 1024
 
     def limit_for(path: str) -> int:
-        return settings.max_message_size if path.rstrip("/").endswith("/mime") else json_limit
+        path = path.rstrip("/")
+        if path in RAW_ROUTES:
+            return settings.max_message_size
+        if path in MESSAGE_ROUTES:
+            return json_limit
+        return settings.api_body_max
 
     return limit_for
 

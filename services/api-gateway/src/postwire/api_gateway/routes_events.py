@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import InvalidInput, responses
+from postwire.api_gateway.schemas import datetime_in_range
 from postwire.core.events import EVENT_TYPES
 from postwire.db.events_query import (
     BOUNCE_TYPES,
@@ -84,10 +85,17 @@ def _deps(request: Request) -> Deps:
     return deps
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """UTC, and within the range every API time must be in (422 ``datetime_out_of_range`` otherwise)."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        datetime_in_range(value)
+    except ValueError as e:
+        raise InvalidInput(("query", name), str(e), "datetime_out_of_range") from None
+    return value.astimezone(UTC)
 
 
 def _types(values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
@@ -101,7 +109,7 @@ def _types(values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
 
 def _filter(types: list[str], recipient: str | None, message_id: str | None, tag: str | None,
             start: datetime | None, end: datetime | None, bounces_only: bool = False) -> EventFilter:
-    start, end = _utc(start), _utc(end)
+    start, end = _utc(start, "start"), _utc(end, "end")
     if start is not None and end is not None and start >= end:
         raise InvalidInput(("query", "end"), "end must be after start", "invalid_range")
     return EventFilter(types=types, recipient=recipient, message_id=message_id, tag=tag, start=start,
@@ -119,7 +127,7 @@ async def _page(request: Request, account_id: str, f: EventFilter, limit: int,
 
 async def _stats(request: Request, account_id: str, start: datetime | None, end: datetime | None,
                  tag: str | None) -> StatsList:
-    lo, hi = default_range(_utc(start), _utc(end))
+    lo, hi = default_range(_utc(start, "start"), _utc(end, "end"))
     if lo >= hi:
         raise InvalidInput(("query", "end"), "end must be after start", "invalid_range")
     if hi - lo > timedelta(days=MAX_STATS_DAYS):
@@ -158,7 +166,10 @@ def events_router() -> APIRouter:
         page = await _page(request, account_id, f, limit, cursor)
         return EventList(events=page.events, next_cursor=page.next_cursor, resume_cursor=page.resume_cursor)
 
-    @router.get("/bounces", response_model=EventList, responses=responses(401, 422, 503),
+    @router.get("/bounces", response_model=EventList,
+                responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                                 "description": "JSON, or with `format=csv` one CSV page."},
+                           **responses(401, 422, 503)},
                 summary="Bounces, complaints and classified failures; JSON or CSV",
                 description="`bounced` and `complained` events and `failed` events that carry a reason. "
                             "With `format=csv` the page is CSV and the cursors are in the "

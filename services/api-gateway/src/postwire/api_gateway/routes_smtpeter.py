@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -57,6 +58,8 @@ from postwire.v1 import envelope_pb2
 # the most events one GET /v1/events/{kind}/{value} returns; more: Postwire-Truncated: true
 MAX_EVENTS: Final = 10_000
 MAX_QUERY_TAGS: Final = 20
+# what a message id can look like (postwire.core.ids: base32); anything else is unknown without asking
+MESSAGE_ID: Final = re.compile(r"^[0-9A-Za-z_-]{1,40}$")
 JSON_TYPES: Final = ("application/json",)
 FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 Model = TypeVar("Model", bound=BaseModel)
@@ -247,6 +250,8 @@ def _answer(_: str, sub: Submission) -> dict[str, Any]:
 
 
 async def _archived(js: JetStreamContext, account_id: str, message_id: str) -> envelope_pb2.InboundMessage:
+    if not MESSAGE_ID.match(message_id):  # no id looks like that; in a NATS subject it was a 503 (fuzzer)
+        raise _gone(message_id)
     try:
         found = await archive.load(js, message_id)
     except (nats.errors.Error, TimeoutError) as e:

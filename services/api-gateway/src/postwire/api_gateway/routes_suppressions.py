@@ -25,6 +25,7 @@ from postwire.api_gateway.addresses import AddressError, normalize_address
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput, responses
+from postwire.api_gateway.schemas import datetime_in_range
 from postwire.db import suppressions as store
 from postwire.db.suppressions import (
     Cursor,
@@ -76,7 +77,7 @@ class SuppressionCreate(BaseModel):
         v = v if v.tzinfo is not None else v.replace(tzinfo=UTC)
         if v <= datetime.now(UTC):
             raise PydanticCustomError("expired", "expires_at must be in the future")
-        return v
+        return datetime_in_range(v)  # year 9999 with a negative offset was a 503 (fuzzer finding)
 
 
 class SuppressionOut(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 import nats.errors
 import structlog
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 WebhookId = Annotated[str, Path(max_length=32)]
 SUBSCRIBABLE = EVENT_TYPES
 REPLAY_MAX = 1000
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class WebhookCreate(BaseModel):
@@ -72,12 +74,16 @@ class DeadLetterList(BaseModel):
     next_cursor: str | None
 
 
+# printable ASCII: a NUL reached PostgreSQL and came back as a 503 (fuzzer finding)
+DeadLetterId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
+
+
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] | None = Field(default=None, max_length=REPLAY_MAX,
-                                  description=f"Dead letters to replay; omitted: all (up to {REPLAY_MAX} "
-                                              "per call, oldest first).")
+    ids: list[DeadLetterId] | None = Field(default=None, max_length=REPLAY_MAX,
+                                           description=f"Dead letters to replay; omitted: all (up to "
+                                                       f"{REPLAY_MAX} per call, oldest first).")
 
 
 class ReplayResult(BaseModel):
@@ -108,10 +114,15 @@ async def _check(payload: WebhookCreate, policy: UrlPolicy) -> None:
     if unknown:
         raise InvalidInput(("body", "event_types"), f"unknown event type(s) {', '.join(unknown)}; one of "
                            f"{', '.join(SUBSCRIBABLE)}", "invalid_event_type")
+    if _CONTROL.search(payload.url.strip()):  # PostgreSQL cannot even store a NUL (fuzzer finding)
+        raise InvalidInput(("body", "url"), "the URL must not contain spaces or control characters",
+                           "unsafe_url")
     try:
         await store.check_target(payload.url, policy)
     except UnsafeUrl as e:
         raise InvalidInput(("body", "url"), str(e), "unsafe_url") from None
+    except ValueError:  # urlsplit: "https://[::1" and other malformed hosts (was a 500; fuzzer finding)
+        raise InvalidInput(("body", "url"), "not a valid URL", "unsafe_url") from None
 
 
 def _encode_dead_cursor(row: WebhookDeadLetter) -> str:

@@ -77,6 +77,19 @@ def naive_as_utc(value: Any) -> Any:
     return value
 
 
+# Every date and time the API takes must lie in this range. Beyond it, arithmetic on it (a month later, a
+# day's UTC offset, protobuf timestamps, PostgreSQL) overflowed into 500s and 503s (fuzzer finding).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def datetime_in_range(value: datetime) -> datetime:
+    """``value`` (aware) unless it is outside [EARLIEST, LATEST): then a ``datetime_out_of_range`` error."""
+    if not EARLIEST <= value < LATEST:
+        raise PydanticCustomError("datetime_out_of_range", "must be between 1970-01-01 and 9000-01-01 (UTC)")
+    return value
+
+
 def no_line_break(value: str) -> str:
     if has_line_break(value):
         raise PydanticCustomError("header_injection", "line breaks (CR/LF) are not allowed in header fields")
@@ -139,11 +152,22 @@ class SendOptions(BaseModel):
     def _utc(cls, v: Any) -> Any:
         return naive_as_utc(v)
 
+    @field_validator("max_deliver_time")
+    @classmethod
+    def _in_range(cls, v: datetime | None) -> datetime | None:
+        return None if v is None else datetime_in_range(v)
+
 
 class SendRequest(BaseModel):
     """A message to build and send. At least one recipient (to/cc/bcc) and one of text/html."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [{
+        "from": "Shop <shop@example.com>", "to": ["Jane Doe <jane@example.org>"], "subject": "Your order",
+        "text": "Thanks for your order.", "html": "<style>p{color:#333}</style><p>Thanks for your order.</p>",
+        "tags": ["orders"], "metadata": {"order": "1042"},
+        "attachments": [{"filename": "order.txt", "content_type": "text/plain",
+                         "content": "b3JkZXIgMTA0Mg=="}],
+        "options": {"track_opens": True}}]})
 
     from_: MailboxField = Field(alias="from", description="Sender, `addr` or `Name <addr>`.")
     to: list[MailboxField] = Field(default_factory=list)

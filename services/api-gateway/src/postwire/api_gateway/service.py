@@ -29,7 +29,7 @@ async def serve(settings: ApiSettings, stop: asyncio.Event,
     """Serve the API on ``settings.http_host:http_port`` until ``stop`` is set; ``started`` receives the
     bound port (useful with port 0)."""
     nc = await natsconn.connect(settings.nats_url, "api-gateway", stop=stop)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)  # bound values hidden from errors: they get logged
     try:
         js = nc.jetstream()
         await Topology.from_settings(settings).apply(js)

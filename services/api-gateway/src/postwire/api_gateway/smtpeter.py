@@ -36,6 +36,7 @@ from postwire.api_gateway.schemas import (
     Base64Content,
     MailboxField,
     content_type_value,
+    datetime_in_range,
     mailbox_value,
     no_line_break,
 )
@@ -118,13 +119,16 @@ MailboxList = Annotated[
 def parse_utc(value: str, field: str, date_only_ok: bool = False) -> datetime:
     """``YYYY-MM-DD hh:mm:ss`` (or with ``T``), or with ``date_only_ok`` a bare ``YYYY-MM-DD``; UTC."""
     v = value.strip()
+    parsed = None
     try:
         if _DATETIME.match(v):
-            return datetime.strptime(v.replace("T", " "), TIME_FORMAT).replace(tzinfo=UTC)
-        if date_only_ok and _DATE.match(v):
-            return datetime.strptime(v, "%Y-%m-%d").replace(tzinfo=UTC)
+            parsed = datetime.strptime(v.replace("T", " "), TIME_FORMAT)
+        elif date_only_ok and _DATE.match(v):
+            parsed = datetime.strptime(v, "%Y-%m-%d")
     except ValueError:
         pass
+    if parsed is not None:  # within 1970..9000: a month's arithmetic on it must not overflow (fuzzer)
+        return datetime_in_range(parsed.replace(tzinfo=UTC))
     shape = "\"YYYY-MM-DD\" or \"YYYY-MM-DD hh:mm:ss\"" if date_only_ok else "\"YYYY-MM-DD hh:mm:ss\""
     raise PydanticCustomError("invalid_datetime", "{field} must be a UTC time like {shape}",
                               {"field": field, "shape": shape})
@@ -301,7 +305,11 @@ class SmtpeterSend(BaseModel):
     do not). The content is either `mime` (a whole RFC 5322 message) or the fields `from`, `to`, `cc`,
     `replyto`, `subject`, `text`, `html`, `unsubscribe`, `extra` and `attachments`."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={"examples": [
+        {"recipient": "john@example.org", "from": "info@example.com", "to": "john@example.org",
+         "subject": "This is the subject", "text": "This is example content", "tags": ["news"]},
+        {"recipients": ["a@example.org", "b@example.org"],
+         "mime": "From: info@example.com\r\nSubject: Hi\r\n\r\nHello\r\n"}]})
 
     recipient: str | None = Field(default=None, description="One envelope recipient (a bare address).")
     recipients: OneOrMany = Field(default_factory=list, description="Envelope recipients.")

@@ -221,7 +221,7 @@ class DkimSigner:
 def make_signer(settings: DispatcherSettings) -> DkimSigner:
     """The signer with its key cache. The engine has no pool (NullPool): keys are cached, so it connects
     rarely, and no connection is left open for shutdown to close."""
-    engine = create_async_engine(async_url(settings.database_url), poolclass=NullPool,
+    engine = create_async_engine(async_url(settings.database_url), poolclass=NullPool, hide_parameters=True,
                                  connect_args={"timeout": settings.dkim_lookup_timeout_s})
     cache = KeyCache(db_loader(make_sessionmaker(engine), settings.dkim_lookup_timeout_s),
                      settings.dkim_cache_ttl_s, settings.dkim_cache_size)
