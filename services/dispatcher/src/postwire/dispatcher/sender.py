@@ -63,6 +63,7 @@ EXPIRED = "expired"
 # a body we could not read because NATS failed us: not a delivery attempt, come back soon
 BODY_RETRY_S = 2.0
 _PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_ACK_RETRY_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 # what a recipient whose maxdelivertime passed before an attempt "deferred" with (then failed as expired)
@@ -84,6 +85,18 @@ def dsn_params(out: envelope_pb2.OutboundMessage) -> DsnParams | None:
         return None
     return DsnParams(ret=out.dsn.ret, envid=out.dsn.envid, notify=tuple(out.recipient_dsn.notify),
                      orcpt=out.recipient_dsn.orcpt)
+
+
+async def _confirm_ack(msg: Msg) -> None:
+    """Ack and wait for the server to confirm, trying again while NATS restarts. Bounded: the server
+    does not answer an ack it already processed (the reply got lost), so endless retries could hang."""
+    for pause in _ACK_RETRY_S:
+        await asyncio.sleep(pause)
+        try:
+            await msg.ack_sync(timeout=5.0)
+            return
+        except (nats.errors.Error, TimeoutError, OSError) as e:
+            log.warning("sender.ack_unconfirmed", error=str(e) or type(e).__name__, retry_in=pause)
 
 
 def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> str:
@@ -186,7 +199,9 @@ class Sender:
             assert delay is not None
             retry = self._retry_message(out, deferred, attempt + 1, now + timedelta(seconds=delay))
             await self._durably(functools.partial(self._publish_retry, retry))
-        await msg.ack()
+        # confirmed, and retried across a NATS restart: a lost ack of a delivered message would have it
+        # redelivered after ack_wait and sent to the recipient a second time
+        await _confirm_ack(msg)
 
     async def _publish_outcome(self, out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str,
                                reply: Reply, expired: bool) -> None:
