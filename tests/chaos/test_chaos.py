@@ -47,13 +47,6 @@ HTML = ("<html><head><style>p {{ color: #336699; }}</style></head>"
 
 
 @pytest_asyncio.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    srv = await SmtpSink().start()
-    yield srv
-    await srv.stop()
-
-
-@pytest_asyncio.fixture
 async def stack(tmp_path: Path, dns_server: DnsServer, sink: SmtpSink) -> AsyncIterator[LocalStack]:
     dns_server.add_mail_domain(DEST)
     run = LocalStack(tmp_path / "run", dns_server.nameserver, sink.port,

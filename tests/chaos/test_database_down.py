@@ -27,13 +27,6 @@ QUEUED = re.compile(r"queued as (\S+)")
 
 
 @pytest_asyncio.fixture
-async def sink() -> AsyncIterator[SmtpSink]:
-    srv = await SmtpSink().start()
-    yield srv
-    await srv.stop()
-
-
-@pytest_asyncio.fixture
 async def stack(tmp_path: Path, dns_server: DnsServer, sink: SmtpSink) -> AsyncIterator[LocalStack]:
     dns_server.add_mail_domain(DEST)
     run = LocalStack(tmp_path / "run", dns_server.nameserver, sink.port,

@@ -3,7 +3,6 @@ suppression, a signed webhook POST, and the next send to the address is not atte
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,60 +11,26 @@ from typing import Any
 import aiosmtplib
 import httpx
 import pytest_asyncio
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from postwire.bounce.webhooks.signing import verify
-from postwire.core.ops import serve_app
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
+from postwire.testing.webhooks import Receiver, running_receiver
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "bounces" / "eml"
 
 
-class Receiver:
-    """A real HTTP endpoint on loopback that records webhook POSTs with their signature header."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[bytes, str]] = []
-        self.port = 0
-
-    async def endpoint(self, request: Request) -> Response:
-        self.posts.append((await request.body(), request.headers.get("postwire-signature", "")))
-        return Response(status_code=204)
-
-    def events(self, type_: str, recipient: str) -> list[tuple[dict[str, Any], bytes, str]]:
-        found = []
-        for body, sig in self.posts:
-            event = json.loads(body)["event"]
-            if event["type"] == type_ and event["recipient"] == recipient:
-                found.append((event, body, sig))
-        return found
-
-
 @pytest_asyncio.fixture(scope="module")
 async def receiver() -> AsyncIterator[Receiver]:
-    rec, stop, bound = Receiver(), asyncio.Event(), asyncio.Event()
-
-    def started(port: int) -> None:
-        rec.port = port
-        bound.set()
-
-    app = Starlette(routes=[Route("/hook", rec.endpoint, methods=["POST"])])
-    task = asyncio.create_task(serve_app(app, "127.0.0.1", 0, stop, started))
-    await bound.wait()
-    yield rec
-    stop.set()
-    await task
+    async with running_receiver() as rec:
+        yield rec
 
 
 @pytest_asyncio.fixture(scope="module")
 async def webhook_secret(stack: LocalStack, receiver: Receiver) -> str:
     async with _api(stack) as client:
-        r = await client.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/hook",
+        r = await client.post("/v1/webhooks", json={"url": receiver.url,
                                                      "event_types": []})
     assert r.status_code == 201, r.text
     return str(r.json()["secret"])

@@ -7,8 +7,6 @@ it are followed over real HTTP like a recipient's mail client would.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,16 +16,12 @@ from urllib.parse import urlencode
 import aiosmtplib
 import httpx
 import pytest_asyncio
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from postwire.bounce.webhooks.signing import verify
-from postwire.core.ops import serve_app
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import Received, SmtpSink
 from postwire.testing.stack import LocalStack
+from postwire.testing.webhooks import Receiver, running_receiver
 
 STYLED = ('<html><head><style>p.lead { color: #ff0000; }</style></head><body><p class="lead">Spring sale</p>'
           '<a href="https://shop.example/sale?utm=1&amp;x=2">See the sale</a>'
@@ -36,44 +30,14 @@ TRACK_LINK = re.compile(r'href="(http://127\.0\.0\.1:\d+/t/c/[A-Za-z0-9_-]+)"')
 PIXEL = re.compile(r'src="(http://127\.0\.0\.1:\d+/t/o/[A-Za-z0-9_-]+)"')
 
 
-class Hooks:
-    """A real HTTP endpoint on loopback that records webhook POSTs with their signature header."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[bytes, str]] = []
-        self.port = 0
-
-    async def endpoint(self, request: Request) -> Response:
-        self.posts.append((await request.body(), request.headers.get("postwire-signature", "")))
-        return Response(status_code=204)
-
-    def of(self, type_: str, recipient: str) -> list[tuple[dict[str, Any], bytes, str]]:
-        found = []
-        for body, sig in self.posts:
-            event = json.loads(body)["event"]
-            if event["type"] == type_ and event["recipient"] == recipient:
-                found.append((event, body, sig))
-        return found
-
-
 @pytest_asyncio.fixture(scope="module")
-async def hooks(stack: LocalStack) -> AsyncIterator[tuple[Hooks, str]]:
-    rec, stop, bound = Hooks(), asyncio.Event(), asyncio.Event()
-
-    def started(port: int) -> None:
-        rec.port = port
-        bound.set()
-
-    app = Starlette(routes=[Route("/hook", rec.endpoint, methods=["POST"])])
-    task = asyncio.create_task(serve_app(app, "127.0.0.1", 0, stop, started))
-    await bound.wait()
-    async with _client(stack) as client:
-        r = await client.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{rec.port}/hook",
-                                                     "event_types": ["opened", "clicked"]})
-    assert r.status_code == 201, r.text
-    yield rec, str(r.json()["secret"])
-    stop.set()
-    await task
+async def hooks(stack: LocalStack) -> AsyncIterator[tuple[Receiver, str]]:
+    """A webhook endpoint subscribed to opens and clicks, and its signing secret."""
+    async with running_receiver() as rec:
+        async with _client(stack) as client:
+            r = await client.post("/v1/webhooks", json={"url": rec.url, "event_types": ["opened", "clicked"]})
+        assert r.status_code == 201, r.text
+        yield rec, str(r.json()["secret"])
 
 
 def _client(stack: LocalStack) -> httpx.AsyncClient:
@@ -111,7 +75,7 @@ async def _only(sink: SmtpSink, rcpt: str) -> Received:
 
 
 async def test_send_with_fields_inlines_tracks_and_reports_clicks_and_opens(
-        stack: LocalStack, sink: SmtpSink, hooks: tuple[Hooks, str]) -> None:
+        stack: LocalStack, sink: SmtpSink, hooks: tuple[Receiver, str]) -> None:
     receiver, secret = hooks
     rcpt = "reader@dest.test"
     answer = await _send(stack, recipient=rcpt, **{"from": "Shop <news@example.test>"}, to=rcpt,
@@ -145,10 +109,10 @@ async def test_send_with_fields_inlines_tracks_and_reports_clicks_and_opens(
     assert clicked["useragent"] == "Thunderbird/128"
     assert _named(events, "open")[0]["unique"] is True
     assert _named(events, "delivery")[0]["id"] == message_id
-    [(event, body, sig)] = await eventually(lambda: receiver.of("clicked", rcpt))
+    [(event, body, sig)] = await eventually(lambda: receiver.events("clicked", rcpt))
     assert verify(secret, body, sig)
     assert event["url"] == "https://shop.example/sale?utm=1&x=2"
-    assert await eventually(lambda: receiver.of("opened", rcpt))
+    assert await eventually(lambda: receiver.events("opened", rcpt))
 
     async with _client(stack) as client:
         stats = (await client.get("/v1/stats/spring")).json()
