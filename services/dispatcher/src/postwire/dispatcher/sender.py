@@ -90,13 +90,14 @@ def dsn_params(out: envelope_pb2.OutboundMessage) -> DsnParams | None:
 async def _confirm_ack(msg: Msg) -> None:
     """Ack and wait for the server to confirm, trying again while NATS restarts. Bounded: the server
     does not answer an ack it already processed (the reply got lost), so endless retries could hang."""
-    for pause in _ACK_RETRY_S:
+    for tries, pause in enumerate(_ACK_RETRY_S, start=1):
         await asyncio.sleep(pause)
         try:
             await msg.ack_sync(timeout=5.0)
             return
         except (nats.errors.Error, TimeoutError, OSError) as e:
-            log.warning("sender.ack_unconfirmed", error=str(e) or type(e).__name__, retry_in=pause)
+            retry_in = _ACK_RETRY_S[tries] if tries < len(_ACK_RETRY_S) else None  # None: giving up
+            log.warning("sender.ack_unconfirmed", error=str(e) or type(e).__name__, retry_in=retry_in)
 
 
 def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> str:
