@@ -1,101 +1,356 @@
-"""Throughput of the whole pipeline: N messages of ~10 KB through SMTP to a loopback sink.
+"""Postwire beside Postfix, in one run, on this machine: the same load, the same sink, loopback only.
 
-Starts the system exactly as `make run` does (postwire run), with a loopback DNS server and SMTP sink
-as the destination. Sends with postfix's smtp-source when it is installed (unauthenticated, through
-POSTWIRE_TRUSTED_NETWORKS), otherwise with an asyncio client using AUTH. Prints accepted/s (SMTP 250s)
-and delivered/s (messages at the sink). Not a test: numbers depend on the machine.
+For each relay (Debian's Postfix in a private instance, then Postwire started as `make run` starts it)
+and each load (10 KB text from smtp-source with a session per message; the 29 KB M_ template of the
+shared corpus as HTML over 20 reused sessions, with ``X-Postwire-InlineCSS: true``):
 
-    uv run python bench/throughput.py --messages 2000 --concurrency 20
+1. a warm-up of ``--warmup`` messages (not measured);
+2. the load: smtp-source → relay → smtp-sink. Accepted/s is the load divided by smtp-source's run time,
+   delivered/s by the time until the sink has every message. CPU is every process of the relay (NATS and
+   PostgreSQL included, the load tool and sink not) from the first message until the relay is idle again,
+   so work that lags behind delivery (recording events) is counted;
+3. accept latency at half of the relay's delivered rate: an open-loop client sends for ``--latency-s``
+   seconds over 10 sessions and times each final dot → 250; for Postwire also POST /v1/messages → 202.
+   Memory per component is the peak proportional set size (PSS: shared pages counted once, as a
+   container's memory limit counts them) seen in steps 2 and 3.
+
+Postwire's traffic shaping is set like Postfix's defaults for the destination (20 connections, no rate
+limit): the shipped rules pace one MX host to 100/s, right for the internet but not a measure of the
+engine. Needs root for Postfix (scripts/bench-deps installs it); without it only Postwire is measured.
+
+    make bench                       # 5000 text + 3000 HTML messages, as docs/performance.md reports
+    uv run python bench/throughput.py --messages 2000 --html-messages 1000 --relays postwire
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
-import aiosmtplib
+import psutil
+from load import Latency, Load, Sink, api_latency, run_source, smtp_latency
+from measure import Meter, tree, wait_until
+from postfix_relay import PostfixRelay, unavailable
 
 from postwire.testing.dns import DnsServer
-from postwire.testing.smtp import SmtpSink
+from postwire.testing.ports import free_port
 from postwire.testing.stack import LocalStack
 
-DOMAINS = [f"bench{i}.test" for i in range(8)]
+DOMAIN = "bench.test"
+TEMPLATE = "M_mailchimp-base_boxed_2column_query.html"
+# the destination's rule, like Postfix's default_destination_concurrency_limit and no rate limit
+SHAPING = """\
+default:
+  max_connections: 20
+  max_messages_per_connection: 1000
+  message_rate: unlimited
+  connection_rate: unlimited
+  tls: optional
+"""
+TEXT_BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 180)[:10_000]
 
 
-def _message(i: int) -> bytes:
-    text = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 180)[:9_900]
-    body = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
-    return (f"From: bench@example.test\r\nTo: user{i}@{DOMAINS[i % len(DOMAINS)]}\r\n"
-            f"Subject: bench {i}\r\nMessage-ID: <bench-{i}@example.test>\r\n\r\n{body}\r\n").encode()
+@dataclass
+class Result:
+    relay: str
+    load: str
+    messages: int
+    accepted_per_s: float
+    delivered_per_s: float
+    cpu_ms_per_message: float
+    cpu_ms_by_component: dict[str, float]
+    smtp_latency: Latency | None = None
+    api_latency: Latency | None = None
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
 
 
-async def _send_asyncio(stack: LocalStack, n: int, concurrency: int) -> float:
-    demo = stack.demo()
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
-
-    async def worker() -> None:
-        async with aiosmtplib.SMTP(hostname=stack.host, port=stack.smtp_port, start_tls=False) as smtp:
-            await smtp.login(demo["smtp_username"], demo["smtp_password"])
-            while not queue.empty():
-                i = queue.get_nowait()
-                await smtp.sendmail("bench@example.test", [f"user{i}@{DOMAINS[i % len(DOMAINS)]}"],
-                                    _message(i))
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - start
+def corpus_dir() -> Path:
+    return Path(os.environ.get("POSTWIRE_CORPUS_DIR", Path(__file__).parent.parent.parent / "shared/corpus"))
 
 
-async def _send_smtp_source(stack: LocalStack, n: int, concurrency: int) -> float:
-    start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec(
-        "smtp-source", "-s", str(concurrency), "-m", str(n), "-l", "10240", "-f", "bench@example.test",
-        "-t", f"user@{DOMAINS[0]}", f"{stack.host}:{stack.smtp_port}",
-    )
-    await proc.wait()
-    return time.perf_counter() - start
+def html_message(folder: Path) -> Path:
+    """The HTML load's message file for smtp-source -F: the template, quoted-printable, asking for CSS
+    inlining (Postfix passes the header through like any other)."""
+    msg = EmailMessage()
+    msg["From"] = "bench@example.test"
+    msg["To"] = f"user@{DOMAIN}"
+    msg["Subject"] = "HTML benchmark"
+    msg["X-Postwire-InlineCSS"] = "true"
+    html = (corpus_dir() / "templates" / TEMPLATE).read_text()
+    msg.set_content(html, subtype="html", cte="quoted-printable")
+    path = folder / "html.eml"
+    path.write_bytes(msg.as_bytes())
+    return path
 
 
-async def main(n: int, concurrency: int, tool: str) -> None:
-    dns = DnsServer().start()
-    for d in DOMAINS:
-        dns.add_mail_domain(d)
-    sink = await SmtpSink().start()
-    use_source = tool == "smtp-source" or (tool == "auto" and shutil.which("smtp-source") is not None)
-    env = {"POSTWIRE_LOG_LEVEL": "WARNING"}
-    if use_source:
-        env |= {"POSTWIRE_TRUSTED_NETWORKS": "127.0.0.1/32", "POSTWIRE_TRUSTED_ACCOUNT": "demo"}
-    with tempfile.TemporaryDirectory(prefix="pwbench") as d:
-        stack = await LocalStack(Path(d), dns.nameserver, sink.port, extra_env=env).start()
+class Relay:
+    """What the benchmark needs of a relay under test."""
+
+    name: str
+    smtp_port: int
+
+    def processes(self) -> list[tuple[psutil.Process, str]]:
+        raise NotImplementedError
+
+    def idle(self) -> bool:
+        return True
+
+
+class PostfixUnderTest(Relay):
+    name = "postfix"
+
+    def __init__(self, root: Path, sink_port: int) -> None:
+        self.smtp_port = free_port()
+        self.postfix = PostfixRelay(root, self.smtp_port, sink_port).start()
+
+    def processes(self) -> list[tuple[psutil.Process, str]]:
+        return tree(self.postfix.master(), lambda p, top: p.name())
+
+    def idle(self) -> bool:
+        return self.postfix.queued() == 0
+
+    def stop(self) -> None:
+        self.postfix.stop()
+
+
+def _component(p: psutil.Process, top: psutil.Process) -> str:
+    """A Postwire process's component: the service (or nats-server) it is, or was forked from."""
+    try:
+        cmdline = top.cmdline()
+    except psutil.Error:
+        return "?"
+    if any(part.endswith("nats-server") for part in cmdline):
+        return "nats-server"
+    for part in cmdline:
+        if part.startswith("postwire.") and part != "postwire.cli":
+            return part.removeprefix("postwire.").replace("_", "-")
+    return "supervisor"
+
+
+class PostwireUnderTest(Relay):
+    name = "postwire"
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.smtp_port = stack.smtp_port
+        self._postgres: psutil.Process | None = None
+
+    def postgres(self) -> psutil.Process | None:
+        """The embedded PostgreSQL's postmaster (pg_ctl starts it apart from the supervisor's tree)."""
+        if self._postgres is None or not self._postgres.is_running():
+            pgdata = str(self.stack.data_dir / "pgdata")
+            for p in psutil.process_iter(["name", "cmdline"]):
+                if p.info["name"] == "postgres" and pgdata in " ".join(p.info["cmdline"] or ()):
+                    self._postgres = p
+                    break
+        return self._postgres
+
+    def processes(self) -> list[tuple[psutil.Process, str]]:
+        assert self.stack.proc is not None
+        return (tree(psutil.Process(self.stack.proc.pid), _component)
+                + tree(self.postgres(), lambda p, top: "postgresql"))
+
+
+def _quiet(meter: Meter, timeout_s: float = 60.0) -> None:
+    """Wait until the relay's processes together use under 5 % of a core for a second."""
+    deadline = time.monotonic() + timeout_s
+    last = meter.total()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = meter.total()
+        if now - last < 0.05:
+            return
+        last = now
+
+
+def _deliver(relay: Relay, sink: Sink, load: Load, count: int) -> tuple[float, float]:
+    """Send ``count`` messages of ``load``; (seconds to accept them all, seconds until the sink had them)."""
+    expected = sink.received + count
+    started = time.perf_counter()
+    accept_s = run_source(Load(load.name, count, load.sessions, load.size, load.message), relay.smtp_port)
+    if not wait_until(lambda: sink.received >= expected, timeout_s=max(120.0, count / 5)):
+        raise RuntimeError(f"{relay.name}: {expected - sink.received} of {count} messages never arrived")
+    return accept_s, time.perf_counter() - started
+
+
+async def measure(relay: Relay, sink: Sink, load: Load, warmup: int, latency_s: float,
+                  api: tuple[str, str] | None, profile: Path | None = None) -> Result:
+    """One load through one relay (blocking steps in threads: the loop also runs Postwire's supervisor)."""
+    await asyncio.to_thread(_deliver, relay, sink, load, warmup)
+    await asyncio.to_thread(wait_until, relay.idle, 30)
+    await asyncio.to_thread(_quiet, Meter(relay.processes))
+    profilers = start_profilers(relay, profile / load.name) if profile else []
+    meter = Meter(relay.processes).start()
+    accept_s, deliver_s = await asyncio.to_thread(_deliver, relay, sink, load, load.count)
+    await asyncio.to_thread(_quiet, meter)
+    usage = meter.stop()
+    stop_profilers(profilers)
+    rate = load.count / deliver_s
+    result = Result(relay.name, load.name, load.count, load.count / accept_s, rate,
+                    1000 * usage.total_s / load.count, usage.per_message_ms(load.count))
+    memory = Meter(relay.processes).start()
+    body = load.message.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if load.message \
+        else _text_message()
+    result.smtp_latency = await smtp_latency(relay.smtp_port, body, rate / 2, latency_s)
+    if api is not None and load.message is None:
+        result.api_latency = await api_latency(api[0], api[1], _api_payload(), rate / 2, latency_s)
+    peaks = memory.stop().peak_memory
+    result.peak_memory_mb = {k: round(max(v, usage.peak_memory.get(k, 0)) / 2**20, 1)
+                             for k, v in peaks.items()}
+    await asyncio.to_thread(wait_until, relay.idle, 60)
+    await asyncio.to_thread(_quiet, Meter(relay.processes))
+    return result
+
+
+def start_profilers(relay: Relay, folder: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every Python process of the relay (collapsed stacks, summarised by bench/profile.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for p, label in relay.processes():
         try:
-            start = time.perf_counter()
-            if use_source:
-                accept_s = await _send_smtp_source(stack, n, concurrency)
+            if "python" not in p.name() and "postwire" not in " ".join(p.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        out = folder / f"{label}-{p.pid}.txt"
+        cmd = ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200", "--pid", str(p.pid),
+               "-o", str(out)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        proc.wait()
+
+
+def _text_message() -> bytes:
+    lines = "\r\n".join(TEXT_BODY[i:i + 76] for i in range(0, len(TEXT_BODY), 76))
+    return (f"From: bench@example.test\r\nTo: user@{DOMAIN}\r\nSubject: latency\r\n\r\n{lines}\r\n").encode()
+
+
+def _api_payload() -> dict[str, object]:
+    return {"from": "bench@example.test", "to": [f"user@{DOMAIN}"], "subject": "latency", "text": TEXT_BODY}
+
+
+async def run_postfix(loads: Iterable[Load], args: argparse.Namespace, work: Path) -> list[Result]:
+    sink = Sink(free_port())
+    relay = PostfixUnderTest(work / "postfix", sink.port)
+    try:
+        return [await measure(relay, sink, load, args.warmup, args.latency_s, None) for load in loads]
+    finally:
+        relay.stop()
+        sink.stop()
+
+
+async def _start_postwire(work: Path, sink_port: int) -> tuple[LocalStack, DnsServer]:
+    dns = DnsServer().start()
+    dns.add_mail_domain(DOMAIN)
+    (work / "shaping.yaml").write_text(SHAPING)
+    env = {"POSTWIRE_LOG_LEVEL": "WARNING", "POSTWIRE_SHAPING_FILE": str(work / "shaping.yaml"),
+           "POSTWIRE_TRUSTED_NETWORKS": "127.0.0.1/32", "POSTWIRE_TRUSTED_ACCOUNT": "demo"}
+    stack = await LocalStack(work / "postwire", dns.nameserver, sink_port, extra_env=env).start()
+    return stack, dns
+
+
+async def run_postwire(loads: Iterable[Load], args: argparse.Namespace, work: Path) -> list[Result]:
+    sink = Sink(free_port())
+    stack, dns = await _start_postwire(work, sink.port)
+    relay = PostwireUnderTest(stack)
+    api = (f"{stack.api}/v1/messages", stack.demo()["api_key"])
+    try:
+        return [await measure(relay, sink, load, args.warmup, args.latency_s, api, args.profile)
+                for load in loads]
+    finally:
+        await stack.stop()
+        dns.stop()
+        sink.stop()
+
+
+def _latency(lat: Latency | None) -> str:
+    return "-" if lat is None else f"{lat.p50_ms:.1f} / {lat.p99_ms:.1f}" + (f" ({lat.failed} failed)"
+                                                                            if lat.failed else "")
+
+
+def report(results: list[Result], loads: list[Load]) -> None:
+    for load in loads:
+        rows = [r for r in results if r.load == load.name]
+        base = next((r for r in rows if r.relay == "postfix"), None)
+        what = (f"{TEMPLATE}, reused sessions" if load.message is not None
+                else "its own text, a session per message")
+        print(f"\n## {load.name}: {load.count} messages ({what}), smtp-source -s {load.sessions}")
+        print(f"{'relay':<9} {'accepted/s':>10} {'delivered/s':>11} {'x postfix':>9} {'CPU ms/msg':>10}  "
+              f"{'SMTP accept p50 / p99 ms':<26} {'API 202 p50 / p99 ms':<22}")
+        for r in rows:
+            ratio = f"{r.delivered_per_s / base.delivered_per_s:.2f}" if base else "-"
+            print(f"{r.relay:<9} {r.accepted_per_s:>10.0f} {r.delivered_per_s:>11.0f} {ratio:>9} "
+                  f"{r.cpu_ms_per_message:>10.2f}  {_latency(r.smtp_latency):<26} "
+                  f"{_latency(r.api_latency):<22}")
+        for r in rows:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_ms_by_component.items() if v >= 0.005)
+            print(f"  {r.relay} CPU ms/msg by component: {parts}")
+            by_size = sorted(r.peak_memory_mb.items(), key=lambda kv: -kv[1])
+            mem = ", ".join(f"{k} {v:.0f}" for k, v in by_size)
+            print(f"  {r.relay} peak memory (PSS) MB: {mem}")
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=5000, help="text messages (0 skips the text load)")
+    p.add_argument("--html-messages", type=int, default=3000, help="HTML messages (0 skips the HTML load)")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--latency-s", type=float, default=10.0)
+    p.add_argument("--relays", default="postfix,postwire")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--profile", type=Path, help="py-spy every Postwire process into this folder")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, queues) for a look")
+    args = p.parse_args()
+    missing = [t for t in ("smtp-source", "smtp-sink") if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"{', '.join(missing)} not found: run scripts/bench-deps (installs Debian's postfix)")
+    relays = args.relays.split(",")
+    if "postfix" in relays and (why := unavailable()) is not None:
+        print(f"Postfix skipped: {why}", file=sys.stderr)
+        relays.remove("postfix")
+    work = Path(tempfile.mkdtemp(prefix="pwbench"))
+    try:
+        loads = []
+        if args.messages:
+            loads.append(Load("text", args.messages))
+        if args.html_messages:
+            if not (corpus_dir() / "templates" / TEMPLATE).exists():
+                print(f"HTML load skipped: {corpus_dir() / 'templates' / TEMPLATE} not found "
+                      "(set POSTWIRE_CORPUS_DIR)", file=sys.stderr)
             else:
-                accept_s = await _send_asyncio(stack, n, concurrency)
-            await sink.handler.wait_for(n, timeout=max(120.0, n / 5))
-            deliver_s = time.perf_counter() - start
-        finally:
-            await stack.stop()
-            await sink.stop()
-            dns.stop()
-    client = "smtp-source" if use_source else "asyncio client"
-    print(f"messages={n} size=10KB concurrency={concurrency} client={client}")
-    print(f"accepted/s  {n / accept_s:8.1f}  ({accept_s:.2f} s)")
-    print(f"delivered/s {n / deliver_s:8.1f}  ({deliver_s:.2f} s, accept → at the sink)")
-    print(f"sink connections: max concurrent {sink.max_connections}")
+                loads.append(Load("html", args.html_messages, message=html_message(work)))
+        results: list[Result] = []
+        if "postfix" in relays:
+            results += await run_postfix(loads, args, work)
+        if "postwire" in relays:
+            results += await run_postwire(loads, args, work)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    report(results, loads)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--messages", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=10)
-    p.add_argument("--tool", choices=["auto", "smtp-source", "asyncio"], default="auto")
-    a = p.parse_args()
-    asyncio.run(main(a.messages, a.concurrency, a.tool))
+    asyncio.run(main())

@@ -1,0 +1,170 @@
+"""The load and the sink, the same for every relay: Postfix's smtp-source and smtp-sink, plus a paced client
+that measures accept latency (SMTP 250 after the final dot, or HTTP 202) at a fixed rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+_MESG = re.compile(rb"mesg=(\d+)")
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback port, counting the messages it accepted (its ``-c`` counters)."""
+
+    def __init__(self, port: int, backlog: int = 1024) -> None:
+        self.port = port
+        self.received = 0
+        self._proc = subprocess.Popen(
+            ["smtp-sink", "-c", "-u", "nobody", f"127.0.0.1:{port}", str(backlog)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        buf = b""
+        while chunk := os.read(fd, 4096):
+            buf = (buf + chunk)[-256:]
+            counts = _MESG.findall(buf)
+            if counts:
+                self.received = int(counts[-1])
+
+    def stop(self) -> None:
+        self._proc.terminate()
+        self._proc.wait()
+
+
+@dataclass(frozen=True)
+class Load:
+    """One workload: ``count`` messages, either smtp-source's own ``size``-byte text body on a new session
+    per message, or the file ``message`` (headers and body) over ``sessions`` reused sessions."""
+
+    name: str
+    count: int
+    sessions: int = 20
+    size: int = 10240
+    message: Path | None = None
+
+    def smtp_source(self, port: int, count: int | None = None) -> list[str]:
+        args = ["smtp-source", "-s", str(self.sessions), "-m", str(count or self.count),
+                "-f", "bench@example.test", "-t", "user@bench.test"]
+        if self.message is not None:
+            args += ["-d", "-F", str(self.message)]
+        else:
+            args += ["-l", str(self.size)]
+        return [*args, f"127.0.0.1:{port}"]
+
+
+def run_source(load: Load, port: int) -> float:
+    """Send the whole load with smtp-source; seconds until the last message was accepted."""
+    started = time.perf_counter()
+    subprocess.run(load.smtp_source(port), check=True)
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Latency:
+    sent: int
+    failed: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _summary(samples: list[float], failed: int) -> Latency:
+    if not samples:
+        return Latency(0, failed, float("nan"), float("nan"), float("nan"))
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return Latency(len(samples), failed, 1000 * statistics.median(ordered), 1000 * p99, 1000 * ordered[-1])
+
+
+async def _expect(reader: asyncio.StreamReader, code: bytes) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        if line[3:4] != b"-":
+            if not line.startswith(code):
+                raise RuntimeError(line.decode(errors="replace").strip())
+            return
+
+
+async def smtp_latency(port: int, body: bytes, rate: float, seconds: float, connections: int = 10) -> Latency:
+    """Open-loop SMTP submissions at ``rate``/s over ``connections`` sessions; each sample is the time from
+    the final dot to the 250 (what the client waits for to know its mail is safe)."""
+    samples: list[float] = []
+    failed = 0
+    data = body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    per_conn = rate / connections
+
+    async def session(offset: float) -> None:
+        nonlocal failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await _expect(reader, b"220")
+        writer.write(b"EHLO latency.bench.test\r\n")
+        await _expect(reader, b"250")
+        loop = asyncio.get_running_loop()
+        start = loop.time() + offset
+        n = 0
+        while (due := start + n / per_conn) < start + seconds:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            n += 1
+            try:
+                writer.write(b"MAIL FROM:<latency@example.test>\r\n")
+                await _expect(reader, b"250")
+                writer.write(b"RCPT TO:<user@bench.test>\r\n")
+                await _expect(reader, b"250")
+                writer.write(b"DATA\r\n")
+                await _expect(reader, b"354")
+                writer.write(data)
+                sent = loop.time()
+                await _expect(reader, b"250")
+                samples.append(loop.time() - sent)
+            except RuntimeError:
+                failed += 1
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        writer.close()
+
+    await asyncio.gather(*(session(i / rate) for i in range(connections)))
+    return _summary(samples, failed)
+
+
+async def api_latency(url: str, key: str, payload: dict[str, object], rate: float, seconds: float) -> Latency:
+    """Open-loop POSTs at ``rate``/s (each request its own task); each sample is request to 202."""
+    samples: list[float] = []
+    failed = 0
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                                 limits=httpx.Limits(max_connections=50)) as client:
+
+        async def one() -> None:
+            nonlocal failed
+            started = time.perf_counter()
+            r = await client.post(url, json=payload)
+            if r.status_code == 202:
+                samples.append(time.perf_counter() - started)
+            else:
+                failed += 1
+
+        loop = asyncio.get_running_loop()
+        start, tasks, n = loop.time(), [], 0
+        while (due := start + n / rate) < start + seconds:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            tasks.append(asyncio.create_task(one()))
+            n += 1
+        await asyncio.gather(*tasks)
+    return _summary(samples, failed)
