@@ -9,6 +9,7 @@ import pytest_asyncio
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
+from postwire.bounce.recorder import record_batch
 from postwire.bounce.service import serve
 from postwire.bounce.settings import BounceSettings
 from postwire.core.events import make_event, publish_event
@@ -172,3 +173,28 @@ async def test_accepted_events_keep_their_dsn_parameters(js, recorder, sessions)
             stored["asked@example.test"]["orcpt"]) == (
         {"ret": "HDRS", "envid": "env-7"}, ["FAILURE", "DELAY"], "rfc822;Asked@Example.test")
     assert not {"dsn", "notify", "orcpt"} & set(stored["plain@example.test"])
+
+
+async def test_one_batch_holding_a_whole_history_lands_as_if_one_by_one(sessions) -> None:
+    """A batch is a few set-based statements: several outcomes of one recipient, and a second copy of an
+    event, in the same batch must still give the state the events give one after the other."""
+    account, mid, rcpt = new_id("a"), new_message_id(), "batch@example.test"
+    accepted = make_event("accepted", account_id=account, message_id=mid, recipient=rcpt,
+                          mail_from="from@example.test", subject="Batched", size=10, source="smtp")
+    deferred = make_event("deferred", account_id=account, message_id=mid, recipient=rcpt, attempt=1,
+                          smtp_code=451)
+    delivered = make_event("delivered", account_id=account, message_id=mid, recipient=rcpt, attempt=2,
+                           smtp_code=250, mx_host="mx.example.test")
+    late = make_event("deferred", account_id=account, message_id=mid, recipient=rcpt, attempt=3,
+                      smtp_code=421)
+    done = await record_batch(sessions, [accepted, deferred, accepted, delivered, late])
+    assert [ev.event_id for ev in done.new] == [e.event_id for e in (accepted, deferred, delivered, late)]
+    row = await _recipient(sessions, mid, rcpt)
+    assert row is not None and (row.status, row.smtp_code, row.attempts) == ("delivered", 250, 2)
+    async with sessions() as s:
+        stored = await s.scalars(select(Event.type).where(Event.message_id == mid).order_by(Event.seq))
+        assert list(stored) == ["accepted", "deferred", "delivered", "deferred"]
+        msg = await s.get(Message, mid)
+        assert msg is not None and (msg.subject, msg.source) == ("Batched", "smtp")
+    again = await record_batch(sessions, [delivered])
+    assert again.new == []

@@ -3,7 +3,9 @@ recipient's latest state so GET /v1/messages/{id} can answer.
 
 At least once in, exactly once stored: events are inserted with ON CONFLICT DO NOTHING on their
 stable event id, and a batch is acked only after its transaction committed. While the database is
-down, nothing is acked, so JetStream keeps every event until it is back.
+down, nothing is acked, so JetStream keeps every event until it is back. A batch (up to
+POSTWIRE_RECORDER_BATCH events) costs a handful of set-based statements (unnest of arrays), not a few
+per event: the events, the new messages, their recipients, and the recipients' outcomes.
 
 Suppressions (docs/suppressions.md) are added in the same transaction as the event that causes them: a
 hard failure or bounce, a complaint, or — when POSTWIRE_SOFT_BOUNCE_LIMIT is set — the N-th soft one
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,8 +35,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import NonNegativeInt, PositiveFloat
-from sqlalchemy import func, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,7 +45,7 @@ from postwire.core.settings import PostwireSettings
 from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
 from postwire.db import suppressions
 from postwire.db.events_query import event_proto_data
-from postwire.db.models import Event, Message, Recipient
+from postwire.db.models import Event
 from postwire.db.suppressions import MirrorUnavailable, SuppressionInfo, SuppressionMirror
 from postwire.v1 import envelope_pb2
 
@@ -115,28 +117,111 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-async def _record(session: AsyncSession, ev: envelope_pb2.Event, policy: SoftBouncePolicy,
-                  mirror: list[SuppressionInfo]) -> bool:
-    """Store ``ev`` once and apply its effects; suppressions to put in the KV bucket go to ``mirror``.
-    False when it was stored before (a redelivery)."""
-    at = ev.at.ToDatetime(tzinfo=UTC)
-    inserted = await session.execute(insert(Event).values(
-        event_id=ev.event_id, account_id=ev.account_id, message_id=ev.message_id, recipient=ev.recipient,
-        type=ev.type, at=at, data=event_data(ev),
-    ).on_conflict_do_nothing())
-    if inserted.rowcount == 0:  # type: ignore[attr-defined]
-        # seen before: its effects are applied, but its KV put may have failed — mirror it again
-        if _suppresses(ev, policy):
-            await _remirror(session, ev, mirror)
-        return False
-    if ev.type == "accepted":
-        await _record_accepted(session, ev, at)
-    elif ev.type in STATUS_OF:
-        await _record_outcome(session, ev, at)
-    added = await _suppress(session, ev, at, policy)
-    if added is not None:
-        mirror.append(added)
-    return True
+# Set-based statements: one per kind of write for a whole batch, whatever its size, so the cost per event
+# is a few array elements rather than a statement (and a round trip) of its own. WITH ORDINALITY keeps
+# the stream's order for the events' ``seq`` (the events API pages by it).
+_INSERT_EVENTS = text("""
+INSERT INTO events (event_id, account_id, message_id, recipient, type, at, data)
+SELECT e.event_id, e.account_id, e.message_id, e.recipient, e.type, e.at, e.data::jsonb
+FROM unnest(CAST(:event_id AS text[]), CAST(:account_id AS text[]), CAST(:message_id AS text[]),
+            CAST(:recipient AS text[]), CAST(:type AS text[]), CAST(:at AS timestamptz[]),
+            CAST(:data AS text[])) WITH ORDINALITY
+     AS e(event_id, account_id, message_id, recipient, type, at, data, ord)
+ORDER BY e.ord
+ON CONFLICT DO NOTHING
+RETURNING event_id
+""")
+_INSERT_MESSAGES = text("""
+INSERT INTO messages (id, account_id, mail_from, subject, size, source, tags, metadata, created_at)
+SELECT m.id, m.account_id, m.mail_from, m.subject, m.size, m.source, m.tags::jsonb, m.metadata::jsonb, m.at
+FROM unnest(CAST(:id AS text[]), CAST(:account_id AS text[]), CAST(:mail_from AS text[]),
+            CAST(:subject AS text[]), CAST(:size AS bigint[]), CAST(:source AS text[]),
+            CAST(:tags AS text[]), CAST(:metadata AS text[]), CAST(:at AS timestamptz[]))
+     AS m(id, account_id, mail_from, subject, size, source, tags, metadata, at)
+ON CONFLICT DO NOTHING
+""")
+_INSERT_QUEUED = text("""
+INSERT INTO recipients (message_id, address, account_id, status, attempts, updated_at)
+SELECT r.message_id, r.address, r.account_id, 'queued', 0, r.at
+FROM unnest(CAST(:message_id AS text[]), CAST(:address AS text[]), CAST(:account_id AS text[]),
+            CAST(:at AS timestamptz[])) AS r(message_id, address, account_id, at)
+ON CONFLICT DO NOTHING
+""")
+# A final state is never replaced by a late deferral; a newer event replaces an older one; an attempt is
+# counted only when its event moves the state (as the row shows it).
+_UPSERT_OUTCOMES = text(f"""
+INSERT INTO recipients AS r (message_id, address, account_id, status, smtp_code, enhanced_status,
+                             response, mx_host, updated_at, attempts)
+SELECT o.message_id, o.address, o.account_id, o.status, o.smtp_code, o.enhanced_status, o.response,
+       o.mx_host, o.at, o.attempts
+FROM unnest(CAST(:message_id AS text[]), CAST(:address AS text[]), CAST(:account_id AS text[]),
+            CAST(:status AS text[]), CAST(:smtp_code AS integer[]), CAST(:enhanced_status AS text[]),
+            CAST(:response AS text[]), CAST(:mx_host AS text[]), CAST(:at AS timestamptz[]),
+            CAST(:attempts AS integer[]))
+     AS o(message_id, address, account_id, status, smtp_code, enhanced_status, response, mx_host, at,
+          attempts)
+ON CONFLICT (message_id, address) DO UPDATE SET
+    status = excluded.status, smtp_code = excluded.smtp_code, enhanced_status = excluded.enhanced_status,
+    response = excluded.response, mx_host = excluded.mx_host, updated_at = excluded.updated_at,
+    attempts = r.attempts + excluded.attempts
+WHERE (r.status NOT IN ({", ".join(f"'{s}'" for s in FINAL)}) OR excluded.status IN
+       ({", ".join(f"'{s}'" for s in FINAL)}))
+  AND r.updated_at <= excluded.updated_at
+""")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one array per column: the parameters of an unnest() statement."""
+    return {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+
+
+async def _insert_events(session: AsyncSession, events: Sequence[envelope_pb2.Event],
+                         at: Sequence[datetime]) -> set[str]:
+    """Insert every event not stored before; the ids of those that were new."""
+    rows = [{"event_id": ev.event_id, "account_id": ev.account_id, "message_id": ev.message_id,
+             "recipient": ev.recipient, "type": ev.type, "at": when, "data": _json(event_data(ev))}
+            for ev, when in zip(events, at, strict=True)]
+    result = await session.execute(_INSERT_EVENTS, _columns(rows))
+    return {row[0] for row in result}
+
+
+async def _record_accepted(session: AsyncSession, accepted: Sequence[tuple[envelope_pb2.Event, datetime]],
+                           ) -> None:
+    """The message rows and their recipients as ``queued`` (kept when a state is there already)."""
+    if not accepted:
+        return
+    messages = {ev.message_id: {
+        "id": ev.message_id, "account_id": ev.account_id, "mail_from": ev.mail_from, "subject": ev.subject,
+        "size": ev.size, "source": ev.source, "tags": _json(list(ev.tags)),
+        "metadata": _json(dict(ev.metadata)), "at": at} for ev, at in reversed(accepted)}
+    await session.execute(_INSERT_MESSAGES, _columns(list(messages.values())))
+    await session.execute(_INSERT_QUEUED, _columns([
+        {"message_id": ev.message_id, "address": ev.recipient, "account_id": ev.account_id, "at": at}
+        for ev, at in accepted]))
+
+
+async def _record_outcomes(session: AsyncSession, outcomes: Sequence[tuple[envelope_pb2.Event, datetime]],
+                           ) -> None:
+    """Each delivery outcome moves its recipient's state forward. One statement may touch a row once, so
+    several outcomes of one recipient in a batch go in rounds, in stream order."""
+    rounds: list[list[dict[str, Any]]] = []
+    seen: dict[tuple[str, str], int] = {}
+    for ev, at in outcomes:
+        key = (ev.message_id, ev.recipient)
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append({
+            "message_id": ev.message_id, "address": ev.recipient, "account_id": ev.account_id,
+            "status": STATUS_OF[ev.type], "smtp_code": ev.smtp_code or None,
+            "enhanced_status": ev.enhanced_status or None, "response": ev.response or None,
+            "mx_host": ev.mx_host or None, "at": at, "attempts": int(ev.type in ATTEMPTS)})
+    for rows in rounds:
+        await session.execute(_UPSERT_OUTCOMES, _columns(rows))
 
 
 def _suppresses(ev: envelope_pb2.Event, policy: SoftBouncePolicy) -> bool:
@@ -179,36 +264,6 @@ async def _remirror(session: AsyncSession, ev: envelope_pb2.Event, mirror: list[
         mirror.append(current)
 
 
-async def _record_accepted(session: AsyncSession, ev: envelope_pb2.Event, at: datetime) -> None:
-    await session.execute(insert(Message).values(
-        id=ev.message_id, account_id=ev.account_id, mail_from=ev.mail_from, subject=ev.subject,
-        size=ev.size, source=ev.source, tags=list(ev.tags), metadata_=dict(ev.metadata), created_at=at,
-    ).on_conflict_do_nothing())
-    await session.execute(insert(Recipient).values(
-        message_id=ev.message_id, address=ev.recipient, account_id=ev.account_id, status="queued",
-        attempts=0, updated_at=at,
-    ).on_conflict_do_nothing())
-
-
-async def _record_outcome(session: AsyncSession, ev: envelope_pb2.Event, at: datetime) -> None:
-    """One delivery attempt's outcome: count it and move the recipient's state forward."""
-    row = {
-        "status": STATUS_OF[ev.type], "smtp_code": ev.smtp_code or None,
-        "enhanced_status": ev.enhanced_status or None, "response": ev.response or None,
-        "mx_host": ev.mx_host or None, "updated_at": at,
-    }
-    attempt = int(ev.type in ATTEMPTS)
-    stmt = insert(Recipient).values(message_id=ev.message_id, address=ev.recipient,
-                                    account_id=ev.account_id, attempts=attempt, **row)
-    # A final state is never replaced by a late deferral; a newer event replaces an older one.
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=[Recipient.message_id, Recipient.address],
-        set_={**{k: stmt.excluded[k] for k in row}, "attempts": Recipient.attempts + attempt},
-        where=or_(Recipient.status.not_in(FINAL), stmt.excluded.status.in_(FINAL))
-        & (Recipient.updated_at <= stmt.excluded.updated_at),
-    ))
-
-
 @dataclass
 class Recorded:
     """What one committed batch did: suppressions to mirror into the KV bucket, events stored anew."""
@@ -219,14 +274,31 @@ class Recorded:
 
 async def record_batch(sessions: async_sessionmaker[AsyncSession], events: Sequence[envelope_pb2.Event],
                        policy: SoftBouncePolicy = SoftBouncePolicy()) -> Recorded:
-    """Store ``events`` in one transaction (in stream order, so state moves forward); returns, once the
-    transaction has committed, the suppressions to mirror into the KV bucket and the events that were
-    not stored before."""
+    """Store ``events`` in one transaction, in stream order, with a few statements for the whole batch;
+    returns, once the transaction has committed, the suppressions to mirror into the KV bucket and the
+    events that were not stored before.
+
+    An event seen before (a redelivery) has its effects applied already and is skipped, except that a
+    suppression it caused is mirrored again: its KV put may be what failed the first time."""
     done = Recorded()
+    if not events:
+        return done
+    at = [ev.at.ToDatetime(tzinfo=UTC) for ev in events]
     async with sessions.begin() as session:
-        for ev in events:
-            if await _record(session, ev, policy, done.mirror):
+        new_ids = await _insert_events(session, events, at)
+        fresh: list[tuple[envelope_pb2.Event, datetime]] = []
+        for ev, when in zip(events, at, strict=True):
+            if ev.event_id in new_ids:
+                new_ids.discard(ev.event_id)  # a second copy in the same batch is a duplicate
+                fresh.append((ev, when))
                 done.new.append(ev)
+            elif _suppresses(ev, policy):
+                await _remirror(session, ev, done.mirror)
+        await _record_accepted(session, [(ev, when) for ev, when in fresh if ev.type == "accepted"])
+        await _record_outcomes(session, [(ev, when) for ev, when in fresh if ev.type in STATUS_OF])
+        for ev, when in fresh:
+            if _suppresses(ev, policy) and (added := await _suppress(session, ev, when, policy)) is not None:
+                done.mirror.append(added)
     return done
 
 
