@@ -8,6 +8,8 @@ import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+import uvloop
+
 from postwire.core.logging import configure_logging
 from postwire.core.settings import PostwireSettings
 
@@ -21,14 +23,17 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 def run(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
-    """Run a service's ``main(stop)`` until a signal asks it to stop and it has drained."""
+    """Run a service's ``main(stop)`` until a signal asks it to stop and it has drained.
+
+    On uvloop: its transports and timers are C, where asyncio's are Python, and a relay spends much of
+    its time writing small replies and publishes to sockets and waking futures."""
 
     async def runner() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
         await main(stop)
 
-    asyncio.run(runner())
+    uvloop.run(runner())
 
 
 def run_service(service: str, settings: S,

@@ -111,7 +111,7 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
     answer = render(message_id, sub)
     if key is not None:
         await _remember(store, account_id, key, status_code, answer)
-    log.info("api.accepted", message_id=message_id, account_id=account_id, endpoint=endpoint,
+    log.debug("api.accepted", message_id=message_id, account_id=account_id, endpoint=endpoint,
              recipients=len(sub.recipients), size=len(sub.raw))
     return JSONResponse(answer, status_code)
 

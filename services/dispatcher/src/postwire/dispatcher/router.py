@@ -210,7 +210,7 @@ class Router:
                       if (kept := [r for r in rcpts if r not in suppressed])}
         if not groups:  # nothing left to deliver: skip the body work
             await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
-            log.info("router.routed", message_id=inbound.message_id, domains=0,
+            log.debug("router.routed", message_id=inbound.message_id, domains=0,
                      recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
             return
         await archive(self._js, inbound)
@@ -232,7 +232,7 @@ class Router:
         for domain, recipients in groups.items():
             for rcpt in recipients:
                 await self._publish_outbound(inbound, domain, rcpt, body, nonce, index[rcpt])
-        log.info("router.routed", message_id=inbound.message_id, domains=len(groups),
+        log.debug("router.routed", message_id=inbound.message_id, domains=len(groups),
                  recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
 
     async def _suppress(self, inbound: envelope_pb2.InboundMessage, recipients: list[str]) -> dict[str, str]:

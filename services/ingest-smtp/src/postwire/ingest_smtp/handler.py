@@ -208,7 +208,7 @@ class SubmissionHandler:
         metrics.ACCEPT_SECONDS.observe(asyncio.get_running_loop().time() - started)
         metrics.ACCEPTED.inc()
         metrics.RECEIVED_BYTES.inc(len(raw))
-        log.info("smtp.accepted", message_id=message_id, account_id=who.account_id,
+        log.debug("smtp.accepted", message_id=message_id, account_id=who.account_id,
                  recipients=len(envelope.rcpt_tos), size=len(raw))
         return replies.QUEUED_PREFIX + message_id
 
