@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -106,3 +107,50 @@ async def test_mx_hosts_without_addresses_fail_permanently(resolver: MxResolver,
     replies = await Deliverer(resolver, pool, SHAPER, 25).deliver(domain, "s@example.org",
                                                                   [f"r@{domain}"], b"x")
     assert replies[f"r@{domain}"].enhanced == "5.4.4"
+
+
+async def test_a_reused_session_the_server_just_closed_costs_no_deferral(resolver: MxResolver,
+                                                                          dns_server: DnsServer,
+                                                                          domain: str) -> None:
+    """A server may time an idle session out at the moment we reuse it: the connection closes before
+    MAIL is answered, so the server has seen nothing of the transaction. The message goes out on a new
+    session instead of being deferred for minutes (sessions are reused without an RSET probe)."""
+    transactions = 0
+
+    async def mx(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal transactions
+        writer.write(b"220 mx ESMTP\r\n")
+        served = False
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"MAIL" and served:
+                break  # the idle timeout fires just as the next transaction begins: close, no reply
+            if verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                while (await reader.readline()) not in (b".\r\n", b""):
+                    pass
+                transactions += 1
+                served = True
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250-mx\r\n250 PIPELINING\r\n" if verb == b"EHLO" else b"250 ok\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(mx, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dns_server.add_mail_domain(domain)
+    pool = ConnectionPool(ClientConfig(ehlo_hostname="dispatcher.test", connect_timeout_s=5,
+                                       command_timeout_s=5), idle_s=30)
+    deliverer = Deliverer(resolver, pool, Shaper(parse_rules({"default": {"max_connections": 1}})), port)
+    try:
+        first = await deliverer.deliver(domain, "s@example.org", [f"a@{domain}"], b"Subject: 1\r\n\r\nx\r\n")
+        second = await deliverer.deliver(domain, "s@example.org", [f"b@{domain}"], b"Subject: 2\r\n\r\nx\r\n")
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+    assert first[f"a@{domain}"].outcome == second[f"b@{domain}"].outcome == "delivered"
+    assert transactions == 2

@@ -72,7 +72,7 @@ def config(**kw: object) -> ClientConfig:
 async def test_opportunistic_starttls_without_verification(tls_server: tuple[int, SinkHandler]) -> None:
     port, handler = tls_server
     conn = await SmtpConnection.open("mx.tls.test", "127.0.0.1", port, config())
-    assert conn.client.get_transport_info("sslcontext") is not None
+    assert conn.tls
     result = await conn.send("s@example.org", ["r@tls.test"], MESSAGE)
     assert result.replies["r@tls.test"].outcome == "delivered" and result.reusable
     await conn.quit()
@@ -84,7 +84,7 @@ async def test_failed_tls_handshake_falls_back_to_plain_text(tls_server: tuple[i
     pool = ConnectionPool(config(tls_verify=True), idle_s=30)
     # the self-signed certificate fails verification
     async with pool.lease(budget(max_connections=1), "mx.tls.test", port, ["127.0.0.1"]) as conn:
-        assert conn.client.get_transport_info("sslcontext") is None
+        assert not conn.tls
         result = await conn.send("s@example.org", ["r@tls.test"], MESSAGE)
     await pool.close()
     assert result.replies["r@tls.test"].outcome == "delivered"
@@ -107,7 +107,7 @@ async def test_required_tls_never_falls_back_to_plain_text(tls_server: tuple[int
             pass
     assert failed.value.reply.enhanced == "4.7.10"
     async with pool.lease(budget(tls="required"), "mx.tls.test", port, ["127.0.0.1"]) as conn:
-        assert conn.client.get_transport_info("sslcontext") is not None  # unverified TLS is fine
+        assert conn.tls  # unverified TLS is fine
         await conn.send("s@example.org", ["r@tls.test"], MESSAGE)
     await pool.close()
     assert len(handler.received) == 1 and smtp_sink.handler.received == []
@@ -133,8 +133,7 @@ async def test_a_session_the_server_dropped_is_replaced(smtp_sink: SmtpSink) -> 
     async with pool.lease(limits, "mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
         await conn.send("s@example.org", ["a@example.test"], MESSAGE)
         first = conn
-    assert first.client.transport is not None
-    first.client.transport.abort()  # as if the server timed the idle session out
+    first.wire.abort()  # as if the server timed the idle session out
     async with pool.lease(limits, "mx.test", smtp_sink.port, ["127.0.0.1"]) as conn:
         result = await conn.send("s@example.org", ["b@example.test"], MESSAGE)
         assert conn is not first
@@ -157,3 +156,31 @@ async def test_connection_refused_is_a_temporary_failure() -> None:
             assert e.reply.mx_host == "mx.down.test"
         else:
             raise AssertionError("connected to a closed port")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_each_recipient_gets_its_own_reply_with_and_without_pipelining(pipelining: bool) -> None:
+    """RFC 2920: with PIPELINING, MAIL, the RCPTs and DATA go out in one write and the replies are read
+    back in order; every recipient still gets the reply that was meant for it, and a message whose
+    recipients were all refused is never sent (DATA refused, RSET, the session stays usable)."""
+    sink = await SmtpSink(pipelining=pipelining).start()
+    sink.handler.script("full@example.test", "452 4.2.2 Mailbox full")
+    sink.handler.script("gone@example.test", "550 5.1.1 No such user", "550 5.1.1 No such user")
+    try:
+        conn = await SmtpConnection.open("mx.test", "127.0.0.1", sink.port, config())
+        assert conn.supports("PIPELINING") is pipelining
+        result = await conn.send("s@example.org", ["a@example.test", "full@example.test", "gone@example.test",
+                                                   "b@example.test"], MESSAGE)
+        outcomes = {rcpt: (r.outcome, r.code) for rcpt, r in result.replies.items()}
+        refused = await conn.send("s@example.org", ["gone@example.test"], MESSAGE)
+        after = await conn.send("s@example.org", ["c@example.test"], b".starts with a dot\r\n.\r\n..\r\n")
+        await conn.quit()
+    finally:
+        await sink.stop()
+    assert outcomes == {"a@example.test": ("delivered", 250), "full@example.test": ("deferred", 452),
+                        "gone@example.test": ("failed", 550), "b@example.test": ("delivered", 250)}
+    assert refused.replies["gone@example.test"].outcome == "failed" and refused.reusable
+    assert after.replies["c@example.test"].outcome == "delivered"
+    assert [r.rcpt_tos for r in sink.handler.received] == [["a@example.test", "b@example.test"],
+                                                           ["c@example.test"]]
+    assert sink.handler.received[1].data == b".starts with a dot\r\n.\r\n..\r\n"  # dot-stuffed on the wire

@@ -37,6 +37,7 @@ class SinkHandler:
         # domain -> seconds to stall before answering DATA: a slow destination
         self.data_delay: dict[str, float] = {}
         self.arrived = asyncio.Condition()
+        self.pipelining = False
 
     def script(self, rcpt: str, *replies: str) -> None:
         self.rcpt_replies[rcpt.lower()].extend(replies)
@@ -60,6 +61,15 @@ class SinkHandler:
             self.arrived.notify_all()
         return f"250 2.0.0 Ok: queued as sink-{len(self.received)}"
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        """aiosmtpd reads pipelined commands one after the other but does not say so; a sink that
+        offers PIPELINING (RFC 2920) gets MAIL, RCPT and DATA in one write."""
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     def for_rcpt(self, rcpt: str) -> list[Received]:
         return [r for r in self.received if rcpt.lower() in (a.lower() for a in r.rcpt_tos)]
 
@@ -71,9 +81,10 @@ class SinkHandler:
 
 
 class SmtpSink:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, pipelining: bool = False) -> None:
         self.host, self.port = host, port
         self.handler = SinkHandler()
+        self.handler.pipelining = pipelining
         self.connections = 0
         self.max_connections = 0
         self._server: asyncio.Server | None = None

@@ -82,8 +82,10 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
         if settings.dispatcher_role in ("all", "router"):
             consumers.append(await _router_consumer(js, bodies, transformer, settings, signer))
         if settings.dispatcher_role in ("all", "sender"):
-            consumers += await _sender_consumers(js, bodies, pool, shaper, settings, signer)
-            background.append(asyncio.create_task(_sample_queues(js, settings)))
+            sending, sender = await _sender_consumers(js, bodies, pool, shaper, settings, signer)
+            consumers += sending
+            background += [asyncio.create_task(_sample_queues(js, settings)),
+                           asyncio.create_task(sender.heartbeats.run())]
         log.info("dispatcher.started", role=settings.dispatcher_role, consumers=len(consumers),
                  providers=sorted(shaper.rules.providers))
         await asyncio.gather(
@@ -137,7 +139,8 @@ async def _router_consumer(js: JetStreamContext, bodies: BodyStore, transformer:
 
 
 async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
-                            settings: DispatcherSettings, signer: DkimSigner) -> list[Consumer]:
+                            settings: DispatcherSettings, signer: DkimSigner,
+                            ) -> tuple[list[Consumer], Sender]:
     """Two durable consumers per owned shard: fresh mail and deferred mail, each with its own
     concurrency limit, so neither a retry backlog (pending naks) nor a wave of due retries can take
     the capacity new mail needs."""
@@ -157,7 +160,7 @@ async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: Conne
         sub = await _bind(js, OUTBOUND, retry_consumer(shard), outbound_retry_subject(shard), settings,
                           max_ack_pending=settings.retry_max_ack_pending)
         consumers.append(Consumer(sub, handler, retry_slots, stage="retry", batch=settings.fetch_batch))
-    return consumers
+    return consumers, sender
 
 
 async def _sample_queues(js: JetStreamContext, settings: DispatcherSettings) -> None:

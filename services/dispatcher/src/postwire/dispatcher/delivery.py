@@ -18,10 +18,13 @@ from postwire.dispatcher import metrics
 from postwire.dispatcher.mx import DnsFailure, MxResolver
 from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.replies import Reply, local
-from postwire.dispatcher.smtp_client import ConnectFailure, DsnParams
+from postwire.dispatcher.smtp_client import ConnectFailure, DsnParams, Transaction
 from postwire.dispatcher.throttle import Budget, Shaper
 
 log = structlog.get_logger(__name__)
+
+# reused sessions tried when each turns out closed, before a new connection is opened for the message
+STALE_RETRIES = 2
 
 
 class Deliverer:
@@ -51,9 +54,7 @@ class Deliverer:
                 continue
             budget = self._shaper.budget_for(host.name)
             try:
-                async with self._pool.lease(budget, host.name, self._port, addresses) as conn:
-                    metrics.ATTEMPTS.labels(budget.provider).inc(len(recipients))
-                    result = await conn.send(mail_from, recipients, data, dsn)
+                result = await self._send(budget, host.name, addresses, mail_from, recipients, data, dsn)
             except ConnectFailure as e:
                 self._shaper.observe(budget, e.reply)
                 failure = e.reply
@@ -61,6 +62,20 @@ class Deliverer:
             self._observe(budget, result.replies)
             return result.replies
         return dict.fromkeys(recipients, failure or self._unreachable(domain, route.implicit, dns_error))
+
+    async def _send(self, budget: Budget, mx_host: str, addresses: list[str], mail_from: str,
+                    recipients: list[str], data: bytes, dsn: DsnParams | None) -> Transaction:
+        """One transaction on a session of the pool. A reused session that the server had closed shows
+        as ``untouched`` (nothing of the transaction reached it): another session is taken, at most
+        ``STALE_RETRIES`` times, after which the pool opens a new one anyway."""
+        metrics.ATTEMPTS.labels(budget.provider).inc(len(recipients))
+        for _ in range(STALE_RETRIES):
+            async with self._pool.lease(budget, mx_host, self._port, addresses) as conn:
+                result = await conn.send(mail_from, recipients, data, dsn)
+            if not result.untouched:
+                return result
+        async with self._pool.lease(budget, mx_host, self._port, addresses, fresh=True) as conn:
+            return await conn.send(mail_from, recipients, data, dsn)
 
     def _observe(self, budget: Budget, replies: dict[str, Reply]) -> None:
         """One throttle signal per distinct reply: a 421 given to ten recipients is one event."""

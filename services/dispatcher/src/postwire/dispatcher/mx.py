@@ -7,19 +7,24 @@
 
 When nameservers are configured (POSTWIRE_DNS_NAMESERVERS) only they are asked: the system resolver is
 never a silent fallback, so tests and split-horizon deployments see exactly the DNS they configured.
-Answers are cached by their TTL (dnspython's LRU cache), negative ones by the zone's SOA minimum.
+Answers are cached by their TTL (in MxResolver's own table, in front of dnspython's LRU cache), negative
+ones by the zone's SOA minimum.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
+import dns.rdatatype
 import dns.resolver
 
 from postwire.dispatcher import metrics
@@ -78,21 +83,44 @@ def make_resolver(nameservers: list[tuple[str, int]], timeout_s: float) -> dns.a
     return resolver
 
 
+# how long a "no such record" answer is kept when the zone gives no SOA minimum with it
+NEGATIVE_TTL_S = 60.0
+_MAX_TTL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class _Records:
+    """What DNS said about one name and type, kept until ``expires`` (monotonic seconds)."""
+
+    expires: float
+    values: tuple[str, ...] | tuple[tuple[int, str], ...] = ()
+    nxdomain: bool = False
+
+
 class MxResolver:
-    def __init__(self, resolver: dns.asyncresolver.Resolver, rng: random.Random | None = None) -> None:
+    """MX routes and host addresses, each answer kept for its TTL in a table of our own.
+
+    dnspython's cache holds the answers too, but going through its resolver costs more per message than
+    the rest of the lookup (building and checking the query, exceptions for "no AAAA"); a relay asks
+    the same few questions for every message to a domain, so the answers are kept as plain tuples, the
+    negative ones (NXDOMAIN, no records of the type) for the SOA minimum the zone sent with them."""
+
+    def __init__(self, resolver: dns.asyncresolver.Resolver, rng: random.Random | None = None,
+                 max_entries: int = 50_000) -> None:
         self._resolver = resolver
         self._rng = rng
+        self._max = max_entries
+        self._known: dict[tuple[str, str], _Records] = {}
 
     async def route(self, domain: str) -> Route:
         """The hosts to try for ``domain`` (an A-label), or DnsFailure."""
-        try:
-            answer = await self._query(domain, "MX")
-        except dns.resolver.NXDOMAIN as e:
-            raise DnsFailure(local("5.1.2", f"Host or domain name not found: {domain} (NXDOMAIN)")) from e
-        except dns.resolver.NoAnswer:
+        found = await self._lookup(domain, "MX")
+        if found.nxdomain:
+            raise DnsFailure(local("5.1.2", f"Host or domain name not found: {domain} (NXDOMAIN)"))
+        if not found.values:
             return Route(domain, [MxHost(domain, 0)], implicit=True)
-        records = [(int(rr.preference), rr.exchange.to_text(omit_final_dot=True)) for rr in answer]
-        if is_null_mx(records):
+        records = cast(tuple[tuple[int, str], ...], found.values)
+        if is_null_mx(list(records)):
             raise DnsFailure(local("5.1.10", f"{domain} does not accept mail (null MX, RFC 7505)",
                                    code=556))
         return Route(domain, order_mx(records, self._rng), implicit=False)
@@ -104,14 +132,37 @@ class MxResolver:
         error: DnsFailure | None = None
         for rtype in ("A", "AAAA"):
             try:
-                found += [rr.to_text() for rr in await self._query(host, rtype)]
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-                continue
+                found += cast(tuple[str, ...], (await self._lookup(host, rtype)).values)
             except DnsFailure as e:
                 error = e
         if not found and error is not None:
             raise error
         return found
+
+    async def _lookup(self, name: str, rtype: str) -> _Records:
+        key = (name, rtype)
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is not None and known.expires > now:
+            return known
+        known = await self._ask(name, rtype, now)
+        if len(self._known) >= self._max:
+            self._known.clear()  # rare; a bound, not a policy: everything is asked again once
+        self._known[key] = known
+        return known
+
+    async def _ask(self, name: str, rtype: str, now: float) -> _Records:
+        try:
+            answer = await self._query(name, rtype)
+        except dns.resolver.NXDOMAIN as e:
+            return _Records(now + _negative_ttl(e.kwargs.get("responses", {}).values()), nxdomain=True)
+        except dns.resolver.NoAnswer as e:
+            return _Records(now + _negative_ttl([e.kwargs.get("response")]))
+        ttl = min(float(answer.rrset.ttl), _MAX_TTL_S) if answer.rrset is not None else NEGATIVE_TTL_S
+        if rtype == "MX":
+            return _Records(now + ttl, tuple((int(rr.preference), rr.exchange.to_text(omit_final_dot=True))
+                                             for rr in answer))
+        return _Records(now + ttl, tuple(rr.to_text() for rr in answer))
 
     async def _query(self, name: str, rtype: str) -> dns.resolver.Answer:
         """One query; NXDOMAIN and NoAnswer pass through, every other failure becomes temporary."""
@@ -129,3 +180,12 @@ class MxResolver:
                                             f"{e.__class__.__name__}: {e}")) from e
         metrics.DNS_LOOKUPS.labels(rtype, "ok").inc()
         return answer
+
+
+def _negative_ttl(responses: Iterable[dns.message.Message | None]) -> float:
+    """RFC 2308: a negative answer lives as long as the SOA record's minimum (capped by its TTL)."""
+    for response in responses:
+        for rrset in response.authority if response is not None else ():
+            if rrset.rdtype == dns.rdatatype.SOA:
+                return float(min(rrset.ttl, rrset[0].minimum, _MAX_TTL_S))
+    return NEGATIVE_TTL_S

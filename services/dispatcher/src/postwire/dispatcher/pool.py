@@ -9,8 +9,8 @@ hold per provider across every domain and MX host it serves:
   back rather than open more. When a cut lowers the limit, surplus sessions are closed as they return;
   an idle session to another MX host of the same budget is closed to make room for the host needed now;
 - new sessions are paced by ``budget.connects`` (connection_rate);
-- each session carries at most ``rule.max_messages_per_connection`` transactions (RSET between them,
-  QUIT after the last) and is closed with QUIT after ``idle_s`` unused;
+- each session carries at most ``rule.max_messages_per_connection`` transactions (QUIT after the last)
+  and is closed with QUIT after ``idle_s`` unused;
 - a lease is granted only when ``budget.messages`` (message_rate) gives the next slot, and the caller
   holds its session while it waits, so outstanding reservations never exceed the connection limit;
 - at most ``budget.max_ready`` messages are inside leases of one budget; one more gets BudgetFull at
@@ -83,25 +83,25 @@ class ConnectionPool:
             group.wake(everyone=True)
 
     @contextlib.asynccontextmanager
-    async def lease(self, budget: Budget, mx_host: str, port: int,
-                    addresses: list[str]) -> AsyncIterator[SmtpConnection]:
-        """A session with ``mx_host`` (reused, or new across ``addresses`` in order) whose next message
-        is within the budget's rate; raises ConnectFailure when no address gives one, and BudgetFull
-        at once when the budget's ready queue is full."""
+    async def lease(self, budget: Budget, mx_host: str, port: int, addresses: list[str],
+                    fresh: bool = False) -> AsyncIterator[SmtpConnection]:
+        """A session with ``mx_host`` (reused, or new across ``addresses`` in order; always new when
+        ``fresh``) whose next message is within the budget's rate; raises ConnectFailure when no address
+        gives one, and BudgetFull at once when the budget's ready queue is full."""
         if budget.ready >= budget.max_ready:
             raise BudgetFull(budget)
         budget.ready += 1
         try:
-            async with self._lease(budget, mx_host, port, addresses) as conn:
+            async with self._lease(budget, mx_host, port, addresses, fresh) as conn:
                 yield conn
         finally:
             budget.ready -= 1
 
     @contextlib.asynccontextmanager
-    async def _lease(self, budget: Budget, mx_host: str, port: int,
-                     addresses: list[str]) -> AsyncIterator[SmtpConnection]:
+    async def _lease(self, budget: Budget, mx_host: str, port: int, addresses: list[str],
+                     fresh: bool) -> AsyncIterator[SmtpConnection]:
         group = self._groups.setdefault(budget.key, _Group())
-        conn = await self._acquire(group, budget, (mx_host, port), addresses)
+        conn = await self._acquire(group, budget, (mx_host, port), addresses, fresh)
         try:
             await budget.messages.take()
         except BaseException:
@@ -114,15 +114,13 @@ class ConnectionPool:
             raise
         self._release(group, budget, (mx_host, port), conn)
 
-    async def _acquire(self, group: _Group, budget: Budget, key: HostKey,
-                       addresses: list[str]) -> SmtpConnection:
-        while True:
-            reused = await self._take_idle_or_slot(group, budget, key)
-            if reused is None:
-                break
-            if await reused.reset():
-                return reused
-            await self._discard(group, reused)  # the server dropped it while idle: try another
+    async def _acquire(self, group: _Group, budget: Budget, key: HostKey, addresses: list[str],
+                       fresh: bool) -> SmtpConnection:
+        # a reused session goes straight to its next MAIL: no RSET probe first (a session the server closed
+        # while idle is noticed by then, or the transaction reports it untouched and the deliverer retries)
+        reused = await self._take_idle_or_slot(group, budget, key, fresh)
+        if reused is not None:
+            return reused
         try:
             await budget.connects.take()
             conn = await self._open(budget, key, addresses)
@@ -134,13 +132,18 @@ class ConnectionPool:
         metrics.PROVIDER_CONNECTIONS.labels(budget.provider).inc()
         return conn
 
-    async def _take_idle_or_slot(self, group: _Group, budget: Budget, key: HostKey) -> SmtpConnection | None:
-        """An idle session to this host (most recently used first), or None after reserving room for a
-        new one. No await between a check and its update, so no lock is needed."""
+    async def _take_idle_or_slot(self, group: _Group, budget: Budget, key: HostKey,
+                                 fresh: bool = False) -> SmtpConnection | None:
+        """An idle session to this host (most recently used first; not when ``fresh``), or None after
+        reserving room for a new one. No await between a check and its update, so no lock is needed."""
         while True:
             self._shed_surplus(group, budget)
             idle = group.idle.get(key, [])
-            while idle:
+            if fresh and idle and group.count >= budget.max_connections:
+                self._retire(group, idle.pop(0))  # make room for the new session this caller needs
+                await self._wait(group)
+                continue
+            while idle and not fresh:
                 conn = idle.pop()
                 if conn.is_connected:
                     return conn

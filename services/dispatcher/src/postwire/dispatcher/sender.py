@@ -54,7 +54,7 @@ from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.signing import KeysUnavailable
 from postwire.dispatcher.smtp_client import DsnParams
 from postwire.dispatcher.throttle import Budget, BudgetFull, Shaper
-from postwire.dispatcher.worker import keep_alive
+from postwire.dispatcher.worker import Heartbeats
 from postwire.v1 import envelope_pb2
 
 log = structlog.get_logger(__name__)
@@ -117,7 +117,7 @@ class Sender:
         self._deliverer = deliverer
         self._policy = policy
         self._shards = shards
-        self._heartbeat_s = heartbeat_s
+        self.heartbeats = Heartbeats(heartbeat_s)  # run() by the service beside the consumers
         self._personaliser = personaliser
 
     async def handle(self, msg: Msg) -> None:
@@ -136,7 +136,7 @@ class Sender:
         if deadline is not None and datetime.now(UTC) >= deadline:  # maxdelivertime passed
             await self._settle(msg, out, attempt, dict.fromkeys(out.recipients, _TOO_LATE), expired=True)
             return
-        async with keep_alive(msg, self._heartbeat_s):
+        with self.heartbeats.keep_alive(msg):
             try:
                 replies = await self._attempt(out)
             except BudgetFull as full:
@@ -193,9 +193,12 @@ class Sender:
         for rcpt in out.recipients:
             await self._durably(functools.partial(self._publish_outcome, out, attempt, rcpt, replies[rcpt],
                                                   expired))
-        log.info("sender.attempt", message_id=out.message_id, attempt=attempt, subject=msg.subject,
-                 recipients=len(out.recipients), deferred=len(deferred), expired=expired,
-                 retry_in=delay, mx_host=next(iter(replies.values())).mx_host if replies else "")
+        # every outcome is an event (events API, webhooks); the log shows the attempts that did not deliver
+        delivered = all(reply.outcome == "delivered" for reply in replies.values())
+        (log.debug if delivered else log.info)(
+            "sender.attempt", message_id=out.message_id, attempt=attempt, subject=msg.subject,
+            recipients=len(out.recipients), deferred=len(deferred), expired=expired, retry_in=delay,
+            mx_host=next(iter(replies.values())).mx_host if replies else "")
         if deferred and not expired:
             assert delay is not None
             retry = self._retry_message(out, deferred, attempt + 1, now + timedelta(seconds=delay))

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from postwire.core.lifecycle import background, finish_or_cancel
+from postwire.core.lifecycle import finish_or_cancel
 from postwire.dispatcher import metrics
 
 log = structlog.get_logger(__name__)
@@ -136,16 +137,34 @@ class Consumer:
             log.warning("consumer.nak_unfinished", stage=self._stage, count=len(cancelled))
 
 
-@contextlib.asynccontextmanager
-async def keep_alive(msg: Msg, every_s: float) -> AsyncIterator[None]:
-    """Tell JetStream we are still working (in_progress) while the body runs, so a long SMTP
-    transaction is not redelivered to someone else mid-flight."""
+class Heartbeats:
+    """Tells JetStream that messages are still being worked on (``in_progress``), so a long SMTP
+    transaction is not redelivered to someone else mid-flight.
 
-    async def beat() -> None:
+    One task beats for every message, waking every half period; a message is told about once it has
+    been in the works a whole period since its start or its last beat. A task per message would cost a
+    task, a timer and a cancellation for every delivery, while nearly all of them end long before the
+    first beat is due."""
+
+    def __init__(self, every_s: float) -> None:
+        self._every = every_s
+        self._working: dict[int, tuple[Msg, float]] = {}  # id(msg) → (msg, last told); Msg is unhashable
+
+    @contextlib.contextmanager
+    def keep_alive(self, msg: Msg) -> Iterator[None]:
+        self._working[id(msg)] = (msg, time.monotonic())
+        try:
+            yield
+        finally:
+            self._working.pop(id(msg), None)
+
+    async def run(self) -> None:
         while True:
-            await asyncio.sleep(every_s)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
-
-    async with background(beat()):
-        yield
+            await asyncio.sleep(self._every / 2)
+            now = time.monotonic()
+            due = [msg for msg, told in self._working.values() if now - told >= self._every]
+            for msg in due:
+                if id(msg) in self._working:
+                    self._working[id(msg)] = (msg, now)
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()

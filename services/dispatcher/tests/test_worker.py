@@ -1,0 +1,42 @@
+"""The pull loop's helpers against a real NATS server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+
+from postwire.core.topology import ensure_consumer, work_consumer
+from postwire.dispatcher.worker import Heartbeats
+
+ACK_WAIT_S = 1.0
+
+
+@pytest.mark.parametrize("beating", [True, False])
+async def test_a_message_in_the_works_is_not_redelivered_while_heartbeats_run(js: JetStreamContext,
+                                                                               beating: bool) -> None:
+    """A transaction that outlasts ack_wait keeps its message when the heartbeat task runs; without it,
+    JetStream hands the message out again (which would send the mail twice)."""
+    stream = f"HB{int(beating)}"
+    await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"]))
+    await ensure_consumer(js, stream, work_consumer("worker", ack_wait_s=ACK_WAIT_S))
+    sub = await js.pull_subscribe_bind(consumer="worker", stream=stream)
+    await js.publish(f"{stream.lower()}.work", b"slow transaction")
+    [msg] = await sub.fetch(1, timeout=5)
+    heartbeats = Heartbeats(every_s=ACK_WAIT_S / 3)
+    beat = asyncio.create_task(heartbeats.run()) if beating else None
+    try:
+        with heartbeats.keep_alive(msg):
+            await asyncio.sleep(3 * ACK_WAIT_S)  # the remote MTA takes its time
+        # the sentinel comes after the work: a redelivery of the first message would be handed out first
+        await js.publish(f"{stream.lower()}.work", b"sentinel")
+        [nxt] = await sub.fetch(1, timeout=5)
+    finally:
+        if beat is not None:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+    assert (nxt.data == b"sentinel") is beating
