@@ -233,3 +233,58 @@ BODY_HEADER = b"Subject: s\r\n\r\nX-Postwire-Tags: in the body\r\n"
 def test_option_headers_go_with_or_without_a_body(raw: bytes, content: bytes, tags: list[str]) -> None:
     stripped, headers = take_option_headers(raw)
     assert (stripped, headers.tags) == (content, tags)
+
+
+async def test_protocol_init_sets_what_aiosmtpd_s_constructor_sets() -> None:
+    """init_protocol replaces SMTP.__init__ (which introspects on every connection): same attributes,
+    same AUTH mechanisms, hooks and commands, bound to the new instance."""
+    from postwire.ingest_smtp.protocol_init import init_protocol
+    from postwire.ingest_smtp.server import capture_credentials
+
+    loop = asyncio.get_running_loop()
+    handler = SubmissionHandler(intake=None, policy=None, hostname="h", max_recipients=1,  # type: ignore[arg-type]
+                                queue_connected=lambda: True)
+    kwargs: dict[str, Any] = dict(loop=loop, hostname="mx.test", ident="Postwire ESMTP", data_size_limit=1000,
+                                  tls_context=None, auth_require_tls=True, timeout=30)
+    stock = SubmissionSMTP.__new__(SubmissionSMTP)
+    SMTP.__init__(stock, handler, authenticator=capture_credentials, decode_data=False, **kwargs)
+    ours = SubmissionSMTP.__new__(SubmissionSMTP)
+    init_protocol(ours, handler, authenticator=capture_credentials, **kwargs)
+
+    assert set(vars(ours)) == set(vars(stock))
+    for table in ("_auth_methods", "_handle_hooks", "_smtp_methods"):
+        assert set(getattr(ours, table)) == set(getattr(stock, table)), table
+    assert ours._auth_methods["PLAIN"].method.__self__ is ours  # bound to this connection
+    assert ours._smtp_methods["DATA"].__self__ is ours
+    simple = {k: v for k, v in vars(stock).items()
+              if isinstance(v, str | int | float | bool | type(None)) and k != "_proxy_timeout"}
+    assert {k: vars(ours)[k] for k in simple} == simple
+    assert ours._ehlo_hook_ver == stock._ehlo_hook_ver == "new"
+
+
+@pytest.mark.parametrize("arg", [
+    "<a@b.c>", "<a@b.c> SIZE=100", "<First.Last+tag@Sub.Example.COM> BODY=8BITMIME SIZE=9  ", "  <a@b.c>",
+    "<a@b.c>(comment) SIZE=1", "<>", "< a@b.c >", '<"quoted x"@b.c>', "<@route:a@b.c>", "<a@b..c>",
+    "<a.@b.c>", "a@b.c", "<a@[192.0.2.1]>", "<a@b.c", "<a@b.c>>", "<a b@c.d>", "", "<a@b.c>\tSIZE=1",
+    "<ü@b.c>", "<a@b.c> NOTIFY=SUCCESS ORCPT=rfc822;x@y.z",
+])
+async def test_fast_path_parsing_agrees_with_aiosmtpd(arg: str) -> None:
+    """MAIL/RCPT paths and Subjects take a regular-expression shortcut when they are plain; whatever it
+    answers must be what aiosmtpd's (and the email package's) parser answers."""
+    proto = SubmissionSMTP.__new__(SubmissionSMTP)
+    proto.local_part_limit = 0
+    assert proto._getaddr(arg) == SMTP._getaddr(proto, arg)
+
+
+@pytest.mark.parametrize("raw", [
+    b"Subject: Hello   world \r\n\r\nbody", b"subject:Hi\r\nFrom: a@b.c\r\n\r\n", b"SUBJECT:  \r\n\r\n",
+    b"Subject: first\r\nSubject: second\r\n\r\n", b"Subject: folded\r\n second line\r\nX: y\r\n\r\n",
+    b"From: a@b.c\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\n", b"Subject: tab\there\r\n\r\n",
+    b"X-Subject: not it\r\nSubject: it\r\n\r\n", b"From: a@b.c\r\n\r\n",
+])
+def test_plain_subject_shortcut_agrees_with_the_header_parser(raw: bytes) -> None:
+    from email import policy
+    from email.parser import BytesHeaderParser
+
+    value = BytesHeaderParser(policy=policy.default).parsebytes(raw).get("subject")
+    assert extract_subject(raw) == re.sub(r"\s+", " ", "" if value is None else str(value)).strip()

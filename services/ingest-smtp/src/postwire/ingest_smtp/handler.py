@@ -8,6 +8,7 @@ called. tests/test_ingest_unit.py checks every ``handle_*`` here against the hoo
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,8 +46,17 @@ NULL_SENDER = "<>"
 def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client's IP (an IPv4-mapped IPv6 peer counts as its IPv4 address)."""
     try:
-        ip = ipaddress.ip_address(session.peer[0]) if session.peer else None
-    except (ValueError, TypeError, IndexError):
+        return _ip(session.peer[0]) if session.peer else None
+    except (TypeError, IndexError):
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parsed once per client address, not on every check of every session (ipaddress is slow)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped

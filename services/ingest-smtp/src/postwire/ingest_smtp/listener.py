@@ -101,7 +101,7 @@ async def start_listener(*, host: str, port: int, handler: SubmissionHandler, ve
         return SubmissionSMTP(
             handler, verifier=verifier, connections=connections, limits=limits, rules=rules,
             implicit_tls=implicit_tls, loop=loop,
-            hostname=hostname, ident="Postwire ESMTP", data_size_limit=max_message_size, decode_data=False,
+            hostname=hostname, ident="Postwire ESMTP", data_size_limit=max_message_size,
             tls_context=None if implicit_tls else tls_context,
             auth_require_tls=not (allow_insecure_auth or implicit_tls), timeout=timeout_s,
         )

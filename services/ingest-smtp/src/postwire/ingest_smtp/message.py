@@ -17,6 +17,9 @@ SUBJECT_MAX = 998
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _UNSAFE_HELO = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 _WHITESPACE = re.compile(r"\s+")
+# a Subject field that is one unfolded line (the next line does not start with white space)
+_SIMPLE_SUBJECT = re.compile(rb"^subject:[ \t]*([^\r\n]*)\r\n(?![ \t])", re.IGNORECASE | re.MULTILINE)
+_ANY_SUBJECT = re.compile(rb"^subject:", re.IGNORECASE | re.MULTILINE)
 
 
 def extract_subject(raw: bytes) -> str:
@@ -25,12 +28,30 @@ def extract_subject(raw: bytes) -> str:
     end = _HEADER_END.search(head)
     if end is not None:
         head = head[: end.start()]
+    plain = _plain_subject(head)
+    if plain is not None:
+        return plain
     try:
         value = BytesHeaderParser(policy=email.policy.default).parsebytes(head + b"\r\n\r\n").get("subject")
         text = "" if value is None else str(value)
     except Exception:  # the stdlib header parser has raised on hostile input before; the sender's mail wins
         text = _raw_subject(head)
     return _WHITESPACE.sub(" ", text).strip()[:SUBJECT_MAX]
+
+
+def _plain_subject(head: bytes) -> str | None:
+    """The usual Subject: one line of printable ASCII without encoded words, which the header parser
+    would return as it is; None when the parser is needed (folded, encoded, 8-bit) or there is none."""
+    first = _ANY_SUBJECT.search(head)
+    if first is None:
+        return ""
+    found = _SIMPLE_SUBJECT.match(head + b"\r\n", first.start())
+    if found is None:
+        return None
+    value = found.group(1)
+    if not value.isascii() or b"=?" in value:
+        return None
+    return _WHITESPACE.sub(" ", value.decode("ascii")).strip()[:SUBJECT_MAX]
 
 
 def header_block_too_big(raw: bytes, limit: int) -> bool:
