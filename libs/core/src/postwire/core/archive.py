@@ -18,17 +18,24 @@ from postwire.v1 import envelope_pb2
 ALIAS_HEADER = "Postwire-Archive-Of"
 
 
-async def archive(js: JetStreamContext, inbound: envelope_pb2.InboundMessage, timeout: float = 5.0) -> None:
-    """Store ``inbound`` and an alias for each of its per-recipient ids; idempotent (dedup ids)."""
-    await js.publish(archive_subject(inbound.message_id), inbound.SerializeToString(),
-                     headers={Header.MSG_ID: f"archive.{inbound.message_id}"}, timeout=timeout)
+def archive_messages(inbound: envelope_pb2.InboundMessage) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(subject, payload, headers) of ``inbound``'s archive entry and of an alias for each of its
+    per-recipient ids; idempotent to publish (dedup ids)."""
+    found = [(archive_subject(inbound.message_id), inbound.SerializeToString(),
+              {Header.MSG_ID: f"archive.{inbound.message_id}"})]
     for rcpt, rid in inbound.recipient_ids.items():
         if rid == inbound.message_id:
             continue
         alias = envelope_pb2.InboundMessage(message_id=rid, account_id=inbound.account_id, recipients=[rcpt])
-        await js.publish(archive_subject(rid), alias.SerializeToString(),
-                         headers={Header.MSG_ID: f"archive.{rid}", ALIAS_HEADER: inbound.message_id},
-                         timeout=timeout)
+        found.append((archive_subject(rid), alias.SerializeToString(),
+                      {Header.MSG_ID: f"archive.{rid}", ALIAS_HEADER: inbound.message_id}))
+    return found
+
+
+async def archive(js: JetStreamContext, inbound: envelope_pb2.InboundMessage, timeout: float = 5.0) -> None:
+    """Store ``inbound`` and an alias for each of its per-recipient ids; idempotent (dedup ids)."""
+    for subject, payload, headers in archive_messages(inbound):
+        await js.publish(subject, payload, headers=headers, timeout=timeout)
 
 
 async def load(js: JetStreamContext, message_id: str) -> envelope_pb2.InboundMessage | None:

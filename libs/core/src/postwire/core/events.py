@@ -31,6 +31,11 @@ def make_event(event_type: str, *, account_id: str, message_id: str, recipient: 
     return ev
 
 
+def event_message(ev: envelope_pb2.Event) -> tuple[str, bytes, dict[str, str]]:
+    """(subject, payload, headers) of ``ev``, for a batch (PipelinedJetStream.publish_many)."""
+    return event_subject(ev.account_id, ev.type), ev.SerializeToString(), {Header.MSG_ID: ev.event_id}
+
+
 async def publish_event(js: JetStreamContext, ev: envelope_pb2.Event, timeout: float = 5.0) -> None:
-    await js.publish(event_subject(ev.account_id, ev.type), ev.SerializeToString(),
-                     headers={Header.MSG_ID: ev.event_id}, timeout=timeout)
+    subject, payload, headers = event_message(ev)
+    await js.publish(subject, payload, headers=headers, timeout=timeout)

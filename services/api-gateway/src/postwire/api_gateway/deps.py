@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.api_gateway.settings import ApiSettings
 from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
+from postwire.core.jetstream import jetstream
 
 
 @dataclass
@@ -26,5 +27,5 @@ class Deps:
     bodies: BodyStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.js = self.nc.jetstream()
+        self.js = jetstream(self.nc)
         self.bodies = BodyStore(self.js, self.settings.inline_body_max)

@@ -121,7 +121,7 @@ def tracking_router(settings: PostwireSettings) -> APIRouter:
                             client_ip=request.client.host if request.client else "",
                             user_agent=request.headers.get("user-agent", "")[:_UA_MAX])
             ev.event_id = f"{ev.message_id}.{kind}.{new_id()}.{recipient.lower()}"  # one event per hit
-            await publish_event(deps.nc.jetstream(), ev)
+            await publish_event(deps.js, ev)
         except (nats.errors.Error, JetStreamError, TimeoutError, OSError) as e:
             HITS.labels("pixel" if t.is_open else "click", "event_lost").inc()
             log.warning("tracking.event_not_recorded", kind=kind, error=str(e) or type(e).__name__)

@@ -18,6 +18,7 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.core import natsconn, ops
 from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
+from postwire.core.jetstream import jetstream
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 
@@ -31,7 +32,7 @@ async def serve(settings: ApiSettings, stop: asyncio.Event,
     nc = await natsconn.connect(settings.nats_url, "api-gateway", stop=stop)
     engine = make_engine(settings.database_url)  # bound values hidden from errors: they get logged
     try:
-        js = nc.jetstream()
+        js = jetstream(nc)
         await Topology.from_settings(settings).apply(js)
         bodies = BodyStore(js, settings.inline_body_max)
         intake = Intake(js, bodies, publish_timeout=settings.publish_timeout_s)

@@ -35,6 +35,7 @@ from postwire.bounce.receiver import (
 from postwire.bounce.recorder import Recorder, SoftBouncePolicy
 from postwire.bounce.settings import BounceSettings
 from postwire.bounce.webhooks import run_notifier
+from postwire.core.jetstream import jetstream
 from postwire.core.natsconn import connect
 from postwire.core.ops import ops_app, serve_app
 from postwire.core.settings import verp_secret_bytes
@@ -54,7 +55,7 @@ async def serve(settings: BounceSettings, stop: asyncio.Event,
     """Run the role's components until ``stop``. ``started`` gets the ops port, ``receiver_started``
     the bound receiver (tests bind port 0)."""
     nc = await connect(settings.nats_url, "postwire-bounce", stop=stop)
-    js = nc.jetstream()
+    js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
     feeds_forwarding = runs(settings, "receiver") or runs(settings, "recorder")
@@ -107,7 +108,7 @@ async def _start_receiver(settings: BounceSettings, nc: Client, engine: AsyncEng
         config=ReceiverConfig(settings.bounce_domain, verp_secret_bytes(settings),
                               settings.bounce_unknown_grace_s),
         originals=DbOriginals(make_sessionmaker(engine)),
-        js=nc.jetstream(),
+        js=jetstream(nc),
         queue_connected=lambda: bool(nc.is_connected),
         on_event=forwarder,
     )

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from postwire.core import natsconn
 from postwire.core.bodies import BodyStore
+from postwire.core.jetstream import PipelinedJetStream, jetstream
 from postwire.core.ops import ReadyCheck, ops_app, serve_app
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import owned_shards
@@ -68,7 +69,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
     shaper = Shaper(load_rules(settings.shaping_file),
                     ready_cap=max(1, int(settings.max_concurrency * settings.provider_slot_share)))
     nc = await natsconn.connect(settings.nats_url, "postwire-dispatcher", stop=stop)
-    js = nc.jetstream()
+    js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
     bodies = BodyStore(js, settings.inline_body_max)
     transformer = TransformerClient.from_settings(settings)
@@ -130,7 +131,7 @@ async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject:
     return await js.pull_subscribe_bind(consumer=durable, stream=stream)
 
 
-async def _router_consumer(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
+async def _router_consumer(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
                            settings: DispatcherSettings, signer: DkimSigner) -> Consumer:
     router = make_router(js, bodies, transformer, settings, signer)
     sub = await _bind(js, INBOUND, ROUTER_CONSUMER, None, settings)
@@ -138,7 +139,7 @@ async def _router_consumer(js: JetStreamContext, bodies: BodyStore, transformer:
                     batch=settings.fetch_batch)
 
 
-async def _sender_consumers(js: JetStreamContext, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
+async def _sender_consumers(js: PipelinedJetStream, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
                             settings: DispatcherSettings, signer: DkimSigner,
                             ) -> tuple[list[Consumer], Sender]:
     """Two durable consumers per owned shard: fresh mail and deferred mail, each with its own

@@ -1,24 +1,26 @@
 """The router: INBOUND → (transformer) → (DKIM) → one OutboundMessage per recipient on its domain's shard.
 
 Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: ack last):
-1. "accepted" event per recipient (the recorder creates the message row from it; stable event ids);
-   then the suppression check: every recipient is looked up in the SUPPRESSIONS KV bucket (concurrent
-   gets, no database); a suppressed one gets a "suppressed" event and is not routed
-   (docs/suppressions.md). A message whose recipients are all suppressed stops here;
-2. the message is archived for POST /v1/resend (postwire.core.archive); content transforms (CSS
-   inlining and, when asked, link/pixel rewriting for tracking: once per message), then the DKIM
-   signature over the final content, stored as ``<id>/signed`` (postwire.dispatcher.signing: which key,
-   cache, database-down behaviour). A tracked message is not signed here: its links are placeholders the
-   sender replaces per recipient, and it signs after that (postwire.dispatcher.personalise); the links
-   and recipients go to the TRACKING bucket (postwire.core.tracking);
-3. "failed" events for recipients whose address cannot be routed at all;
-4. OutboundMessage per recipient to outbound.<shard of its domain> with Nats-Msg-Id
+1. the suppression check: every recipient is looked up in the SUPPRESSIONS KV bucket (concurrent gets,
+   no database); a suppressed one is not routed (docs/suppressions.md);
+2. content transforms (CSS inlining and, when asked, link/pixel rewriting for tracking: once per
+   message), then the DKIM signature over the final content, stored as ``<id>/signed``
+   (postwire.dispatcher.signing: which key, cache, database-down behaviour). A tracked message is not
+   signed here: its links are placeholders the sender replaces per recipient, and it signs after that
+   (postwire.dispatcher.personalise); the links and recipients go to the TRACKING bucket
+   (postwire.core.tracking);
+3. one batch of publishes, written at once and confirmed together (PipelinedJetStream.publish_many), in
+   this order: an "accepted" event per recipient (the recorder creates the message row from it; stable
+   event ids), a "suppressed" event per suppressed recipient, the archive entry for POST /v1/resend
+   (postwire.core.archive), "failed" events for recipients whose address cannot be routed at all, and an
+   OutboundMessage per recipient to outbound.<shard of its domain> with Nats-Msg-Id
    "<message_id>.<recipient>" and a VERP envelope sender (postwire.core.verp): one SMTP transaction per
    recipient, so an asynchronous bounce names exactly what bounced. A null sender (<>) stays null, and
    so does the customer's own sender when the message asked not to track bounces (trackbounces=false).
-   Each carries its recipient's message id (/v1/send gives one per recipient), DSN parameters,
-   expiry (maxdelivertime) and tracking reference;
-5. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable.
+   Each carries its recipient's message id (/v1/send gives one per recipient), DSN parameters, expiry
+   (maxdelivertime) and tracking reference. A message that has to wait in step 2 (transformer or DKIM
+   keys unavailable) publishes its accepted events before going back, so it shows as queued meanwhile;
+4. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable.
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ import google.protobuf.message
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
 
 from postwire.core import tracking
-from postwire.core.archive import archive
+from postwire.core.archive import archive_messages
 from postwire.core.bodies import BodyStore
-from postwire.core.events import make_event, publish_event
+from postwire.core.events import event_message, make_event
+from postwire.core.jetstream import PipelinedJetStream
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import shard_for
 from postwire.core.topology import TRACKING, outbound_subject
@@ -66,6 +68,9 @@ _HTML = re.compile(rb"text/html", re.IGNORECASE)
 
 
 _NULL_SENDERS = ("", "<>")
+
+# one publish of a batch: (subject, payload, headers)
+Publish = tuple[str, bytes, dict[str, str]]
 
 
 def outbound_msg_id(message_id: str, recipient: str) -> str:
@@ -149,7 +154,7 @@ class SuppressionCheck:
 
 
 class Router:
-    def __init__(self, js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient, *,
+    def __init__(self, js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient, *,
                  shards: int, transformer_retry_s: float, signer: DkimSigner, return_path: ReturnPath,
                  signing_retry_s: float, suppressions: SuppressionCheck, tracking_key: bytes,
                  tracking_base_url: str) -> None:
@@ -201,52 +206,69 @@ class Router:
         await msg.ack()
 
     async def route(self, inbound: envelope_pb2.InboundMessage) -> None:
-        """Publish every effect of ``inbound``; raises on anything that should be retried."""
+        """Publish every effect of ``inbound``; raises on anything that should be retried.
+
+        The effects go out as one batch (one write, one wait for all the PubAcks): the accepted events
+        first, so in EVENTS they come before anything that follows from delivery. A message that must
+        wait (transformer or DKIM keys unavailable) has its accepted events published before it goes
+        back, so it shows as queued meanwhile."""
         groups, bad = group_by_domain(list(inbound.recipients))
-        await self._publish_accepted(inbound)
-        suppressed = await self._suppress(inbound, [r for rcpts in groups.values() for r in rcpts])
+        suppressed = await self._suppressions.suppressed(inbound.account_id,
+                                                         [r for rcpts in groups.values() for r in rcpts])
         if suppressed:
             groups = {d: kept for d, rcpts in groups.items()
                       if (kept := [r for r in rcpts if r not in suppressed])}
+        first = self._accepted(inbound) + self._suppressed(inbound, suppressed)
+        unroutable = self._failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
         if not groups:  # nothing left to deliver: skip the body work
-            await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
+            await self._js.publish_many(first + unroutable)
+            self._count(suppressed=len(suppressed), failed=len(bad))
             log.debug("router.routed", message_id=inbound.message_id, domains=0,
-                     recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
+                      recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
             return
-        await archive(self._js, inbound)
         try:
-            prepared = await self._body_for_delivery(inbound)
-            body, nonce = prepared.body, prepared.nonce
-            if nonce:
-                await self._remember_links(inbound, prepared.links)
-            else:
-                body = await self._signed(inbound, body, prepared.content)
+            body, nonce = await self._prepare(inbound)
+        except (TransformerUnavailable, KeysUnavailable):
+            await self._js.publish_many(first)  # recorded as accepted while it waits
+            raise
         except ObjectNotFoundError:
             # the body expired or was deleted: nothing will ever deliver this message
             gone = local("5.3.0", "message body not found in the object store")
-            await self._publish_failed(inbound, [(r, gone) for r in inbound.recipients
-                                                 if r not in suppressed])
+            await self._js.publish_many(first + self._failed(inbound, [(r, gone) for r in inbound.recipients
+                                                                       if r not in suppressed]))
+            self._count(suppressed=len(suppressed), failed=len(inbound.recipients) - len(suppressed))
             return
-        await self._publish_failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
         index = {rcpt: i for i, rcpt in enumerate(inbound.recipients)}
-        for domain, recipients in groups.items():
-            for rcpt in recipients:
-                await self._publish_outbound(inbound, domain, rcpt, body, nonce, index[rcpt])
+        outbound = [self._outbound(inbound, domain, rcpt, body, nonce, index[rcpt])
+                    for domain, recipients in groups.items() for rcpt in recipients]
+        await self._js.publish_many(first + archive_messages(inbound) + unroutable + outbound)
+        self._count(suppressed=len(suppressed), failed=len(bad))
         log.debug("router.routed", message_id=inbound.message_id, domains=len(groups),
-                 recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
+                  recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
 
-    async def _suppress(self, inbound: envelope_pb2.InboundMessage, recipients: list[str]) -> dict[str, str]:
-        """Look the recipients up and publish a "suppressed" event (reason = the entry's) for each hit;
-        returns ``{recipient: reason}``. The event id is stable, so a redelivered message repeats it
-        harmlessly."""
-        suppressed = await self._suppressions.suppressed(inbound.account_id, recipients)
-        for rcpt, reason in suppressed.items():
-            ev = make_event("suppressed", account_id=inbound.account_id,
-                            message_id=message_id_of(inbound, rcpt), recipient=rcpt, reason=reason,
-                            tags=list(inbound.tags), metadata=dict(inbound.metadata))
-            await publish_event(self._js, ev)
-            metrics.DELIVERIES.labels("suppressed").inc()
-        return suppressed
+    async def _prepare(self, inbound: envelope_pb2.InboundMessage) -> tuple[envelope_pb2.Body, str]:
+        """The body to deliver (transformed, and signed unless tracked) and the tracking nonce."""
+        prepared = await self._body_for_delivery(inbound)
+        if prepared.nonce:
+            await self._remember_links(inbound, prepared.links)
+            return prepared.body, prepared.nonce
+        return await self._signed(inbound, prepared.body, prepared.content), ""
+
+    @staticmethod
+    def _count(*, suppressed: int, failed: int) -> None:
+        if suppressed:
+            metrics.DELIVERIES.labels("suppressed").inc(suppressed)
+        if failed:
+            metrics.DELIVERIES.labels("failed").inc(failed)
+
+    def _suppressed(self, inbound: envelope_pb2.InboundMessage, suppressed: dict[str, str]) -> list[Publish]:
+        """A "suppressed" event (reason = the entry's) per suppressed recipient. The event id is stable,
+        so a redelivered message repeats it harmlessly."""
+        return [event_message(make_event("suppressed", account_id=inbound.account_id,
+                                         message_id=message_id_of(inbound, rcpt), recipient=rcpt,
+                                         reason=reason, tags=list(inbound.tags),
+                                         metadata=dict(inbound.metadata)))
+                for rcpt, reason in suppressed.items()]
 
     async def _body_for_delivery(self, inbound: envelope_pb2.InboundMessage) -> Prepared:
         """The original body reference, or a new one holding the transformed MIME when it changed."""
@@ -306,7 +328,9 @@ class Router:
         log.debug("router.dkim_signed", message_id=inbound.message_id, d=key.domain, s=key.selector)
         return await self._bodies.put(f"{inbound.message_id}/signed", data)
 
-    async def _publish_accepted(self, inbound: envelope_pb2.InboundMessage) -> None:
+    @staticmethod
+    def _accepted(inbound: envelope_pb2.InboundMessage) -> list[Publish]:
+        found = []
         for rcpt in inbound.recipients:
             ev = make_event("accepted", account_id=inbound.account_id,
                             message_id=message_id_of(inbound, rcpt), recipient=rcpt,
@@ -319,19 +343,19 @@ class Router:
                 ev.dsn.CopyFrom(inbound.dsn)
             if rcpt in inbound.recipient_dsn:
                 ev.recipient_dsn.CopyFrom(inbound.recipient_dsn[rcpt])
-            await publish_event(self._js, ev)
+            found.append(event_message(ev))
+        return found
 
-    async def _publish_failed(self, inbound: envelope_pb2.InboundMessage,
-                              failures: list[tuple[str, Reply]]) -> None:
-        for rcpt, reply in failures:
-            ev = make_event("failed", account_id=inbound.account_id, message_id=message_id_of(inbound, rcpt),
-                            recipient=rcpt, tags=list(inbound.tags), metadata=dict(inbound.metadata),
-                            **reply.event_fields())
-            await publish_event(self._js, ev)
-            metrics.DELIVERIES.labels("failed").inc()
+    @staticmethod
+    def _failed(inbound: envelope_pb2.InboundMessage, failures: list[tuple[str, Reply]]) -> list[Publish]:
+        return [event_message(make_event("failed", account_id=inbound.account_id,
+                                         message_id=message_id_of(inbound, rcpt), recipient=rcpt,
+                                         tags=list(inbound.tags), metadata=dict(inbound.metadata),
+                                         **reply.event_fields()))
+                for rcpt, reply in failures]
 
-    async def _publish_outbound(self, inbound: envelope_pb2.InboundMessage, domain: str, recipient: str,
-                                body: envelope_pb2.Body, nonce: str, index: int) -> None:
+    def _outbound(self, inbound: envelope_pb2.InboundMessage, domain: str, recipient: str,
+                  body: envelope_pb2.Body, nonce: str, index: int) -> Publish:
         message_id = message_id_of(inbound, recipient)
         out = envelope_pb2.OutboundMessage(
             message_id=message_id, account_id=inbound.account_id,
@@ -351,8 +375,8 @@ class Router:
         if nonce:
             out.tracking.CopyFrom(envelope_pb2.Tracking(nonce=nonce, group_id=inbound.message_id,
                                                         recipient_index=index))
-        await self._js.publish(outbound_subject(shard_for(domain, self._shards)), out.SerializeToString(),
-                               headers={Header.MSG_ID: outbound_msg_id(inbound.message_id, recipient)})
+        return (outbound_subject(shard_for(domain, self._shards)), out.SerializeToString(),
+                {Header.MSG_ID: outbound_msg_id(inbound.message_id, recipient)})
 
     def _mail_from(self, inbound: envelope_pb2.InboundMessage, recipient: str) -> str:
         """VERP, unless the message asked to keep its own envelope sender (trackbounces=false)."""
@@ -362,7 +386,7 @@ class Router:
                                                recipient)
 
 
-def make_router(js: JetStreamContext, bodies: BodyStore, transformer: TransformerClient,
+def make_router(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
                 settings: DispatcherSettings, signer: DkimSigner) -> Router:
     """The router with its VERP return path and suppression check; ``signer`` is shared with the sender."""
     secret = verp_secret_bytes(settings)

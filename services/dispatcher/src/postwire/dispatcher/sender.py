@@ -20,8 +20,9 @@ Settling, after the events are published:
   what keeps a deferred backlog off the fresh consumer's max_ack_pending, so it cannot stall new mail,
   and delivered recipients are never sent again;
 - deferred past the message lifetime                → "failed" with response "expired" (4.4.7).
-Events and the retry message are published until NATS confirms them (the message is kept in progress
-meanwhile): after an SMTP transaction has happened, a nak would send the mail twice.
+The events and the retry message go out as one batch (one write) and are published again until NATS
+confirms all of them (the message is kept in progress meanwhile; their dedup ids make a repeat
+harmless): after an SMTP transaction has happened, a nak would send the mail twice.
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ import google.protobuf.message
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
 
 from postwire.core.bodies import BodyStore
-from postwire.core.events import make_event, publish_event
+from postwire.core.events import event_message, make_event
+from postwire.core.jetstream import PipelinedJetStream
 from postwire.core.sharding import shard_for
 from postwire.core.topology import outbound_retry_subject
 from postwire.core.verp import PREFIX as VERP_PREFIX
@@ -108,7 +109,7 @@ def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> st
 
 
 class Sender:
-    def __init__(self, js: JetStreamContext, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
+    def __init__(self, js: PipelinedJetStream, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
                  shaper: Shaper, *, shards: int, heartbeat_s: float,
                  personaliser: Personaliser | None = None) -> None:
         self._js = js
@@ -157,7 +158,7 @@ class Sender:
         log.debug("sender.parked", message_id=out.message_id, provider=budget.provider, retry_in=delay)
         parked = self._retry_message(out, list(out.recipients), attempt + 1,
                                      datetime.now(UTC) + timedelta(seconds=delay))
-        await self._durably(functools.partial(self._publish_retry, parked))
+        await self._durably(functools.partial(self._js.publish_many, [self._retry(parked)]))
         await msg.ack()
 
     @staticmethod
@@ -190,35 +191,40 @@ class Sender:
         if deferred and not expired:
             delay = self._policy.next_delay(out.accepted_at.ToDatetime(UTC), now, deadline=_deadline(out))
         expired = bool(deferred) and delay is None
-        for rcpt in out.recipients:
-            await self._durably(functools.partial(self._publish_outcome, out, attempt, rcpt, replies[rcpt],
-                                                  expired))
+        outcomes = [self._outcome(out, attempt, rcpt, replies[rcpt], expired) for rcpt in out.recipients]
+        batch = [event_message(ev) for ev in outcomes]
+        if deferred and not expired:
+            assert delay is not None
+            batch.append(self._retry(self._retry_message(out, deferred, attempt + 1,
+                                                         now + timedelta(seconds=delay))))
+        # the events and the retry copy in one write, confirmed together, retried as one (dedup ids)
+        await self._durably(functools.partial(self._js.publish_many, batch))
+        for ev, rcpt in zip(outcomes, out.recipients, strict=True):
+            self._count(out, ev.type, replies[rcpt])
         # every outcome is an event (events API, webhooks); the log shows the attempts that did not deliver
         delivered = all(reply.outcome == "delivered" for reply in replies.values())
         (log.debug if delivered else log.info)(
             "sender.attempt", message_id=out.message_id, attempt=attempt, subject=msg.subject,
             recipients=len(out.recipients), deferred=len(deferred), expired=expired, retry_in=delay,
             mx_host=next(iter(replies.values())).mx_host if replies else "")
-        if deferred and not expired:
-            assert delay is not None
-            retry = self._retry_message(out, deferred, attempt + 1, now + timedelta(seconds=delay))
-            await self._durably(functools.partial(self._publish_retry, retry))
         # confirmed, and retried across a NATS restart: a lost ack of a delivered message would have it
         # redelivered after ack_wait and sent to the recipient a second time
         await _confirm_ack(msg)
 
-    async def _publish_outcome(self, out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str,
-                               reply: Reply, expired: bool) -> None:
+    @staticmethod
+    def _outcome(out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str, reply: Reply,
+                 expired: bool) -> envelope_pb2.Event:
         outcome = reply.outcome
         fields = reply.event_fields()  # code, status, text, and the classifier's reason and hard/soft
         if outcome == "deferred" and expired:
             log.info("sender.expired", message_id=out.message_id, recipient=rcpt, last_reply=reply.text)
             outcome, fields = "failed", {"smtp_code": 0, "enhanced_status": "4.4.7", "response": EXPIRED,
                                          "reason": EXPIRED, "hardbounce": False}
-        ev = make_event(outcome, account_id=out.account_id, message_id=out.message_id, recipient=rcpt,
-                        attempt=attempt, mx_host=reply.mx_host, tags=list(out.tags),
-                        metadata=dict(out.metadata), **fields)
-        await publish_event(self._js, ev)
+        return make_event(outcome, account_id=out.account_id, message_id=out.message_id, recipient=rcpt,
+                          attempt=attempt, mx_host=reply.mx_host, tags=list(out.tags),
+                          metadata=dict(out.metadata), **fields)
+
+    def _count(self, out: envelope_pb2.OutboundMessage, outcome: str, reply: Reply) -> None:
         metrics.DELIVERIES.labels(outcome).inc()
         provider = self._shaper.provider_for(reply.mx_host) if reply.mx_host else "none"
         metrics.PROVIDER_DELIVERIES.labels(provider, outcome).inc()
@@ -237,14 +243,12 @@ class Sender:
         retry.not_before.FromDatetime(not_before)
         return retry
 
-    async def _publish_retry(self, retry: envelope_pb2.OutboundMessage) -> None:
-        await self._js.publish(outbound_retry_subject(shard_for(retry.domain, self._shards)),
-                               retry.SerializeToString(),
-                               headers={Header.MSG_ID: retry_msg_id(retry.message_id, retry.recipients,
-                                                                    retry.attempt)})
+    def _retry(self, retry: envelope_pb2.OutboundMessage) -> tuple[str, bytes, dict[str, str]]:
+        return (outbound_retry_subject(shard_for(retry.domain, self._shards)), retry.SerializeToString(),
+                {Header.MSG_ID: retry_msg_id(retry.message_id, retry.recipients, retry.attempt)})
 
     @staticmethod
-    async def _durably(publish: Callable[[], Awaitable[None]]) -> None:
+    async def _durably(publish: Callable[[], Awaitable[object]]) -> None:
         """Retry a publish until NATS confirms it; only shutdown (cancellation) ends the loop early."""
         for tries in itertools.count():
             try:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.core import natsconn
 from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
+from postwire.core.jetstream import jetstream
 from postwire.core.ops import ops_app, serve_app
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
@@ -78,7 +79,7 @@ async def _serve_with_nats(settings: IngestSmtpSettings, stop: asyncio.Event, re
                            started: Callable[[int], None] | None) -> None:
     assert ready.nc is not None
     nc = ready.nc
-    js = nc.jetstream()
+    js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
     try:
