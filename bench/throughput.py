@@ -196,7 +196,6 @@ async def measure(relay: Relay, sink: Sink, load: Load, warmup: int, latency_s: 
     accept_s, deliver_s = await asyncio.to_thread(_deliver, relay, sink, load, load.count)
     await asyncio.to_thread(_quiet, meter)
     usage = meter.stop()
-    stop_profilers(profilers)
     rate = load.count / deliver_s
     result = Result(relay.name, load.name, load.count, load.count / accept_s, rate,
                     1000 * usage.total_s / load.count, usage.per_message_ms(load.count))
@@ -207,6 +206,7 @@ async def measure(relay: Relay, sink: Sink, load: Load, warmup: int, latency_s: 
     if api is not None and load.message is None:
         result.api_latency = await api_latency(api[0], api[1], _api_payload(), rate / 2, latency_s)
     peaks = memory.stop().peak_memory
+    stop_profilers(profilers)  # the profiles cover the load and the latency runs (SMTP and API)
     result.peak_memory_mb = {k: round(max(v, usage.peak_memory.get(k, 0)) / 2**20, 1)
                              for k, v in peaks.items()}
     await asyncio.to_thread(wait_until, relay.idle, 60)
@@ -225,7 +225,7 @@ def start_profilers(relay: Relay, folder: Path) -> list[subprocess.Popen[bytes]]
         except psutil.Error:
             continue
         out = folder / f"{label}-{p.pid}.txt"
-        cmd = ["py-spy", "record", "--nonblocking", "--format", "raw", "--rate", "200", "--pid", str(p.pid),
+        cmd = ["py-spy", "record", "--format", "raw", "--rate", "100", "--pid", str(p.pid),
                "-o", str(out)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs

@@ -21,14 +21,15 @@ ALIAS_HEADER = "Postwire-Archive-Of"
 def archive_messages(inbound: envelope_pb2.InboundMessage) -> list[tuple[str, bytes, dict[str, str]]]:
     """(subject, payload, headers) of ``inbound``'s archive entry and of an alias for each of its
     per-recipient ids; idempotent to publish (dedup ids)."""
-    found = [(archive_subject(inbound.message_id), inbound.SerializeToString(),
-              {Header.MSG_ID: f"archive.{inbound.message_id}"})]
+    found: list[tuple[str, bytes, dict[str, str]]] = [
+        (archive_subject(inbound.message_id), inbound.SerializeToString(),
+         {Header.MSG_ID.value: f"archive.{inbound.message_id}"})]
     for rcpt, rid in inbound.recipient_ids.items():
         if rid == inbound.message_id:
             continue
         alias = envelope_pb2.InboundMessage(message_id=rid, account_id=inbound.account_id, recipients=[rcpt])
         found.append((archive_subject(rid), alias.SerializeToString(),
-                      {Header.MSG_ID: f"archive.{rid}", ALIAS_HEADER: inbound.message_id}))
+                      {Header.MSG_ID.value: f"archive.{rid}", ALIAS_HEADER: inbound.message_id}))
     return found
 
 
