@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from postwire.core.topology import ensure_consumer, work_consumer
-from postwire.dispatcher.worker import Heartbeats
+from postwire.dispatcher.worker import ByteBudget, Heartbeats
 
 ACK_WAIT_S = 1.0
 
@@ -40,3 +40,24 @@ async def test_a_message_in_the_works_is_not_redelivered_while_heartbeats_run(js
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
     assert (nxt.data == b"sentinel") is beating
+
+
+async def test_the_body_budget_bounds_what_is_held_and_lets_any_size_through() -> None:
+    """Senders hold object-store bodies under a byte budget: however many want room at once, what is
+    held stays within the limit, and a body larger than the whole budget still goes (alone)."""
+    budget = ByteBudget(100)
+    held, peak, sizes_held = 0, 0, []
+
+    async def sender(size: int) -> None:
+        nonlocal held, peak
+        async with budget.hold(size):
+            held += min(size, 100)
+            peak = max(peak, held)
+            sizes_held.append((size, held))
+            await asyncio.sleep(0.01)  # the SMTP transaction
+            held -= min(size, 100)
+
+    await asyncio.gather(*(sender(s) for s in [40, 40, 40, 250, 10, 60, 0, 30]))
+    assert peak <= 100
+    assert (250, 100) in sizes_held  # the oversized one held the whole budget, alone
+    assert len(sizes_held) == 8

@@ -150,7 +150,8 @@ async def _sender_consumers(js: PipelinedJetStream, bodies: BodyStore, pool: Con
     policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
     personaliser = Personaliser(tracking_key(verp_secret_bytes(settings)), signer)
     sender = Sender(js, bodies, deliverer, policy, shaper, shards=settings.shards,
-                    heartbeat_s=settings.ack_wait_s / 3, personaliser=personaliser)
+                    heartbeat_s=settings.ack_wait_s / 3, personaliser=personaliser,
+                    body_memory_max=settings.body_memory_max)
     handler: Handler = sender.handle
     fresh_slots, retry_slots = Slots(settings.max_concurrency), Slots(settings.retry_concurrency)
     consumers = []

@@ -55,7 +55,7 @@ from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.signing import KeysUnavailable
 from postwire.dispatcher.smtp_client import DsnParams
 from postwire.dispatcher.throttle import Budget, BudgetFull, Shaper
-from postwire.dispatcher.worker import Heartbeats
+from postwire.dispatcher.worker import ByteBudget, Heartbeats
 from postwire.v1 import envelope_pb2
 
 log = structlog.get_logger(__name__)
@@ -111,7 +111,7 @@ def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> st
 class Sender:
     def __init__(self, js: PipelinedJetStream, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
                  shaper: Shaper, *, shards: int, heartbeat_s: float,
-                 personaliser: Personaliser | None = None) -> None:
+                 personaliser: Personaliser | None = None, body_memory_max: int = 64 * 2**20) -> None:
         self._js = js
         self._shaper = shaper
         self._bodies = bodies
@@ -119,6 +119,7 @@ class Sender:
         self._policy = policy
         self._shards = shards
         self.heartbeats = Heartbeats(heartbeat_s)  # run() by the service beside the consumers
+        self._body_memory = ByteBudget(body_memory_max)
         self._personaliser = personaliser
 
     async def handle(self, msg: Msg) -> None:
@@ -169,7 +170,13 @@ class Sender:
         return max(0.0, (out.not_before.ToDatetime(UTC) - datetime.now(UTC)).total_seconds())
 
     async def _attempt(self, out: envelope_pb2.OutboundMessage) -> dict[str, Reply] | None:
-        """Replies for every recipient, or None when the body could not be read just now."""
+        """Replies for every recipient, or None when the body could not be read just now. A body kept in
+        the object store is read only when the memory budget has room for it."""
+        stored = out.body.size if out.body.WhichOneof("location") == "object_name" else 0
+        async with self._body_memory.hold(stored):
+            return await self._read_and_deliver(out)
+
+    async def _read_and_deliver(self, out: envelope_pb2.OutboundMessage) -> dict[str, Reply] | None:
         try:
             data = await self._bodies.get(out.body)
             if out.tracking.nonce and self._personaliser is not None:

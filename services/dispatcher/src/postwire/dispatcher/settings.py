@@ -58,7 +58,9 @@ class DispatcherSettings(PostwireSettings):
     replica_index: int = Field(default=0, ge=0)
     replica_count: PositiveInt = 1
     # messages being delivered at once by this replica (all owned shards together)
-    max_concurrency: PositiveInt = 64
+    # Large enough that a burst to one provider waits for its connections instead of being parked (one
+    # provider's share below is a quarter of it); memory is bounded by body_memory_max, not by this
+    max_concurrency: PositiveInt = 256
     # the most of max_concurrency one provider's ready queue may hold (waiting or sending), so a few
     # stalled destinations cannot take every sender slot; never less than its allowed connections
     provider_slot_share: float = Field(default=0.25, gt=0, le=1)
@@ -96,6 +98,9 @@ class DispatcherSettings(PostwireSettings):
     retry_max_ack_pending: PositiveInt = 100_000
     # messages in flight from the retry consumers, apart from max_concurrency (fresh mail's)
     retry_concurrency: PositiveInt = 32
+    # bytes of message bodies read from the object store (those over inline_body_max) that senders hold
+    # at once; a message waits for room, one larger than the whole budget goes alone
+    body_memory_max: PositiveInt = 64 * 2**20
     # how often the queue-depth gauge is refreshed from consumer info
     queue_sample_s: PositiveFloat = 15.0
     # --- suppressions (docs/suppressions.md): how long the router trusts a "suppressed" answer from the

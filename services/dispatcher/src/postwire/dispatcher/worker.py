@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import nats.errors
 import structlog
@@ -168,3 +168,30 @@ class Heartbeats:
                     self._working[id(msg)] = (msg, now)
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
+
+
+class ByteBudget:
+    """At most ``limit`` bytes held at once by the holders of :meth:`hold`; a single holder asking for
+    more than the whole limit waits until it is alone, so any size gets through and memory stays near
+    the limit whatever the load."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        if size <= 0:
+            yield
+            return
+        need = min(size, self._limit)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._held + need <= self._limit)
+            self._held += need
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._held -= need
+                self._changed.notify_all()
