@@ -20,13 +20,15 @@ from postwire.ingest_smtp.limits import (
     client_key,
 )
 from postwire.ingest_smtp.message import header_block_too_big
+from postwire.ingest_smtp.protocol_init import READ_LIMIT
 from postwire.ingest_smtp.settings import IngestSmtpSettings
 
 
-async def read(wire: bytes, max_size: int | None = 10_000, piece: int = 7) -> tuple[Received, bytes]:
-    """Feed ``wire`` in small pieces (a line may arrive split anywhere) through the reader aiosmtpd
-    creates (limit 1001); what the reader left unread comes back too."""
-    reader = asyncio.StreamReader(limit=1001)
+async def read(wire: bytes, max_size: int | None = 10_000, piece: int = 7,
+               limit: int = 1001) -> tuple[Received, bytes]:
+    """Feed ``wire`` in small pieces (a line may arrive split anywhere) through a reader with aiosmtpd's
+    limit (1001) or ingest's (``limit``); what the reader left unread comes back too."""
+    reader = asyncio.StreamReader(limit=limit)
     for i in range(0, len(wire), piece):
         reader.feed_data(wire[i:i + piece])
     reader.feed_eof()
@@ -77,6 +79,23 @@ async def test_nul_is_refused_and_size_outranks_everything() -> None:
         replies.TOO_BIG, "too_big")
     assert (await read(b"x" * 498 + b"\r\n.\r\n", max_size=500))[0].content == b"x" * 498 + b"\r\n"
     assert (await read(b"x" * 499 + b"\r\n.\r\n", max_size=500))[0].refusal == (replies.TOO_BIG, "too_big")
+
+
+@pytest.mark.parametrize("piece", [1, 3, 76, 1000, 16384, 100_000])
+@pytest.mark.parametrize("limit", [1001, READ_LIMIT])
+async def test_chunked_reading_finds_the_same_end_whatever_the_pieces(piece: int, limit: int) -> None:
+    """The data is read up to each ".<CRLF>"; only one whose dot starts a line ends it, however the
+    input was cut on the way and however much the reader holds at once."""
+    lines = [b"line %d ends with a dot." % i if i % 3 else b"=3D.start %d" % i for i in range(3000)]
+    lines = [b"." + line if i % 7 == 0 else line for i, line in enumerate(lines)]  # some start with a dot
+    body = b"\r\n".join(lines) + b"\r\n"
+    stuffed = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines) + b"\r\n"
+    wire = stuffed + b".\r\nQUIT\r\n"
+    received, rest = await read(wire, max_size=10**6, piece=piece, limit=limit)
+    assert received.content == body and rest == b"QUIT\r\n"
+    smuggled, rest = await read(b"a\r\n" * 5000 + b"x\n.\r\nMAIL FROM:<e@v.il>\r\n.\r\nNOOP\r\n",
+                                max_size=10**6, piece=piece, limit=limit)
+    assert smuggled.refusal == (replies.BARE_LF, "bare_line_ending") and rest == b"NOOP\r\n"
 
 
 async def test_the_client_going_away_mid_message_ends_the_session() -> None:

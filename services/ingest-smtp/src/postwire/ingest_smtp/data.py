@@ -1,6 +1,6 @@
 """Reading the message after 354: the end of data is ``<CRLF>.<CRLF>`` and nothing else.
 
-This replaces aiosmtpd 1.4's DATA loop for two reasons:
+This replaces aiosmtpd 1.4's DATA loop for three reasons:
 
 - SMTP smuggling (CVE-2023-51764 and friends). aiosmtpd (since 1.4.5) already splits lines at CRLF only,
   so ``<LF>.<LF>``, ``<CR>.<CR>`` or ``<LF>.<CRLF>`` never end the data; but it passed bare LF and bare CR
@@ -9,11 +9,16 @@ This replaces aiosmtpd 1.4's DATA loop for two reasons:
   so a smuggled second message is never queued, alone or as part of the first.
 - Memory. aiosmtpd keeps each line as its own bytearray (about 60 bytes of overhead per line, so a
   message at the size limit made of empty lines costs some 30 times the limit). Here the message grows in
-  one buffer, which never exceeds the size limit: past it, or once the message is refused for any other
-  reason, input is read and dropped until the end of data, so the client sees the reply in sync.
+  one buffer, which never holds much more than the size limit: past it, input is read and dropped until
+  the end of data, so the client sees the reply in sync.
+- CPU. The data is read in chunks up to the next ``.<CRLF>`` (or as much as the reader holds), not line
+  by line, and checked as a whole with the bytes methods (counts, one split, one replace): a 33 KB HTML
+  message is a few reads, where it was 450 trips through the loop.
 
-Lines are limited to 998 characters plus CRLF after un-stuffing (RFC 5321 4.5.3.1.6); the StreamReader's
-own limit (aiosmtpd's 1001) keeps what a single read can hold small.
+The end is a ``.<CRLF>`` whose dot starts a line: the two bytes before it, across chunk boundaries, are
+CRLF (or it is the very first line). Lines are limited to 998 characters plus CRLF after un-stuffing
+(RFC 5321 4.5.3.1.6). A refused message is refused for the first problem in it, line by line: a bare LF
+or CR, a NUL, an over-long line; the size limit outranks them all.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from postwire.ingest_smtp import replies
 
 MAX_LINE = 998
 CRLF = b"\r\n"
-END = b".\r\n"
+DOT_LINE_END = b".\r\n"
 TOO_BIG = (replies.TOO_BIG, "too_big")
 LINE_TOO_LONG = (replies.LINE_TOO_LONG, "line_too_long")
 
@@ -41,47 +46,64 @@ class Received:
 async def read_data(reader: asyncio.StreamReader, max_size: int | None) -> Received:
     """Read up to and including the terminating ``.<CRLF>`` line."""
     limit = max_size or 0
-    message = bytearray()
-    size = 0
-    in_long_line = False  # inside a line longer than the reader's limit, read in pieces
-    problem: tuple[str, str] | None = None
+    # dot-stuffing adds at most one octet per line, and a line holds at least ".<CRLF>": a message
+    # stuffed beyond 4/3 of the limit is too big whatever it holds, so it need not be kept
+    keep = limit * 4 // 3 + len(DOT_LINE_END) if limit else 0
+    held = bytearray()
+    dropped = False
+    before = CRLF  # the two octets before the next one read: the data starts at a line start
     while True:
-        try:
-            chunk = await reader.readuntil(CRLF)
-            complete = True
-        except asyncio.LimitOverrunError as e:
-            # a line longer than the reader's limit: take what is buffered (never half of a CRLF)
-            chunk = await reader.read(e.consumed)
-            complete = False
-        except asyncio.IncompleteReadError as e:  # the client went away mid-message
-            raise asyncio.CancelledError from e
-        if not in_long_line:
-            if chunk == END and complete:
-                break
-            if chunk[:1] == b".":
-                chunk = chunk[1:]  # transparency (RFC 5321 4.5.2)
-        in_long_line = not complete
-        size += len(chunk)
-        if limit and size > limit:
-            problem = TOO_BIG  # outranks anything found before; past it, nothing more is kept
-        elif problem is not None:
-            pass
-        elif not complete:  # too long, whatever else it holds
-            problem = _content_problem(chunk) or LINE_TOO_LONG
-        elif (n := len(chunk)) <= MAX_LINE + 2 and chunk.find(b"\n") == n - 1 and \
-                chunk.find(b"\r") == n - 2 and b"\0" not in chunk:
-            message += chunk  # the usual case: one CRLF at the end, within the line limit, no NUL
-            continue
-        else:
-            problem = _content_problem(chunk[:-2]) or LINE_TOO_LONG
-        message.clear()  # refused: drop what we held at once, and keep reading to stay in sync
-    if problem is not None:
-        return Received(refusal=problem)
-    return Received(content=bytes(message))
+        chunk, ends = await _next_chunk(reader, before)
+        if not dropped:
+            held += chunk
+            if keep and len(held) > keep:
+                dropped = True  # too big: read on to the end, keep nothing
+                held.clear()
+        if ends:
+            break
+        before = (before + chunk)[-2:]
+    if dropped:
+        return Received(refusal=TOO_BIG)
+    return _check(_unstuff(bytes(held)), limit)
+
+
+async def _next_chunk(reader: asyncio.StreamReader, before: bytes) -> tuple[bytes, bool]:
+    """The next piece of data, and whether it ends the message (the ``.<CRLF>`` is not included)."""
+    try:
+        chunk = await reader.readuntil(DOT_LINE_END)
+    except asyncio.LimitOverrunError as e:  # no ".<CRLF>" within what the reader holds: take it all
+        return await reader.read(max(1, e.consumed)), False
+    except asyncio.IncompleteReadError as e:  # the client went away mid-message
+        raise asyncio.CancelledError from e
+    if (before + chunk)[-5:-3] == CRLF:  # the dot starts a line: the end of the data
+        return chunk[:-3], True
+    return chunk, False
+
+
+def _unstuff(stuffed: bytes) -> bytes:
+    """Transparency (RFC 5321 4.5.2): a dot that starts a line was doubled by the client."""
+    if stuffed.startswith(b"."):
+        stuffed = stuffed[1:]
+    return stuffed.replace(b"\r\n.", b"\r\n")
+
+
+def _check(message: bytes, limit: int) -> Received:
+    if limit and len(message) > limit:
+        return Received(refusal=TOO_BIG)
+    lines = message.split(CRLF)
+    clean = (len(lines) - 1 == message.count(b"\n") == message.count(b"\r") and b"\0" not in message
+             and max(map(len, lines)) <= MAX_LINE)
+    if clean:  # the usual case, checked in C
+        return Received(content=message)
+    for line in lines:
+        problem = _content_problem(line) or (LINE_TOO_LONG if len(line) > MAX_LINE else None)
+        if problem is not None:
+            return Received(refusal=problem)
+    return Received(content=message)  # unreachable: a problem was counted above
 
 
 def _content_problem(text: bytes) -> tuple[str, str] | None:
-    """Bare LF, bare CR or NUL in (a piece of) a line without its CRLF; None when there is none."""
+    """Bare LF, bare CR or NUL in a line without its CRLF; None when there is none."""
     if b"\n" in text:
         return replies.BARE_LF, "bare_line_ending"
     if b"\r" in text:

@@ -19,6 +19,12 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthenticatorType, _AuthMechAttr
 
+# The StreamReader's limit: how much one read may return, and half of what it buffers before it stops
+# reading the socket. aiosmtpd uses its line length (1001), which makes a message's DATA a pause and a
+# resume of the transport every 2 KB; command lines are still held to their own limits after reading
+# (aiosmtpd checks every line against command_size_limits), so a larger limit changes no reply.
+READ_LIMIT = 16 * 1024
+
 # (AUTH mechanisms as (mechanism, attribute, found on the protocol), handler hooks as (hook, attribute),
 # smtp_* commands as (command, attribute), the EHLO hook's form)
 Names = tuple[tuple[tuple[str, str, bool], ...], tuple[tuple[str, str], ...], tuple[tuple[str, str], ...],
@@ -61,7 +67,7 @@ def init_protocol(proto: SMTP, handler: Any, *, loop: asyncio.AbstractEventLoop,
     proto.__ident__ = ident
     proto.loop = loop
     asyncio.StreamReaderProtocol.__init__(
-        proto, asyncio.StreamReader(loop=loop, limit=proto.line_length_limit),
+        proto, asyncio.StreamReader(loop=loop, limit=READ_LIMIT),
         client_connected_cb=proto._cb_client_connected, loop=loop)
     proto.event_handler = handler
     proto.data_size_limit = data_size_limit
