@@ -215,7 +215,7 @@ async def measure(relay: Relay, sink: Sink, load: Load, warmup: int, latency_s: 
 
 
 def start_profilers(relay: Relay, folder: Path) -> list[subprocess.Popen[bytes]]:
-    """py-spy on every Python process of the relay (collapsed stacks, summarised by bench/profile.py)."""
+    """py-spy on every Python process of the relay (collapsed stacks, summarised by bench/hotspots.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     procs = []
     for p, label in relay.processes():

@@ -5,7 +5,8 @@ too long must be stopped, and a message that kills a worker (a stack overflow in
 allocation failure under the memory limit) must not take other messages with it. An executor cannot stop
 one running task, does not say which worker runs which task, and fails every pending task when one worker
 dies. Here each request takes an idle worker, talks to it over its own pipe and either gets the answer
-within ``timeout_s`` or kills that worker; a worker that dies fails only the request it was running. A
+within ``timeout_s`` or kills that worker; a worker that dies fails only the request it was running.
+The parent's side of each pipe is read and written by the event loop (``_Worker.round_trip``). A
 killed or dead worker is replaced in the background by a fresh one, which joins the idle workers once it
 has imported the engines and transformed a warm-up message (so capacity dips by one for about a second).
 
@@ -24,8 +25,11 @@ import ctypes
 import functools
 import multiprocessing
 import os
+import pickle
 import resource
 import signal
+import socket
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -126,13 +130,34 @@ def _run(mime: bytes, engine: str, inline_css: bool, tracking: TrackingOptions |
 class _Worker:
     process: BaseProcess
     conn: Connection
-    io: asyncio.Future[Any] | None = None  # the blocking pipe call running in a thread, if any
+    io: asyncio.Future[Any] | None = None  # the pipe call in flight (a start, a wait or a job), if any
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    def round_trip(self, job: _Job) -> _Reply:
-        """Send a job and wait for its reply (in an I/O thread). EOFError/OSError: the worker died."""
-        self.conn.send(job)
-        reply: _Reply = self.conn.recv()
+    async def round_trip(self, job: _Job) -> _Reply:
+        """Send a job and wait for its reply, on the event loop. EOFError/OSError: the worker died.
+
+        The worker reads and writes its end with multiprocessing's Connection; this end speaks the same
+        framing (a signed 32-bit length, or -1 and a 64-bit one, then a pickle) over asyncio streams, so a
+        job costs no thread hand-off in either direction (it cost as much CPU as the gRPC call itself)."""
+        reader, writer = await self._streams()
+        payload = pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
+        writer.write(_frame_header(len(payload)) + payload)
+        await writer.drain()
+        (size,) = _INT.unpack(await reader.readexactly(_INT.size))
+        if size == -1:
+            (size,) = _LONG.unpack(await reader.readexactly(_LONG.size))
+        reply: _Reply = pickle.loads(await reader.readexactly(size))
         return reply
+
+    async def _streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.streams is None:  # the pipe is a socket pair: a duplicate of our end, read by the loop
+            sock = socket.socket(fileno=os.dup(self.conn.fileno()))
+            self.streams = await asyncio.open_connection(sock=sock, limit=2**20)
+        return self.streams
+
+    def close_streams(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
 
     def wait_ready(self) -> None:
         """Block until the worker has warmed up (in a thread); raises when it dies or takes too long."""
@@ -150,9 +175,8 @@ class WorkerPool:
         self._timeout_s = timeout_s
         self._memory_mb = memory_mb
         self._context = multiprocessing.get_context("spawn")
-        # blocking pipe I/O: one thread per request in flight or worker starting, plus room for the calls
-        # of killed workers that have not seen their pipe close yet
-        self._io = ThreadPoolExecutor(self._size * 2 + 1, thread_name_prefix="transform-io")
+        # the blocking wait for a starting worker's warm-up (jobs themselves go over the event loop)
+        self._io = ThreadPoolExecutor(self._size + 1, thread_name_prefix="transform-io")
         # starting and reaping processes, one at a time: a start forks and execs (not on the event loop),
         # and multiprocessing's bookkeeping of children is not made for concurrent starts
         self._procs = ThreadPoolExecutor(1, thread_name_prefix="transform-procs")
@@ -184,7 +208,7 @@ class WorkerPool:
         if self._closed:
             raise PoolClosed("the worker pool is closed")
         job: _Job = (mime, engine, inline_css, tracking)
-        worker.io = asyncio.get_running_loop().run_in_executor(self._io, worker.round_trip, job)
+        worker.io = asyncio.ensure_future(worker.round_trip(job))
         try:
             kind, value = await asyncio.wait_for(asyncio.shield(worker.io), self._timeout_s)
         except TimeoutError:
@@ -269,6 +293,7 @@ class WorkerPool:
             if io is not None and not io.cancelled():
                 io.exception()  # EOFError after the kill: expected, mark it seen
             _kill(worker.process)
+            worker.close_streams()
             worker.conn.close()
             if worker.process.pid is not None:
                 with contextlib.suppress(RuntimeError):  # closed: exit kills what is left
@@ -296,6 +321,13 @@ class WorkerPool:
 
 
 _live: set[BaseProcess] = set()  # started and not yet reaped, for the exit hook below
+_INT = struct.Struct("!i")  # multiprocessing.Connection's frame header
+_LONG = struct.Struct("!Q")  # after a -1 header: the length of a frame over 2 GiB
+
+
+def _frame_header(size: int) -> bytes:
+    return _INT.pack(size) if size <= 0x7FFFFFFF else _INT.pack(-1) + _LONG.pack(size)
+
 
 
 def _start(process: BaseProcess, child: Connection) -> None:
