@@ -69,3 +69,4 @@ async def test_no_acknowledgement_is_a_timeout(js: PipelinedJetStream, nc: Clien
     with pytest.raises(nats.errors.TimeoutError):
         await js.publish("silent.x", b"into the void", timeout=0.3)
     assert await js.publish("pipe.after", b"still works")  # the reply subscription is intact
+

@@ -16,7 +16,8 @@ from postwire.api_gateway.compose import Draft, Part, _build_plain, _build_with_
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 LONG_LINES = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40).strip()
 DRAFTS = {
-    "text": Draft(Mailbox("", "a@example.com"), to=[Mailbox("", "b@example.org")], subject="Hi", text="Hello\n"),
+    "text": Draft(Mailbox("", "a@example.com"), to=[Mailbox("", "b@example.org")], subject="Hi",
+                  text="Hello\n"),
     "long text lines": Draft(Mailbox("Ann Smith", "a@example.com"), to=[Mailbox("", "b@example.org")],
                              subject="Report", text=LONG_LINES + "\r\n\r\n  trailing space \nend"),
     "html only": Draft(Mailbox("", "a@example.com"), html="<style>p{color:red}</style><p>Hi</p>"),
@@ -31,7 +32,8 @@ SLOW_ONLY = {
     "encoded subject": Draft(Mailbox("", "a@example.com"), subject="Gr\u00fc\u00dfe", text="x"),
     "quoted name": Draft(Mailbox("Doe, John", "a@example.com"), text="x"),
     "long subject": Draft(Mailbox("", "a@example.com"), subject="word " * 30, text="x"),
-    "attachment": Draft(Mailbox("", "a@example.com"), text="x", attachments=[Part("a.txt", "text/plain", b"y")]),
+    "attachment": Draft(Mailbox("", "a@example.com"), text="x",
+                        attachments=[Part("a.txt", "text/plain", b"y")]),
 }
 
 

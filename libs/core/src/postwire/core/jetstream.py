@@ -36,7 +36,7 @@ class PipelinedJetStream(JetStreamContext):
         self._reply_prefix = ""  # not _prefix: JetStreamContext keeps its API prefix there
         self._replies_ready: asyncio.Future[None] | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[api.PubAck]] = {}
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
 
     async def publish(self, subject: str, payload: bytes = b"", timeout: float | None = None,
                       stream: str | None = None, headers: dict[str, Any] | None = None,
@@ -52,6 +52,32 @@ class PipelinedJetStream(JetStreamContext):
         """Publish every ``(subject, payload, headers)`` in one write, then wait until all are stored.
         Raises the first failure; the others may or may not be stored (publish again with the same
         Nats-Msg-Id: the stream deduplicates)."""
+        replies = await self._requests(messages, timeout)
+        return [_pub_ack(reply) for reply in replies]
+
+    async def ack_confirmed(self, msg: Msg, timeout: float | None = None) -> None:
+        """Acknowledge ``msg`` and wait until the server has processed the ack (nats-py's ack_sync, on
+        the shared reply subscription)."""
+        if not msg.reply:
+            raise nats.errors.NotJSMessageError
+        await self._requests([(msg.reply, b"", None)], timeout)  # an empty payload is +ACK
+
+    async def direct_get_last(self, stream: str, subject: str, timeout: float | None = None) -> Msg | None:
+        """The last message on ``subject`` of ``stream`` (a stream with allow_direct, as KV buckets are),
+        read by a direct get answered on the shared reply subscription; None when there is none."""
+        [reply] = await self._requests([(f"{self._prefix}.DIRECT.GET.{stream}.{subject}", b"", None)],
+                                        timeout)
+        status = reply.headers.get(api.Header.STATUS) if reply.headers else None
+        if status == "404":
+            return None
+        if status is not None:
+            why = reply.headers.get(api.Header.DESCRIPTION, "") if reply.headers else ""
+            raise nats.errors.Error(f"direct get of {subject} in {stream}: status {status} {why}")
+        return reply
+
+    async def _requests(self, messages: Sequence[tuple[str, bytes, dict[str, Any] | None]],
+                        timeout: float | None) -> list[Msg]:
+        """Send every message with a reply subject of ours in one write; the replies, in order."""
         await self._ensure_replies()
         loop = asyncio.get_running_loop()
         tokens = []
@@ -68,12 +94,8 @@ class PipelinedJetStream(JetStreamContext):
         finally:
             for token in tokens:
                 pending = self._waiting.pop(token, None)
-                if pending is None:
-                    continue
-                if not pending.done():
+                if pending is not None and not pending.done():
                     pending.cancel()
-                elif not pending.cancelled():
-                    pending.exception()  # retrieved: a second failure of the batch is not an error
 
     async def _ensure_replies(self) -> None:
         """Subscribe to the reply subject once (nats-py renews the subscription after a reconnect)."""
@@ -93,24 +115,22 @@ class PipelinedJetStream(JetStreamContext):
 
     async def _on_reply(self, msg: Msg) -> None:
         waiter = self._waiting.get(msg.subject[len(self._reply_prefix):])
-        if waiter is None or waiter.done():
-            return  # timed out already
-        if msg.headers and msg.headers.get(api.Header.STATUS) == NO_RESPONDERS:
-            waiter.set_exception(nats.js.errors.NoStreamResponseError())
-            return
-        try:
-            resp = json.loads(msg.data)
-        except ValueError as e:
-            waiter.set_exception(nats.errors.Error(f"unreadable PubAck: {e}"))
-            return
-        if "error" in resp:
-            try:
-                nats.js.errors.APIError.from_error(resp["error"])  # raises the error's own class
-            except nats.js.errors.APIError as e:
-                waiter.set_exception(e)
-            return
-        waiter.set_result(api.PubAck(stream=resp.get("stream", ""), seq=resp.get("seq", 0),
-                                     domain=resp.get("domain"), duplicate=resp.get("duplicate")))
+        if waiter is not None and not waiter.done():  # else: timed out already
+            waiter.set_result(msg)
+
+
+def _pub_ack(reply: Msg) -> api.PubAck:
+    """The PubAck in ``reply``, or the error nats-py's publish would raise for it."""
+    if reply.headers and reply.headers.get(api.Header.STATUS) == NO_RESPONDERS:
+        raise nats.js.errors.NoStreamResponseError()
+    try:
+        resp = json.loads(reply.data)
+    except ValueError as e:
+        raise nats.errors.Error(f"unreadable PubAck: {e}") from e
+    if "error" in resp:
+        nats.js.errors.APIError.from_error(resp["error"])  # raises the error's own class
+    return api.PubAck(stream=resp.get("stream", ""), seq=resp.get("seq", 0), domain=resp.get("domain"),
+                      duplicate=resp.get("duplicate"))
 
 
 def jetstream(nc: Client, timeout: float = 5.0) -> PipelinedJetStream:

@@ -31,10 +31,13 @@ from sqlalchemy import ColumnElement, and_, case, delete, func, null, or_, selec
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from postwire.core.jetstream import PipelinedJetStream
 from postwire.core.topology import SUPPRESSIONS
 from postwire.db.models import Suppression
 
 log = structlog.get_logger(__name__)
+
+KV_OPERATION = "KV-Operation"  # the header a KV delete or purge leaves on the key's last message
 
 Source = Literal["bounce", "complaint", "manual", "soft_bounce_policy"]
 SOURCES: tuple[Source, ...] = ("bounce", "complaint", "manual", "soft_bounce_policy")
@@ -291,21 +294,35 @@ class SuppressionMirror:
 
     async def lookup(self, account_id: str, address: str) -> KvEntry | None:
         """The active entry for ``address``, or None. Raises MirrorUnavailable rather than guess."""
+        key = kv_key(account_id, address)
         try:
-            kv = await self._bucket()
-            entry = await asyncio.wait_for(kv.get(kv_key(account_id, address)), self._timeout)
+            value = await self._value(key)
         except KeyNotFoundError:
             return None
         except (nats.errors.Error, TimeoutError, OSError) as e:
             raise MirrorUnavailable(str(e) or type(e).__name__) from e
-        if entry.value is None:
+        if value is None:
             return None
         try:
-            found = KvEntry.decode(entry.value)
+            found = KvEntry.decode(value)
         except (ValueError, TypeError):
-            log.error("suppressions.bad_kv_value", key=entry.key)
+            log.error("suppressions.bad_kv_value", key=key)
             return None
         return found if found.active() else None
+
+    async def _value(self, key: str) -> bytes | None:
+        """The key's current value (None when deleted or never set). The router asks for every recipient
+        of every message: with a PipelinedJetStream it is one direct get on the shared reply subscription
+        (nats-py's KeyValue.get is a request of its own, with a random token and a new inbox)."""
+        if isinstance(self._js, PipelinedJetStream):
+            msg = await self._js.direct_get_last(f"KV_{SUPPRESSIONS}", f"$KV.{SUPPRESSIONS}.{key}",
+                                                 timeout=self._timeout)
+            if msg is None or (msg.headers or {}).get(KV_OPERATION) in ("DEL", "PURGE"):
+                return None
+            return msg.data
+        kv = await self._bucket()
+        entry = await asyncio.wait_for(kv.get(key), self._timeout)
+        return entry.value
 
     async def lookup_many(self, account_id: str, addresses: Sequence[str]) -> dict[str, KvEntry]:
         """Concurrent gets; the active entries by the address as given."""

@@ -88,13 +88,14 @@ def dsn_params(out: envelope_pb2.OutboundMessage) -> DsnParams | None:
                      orcpt=out.recipient_dsn.orcpt)
 
 
-async def _confirm_ack(msg: Msg) -> None:
+async def _confirm_ack(js: PipelinedJetStream, msg: Msg) -> None:
     """Ack and wait for the server to confirm, trying again while NATS restarts. Bounded: the server
     does not answer an ack it already processed (the reply got lost), so endless retries could hang."""
     for tries, pause in enumerate(_ACK_RETRY_S, start=1):
-        await asyncio.sleep(pause)
+        if pause:
+            await asyncio.sleep(pause)
         try:
-            await msg.ack_sync(timeout=5.0)
+            await js.ack_confirmed(msg, timeout=5.0)
             return
         except (nats.errors.Error, TimeoutError, OSError) as e:
             retry_in = _ACK_RETRY_S[tries] if tries < len(_ACK_RETRY_S) else None  # None: giving up
@@ -216,7 +217,7 @@ class Sender:
             mx_host=next(iter(replies.values())).mx_host if replies else "")
         # confirmed, and retried across a NATS restart: a lost ack of a delivered message would have it
         # redelivered after ack_wait and sent to the recipient a second time
-        await _confirm_ack(msg)
+        await _confirm_ack(self._js, msg)
 
     @staticmethod
     def _outcome(out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str, reply: Reply,
