@@ -318,8 +318,9 @@ def _decode(msgs: Sequence[Msg]) -> tuple[list[envelope_pb2.Event], list[Msg]]:
 class Recorder:
     def __init__(self, js: JetStreamContext, sessions: async_sessionmaker[AsyncSession],
                  batch: int = 256, retry_s: float = 2.0, policy: SoftBouncePolicy | None = None,
-                 on_recorded: OnRecorded | None = None) -> None:
+                 on_recorded: OnRecorded | None = None, linger_s: float = 0.02) -> None:
         self._js, self._sessions, self._batch, self._retry_s = js, sessions, batch, retry_s
+        self._linger_s = linger_s
         self._policy = policy if policy is not None else SoftBouncePolicy.from_settings(SuppressionSettings())
         self._mirror = SuppressionMirror(js)
         self._on_recorded = on_recorded
@@ -355,7 +356,20 @@ class Recorder:
                 log.warning("recorder.fetch_failed", error=str(e))
                 await asyncio.sleep(self._retry_s)
                 continue
-            await self._handle(msgs)
+            await self._handle(await self._top_up(sub, msgs))
+
+    async def _top_up(self, sub: JetStreamContext.PullSubscription, msgs: list[Msg]) -> list[Msg]:
+        """A fetch returns what has arrived so far, often a few events: wait ``linger_s`` once for more
+        before committing, so under load a transaction (and its round trips) carries many events. Events
+        are recorded at most that much later; at rest nothing waits (an empty fetch does not linger)."""
+        if len(msgs) * 2 > self._batch or not self._linger_s:
+            return msgs
+        await asyncio.sleep(self._linger_s)
+        try:
+            more = await sub.fetch(self._batch - len(msgs), timeout=0.05)
+        except (TimeoutError, nats.errors.Error):
+            return msgs
+        return msgs + more
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         events, poison = _decode(msgs)
