@@ -13,7 +13,7 @@ import collections
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AnyStr, NoReturn
 
@@ -55,17 +55,26 @@ def capture_credentials(server: SMTP, session: Session, envelope: Envelope, mech
     return AuthResult(success=False, handled=False, auth_data=auth_data)
 
 
-class CommandTable(dict[str, Any]):
+class CommandTable(Mapping[str, Any]):
     """aiosmtpd's table of smtp_* methods, which it reads with ``.get(command)``. An unknown command gets
     our handler instead of None, so the reply and the error limit are ours (aiosmtpd hard-codes "502 Too
     many unrecognized commands" after five)."""
 
-    def __init__(self, known: dict[str, Any], unknown: Callable[[str], Command]) -> None:
-        super().__init__(known)
+    def __init__(self, known: Mapping[str, Any], unknown: Callable[[str], Command]) -> None:
+        self._known = known
         self._unknown = unknown
 
+    def __getitem__(self, command: str) -> Any:
+        return self._known[command]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
     def get(self, command: str, default: Any = None) -> Any:
-        found = super().get(command)
+        found = self._known.get(command)
         return found if found is not None else self._unknown(command)
 
 
@@ -95,7 +104,7 @@ class SubmissionSMTP(SMTP):
         base = self.command_size_limit
         self.command_size_limits = collections.defaultdict(
             lambda: base, {"MAIL": base + dsn.MAIL_EXTRA, "RCPT": base + dsn.RCPT_EXTRA})
-        self._smtp_methods = CommandTable(self._smtp_methods, self._unknown_command)
+        self._smtp_methods = CommandTable(self._smtp_methods, self._unknown_command)  # type: ignore[assignment]  # read with .get, .items
 
     def _create_envelope(self) -> SubmissionEnvelope:
         return SubmissionEnvelope()
