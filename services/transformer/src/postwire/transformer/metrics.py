@@ -7,6 +7,8 @@
 - ``postwire_transformer_worker_restarts_total{reason}``: worker processes killed and replaced:
   ``timeout`` (a message over POSTWIRE_TRANSFORM_TIMEOUT_S), ``died`` (the worker exited while
   transforming, e.g. past POSTWIRE_TRANSFORM_MEMORY_MB), ``cancelled`` (the client gave up mid-job).
+- ``postwire_transformer_runs_total{place}``: messages transformed ``in_process`` (cheap enough, see
+  postwire.transformer.cost) or sent to a ``worker`` process.
 - ``postwire_transformer_request_duration_seconds{engine}``: wall time of a Transform call, queueing
   for a worker process included.
 - ``postwire_transformer_html_parts_transformed_total{engine}``: text/html parts rewritten (CSS inlined
@@ -37,4 +39,7 @@ HTML_PARTS = Counter(
 BYTES = Counter("postwire_transformer_bytes", "MIME bytes received (in) and returned (out).", ["direction"])
 WORKER_RESTARTS = Counter(
     "postwire_transformer_worker_restarts", "Worker processes killed and replaced, by reason.", ["reason"]
+)
+RUNS = Counter(
+    "postwire_transformer_runs", "Messages transformed in the server process or in a worker.", ["place"]
 )

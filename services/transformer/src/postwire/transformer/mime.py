@@ -36,6 +36,7 @@ from email.message import Message
 from typing import Final
 
 from postwire.transformer import qp
+from postwire.transformer.cost import Budget
 from postwire.transformer.inline import CSS_INLINE, inline_html
 from postwire.transformer.tracking import TrackingOptions, track_html
 
@@ -86,6 +87,7 @@ class _Context:
     entities: int = 0
     links: list[str] = field(default_factory=list)
     open_pixel: bool = False
+    budget: Budget | None = None  # set: only cheap parts (postwire.transformer.cost), else NeedsWorker
 
 
 def transform_mime(
@@ -95,18 +97,21 @@ def transform_mime(
     *,
     inline_css: bool = True,
     tracking: TrackingOptions | None = None,
+    budget: Budget | None = None,
 ) -> TransformResult:
     """Inline CSS in every inline text/html part of ``raw`` (unless ``inline_css`` is false), then add
     the tracking placeholders ``tracking`` asks for; everything else stays byte-for-byte.
 
     Raises :class:`MimeError` for bytes that are not a message and
-    :class:`~postwire.transformer.inline.InlineError` when an HTML part cannot be inlined.
+    :class:`~postwire.transformer.inline.InlineError` when an HTML part cannot be inlined. With a
+    ``budget``, raises :class:`~postwire.transformer.cost.NeedsWorker` before doing anything that could
+    be expensive (the caller runs the message in a worker instead).
     """
     if _split_head(raw) is None:
         raise MimeError("not a MIME message: no valid header block")
     if not inline_css and tracking is None:
         return TransformResult(raw, 0, False)
-    ctx = _Context(engine, extra_css, inline_css, tracking)
+    ctx = _Context(engine, extra_css, inline_css, tracking, budget=budget)
     new = _rewrite_entity(raw, ctx, depth=0)
     if new is None or new == raw:
         return TransformResult(raw, 0, False)
@@ -237,7 +242,10 @@ def _rewrite_html_part(head: bytes, body: bytes, info: _Head, ctx: _Context) -> 
         return None
     text, codec_name = decoded
     html = text
-    if ctx.inline_css and (ctx.extra_css is not None or _STYLE_TAG.search(text)):
+    inline = ctx.inline_css and (ctx.extra_css is not None or _STYLE_TAG.search(text) is not None)
+    if ctx.budget is not None:
+        ctx.budget.spend(text, ctx.extra_css, inline=inline)
+    if inline:
         html = inline_html(text, ctx.extra_css, ctx.engine)
     tracked = False
     if ctx.tracking is not None and _ascii_compatible(codec_name):
@@ -309,10 +317,10 @@ def _encode_body(data: bytes, cte: str, nl: bytes) -> tuple[str, bytes]:
     lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if cte == "binary":
         return cte, lines.replace(b"\n", nl)
-    fits = max(map(len, lines.split(b"\n")), default=0) <= MAX_LINE
-    if cte in ("7bit", "8bit") and fits and (cte == "8bit" or lines.isascii()):
+    clean = cte == "8bit" or (cte == "7bit" and lines.isascii())
+    if clean and max(map(len, lines.split(b"\n")), default=0) <= MAX_LINE:
         return cte, lines.replace(b"\n", nl)
-    return "quoted-printable", binascii.b2a_qp(lines, quotetabs=False, istext=True).replace(b"\n", nl)
+    return "quoted-printable", qp.encode(lines, None, nl)
 
 
 def _set_cte(head: bytes, cte: str, nl: bytes) -> bytes:

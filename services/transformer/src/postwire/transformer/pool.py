@@ -40,6 +40,7 @@ from typing import Any, Final, Literal
 import structlog
 
 from postwire.transformer import metrics
+from postwire.transformer.cost import MAX_MESSAGE, Budget, NeedsWorker
 from postwire.transformer.inline import CSS_INLINE, HtmlTooComplex, InlineError
 from postwire.transformer.mime import MimeError, MimeTooComplex, TransformResult, transform_mime
 from postwire.transformer.tracking import TrackingOptions
@@ -110,10 +111,13 @@ def _die_with_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def _run(mime: bytes, engine: str, inline_css: bool, tracking: TrackingOptions | None) -> _Reply:
-    """One job; exceptions become (kind, message) because arbitrary exceptions may not pickle."""
+def _run(
+    mime: bytes, engine: str, inline_css: bool, tracking: TrackingOptions | None, budget: Budget | None = None
+) -> _Reply:
+    """One job; exceptions become (kind, message) because arbitrary exceptions may not pickle. With a
+    ``budget`` (in the server process), NeedsWorker propagates."""
     try:
-        return "ok", transform_mime(mime, engine, inline_css=inline_css, tracking=tracking)
+        return "ok", transform_mime(mime, engine, inline_css=inline_css, tracking=tracking, budget=budget)
     except (MimeTooComplex, HtmlTooComplex) as exc:
         return "limit", str(exc)
     except (MimeError, InlineError) as exc:
@@ -122,6 +126,8 @@ def _run(mime: bytes, engine: str, inline_css: bool, tracking: TrackingOptions |
         return "limit", "transforming the message needs more memory than a worker may use"
     except RecursionError:
         return "limit", "the message is nested too deeply to transform"
+    except NeedsWorker:
+        raise
     except Exception as exc:  # a bug: the parent logs it and answers INTERNAL
         return "error", f"{type(exc).__name__}: {exc}"
 
@@ -168,12 +174,17 @@ class _Worker:
 
 class WorkerPool:
     """``workers`` processes (0: one per CPU); a job running longer than ``timeout_s`` is stopped by killing
-    its worker; ``memory_mb`` (0: no limit) caps each worker's address space."""
+    its worker; ``memory_mb`` (0: no limit) caps each worker's address space. With ``in_process``, a
+    css-inline message whose cost is bounded and small (:mod:`postwire.transformer.cost`) is transformed
+    right here, on the event loop, and only the others go to a worker."""
 
-    def __init__(self, workers: int = 0, *, timeout_s: float = 10.0, memory_mb: int = 0) -> None:
+    def __init__(
+        self, workers: int = 0, *, timeout_s: float = 10.0, memory_mb: int = 0, in_process: bool = False
+    ) -> None:
         self._size = workers or os.cpu_count() or 1
         self._timeout_s = timeout_s
         self._memory_mb = memory_mb
+        self._in_process = in_process
         self._context = multiprocessing.get_context("spawn")
         # the blocking wait for a starting worker's warm-up (jobs themselves go over the event loop)
         self._io = ThreadPoolExecutor(self._size + 1, thread_name_prefix="transform-io")
@@ -203,6 +214,15 @@ class WorkerPool:
         transformed (with the reason) and :class:`PoolClosed` once the pool is closed."""
         if self._closed:
             raise PoolClosed("the worker pool is closed")
+        if self._in_process and engine == CSS_INLINE and len(mime) <= MAX_MESSAGE:
+            try:
+                reply = _run(mime, engine, inline_css, tracking, Budget())
+            except NeedsWorker:
+                pass
+            else:
+                metrics.RUNS.labels("in_process").inc()
+                return _result(reply)
+        metrics.RUNS.labels("worker").inc()
         await self.warm_up()
         worker = await self._idle.get()  # waiting for a free worker does not count against the timeout
         if self._closed:
@@ -230,13 +250,7 @@ class WorkerPool:
             ) from None
         worker.io = None
         self._idle.put_nowait(worker)
-        if kind == "ok":
-            result: TransformResult = value
-            return result
-        if kind == "error":
-            log.error("transform worker error", error=value)
-            raise TransformFailed("error", "internal error while transforming the message")
-        raise TransformFailed(kind, str(value))
+        return _result((kind, value))
 
     async def close(self) -> None:
         """Stop every worker and the background restarts (call it once requests have drained)."""
@@ -320,6 +334,18 @@ class WorkerPool:
             return
 
 
+def _result(reply: _Reply) -> TransformResult:
+    """The result of a job, or the TransformFailed its reply stands for."""
+    kind, value = reply
+    if kind == "ok":
+        result: TransformResult = value
+        return result
+    if kind == "error":
+        log.error("transform error", error=value)
+        raise TransformFailed("error", "internal error while transforming the message")
+    raise TransformFailed(kind, str(value))
+
+
 _live: set[BaseProcess] = set()  # started and not yet reaped, for the exit hook below
 _INT = struct.Struct("!i")  # multiprocessing.Connection's frame header
 _LONG = struct.Struct("!Q")  # after a -1 header: the length of a frame over 2 GiB
@@ -327,7 +353,6 @@ _LONG = struct.Struct("!Q")  # after a -1 header: the length of a frame over 2 G
 
 def _frame_header(size: int) -> bytes:
     return _INT.pack(size) if size <= 0x7FFFFFFF else _INT.pack(-1) + _LONG.pack(size)
-
 
 
 def _start(process: BaseProcess, child: Connection) -> None:

@@ -162,6 +162,7 @@ async def serve(
         settings.transform_workers,
         timeout_s=settings.transform_timeout_s,
         memory_mb=settings.transform_memory_mb,
+        in_process=settings.transform_in_process,
     )
     try:
         await pool.warm_up()

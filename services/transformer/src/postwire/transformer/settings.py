@@ -13,7 +13,8 @@ from postwire.core.settings import PostwireSettings
 
 class TransformerSettings(PostwireSettings):
     """POSTWIRE_GRPC_HOST, POSTWIRE_GRPC_PORT, POSTWIRE_CSS_ENGINE, POSTWIRE_TRANSFORM_WORKERS,
-    POSTWIRE_TRANSFORM_TIMEOUT_S, POSTWIRE_TRANSFORM_MEMORY_MB, POSTWIRE_GRPC_TLS_* (+ shared)."""
+    POSTWIRE_TRANSFORM_TIMEOUT_S, POSTWIRE_TRANSFORM_MEMORY_MB, POSTWIRE_TRANSFORM_IN_PROCESS,
+    POSTWIRE_GRPC_TLS_* (+ shared)."""
 
     grpc_host: str = "127.0.0.1"
     # 0 picks a free port (tests); the bound port is logged and passed to serve()'s ``started``
@@ -30,6 +31,9 @@ class TransformerSettings(PostwireSettings):
     # refused instead of growing the pod. It includes the job thread's 256 MiB stack reservation and about
     # 100 MiB of code, so keep it at 512 or more; (pod memory limit - 200 MiB) / workers is a good value
     transform_memory_mb: NonNegativeInt = 1024
+    # transform messages whose cost has a small upper bound in the server process (no worker round trip;
+    # postwire.transformer.cost); false sends every message to a worker
+    transform_in_process: bool = True
     # TLS of the gRPC port: certificate chain and key (PEM); with a client CA as well, clients must present
     # a certificate signed by it (mTLS). Unset: plaintext, as in the local run
     grpc_tls_cert_file: Path | None = None
