@@ -236,3 +236,44 @@ async def test_prefixes_of_tracking_not_requested_are_not_checked(channel: grpc.
         open_url_prefix="bogus",
     )
     assert len(reply.links) == 2 and not reply.open_pixel  # no prevent_scam: the bank link too
+
+
+async def test_stream_answers_each_request_with_its_own_status(channel: grpc.aio.Channel) -> None:
+    stub = transformer_pb2_grpc.TransformerStub(channel)
+    inline = transformer_pb2.TransformOptions(inline_css=True)
+    requests = {
+        1: transformer_pb2.TransformRequest(mime=MESSAGE, options=inline),
+        2: transformer_pb2.TransformRequest(mime=b"no header block", options=inline),
+        3: transformer_pb2.TransformRequest(mime=MESSAGE + b"x" * LIMIT, options=inline),
+        4: transformer_pb2.TransformRequest(mime=MESSAGE, options=transformer_pb2.TransformOptions()),
+    }
+    call = stub.TransformStream(
+        iter(transformer_pb2.TransformStreamRequest(id=i, request=r) for i, r in requests.items())
+    )
+    answers = {a.id: a async for a in call}
+    assert await call.code() == grpc.StatusCode.OK
+    assert answers[1].code == 0 and b'<p style="color: red;">hi</p>' in answers[1].response.mime
+    assert (answers[2].code, answers[2].details) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "not a MIME message: no valid header block",
+    )
+    assert answers[3].code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "the limit is" in answers[3].details and not answers[3].response.mime
+    assert answers[4].code == 0 and answers[4].response.mime == MESSAGE and not answers[4].response.changed
+
+
+async def test_stop_ends_an_open_stream_after_answering_what_it_read() -> None:
+    stop = asyncio.Event()
+    ports: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    settings = TransformerSettings(grpc_port=0, transform_workers=1, shutdown_grace_s=60)
+    task = asyncio.create_task(serve(settings, stop, ports.set_result))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{await ports}") as ch:
+        call = transformer_pb2_grpc.TransformerStub(ch).TransformStream()
+        request = transformer_pb2.TransformRequest(mime=MESSAGE)
+        await call.write(transformer_pb2.TransformStreamRequest(id=7, request=request))
+        answer = await call.read()
+        assert answer.id == 7 and answer.response.changed
+        stop.set()  # the client never half-closes: the server ends the stream itself
+        assert await call.read() == grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+    await task

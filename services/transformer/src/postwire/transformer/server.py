@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import grpc
@@ -37,6 +37,7 @@ from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 
 SERVICE_NAME: Final = transformer_pb2.DESCRIPTOR.services_by_name["Transformer"].full_name
 MAX_GRPC_MESSAGE: Final = 64 * 1024 * 1024
+STREAM_WINDOW_BYTES: Final = 8 * 1024 * 1024
 _ENGINES: Final = {
     transformer_pb2.CSS_ENGINE_CSS_INLINE: CSS_INLINE,
     transformer_pb2.CSS_ENGINE_PREMAILER: PREMAILER,
@@ -53,33 +54,97 @@ __all__ = ["SERVICE_NAME", "Transformer", "WorkerPool", "serve"]
 
 
 class Transformer(transformer_pb2_grpc.TransformerServicer):
-    """Transform: inline CSS in a message's HTML parts and add tracking; status codes as in the proto."""
+    """Transform: inline CSS in a message's HTML parts and add tracking; status codes as in the proto.
+    TransformStream: the same for many messages over one stream, which ends when ``stop`` is set."""
 
-    def __init__(self, settings: TransformerSettings, pool: WorkerPool) -> None:
+    def __init__(
+        self, settings: TransformerSettings, pool: WorkerPool, stop: asyncio.Event | None = None
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        self._stop = stop or asyncio.Event()
 
     async def Transform(
         self, request: transformer_pb2.TransformRequest, context: grpc.aio.ServicerContext
     ) -> transformer_pb2.TransformResponse:
+        code, details, response = await self._answer(request)
+        if response is None:  # set_code/set_details + an empty reply: the client sees only the status
+            context.set_code(code)
+            context.set_details(details)
+            return transformer_pb2.TransformResponse()
+        return response
+
+    async def TransformStream(  # type: ignore[override]  # grpc.aio: a coroutine that writes via context
+        self,
+        request_iterator: AsyncIterator[transformer_pb2.TransformStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Answer each request as it completes (in any order) until the client half-closes or the server
+        stops; then finish the requests already read and end the stream with OK. A request the client
+        wrote after that gets no answer: the client sends it again on a new stream."""
+        answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None] = asyncio.Queue()
+        writer = asyncio.create_task(_write_answers(answers, context))
+        running: set[asyncio.Task[None]] = set()
+        reader = asyncio.create_task(self._read_requests(request_iterator, answers, running))
+        stopping = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait((reader, stopping), return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+            if running:
+                await asyncio.wait(set(running))
+            answers.put_nowait(None)
+            await writer
+        finally:  # the client went away (cancelled): nothing is left to answer
+            for task in (stopping, reader, writer, *running):
+                task.cancel()
+
+    async def _read_requests(
+        self,
+        request_iterator: AsyncIterator[transformer_pb2.TransformStreamRequest],
+        answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None],
+        running: set[asyncio.Task[None]],
+    ) -> None:
+        async for item in request_iterator:
+            task = asyncio.create_task(self._answer_item(item, answers))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    async def _answer_item(
+        self,
+        item: transformer_pb2.TransformStreamRequest,
+        answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None],
+    ) -> None:
+        code, details, response = await self._answer(item.request)
+        answers.put_nowait(
+            transformer_pb2.TransformStreamResponse(
+                id=item.id, code=code.value[0], details=details, response=response
+            )
+        )
+
+    async def _answer(
+        self, request: transformer_pb2.TransformRequest
+    ) -> tuple[grpc.StatusCode, str, transformer_pb2.TransformResponse | None]:
+        """(status code, details, response); the response is None unless the code is OK."""
         started = time.perf_counter()
         engine = _ENGINES.get(request.options.css_engine, self._settings.css_engine)
         metrics.BYTES.labels("in").inc(len(request.mime))
         outcome, code, details, result = await self._run(request, engine)
         metrics.REQUESTS.labels(outcome).inc()
         metrics.DURATION.labels(engine).observe(time.perf_counter() - started)
-        if result is None:  # set_code/set_details + an empty reply: the client sees only the status
-            context.set_code(code)
-            context.set_details(details)
-            return transformer_pb2.TransformResponse()
+        if result is None:
+            return code, details, None
         metrics.HTML_PARTS.labels(engine).inc(result.html_parts_transformed)
         metrics.BYTES.labels("out").inc(len(result.mime))
-        return transformer_pb2.TransformResponse(
-            mime=result.mime,
-            html_parts_transformed=result.html_parts_transformed,
-            changed=result.changed,
-            links=result.links,
-            open_pixel=result.open_pixel,
+        return (
+            code,
+            "",
+            transformer_pb2.TransformResponse(
+                mime=result.mime,
+                html_parts_transformed=result.html_parts_transformed,
+                changed=result.changed,
+                links=result.links,
+                open_pixel=result.open_pixel,
+            ),
         )
 
     async def _run(
@@ -115,6 +180,14 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
             details = f"the transformed message would be {len(result.mime)} bytes; the limit is {limit}"
             return "too_large", grpc.StatusCode.RESOURCE_EXHAUSTED, details, None
         return ("changed" if result.changed else "unchanged"), ok, "", result
+
+
+async def _write_answers(
+    answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None], context: grpc.aio.ServicerContext
+) -> None:
+    """The stream's only writer (gRPC allows one write at a time), until the None that ends it."""
+    while (answer := await answers.get()) is not None:
+        await context.write(answer)
 
 
 def _tracking_options(options: transformer_pb2.TransformOptions) -> TrackingOptions | None:
@@ -182,10 +255,12 @@ async def _serve_grpc(
         options=[
             ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE),
             ("grpc.max_send_message_length", MAX_GRPC_MESSAGE),
+            # a client's TransformStream carries all its messages: many in flight, not HTTP/2's 64 KB
+            ("grpc.http2.lookahead_bytes", STREAM_WINDOW_BYTES),
         ]
     )
     health_servicer = health.aio.HealthServicer()
-    transformer_pb2_grpc.add_TransformerServicer_to_server(Transformer(settings, pool), server)
+    transformer_pb2_grpc.add_TransformerServicer_to_server(Transformer(settings, pool, stop), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = _grpc_address(settings.grpc_host, settings.grpc_port)
     credentials = server_credentials(settings)

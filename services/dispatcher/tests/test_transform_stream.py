@@ -1,0 +1,112 @@
+"""TransformerClient over the transformer's TransformStream, against the real transformer on loopback.
+
+Many messages share one stream and each gets its own answer; a refusal is that message's alone; a
+transformer that stops ends the stream and the next message goes over a new one; a transformer that is
+gone is "unavailable" (the router retries later); one without the stream gets unary calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import grpc
+import pytest
+
+from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable
+from postwire.testing.ports import free_port
+from postwire.transformer.server import serve
+from postwire.transformer.settings import TransformerSettings
+from postwire.v1 import transformer_pb2, transformer_pb2_grpc
+
+INLINE = transformer_pb2.TransformOptions(inline_css=True)
+
+
+def message(marker: str) -> bytes:
+    return (b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n"
+            b"Content-Type: text/html; charset=utf-8\r\n\r\n<style>p{color:red}</style>"
+            + f"<p>{marker}</p>\r\n".encode())
+
+
+@asynccontextmanager
+async def transformer(port: int) -> AsyncIterator[asyncio.Event]:
+    """The real transformer on ``port`` until the block ends (or the yielded event is set)."""
+    stop = asyncio.Event()
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(TransformerSettings(grpc_port=port, transform_workers=1), stop,
+                                     started.set_result))
+    await started
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await task
+
+
+def inlined(marker: str) -> Callable[[transformer_pb2.TransformResponse | None], bool]:
+    return lambda r: r is not None and f'<p style="color: red;">{marker}</p>'.encode() in r.mime
+
+
+async def test_concurrent_messages_share_one_stream_and_get_their_own_answers() -> None:
+    port = free_port()
+    async with transformer(port):
+        client = TransformerClient(f"127.0.0.1:{port}", timeout_s=30)
+        try:
+            markers = [f"message {i}" for i in range(40)]
+            results = await asyncio.gather(*(client.transform(message(m), INLINE) for m in markers),
+                                           client.transform(b"no header block", INLINE))
+            *answers, refused = results
+            assert all(inlined(m)(r) for m, r in zip(markers, answers, strict=True))
+            assert refused is None  # INVALID_ARGUMENT for that message only: sent as it is
+            assert client._stream is not None and client._stream.open  # one stream, still open
+        finally:
+            await client.close()
+
+
+async def test_a_transformer_that_stops_ends_the_stream_and_the_next_message_opens_a_new_one() -> None:
+    port = free_port()
+    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=30)
+    try:
+        async with transformer(port):
+            assert inlined("before")(await client.transform(message("before"), INLINE))
+            first = client._stream
+        assert first is not None
+        async with transformer(port):  # a new transformer on the same address (a restarted pod)
+            assert inlined("after")(await client.transform(message("after"), INLINE))
+            assert client._stream is not first
+    finally:
+        await client.close()
+
+
+async def test_a_transformer_that_is_gone_is_unavailable() -> None:
+    port = free_port()
+    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=2)
+    try:
+        with pytest.raises(TransformerUnavailable):
+            await client.transform(message("nobody"), INLINE)
+    finally:
+        await client.close()
+
+
+class UnaryOnly(transformer_pb2_grpc.TransformerServicer):
+    """A transformer from before TransformStream: Transform only (upper-cases the message)."""
+
+    async def Transform(self, request: transformer_pb2.TransformRequest,
+                        context: grpc.aio.ServicerContext) -> transformer_pb2.TransformResponse:
+        return transformer_pb2.TransformResponse(mime=request.mime.upper(), changed=True)
+
+
+async def test_a_transformer_without_the_stream_gets_unary_calls() -> None:
+    server = grpc.aio.server()
+    transformer_pb2_grpc.add_TransformerServicer_to_server(UnaryOnly(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=10)
+    try:
+        for marker in ("one", "two"):
+            result = await client.transform(message(marker), INLINE)
+            assert result is not None and f"<P>{marker.upper()}</P>".encode() in result.mime
+    finally:
+        await client.close()
+        await server.stop(grace=None)
