@@ -44,30 +44,35 @@ async def transformer(port: int) -> AsyncIterator[asyncio.Event]:
         await task
 
 
+@asynccontextmanager
+async def connected(port: int, timeout_s: float = 30) -> AsyncIterator[TransformerClient]:
+    """A TransformerClient for the transformer on ``port``, closed when the block ends."""
+    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=timeout_s)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 def inlined(marker: str) -> Callable[[transformer_pb2.TransformResponse | None], bool]:
     return lambda r: r is not None and f'<p style="color: red;">{marker}</p>'.encode() in r.mime
 
 
 async def test_concurrent_messages_share_one_stream_and_get_their_own_answers() -> None:
     port = free_port()
-    async with transformer(port):
-        client = TransformerClient(f"127.0.0.1:{port}", timeout_s=30)
-        try:
-            markers = [f"message {i}" for i in range(40)]
-            results = await asyncio.gather(*(client.transform(message(m), INLINE) for m in markers),
-                                           client.transform(b"no header block", INLINE))
-            *answers, refused = results
-            assert all(inlined(m)(r) for m, r in zip(markers, answers, strict=True))
-            assert refused is None  # INVALID_ARGUMENT for that message only: sent as it is
-            assert client._stream is not None and client._stream.open  # one stream, still open
-        finally:
-            await client.close()
+    async with transformer(port), connected(port) as client:
+        markers = [f"message {i}" for i in range(40)]
+        results = await asyncio.gather(*(client.transform(message(m), INLINE) for m in markers),
+                                       client.transform(b"no header block", INLINE))
+        *answers, refused = results
+        assert all(inlined(m)(r) for m, r in zip(markers, answers, strict=True))
+        assert refused is None  # INVALID_ARGUMENT for that message only: sent as it is
+        assert client._stream is not None and client._stream.open  # one stream, still open
 
 
 async def test_a_transformer_that_stops_ends_the_stream_and_the_next_message_opens_a_new_one() -> None:
     port = free_port()
-    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=30)
-    try:
+    async with connected(port) as client:
         async with transformer(port):
             assert inlined("before")(await client.transform(message("before"), INLINE))
             first = client._stream
@@ -75,18 +80,12 @@ async def test_a_transformer_that_stops_ends_the_stream_and_the_next_message_ope
         async with transformer(port):  # a new transformer on the same address (a restarted pod)
             assert inlined("after")(await client.transform(message("after"), INLINE))
             assert client._stream is not first
-    finally:
-        await client.close()
 
 
 async def test_a_transformer_that_is_gone_is_unavailable() -> None:
-    port = free_port()
-    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=2)
-    try:
+    async with connected(free_port(), timeout_s=2) as client:
         with pytest.raises(TransformerUnavailable):
             await client.transform(message("nobody"), INLINE)
-    finally:
-        await client.close()
 
 
 class UnaryOnly(transformer_pb2_grpc.TransformerServicer):
@@ -102,11 +101,10 @@ async def test_a_transformer_without_the_stream_gets_unary_calls() -> None:
     transformer_pb2_grpc.add_TransformerServicer_to_server(UnaryOnly(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    client = TransformerClient(f"127.0.0.1:{port}", timeout_s=10)
     try:
-        for marker in ("one", "two"):
-            result = await client.transform(message(marker), INLINE)
-            assert result is not None and f"<P>{marker.upper()}</P>".encode() in result.mime
+        async with connected(port, timeout_s=10) as client:
+            for marker in ("one", "two"):
+                result = await client.transform(message(marker), INLINE)
+                assert result is not None and f"<P>{marker.upper()}</P>".encode() in result.mime
     finally:
-        await client.close()
         await server.stop(grace=None)
