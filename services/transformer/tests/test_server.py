@@ -247,10 +247,18 @@ async def test_stream_answers_each_request_with_its_own_status(channel: grpc.aio
         3: transformer_pb2.TransformRequest(mime=MESSAGE + b"x" * LIMIT, options=inline),
         4: transformer_pb2.TransformRequest(mime=MESSAGE, options=transformer_pb2.TransformOptions()),
     }
+    items = [transformer_pb2.TransformStreamItem(id=i, request=r) for i, r in requests.items()]
+    # the first two in one stream message, the others one each: a batch is answered like single requests
     call = stub.TransformStream(
-        iter(transformer_pb2.TransformStreamRequest(id=i, request=r) for i, r in requests.items())
+        iter(
+            [
+                transformer_pb2.TransformStreamRequest(items=items[:2]),
+                *(transformer_pb2.TransformStreamRequest(items=[item]) for item in items[2:]),
+            ]
+        )
     )
-    answers = {a.id: a async for a in call}
+    answers = {a.id: a async for batch in call for a in batch.answers}
+    assert sorted(answers) == [1, 2, 3, 4]
     assert await call.code() == grpc.StatusCode.OK
     assert answers[1].code == 0 and b'<p style="color: red;">hi</p>' in answers[1].response.mime
     assert (answers[2].code, answers[2].details) == (
@@ -270,8 +278,9 @@ async def test_stop_ends_an_open_stream_after_answering_what_it_read() -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{await ports}") as ch:
         call = transformer_pb2_grpc.TransformerStub(ch).TransformStream()
         request = transformer_pb2.TransformRequest(mime=MESSAGE)
-        await call.write(transformer_pb2.TransformStreamRequest(id=7, request=request))
-        answer = await call.read()
+        item = transformer_pb2.TransformStreamItem(id=7, request=request)
+        await call.write(transformer_pb2.TransformStreamRequest(items=[item]))
+        (answer,) = (await call.read()).answers
         assert answer.id == 7 and answer.response.changed
         stop.set()  # the client never half-closes: the server ends the stream itself
         assert await call.read() == grpc.aio.EOF

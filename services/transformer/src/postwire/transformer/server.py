@@ -38,6 +38,9 @@ from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 SERVICE_NAME: Final = transformer_pb2.DESCRIPTOR.services_by_name["Transformer"].full_name
 MAX_GRPC_MESSAGE: Final = 64 * 1024 * 1024
 STREAM_WINDOW_BYTES: Final = 8 * 1024 * 1024
+# answers ready together go out as one stream message of about this much MIME at most (one answer of
+# any size always goes): enough to share gRPC's cost per stream message, far below its 64 MB limit
+BATCH_BYTES: Final = 1024 * 1024
 _ENGINES: Final = {
     transformer_pb2.CSS_ENGINE_CSS_INLINE: CSS_INLINE,
     transformer_pb2.CSS_ENGINE_PREMAILER: PREMAILER,
@@ -79,10 +82,11 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
         request_iterator: AsyncIterator[transformer_pb2.TransformStreamRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        """Answer each request as it completes (in any order) until the client half-closes or the server
-        stops; then finish the requests already read and end the stream with OK. A request the client
-        wrote after that gets no answer: the client sends it again on a new stream."""
-        answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None] = asyncio.Queue()
+        """Answer each request as it completes (in any order; the answers ready together go out as one
+        stream message) until the client half-closes or the server stops; then finish the requests
+        already read and end the stream with OK. A request the client wrote after that gets no answer:
+        the client sends it again on a new stream."""
+        answers: asyncio.Queue[transformer_pb2.TransformStreamAnswer | None] = asyncio.Queue()
         writer = asyncio.create_task(_write_answers(answers, context))
         running: set[asyncio.Task[None]] = set()
         reader = asyncio.create_task(self._read_requests(request_iterator, answers, running))
@@ -101,22 +105,23 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
     async def _read_requests(
         self,
         request_iterator: AsyncIterator[transformer_pb2.TransformStreamRequest],
-        answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None],
+        answers: asyncio.Queue[transformer_pb2.TransformStreamAnswer | None],
         running: set[asyncio.Task[None]],
     ) -> None:
-        async for item in request_iterator:
-            task = asyncio.create_task(self._answer_item(item, answers))
-            running.add(task)
-            task.add_done_callback(running.discard)
+        async for batch in request_iterator:
+            for item in batch.items:
+                task = asyncio.create_task(self._answer_item(item, answers))
+                running.add(task)
+                task.add_done_callback(running.discard)
 
     async def _answer_item(
         self,
-        item: transformer_pb2.TransformStreamRequest,
-        answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None],
+        item: transformer_pb2.TransformStreamItem,
+        answers: asyncio.Queue[transformer_pb2.TransformStreamAnswer | None],
     ) -> None:
         code, details, response = await self._answer(item.request)
         answers.put_nowait(
-            transformer_pb2.TransformStreamResponse(
+            transformer_pb2.TransformStreamAnswer(
                 id=item.id, code=code.value[0], details=details, response=response
             )
         )
@@ -183,11 +188,24 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
 
 
 async def _write_answers(
-    answers: asyncio.Queue[transformer_pb2.TransformStreamResponse | None], context: grpc.aio.ServicerContext
+    answers: asyncio.Queue[transformer_pb2.TransformStreamAnswer | None], context: grpc.aio.ServicerContext
 ) -> None:
-    """The stream's only writer (gRPC allows one write at a time), until the None that ends it."""
-    while (answer := await answers.get()) is not None:
-        await context.write(answer)
+    """The stream's only writer (gRPC allows one write at a time), until the None that ends it: the
+    answers that are ready go out together, up to BATCH_BYTES of messages in one stream message."""
+    while True:
+        answer = await answers.get()
+        batch: list[transformer_pb2.TransformStreamAnswer] = []
+        size = 0
+        while answer is not None:
+            batch.append(answer)
+            size += len(answer.response.mime)
+            if size >= BATCH_BYTES or answers.empty():
+                break
+            answer = answers.get_nowait()
+        if batch:
+            await context.write(transformer_pb2.TransformStreamResponse(answers=batch))
+        if answer is None:
+            return
 
 
 def _tracking_options(options: transformer_pb2.TransformOptions) -> TrackingOptions | None:
