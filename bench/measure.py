@@ -78,7 +78,7 @@ class Meter:
     """Samples ``processes`` every ``interval_s`` in a thread between ``start()`` and ``stop()``."""
 
     processes: Labeller
-    interval_s: float = 0.2
+    interval_s: float = 1.0
     _first: dict[tuple[int, float], float] = field(default_factory=dict)
     _last: dict[tuple[int, float], tuple[str, float]] = field(default_factory=dict)
     _mem: dict[str, int] = field(default_factory=lambda: defaultdict(int))
