@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html as html_lib
 import quopri
 import random
 import re
@@ -142,6 +143,34 @@ def test_long_lines_switch_7bit_to_quoted_printable() -> None:
     assert b"Content-Transfer-Encoding: quoted-printable" in out and b"7bit" not in out
     assert max(map(len, out.split(b"\r\n"))) <= 78
     assert _html_of(out).count('style="color: red;padding: 0;"') == 300
+
+
+def test_an_ascii_part_stays_ascii_and_quoted_printable_becomes_7bit() -> None:
+    # the parser decodes &copy; and &nbsp; and writes the characters; they go back as references, so the
+    # part needs no encoding at all (the sender's quoted-printable was only ever carrying ASCII)
+    html = "<style>p{color:red}</style><p>&copy; 2026 ACME&nbsp;Inc. a=b</p>"
+    raw = _single(quopri.encodestring(html.encode()).replace(b"\n", b"\r\n"), "utf-8", "quoted-printable")
+    out = transform_mime(raw).mime
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.endswith(b"Content-Transfer-Encoding: 7bit") and head.count(b"Content-Transfer-Encoding") == 1
+    assert out.isascii() and b"=3D" not in body and b"&#169;" in body
+    rendered = html_lib.unescape(_html_of(out))  # the text a client shows
+    assert '<p style="color: red;">© 2026 ACME\xa0Inc. a=b</p>' in rendered
+
+
+def test_characters_where_references_are_not_read_stay_characters() -> None:
+    inside_style = '<style>p::after{content:"©"}</style><p>©</p>'
+    assert mime._encode_html(inside_style, "utf-8", ascii_source=True) == inside_style.encode()
+    assert mime._encode_html("<p>©</p>", "utf-8", ascii_source=True) == b"<p>&#169;</p>"
+    assert mime._encode_html("<p>©</p>", "utf-8", ascii_source=False) == "<p>©</p>".encode()  # as sent
+
+
+def test_quoted_printable_stays_when_the_part_is_not_7bit() -> None:
+    for html in ("<style>p{color:red}</style><p>Grüße</p>", "<style>p{color:red}</style>" + "<p>x</p>" * 300):
+        raw = _single(quopri.encodestring(html.encode()).replace(b"\n", b"\r\n"), "utf-8", "quoted-printable")
+        out = transform_mime(raw).mime
+        assert b"Content-Transfer-Encoding: quoted-printable\r\n" in out and b"7bit" not in out
+        assert max(map(len, out.split(b"\r\n"))) <= 78 and 'style="color: red;"' in _html_of(out)
 
 
 def test_missing_cte_header_is_added_when_needed() -> None:

@@ -56,6 +56,12 @@ _MIME_FIELD = re.compile(
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[^\n]*+\n(?:[ \t][^\n]*+\n)*+")
 _STYLE_TAG = re.compile(r"<style[\s>/]", re.IGNORECASE)
+# where character references are not decoded: raw-text elements (to their end tag, or the end) and CDATA
+_RAW_TEXT = re.compile(
+    r"<(style|script|xmp|iframe|noembed|noframes|noscript|plaintext)[\s/>].*?(?:</\1\s*>|\Z)"
+    r"|<!\[CDATA\[.*?(?:]]>|\Z)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class MimeError(ValueError):
@@ -257,7 +263,7 @@ def _rewrite_html_part(head: bytes, body: bytes, info: _Head, ctx: _Context) -> 
     if html == text:
         return None  # nothing to inline or track: keep the part exactly as it was
     nl = b"\r\n" if head.endswith(b"\r\n") else b"\n"
-    data = html.encode(codec_name, errors="xmlcharrefreplace")
+    data = _encode_html(html, codec_name, ascii_source=text.isascii())
     if tracked and ctx.tracking is not None:
         new_cte, new_body = "quoted-printable", qp.encode(data, ctx.tracking.placeholders, nl)
     else:
@@ -265,6 +271,23 @@ def _rewrite_html_part(head: bytes, body: bytes, info: _Head, ctx: _Context) -> 
     new_body = new_body.rstrip(b"\r\n") + (nl if body.endswith(b"\n") else b"")
     ctx.transformed += 1
     return (head if new_cte == cte else _set_cte(head, new_cte, nl)) + new_body
+
+
+def _encode_html(html: str, codec_name: str, *, ascii_source: bool) -> bytes:
+    """``html`` in its part's charset; characters the charset lacks as numeric character references.
+
+    A part whose HTML was all ASCII stays ASCII: the parser decodes references such as ``&copy;`` and
+    writes the character itself, which would make a clean 7bit part need quoted-printable. Those
+    characters go back as references, unless one sits where references are not read (raw text such as
+    a ``<style>`` element, or CDATA), where they stay characters."""
+    if (
+        ascii_source
+        and not html.isascii()
+        and _ascii_compatible(codec_name)
+        and all(raw.group(0).isascii() for raw in _RAW_TEXT.finditer(html))
+    ):
+        return html.encode("ascii", errors="xmlcharrefreplace")
+    return html.encode(codec_name, errors="xmlcharrefreplace")
 
 
 def _ascii_compatible(codec_name: str) -> bool:
@@ -310,17 +333,29 @@ def _decode_text(data: bytes, charset: str | None) -> tuple[str, str] | None:
 
 
 def _encode_body(data: bytes, cte: str, nl: bytes) -> tuple[str, bytes]:
-    """Re-encode with the part's transfer encoding, switching 7bit/8bit to quoted-printable if needed."""
+    """Re-encode with the part's transfer encoding, switching 7bit/8bit to quoted-printable if needed,
+    and quoted-printable to 7bit when the data is 7bit already (smaller, and no encoding to pay for)."""
     if cte == "base64":
         b64 = base64.b64encode(data)
         return cte, nl.join(b64[i : i + _B64_LINE] for i in range(0, len(b64), _B64_LINE))
     lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if cte == "binary":
         return cte, lines.replace(b"\n", nl)
-    clean = cte == "8bit" or (cte == "7bit" and lines.isascii())
+    clean = (
+        cte == "8bit"
+        or (cte == "7bit" and lines.isascii())
+        or (cte == "quoted-printable" and _plain_7bit(lines))
+    )
     if clean and max(map(len, lines.split(b"\n")), default=0) <= MAX_LINE:
-        return cte, lines.replace(b"\n", nl)
+        return ("8bit" if cte == "8bit" else "7bit"), lines.replace(b"\n", nl)
     return "quoted-printable", qp.encode(lines, None, nl)
+
+
+def _plain_7bit(lines: bytes) -> bool:
+    """Whether LF-separated ``lines`` are 7bit data (RFC 2045 §2.7: ASCII without NUL). White space at
+    the end of a line is left as it is: in HTML it renders the same if a relay strips it, and the DKIM
+    signature (relaxed body canonicalisation) ignores it."""
+    return lines.isascii() and b"\0" not in lines
 
 
 def _set_cte(head: bytes, cte: str, nl: bytes) -> bytes:
