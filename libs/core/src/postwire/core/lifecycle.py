@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
@@ -42,7 +43,16 @@ def run_service(service: str, settings: S,
 
     ``settings`` is built by the caller before the loop starts, so a bad environment fails at boot."""
     configure_logging(service, settings.log_level)
+    freeze_imports()
     run(lambda stop: serve(settings, stop))
+
+
+def freeze_imports() -> None:
+    """Move every object alive now (modules, classes, protobuf descriptors: some 100,000 in a service)
+    out of the garbage collector's reach: they live as long as the process, and a full collection
+    scanning them all took 50-60 ms each time under load, in the middle of answering clients."""
+    gc.collect()
+    gc.freeze()
 
 
 async def finish_or_cancel(tasks: set[asyncio.Task[Any]], grace_s: float) -> set[asyncio.Task[Any]]:
