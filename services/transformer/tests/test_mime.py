@@ -159,8 +159,12 @@ def test_an_ascii_part_stays_ascii_and_quoted_printable_becomes_7bit() -> None:
 
 
 def test_characters_where_references_are_not_read_stay_characters() -> None:
-    inside_style = '<style>p::after{content:"©"}</style><p>©</p>'
-    assert mime._encode_html(inside_style, "utf-8", ascii_source=True) == inside_style.encode()
+    for raw_text in ('<style>p::after{content:"©"}</style><p>©</p>', "<svg><![CDATA[©]]></svg>",
+                     '<STYLE type="text/css">p{font-family:"©"}'):  # closed or not, any case
+        assert mime._encode_html(raw_text, "utf-8", ascii_source=True) == raw_text.encode()
+    after_style = "<style>p{color:red}</style><p>©</p><script>x()</script>"
+    expected = after_style.replace("©", "&#169;").encode()
+    assert mime._encode_html(after_style, "utf-8", ascii_source=True) == expected
     assert mime._encode_html("<p>©</p>", "utf-8", ascii_source=True) == b"<p>&#169;</p>"
     assert mime._encode_html("<p>©</p>", "utf-8", ascii_source=False) == "<p>©</p>".encode()  # as sent
 

@@ -56,12 +56,13 @@ _MIME_FIELD = re.compile(
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[^\n]*+\n(?:[ \t][^\n]*+\n)*+")
 _STYLE_TAG = re.compile(r"<style[\s>/]", re.IGNORECASE)
-# where character references are not decoded: raw-text elements (to their end tag, or the end) and CDATA
-_RAW_TEXT = re.compile(
-    r"<(style|script|xmp|iframe|noembed|noframes|noscript|plaintext)[\s/>].*?(?:</\1\s*>|\Z)"
-    r"|<!\[CDATA\[.*?(?:]]>|\Z)",
-    re.IGNORECASE | re.DOTALL,
-)
+# where character references are not decoded: raw-text elements (to their end tag) and CDATA sections
+_RAW_TEXT_NAMES: Final = ("style", "script", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext")
+_RAW_TEXT_OPEN = re.compile(r"<(" + "|".join(_RAW_TEXT_NAMES) + r")[\s/>]|<!\[CDATA\[", re.IGNORECASE)
+_RAW_TEXT_CLOSE: Final[dict[str | None, re.Pattern[str]]] = {
+    **{name: re.compile(f"</{name}", re.IGNORECASE) for name in _RAW_TEXT_NAMES},
+    None: re.compile(re.escape("]]>")),
+}
 
 
 class MimeError(ValueError):
@@ -280,14 +281,23 @@ def _encode_html(html: str, codec_name: str, *, ascii_source: bool) -> bytes:
     writes the character itself, which would make a clean 7bit part need quoted-printable. Those
     characters go back as references, unless one sits where references are not read (raw text such as
     a ``<style>`` element, or CDATA), where they stay characters."""
-    if (
-        ascii_source
-        and not html.isascii()
-        and _ascii_compatible(codec_name)
-        and all(raw.group(0).isascii() for raw in _RAW_TEXT.finditer(html))
-    ):
+    if ascii_source and not html.isascii() and _ascii_compatible(codec_name) and not _in_raw_text(html):
         return html.encode("ascii", errors="xmlcharrefreplace")
     return html.encode(codec_name, errors="xmlcharrefreplace")
+
+
+def _in_raw_text(html: str) -> bool:
+    """Whether raw text (from an opening raw-text tag or CDATA marker to its end, or the document's)
+    holds a non-ASCII character. One pass; errs on the safe side: a tag that merely starts like one
+    (``<styled>``) counts."""
+    pos = 0
+    while (opening := _RAW_TEXT_OPEN.search(html, pos)) is not None:
+        name = opening.group(1)
+        closing = _RAW_TEXT_CLOSE[None if name is None else name.lower()].search(html, opening.end())
+        pos = len(html) if closing is None else closing.end()
+        if not html[opening.start() : pos].isascii():
+            return True
+    return False
 
 
 def _ascii_compatible(codec_name: str) -> bool:
