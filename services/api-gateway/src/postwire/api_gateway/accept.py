@@ -77,12 +77,15 @@ def apply_options(sub: Submission, found: OptionHeaders) -> Submission:
 
 
 async def accept(deps: Deps, request: Request, account_id: str, key: str | None, endpoint: str,
-                 request_hash: str, prepare: Prepare, render: Render, status_code: int = 202) -> JSONResponse:
+                 request_hash: Callable[[], str], prepare: Prepare, render: Render,
+                 status_code: int = 202) -> JSONResponse:
+    """Prepare, check and queue one message; with an Idempotency-Key, once per key and request
+    (``request_hash`` is called only then: canonicalising a JSON request is a tenth of its cost)."""
     store: IdempotencyStore = request.app.state.idempotency
     quota: SendQuota = request.app.state.send_quota
     message_id = new_message_id()
     if key is not None:
-        reserved = await store.reserve(account_id, check_key(key), request_hash, message_id)
+        reserved = await store.reserve(account_id, check_key(key), request_hash(), message_id)
         if isinstance(reserved, Replay):
             return JSONResponse(reserved.body, reserved.status_code, headers={"Idempotent-Replayed": "true"})
         message_id = reserved.message_id

@@ -7,7 +7,6 @@ ever written after the JetStream PubAck; NATS trouble answers 503 and nothing is
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
+from postwire.api_gateway import offload
 from postwire.api_gateway.accept import accept, apply_options, check_recipient_count, deps_of, take_options
 from postwire.api_gateway.addresses import Mailbox
 from postwire.api_gateway.auth import Account
@@ -26,6 +26,7 @@ from postwire.api_gateway.compose import compose
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.api_gateway.idempotency import HEADER, fingerprint
+from postwire.api_gateway.offload import request_size
 from postwire.api_gateway.rawmime import prepare_raw
 from postwire.api_gateway.schemas import (
     MessageDetail,
@@ -64,14 +65,14 @@ def messages_router(settings: ApiSettings) -> APIRouter:
         check_recipient_count(len(recipients), settings.max_recipients)
 
         async def prepare(message_id: str) -> Submission:
-            raw = await asyncio.to_thread(compose, payload, message_id, settings.message_id_domain,
-                                          datetime.now(UTC))
+            raw = await offload.run(request_size(request), compose, payload, message_id,
+                                    settings.message_id_domain, datetime.now(UTC))
             raw, found = take_options(raw)  # a custom X-Postwire-* header is an option, as in SMTP
             return apply_options(_submission(account_id, payload.from_.address, recipients, raw, payload),
                                  found)
 
         return await accept(deps_of(request), request, account_id, idempotency_key, "json",
-                            fingerprint(b"json", _canonical(payload)), prepare, _queued)
+                            lambda: fingerprint(b"json", _canonical(payload)), prepare, _queued)
 
     @router.post("/mime", status_code=202, response_model=SendResponse, response_description=ACCEPTED,
                  responses=responses(401, 409, 413, 415, 422, 503),
@@ -94,15 +95,17 @@ def messages_router(settings: ApiSettings) -> APIRouter:
         rcpts = to or []
 
         async def prepare(message_id: str) -> Submission:
-            prepared = await asyncio.to_thread(prepare_raw, raw, mail_from, rcpts, message_id,
-                                               settings.message_id_domain, datetime.now(UTC))
+            prepared = await offload.run(len(raw), prepare_raw, raw, mail_from, rcpts, message_id,
+                                         settings.message_id_domain, datetime.now(UTC))
             check_recipient_count(len(prepared.recipients), settings.max_recipients)
             stripped, found = take_options(prepared.raw)
             return apply_options(Submission(account_id=account_id, mail_from=prepared.mail_from,
                                             recipients=prepared.recipients, raw=stripped, source="api",
                                             subject=prepared.subject), found)
 
-        request_hash = fingerprint(b"mime", (mail_from or "").encode(), "\n".join(rcpts).encode(), raw)
+        def request_hash() -> str:
+            return fingerprint(b"mime", (mail_from or "").encode(), "\n".join(rcpts).encode(), raw)
+
         return await accept(deps_of(request), request, account_id, idempotency_key, "mime", request_hash,
                             prepare, _queued)
 

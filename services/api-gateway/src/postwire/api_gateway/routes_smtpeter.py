@@ -16,7 +16,6 @@ one, and its events are never listed.
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import json
 import re
@@ -31,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import ObjectNotFoundError
 from pydantic import BaseModel, ValidationError
 
+from postwire.api_gateway import offload
 from postwire.api_gateway.accept import accept, apply_options, check_recipient_count, deps_of, take_options
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.compose import build
@@ -95,7 +95,8 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
                  openapi_extra=_request_body("SmtpeterSend", FORM_NOTE))
     async def send(request: Request, account_id: Account, idempotency_key: IdemKey = None) -> JSONResponse:
         data, canonical = await _body(request)
-        payload = await asyncio.to_thread(_validate, SmtpeterSend, data)
+        size = len(canonical)  # the body as parsed: a form's size is that of what it describes
+        payload = await offload.run(size, _validate, SmtpeterSend, data)
         recipients = payload.envelope_recipients()
         check_recipient_count(len(recipients), settings.max_recipients)
 
@@ -103,15 +104,15 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
             now = datetime.now(UTC)
             if payload.mime is not None:
                 try:
-                    prepared = await asyncio.to_thread(
-                        prepare_raw, payload.mime.encode("utf-8"), payload.envelope,
+                    prepared = await offload.run(
+                        size, prepare_raw, payload.mime.encode("utf-8"), payload.envelope,
                         recipients, message_id, settings.message_id_domain, now)
                 except InvalidInput as e:
                     raise _in_mime(e) from None
                 raw, mail_from, subject = prepared.raw, prepared.mail_from, prepared.subject
             else:
-                raw = await asyncio.to_thread(build, payload.draft(), message_id, settings.message_id_domain,
-                                              now)
+                raw = await offload.run(size, build, payload.draft(), message_id, settings.message_id_domain,
+                                        now)
                 assert payload.from_ is not None
                 mail_from, subject = payload.envelope or payload.from_.address, payload.subject or ""
             raw, found = take_options(raw)
@@ -126,7 +127,9 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
                 recipient_ids=recipient_ids(message_id, recipients))
             return apply_options(sub, found)
 
-        request_hash = fingerprint(b"send", canonical)
+        def request_hash() -> str:
+            return fingerprint(b"send", canonical)
+
         return await accept(deps_of(request), request, account_id, idempotency_key, "send", request_hash,
                             prepare, _answer, status_code=200)
 
@@ -153,7 +156,9 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
         async def prepare(message_id: str) -> Submission:
             return _again(original, raw, message_id)
 
-        request_hash = fingerprint(b"resend", payload.message.encode())
+        def request_hash() -> str:
+            return fingerprint(b"resend", payload.message.encode())
+
         return await accept(deps, request, account_id, idempotency_key, "resend", request_hash, prepare,
                             _answer, status_code=200)
 
