@@ -26,7 +26,6 @@ from postwire.api_gateway.compose import compose
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.api_gateway.idempotency import HEADER, fingerprint
-from postwire.api_gateway.offload import request_size
 from postwire.api_gateway.rawmime import prepare_raw
 from postwire.api_gateway.schemas import (
     MessageDetail,
@@ -65,7 +64,7 @@ def messages_router(settings: ApiSettings) -> APIRouter:
         check_recipient_count(len(recipients), settings.max_recipients)
 
         async def prepare(message_id: str) -> Submission:
-            raw = await offload.run(request_size(request), compose, payload, message_id,
+            raw = await offload.run(offload.request_size(request), compose, payload, message_id,
                                     settings.message_id_domain, datetime.now(UTC))
             raw, found = take_options(raw)  # a custom X-Postwire-* header is an option, as in SMTP
             return apply_options(_submission(account_id, payload.from_.address, recipients, raw, payload),
