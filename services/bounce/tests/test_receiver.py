@@ -1,5 +1,6 @@
 """The bounce receiver against a real NATS server, a real PostgreSQL and real SMTP clients (aiosmtplib):
-real-MTA bounce mails from the corpus, rewritten to be about a message and recipient in the database."""
+bounce mails written for these tests (fixtures/) and, when the shared corpus is there, real-MTA ones,
+each rewritten to be about a message and recipient in the database."""
 
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ from postwire.core.ids import new_id, new_message_id
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Message, Recipient
+from postwire.testing.corpus import corpus_path
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
 from postwire.testing.smtp import SmtpSink
 from postwire.v1 import envelope_pb2
 
-CORPUS = Path(__file__).parents[3].parent / "shared" / "corpus" / "bounces"
+FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "bounce-receiver-tests-secret-0123456789"
 DOMAIN = "bounces.postwire.test"
 
@@ -123,11 +125,23 @@ async def sent(pg_url: str) -> Sent:
     return Sent(account, mid, rcpt, verp.encode(mid, rcpt, SECRET.encode(), DOMAIN))
 
 
-def corpus(name: str, replace: dict[str, str] | None = None) -> bytes:
-    raw = (CORPUS / "eml" / name).read_bytes()
-    for old, new in (replace or {}).items():
-        raw = raw.replace(old.encode(), new.encode())
-    return raw
+@dataclass(frozen=True)
+class Mail:
+    """A mail to send to the receiver: one of fixtures/ (always there) or, with ``corpus``, a real one from
+    the shared corpus (the test skips, saying why, when the corpus is absent)."""
+
+    name: str
+    recipient: str = ""  # the bounced address in the file: readdressed to the test's recipient
+    corpus: bool = False
+
+    def read(self, recipient: str = "") -> bytes:
+        path = corpus_path("bounces", "eml", self.name) if self.corpus else FIXTURES / self.name
+        raw = path.read_bytes()
+        return raw.replace(self.recipient.encode(), recipient.encode()) if self.recipient else raw
+
+
+POSTFIX_USER_UNKNOWN = Mail("postfix-userunknown.eml", "jane.roe@example.org")
+CORPUS_POSTFIX_USER_UNKNOWN = Mail("lhost-postfix-04.eml", "kijitora@example.co.jp", corpus=True)
 
 
 async def send(listener: BounceListener, rcpt: str, raw: bytes, mail_from: str = "") -> None:
@@ -135,14 +149,24 @@ async def send(listener: BounceListener, rcpt: str, raw: bytes, mail_from: str =
         await smtp.sendmail(mail_from, [rcpt], raw)
 
 
-async def test_postfix_dsn_becomes_a_bounced_event(start_receiver: Start, sent: Sent, events: Events) -> None:
+@pytest.mark.parametrize(("mail", "expected"), [
+    pytest.param(POSTFIX_USER_UNKNOWN, ("userunknown", True, "5.1.1", 550), id="postfix-userunknown"),
+    pytest.param(Mail("postfix-mailboxfull.eml", "bob.full@example.net"),
+                 ("mailboxfull", False, "5.2.2", 552), id="postfix-mailboxfull"),
+    pytest.param(Mail("exchange-userunknown.eml", "ken.doe@contoso.example"),
+                 ("userunknown", True, "5.1.10", 550), id="exchange-userunknown"),
+    pytest.param(CORPUS_POSTFIX_USER_UNKNOWN,
+                 ("userunknown", True, "5.1.1", 550), id="corpus-lhost-postfix-04"),
+])
+async def test_dsn_becomes_a_bounced_event(start_receiver: Start, sent: Sent, events: Events, mail: Mail,
+                                           expected: tuple[str, bool, str, int]) -> None:
+    raw = mail.read(sent.recipient)
     listener = await start_receiver()
-    raw = corpus("lhost-postfix-04.eml", {"kijitora@example.co.jp": sent.recipient})
     await send(listener, sent.return_path, raw)  # answered 250 only after the PubAck
 
     [ev] = await eventually(lambda: events.of("bounced"))
     assert (ev.account_id, ev.message_id, ev.recipient) == (sent.account_id, sent.message_id, sent.recipient)
-    assert (ev.reason, ev.hardbounce, ev.enhanced_status, ev.smtp_code) == ("userunknown", True, "5.1.1", 550)
+    assert (ev.reason, ev.hardbounce, ev.enhanced_status, ev.smtp_code) == expected
     assert ev.response and list(ev.tags) == ["welcome"] and dict(ev.metadata) == {"user": "42"}
     assert ev.event_id.startswith(f"{sent.message_id}.bounced.d")
 
@@ -151,21 +175,30 @@ async def test_postfix_dsn_becomes_a_bounced_event(start_receiver: Start, sent: 
     assert len(events.of("bounced")) == 1
 
 
-async def test_arf_report_becomes_complained(start_receiver: Start, sent: Sent, events: Events) -> None:
+@pytest.mark.parametrize("mail", [pytest.param(Mail("arf-abuse.eml"), id="arf-abuse"),
+                                  pytest.param(Mail("arf-01.eml", corpus=True), id="corpus-arf-01")])
+async def test_arf_report_becomes_complained(start_receiver: Start, sent: Sent, events: Events,
+                                             mail: Mail) -> None:
+    raw = mail.read()
     listener = await start_receiver()
-    await send(listener, sent.return_path, corpus("arf-01.eml"))
+    await send(listener, sent.return_path, raw)
     [ev] = await eventually(lambda: events.of("complained"))
     assert (ev.recipient, ev.reason, ev.feedback_type, ev.hardbounce) == (sent.recipient, "feedback", "abuse",
                                                                            False)
 
 
+@pytest.mark.parametrize("auto_reply", [
+    pytest.param(Mail("auto-reply.eml"), id="auto-reply"),
+    pytest.param(Mail("rfc3834-01.eml", corpus=True), id="corpus-rfc3834-01"),
+])
 async def test_replies_and_autoreplies_are_accepted_and_dropped(start_receiver: Start, sent: Sent,
-                                                                events: Events) -> None:
+                                                                events: Events, auto_reply: Mail) -> None:
+    raw = auto_reply.read()
     listener = await start_receiver()
     human = (b"From: Someone <someone@example.co.jp>\r\nTo: " + sent.return_path.encode() +
              b"\r\nSubject: Re: Hi\r\nMessage-ID: <r1@example.co.jp>\r\n\r\nThanks, see you tomorrow!\r\n")
     await send(listener, sent.return_path, human, mail_from="someone@example.co.jp")
-    await send(listener, sent.return_path, corpus("rfc3834-01.eml"))
+    await send(listener, sent.return_path, raw)
     await asyncio.sleep(0.5)
     assert events.items == []
 
@@ -197,7 +230,7 @@ async def _rcpt(smtp: aiosmtplib.SMTP, address: str) -> tuple[int, str]:
 async def test_nats_down_gives_451_at_data(start_receiver: Start, sent: Sent,
                                            nats_server: NatsServer) -> None:
     listener = await start_receiver()
-    raw = corpus("lhost-postfix-04.eml", {"kijitora@example.co.jp": sent.recipient})
+    raw = POSTFIX_USER_UNKNOWN.read(sent.recipient)
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=listener.port) as smtp:
         await smtp.mail("")
         assert (await _rcpt(smtp, sent.return_path))[0] == 250
@@ -215,13 +248,20 @@ async def test_size_limit(start_receiver: Start, sent: Sent) -> None:
     assert refused.value.code == 552
 
 
+@pytest.mark.parametrize(("mail", "explanation", "returned"), [
+    pytest.param(POSTFIX_USER_UNKNOWN, "Recipient address rejected", b"X-Mailer: Shop order notifier 2.3",
+                 id="postfix-userunknown"),
+    pytest.param(CORPUS_POSTFIX_USER_UNKNOWN, "Address rejected", b"X-Mailer: Apple Mail",
+                 id="corpus-lhost-postfix-04"),
+])
 async def test_forwarding_sends_an_rfc3464_report(start_receiver: Start, sent: Sent, events: Events,
-                                                  smtp_sink: SmtpSink) -> None:
+                                                  smtp_sink: SmtpSink, mail: Mail, explanation: str,
+                                                  returned: bytes) -> None:
     """No accepted event with DSN parameters (the fixture writes the rows directly): the defaults, a
     failure is forwarded with the full returned message."""
+    raw = mail.read(sent.recipient)
     listener = await start_receiver(bounce_forward={sent.account_id: "bounces@customer.test"},
                                     forward_smtp_port=smtp_sink.port)
-    raw = corpus("lhost-postfix-04.eml", {"kijitora@example.co.jp": sent.recipient})
     await send(listener, sent.return_path, raw)
     [got] = await smtp_sink.handler.wait_for(1)
     assert got.mail_from in ("", "<>") and got.rcpt_tos == ["bounces@customer.test"]
@@ -237,8 +277,8 @@ async def test_forwarding_sends_an_rfc3464_report(start_receiver: Start, sent: S
     assert "Original-Recipient" not in per_rcpt
     summary = msg.get_body(("plain",))
     assert summary is not None and sent.recipient in summary.get_content()
-    assert "Address rejected" in summary.get_content()  # the remote MTA's own explanation, quoted
-    assert b"X-Mailer: Apple Mail" in got.data  # the returned message, whole
+    assert explanation in summary.get_content()  # the remote MTA's own explanation, quoted
+    assert returned in got.data  # the returned message, whole
 
 
 def dsn_blocks(msg: EmailMessage) -> tuple[MimeMessage, MimeMessage]:
