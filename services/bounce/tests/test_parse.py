@@ -1,4 +1,6 @@
-"""parse_bounce and the CLI on real bounce mails from the shared corpus, plus a regression floor."""
+"""parse_bounce and the CLI: on bounce mails written for these tests (fixtures/) and small synthetic notices,
+which always run, and on real bounce mails from the shared corpus with a regression floor, which skip
+(saying why) when the corpus is absent."""
 
 from __future__ import annotations
 
@@ -10,15 +12,39 @@ from pathlib import Path
 import pytest
 
 from postwire.bounce.parser import parse_bounce
+from postwire.testing.corpus import absent_reason, corpus_dir, corpus_path
 
 ROOT = Path(__file__).parents[3]
-CORPUS = ROOT.parent / "shared" / "corpus" / "bounces"
-pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared bounce corpus not present")
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def corpus_mail(name: str) -> bytes:
+    """A real bounce mail of the corpus (the test skips when the corpus is absent)."""
+    return corpus_path("bounces", "eml", name).read_bytes()
 
 
 def parse(name: str) -> list[tuple[str | None, str, str | None, bool]]:
-    results = parse_bounce((CORPUS / "eml" / name).read_bytes())
+    results = parse_bounce(corpus_mail(name))
     return [(r.recipient, r.reason, r.status, r.hardbounce) for r in results]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("postfix-userunknown.eml", ("jane.roe@example.org", "userunknown", "5.1.1", 550, True, None)),
+    ("postfix-mailboxfull.eml", ("bob.full@example.net", "mailboxfull", "5.2.2", 552, False, None)),
+    ("exchange-userunknown.eml", ("ken.doe@contoso.example", "userunknown", "5.1.10", 550, True, None)),
+    ("arf-abuse.eml", ("mia.lane@isp.example", "feedback", None, None, False, "abuse")),
+    ("auto-reply.eml", ("nina.park@example.com", "vacation", None, None, False, None)),
+])
+def test_fixture_mails_are_classified(name: str, expected: tuple[object, ...]) -> None:
+    (r,) = parse_bounce((FIXTURES / name).read_bytes())
+    assert (r.recipient, r.reason, r.status, r.replycode, r.hardbounce, r.feedbacktype) == expected
+
+
+def test_an_ordinary_mail_yields_nothing() -> None:
+    raw = (b"From: Someone <someone@example.org>\nTo: orders@shop.example\nSubject: Re: Your order 1001\n"
+           b"Message-ID: <r1@example.org>\nIn-Reply-To: <order-1001@shop.example>\n\n"
+           b"Thanks, it arrived today. The mail system here is slow, sorry for the late reply.\n")
+    assert parse_bounce(raw) == []
 
 
 def test_exim_body_text_two_recipients() -> None:
@@ -29,7 +55,7 @@ def test_exim_body_text_two_recipients() -> None:
 
 
 def test_postfix_dsn_local_delivery_agent_failure() -> None:
-    (result,) = parse_bounce((CORPUS / "eml" / "lhost-postfix-01.eml").read_bytes())
+    (result,) = parse_bounce(corpus_mail("lhost-postfix-01.eml"))
     assert result.recipient == "r@p351355.pool.example.ne.jp"  # Final-Recipient, not Original-Recipient
     assert result.reason == "mailererror" and result.hardbounce is False
 
@@ -48,13 +74,13 @@ def test_japanese_carrier_mailbox_full() -> None:
 
 
 def test_amazon_ses_json_notification() -> None:
-    (result,) = parse_bounce((CORPUS / "eml" / "lhost-amazonses-09.eml").read_bytes())
+    (result,) = parse_bounce(corpus_mail("lhost-amazonses-09.eml"))
     assert (result.recipient, result.reason, result.replycode) == ("bounce@simulator.amazonses.com",
                                                                    "userunknown", 550)
 
 
 def test_arf_complaint_lists_every_reported_recipient() -> None:
-    results = parse_bounce((CORPUS / "eml" / "arf-17.eml").read_bytes())
+    results = parse_bounce(corpus_mail("arf-17.eml"))
     assert [(r.recipient, r.reason, r.feedbacktype) for r in results] == [
         ("kijitora@example.com", "feedback", "abuse"),
         ("sabatora@example.net", "feedback", "abuse"),
@@ -70,7 +96,7 @@ def test_filtering_gateway_user_unknown_without_status_is_filtered() -> None:
 
 
 def test_session_transcript_reports_the_failure_not_the_accepted_rcpt() -> None:
-    (result,) = parse_bounce((CORPUS / "eml" / "lhost-postfix-75.eml").read_bytes())
+    (result,) = parse_bounce(corpus_mail("lhost-postfix-75.eml"))
     assert (result.status, result.replycode) == ("4.3.0", 451)
 
 
@@ -78,7 +104,12 @@ def test_auto_reply_is_vacation() -> None:
     assert parse("rfc3834-01.eml") == [("kijitora@example.net", "vacation", None, False)]
 
 
-@pytest.mark.parametrize("path", sorted((CORPUS / "not-bounce").glob("*.eml")), ids=lambda p: p.name)
+NOT_BOUNCES = corpus_dir() / "bounces" / "not-bounce"
+
+
+@pytest.mark.parametrize("path", sorted(NOT_BOUNCES.glob("*.eml")) or [
+    pytest.param(NOT_BOUNCES, marks=pytest.mark.skip(reason=absent_reason(NOT_BOUNCES)), id="corpus-absent")
+], ids=lambda p: p.name)
 def test_not_bounces_yield_nothing(path: Path) -> None:
     assert parse_bounce(path.read_bytes()) == []
 
@@ -89,8 +120,9 @@ def test_garbage_never_raises(raw: bytes) -> None:
 
 
 def test_cli_prints_one_json_line_per_recipient() -> None:
-    files = [str(CORPUS / "eml" / "lhost-exim-02.eml"), str(CORPUS / "not-bounce" / "is-not-bounce-01.eml"),
-             str(CORPUS / "eml" / "lhost-yahoo-01.eml")]
+    corpus = corpus_path("bounces")
+    files = [str(corpus / "eml" / "lhost-exim-02.eml"), str(corpus / "not-bounce" / "is-not-bounce-01.eml"),
+             str(corpus / "eml" / "lhost-yahoo-01.eml")]
     out = subprocess.run([sys.executable, "-m", "postwire.bounce.cli", *files],
                          capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines()]
@@ -106,12 +138,13 @@ def test_cli_prints_one_json_line_per_recipient() -> None:
 
 def test_corpus_accuracy_does_not_regress() -> None:
     """Floors just under what the classifier reaches today (see accuracy.py for the full report)."""
+    corpus = corpus_path("bounces")
     sys.path.insert(0, str(ROOT / "services" / "bounce"))
     try:
         import accuracy  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
-    result = accuracy.evaluate(CORPUS)
+    result = accuracy.evaluate(corpus)
     totals = result["totals"]
     assert accuracy.accuracy(totals, "all", "recipient") >= 97.5
     assert accuracy.accuracy(totals, "all", "reason") >= 90.5
@@ -142,8 +175,10 @@ def test_exim_indented_blocks_end_before_the_text_after_the_list() -> None:
             "    host mx.example.org [192.0.2.1]: 550 5.2.1 <b@example.org>... User Unknown\n\n"
             "A copy of this notice in English: a@example.org: Mailbox Full\n")
     assert _got(_mail(body)) == [("a@example.org", "mailboxfull"), ("b@example.org", "userunknown")]
-    assert _got((CORPUS / "eml" / "lhost-mailru-03.eml").read_bytes())[1] == ("sabineko@example.jp",
-                                                                             "userunknown")
+
+
+def test_exim_indented_blocks_in_a_real_mail() -> None:
+    assert _got(corpus_mail("lhost-mailru-03.eml"))[1] == ("sabineko@example.jp", "userunknown")
 
 
 def test_mail_bounced_to_its_own_sender_keeps_the_listed_recipient() -> None:
@@ -153,6 +188,9 @@ def test_mail_bounced_to_its_own_sender_keeps_the_listed_recipient() -> None:
             "SMTP error from remote server for TEXT command, host: mx.example.fr "
             "reason: 550 5.1.1 No such user\n")
     assert _got(_mail(body, to="self@example.fr")) == [("self@example.fr", "userunknown")]
+
+
+def test_mail_bounced_to_its_own_sender_in_a_real_mail() -> None:
     assert parse("lhost-einsundeins-03.eml")[0][:2] == ("xxxx@xxxx.fr", "spamdetected")
 
 
@@ -160,6 +198,9 @@ def test_postmaster_is_a_recipient_where_the_notice_says_so() -> None:
     body = ("There was an error delivering your mail to <postmaster@gone.example>.\n\n"
             "DNS lookup failure: host gone.example not found\n")
     assert _got(_mail(body)) == [("postmaster@gone.example", "hostunknown")]
+
+
+def test_postmaster_is_a_recipient_in_real_mails() -> None:
     assert parse("lhost-dragonfly-04.eml")[0][:2] == ("postmaster@cx.libsisimai.org", "hostunknown")
     assert parse("lhost-opensmtpd-10.eml")[0][:2] == ("postmaster@cx.libsisimai.org", "hostunknown")
 
@@ -171,6 +212,9 @@ def test_postfix_rule_above_the_errors_and_contact_address() -> None:
             "<u@example.org>: host mx.example.org[192.0.2.2] said: 550\n    <u@example.org>: User unknown\n")
     (result,) = parse_bounce(_mail(body))
     assert (result.recipient, result.reason, result.replycode) == ("u@example.org", "userunknown", 550)
+
+
+def test_postfix_rule_above_the_errors_in_a_real_mail() -> None:
     assert parse("lhost-postfix-07.eml")[0][0] == "kijitora@user.example.or.jp"
 
 
@@ -215,6 +259,9 @@ def test_mbox_of_several_reports_yields_each() -> None:
     two = _mail(_DSN.format(n=2, rcpt="b@example.org", status="5.2.2", diag="552 5.2.2 mailbox full"))
     raw = one + b"\nFrom MAILER-DAEMON  Thu Apr 29 23:34:45 2015\n" + two
     assert _got(raw) == [("a@example.org", "userunknown"), ("b@example.org", "mailboxfull")]
+
+
+def test_mbox_of_several_reports_in_a_real_mail() -> None:
     assert [r[0] for r in parse("rfc3464-28.eml")] == ["kijitora@neko.example.jp", "info@neko.example.jp"]
 
 
@@ -224,6 +271,9 @@ def test_report_forwarded_as_an_attachment_is_read() -> None:
                 "----- The following addresses had permanent delivery errors -----\n\n--O\n"
                 "Content-Type: message/rfc822\n\n" + inner.decode() + "\n--O--\n")
     assert _got(raw) == [("a@example.org", "userunknown")]
+
+
+def test_report_forwarded_as_an_attachment_in_a_real_mail() -> None:
     assert parse("lhost-x5-01.eml") == [("kijitora@neko.example.org", "userunknown", "5.1.1", True)]
 
 
@@ -239,5 +289,5 @@ def test_vague_status_of_the_mail_is_reported_as_is() -> None:
 
 def test_empty_typed_diagnostic_falls_back_to_the_notice() -> None:
     # Sendmail's warning DSN: "Diagnostic-Code: SMTP;" and the story in the transcript
-    assert parse_bounce((CORPUS / "eml" / "lhost-sendmail-29.eml").read_bytes())[0].replycode == 421
+    assert parse_bounce(corpus_mail("lhost-sendmail-29.eml"))[0].replycode == 421
     assert parse("lhost-sendmail-29.eml")[0][1] == "expired"
