@@ -10,8 +10,11 @@ from pathlib import Path
 
 from postwire.db.accounts import account_for_api_key, account_for_smtp_login
 from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.testing.corpus import corpus_path
 
 POSTWIRE = str(Path(sys.executable).parent / "postwire")
+# bounce mails written for the bounce service's tests (see the README there)
+BOUNCE_FIXTURES = Path(__file__).resolve().parents[3] / "services" / "bounce" / "tests" / "fixtures"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -56,8 +59,27 @@ def test_a_second_account_with_the_same_name_is_refused_clearly(pg_url: str) -> 
     assert "already exists" in again.stderr
 
 
+def test_bounce_classify_prints_the_reason_of_each_bounced_recipient(tmp_path: Path) -> None:
+    unknown, full, exchange = (str(BOUNCE_FIXTURES / name) for name in (
+        "postfix-userunknown.eml", "postfix-mailboxfull.eml", "exchange-userunknown.eml"))
+    ordinary = tmp_path / "reply.eml"
+    ordinary.write_text("From: someone@example.org\nTo: orders@shop.example\nSubject: Re: order 1001\n\n"
+                        "Thanks, it arrived.\n")
+    out = _run("bounce", "classify", unknown, str(ordinary), full, exchange)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows == [  # in argument order, nothing for the mail that is not a bounce
+        {"file": unknown, "recipient": "jane.roe@example.org", "reason": "userunknown", "status": "5.1.1",
+         "replycode": "550", "hardbounce": True},
+        {"file": full, "recipient": "bob.full@example.net", "reason": "mailboxfull", "status": "5.2.2",
+         "replycode": "552", "hardbounce": False},
+        {"file": exchange, "recipient": "ken.doe@contoso.example", "reason": "userunknown",
+         "status": "5.1.10", "replycode": "550", "hardbounce": True},
+    ]
+
+
 def test_bounce_classify_prints_one_json_line_per_bounced_recipient() -> None:
-    corpus = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "bounces"
+    corpus = corpus_path("bounces")
     bounce, not_bounce = corpus / "eml" / "lhost-postfix-01.eml", next((corpus / "not-bounce").iterdir())
     out = _run("bounce", "classify", str(bounce), str(not_bounce))
     assert out.returncode == 0, out.stderr
