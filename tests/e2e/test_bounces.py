@@ -4,21 +4,24 @@ suppression, a signed webhook POST, and the next send to the address is not atte
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import httpx
+import pytest
 import pytest_asyncio
 
 from postwire.bounce.webhooks.signing import verify
+from postwire.testing.corpus import corpus_path
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
 from postwire.testing.webhooks import Receiver, running_receiver
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "bounces" / "eml"
+# bounce mails written for the bounce service's tests (see the README there)
+BOUNCE_FIXTURES = Path(__file__).resolve().parents[2] / "services" / "bounce" / "tests" / "fixtures"
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -85,24 +88,38 @@ async def test_a_550_user_unknown_is_classified_suppressed_and_reported(
     await _assert_suppressed_next_time(stack, sink, rcpt)
 
 
+def _postfix_dsn_fixture() -> tuple[bytes, str, str]:
+    """A Postfix DSN written for the tests: (mail, the bounced address in it, the reason it gives)."""
+    return (BOUNCE_FIXTURES / "postfix-userunknown.eml").read_bytes(), "jane.roe@example.org", "userunknown"
+
+
+def _postfix_dsn_corpus() -> tuple[bytes, str, str]:
+    """A real Postfix DSN (Sisimai's corpus) with its label; skips when the corpus is absent."""
+    corpus = corpus_path("bounces")
+    labels = [json.loads(line) for line in (corpus / "labels.jsonl").read_text().splitlines()]
+    [label] = [x for x in labels if x["file"] == "eml/lhost-postfix-04.eml"]
+    result = label["results"][0]
+    return (corpus / label["file"]).read_bytes(), result["recipient"], result["reason"]
+
+
+@pytest.mark.parametrize(("dsn_source", "rcpt"), [
+    pytest.param(_postfix_dsn_fixture, "gone-mailbox@dest.test", id="postfix-userunknown"),
+    pytest.param(_postfix_dsn_corpus, "gone-mailbox-2@dest.test", id="corpus-lhost-postfix-04"),
+])
 async def test_a_dsn_mailed_to_the_verp_address_is_a_bounce(
-        stack: LocalStack, sink: SmtpSink, receiver: Receiver, webhook_secret: str) -> None:
-    rcpt = "full-mailbox@dest.test"
+        stack: LocalStack, sink: SmtpSink, receiver: Receiver, webhook_secret: str,
+        dsn_source: Callable[[], tuple[bytes, str, str]], rcpt: str) -> None:
+    dsn, original, reason = dsn_source()
     mid = await _send(stack, rcpt, "will bounce later")
     [delivered] = await eventually(lambda: sink.handler.for_rcpt(rcpt))
     return_path = delivered.mail_from
     assert return_path.endswith("@bounces.e2e.test") and mid in return_path
-    # a real Postfix DSN (Sisimai's corpus), readdressed to our recipient and return path
-    dsn = (CORPUS / "lhost-postfix-04.eml").read_bytes()
-    labels = [json.loads(line) for line in (CORPUS.parent / "labels.jsonl").read_text().splitlines()]
-    [label] = [x for x in labels if x["file"] == "eml/lhost-postfix-04.eml"]
-    original = label["results"][0]["recipient"]
-    dsn = dsn.replace(original.encode(), rcpt.encode())
+    dsn = dsn.replace(original.encode(), rcpt.encode())  # readdressed to our recipient and return path
     async with aiosmtplib.SMTP(hostname=stack.host, port=stack.bounce_port, start_tls=False) as smtp:
         errors, _ = await smtp.sendmail("", [return_path], dsn)  # MAIL FROM:<>
         assert errors == {}
     [bounced] = await eventually(lambda: _events(stack, rcpt, "bounced"))
-    assert bounced["message_id"] == mid and bounced["reason"] == label["results"][0]["reason"]
+    assert bounced["message_id"] == mid and bounced["reason"] == reason
     assert bounced["hardbounce"] is True  # userunknown, 5.1.1
     [(event, body, sig)] = await eventually(lambda: receiver.events("bounced", rcpt))
     assert verify(webhook_secret, body, sig) and event["message_id"] == mid
