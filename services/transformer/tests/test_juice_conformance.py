@@ -1,4 +1,6 @@
-"""CSS conformance: our default engine against juice's own test cases (../shared/corpus/css/juice-cases).
+"""CSS conformance: our default engine against juice's own test cases (css/juice-cases in the shared corpus,
+POSTWIRE_CORPUS_DIR; those tests skip, saying why, when it is absent) and against a few cases written for
+the project in the same form (fixtures/css), which always run.
 
 Each case NAME has NAME.html (input), NAME.css (extra CSS), optional NAME.json (juice options) and NAME.out
 (juice's output). Outputs are compared as parsed HTML, not bytes: the element sequence with attributes,
@@ -20,9 +22,12 @@ from typing import Any
 
 import pytest
 
+from postwire.testing.corpus import absent_reason, corpus_dir, corpus_path
 from postwire.transformer.inline import inline_html
 
-CASES_DIR = (Path(__file__).parents[3] / ".." / "shared" / "corpus" / "css" / "juice-cases").resolve()
+CASES_DIR = corpus_dir() / "css" / "juice-cases"
+# the same form, expected outputs written by hand for the project: specificity, !important, @media, extra CSS
+OWN_CASES_DIR = Path(__file__).parent / "fixtures" / "css"
 
 EXPECTED_DIFFERENCES: dict[str, str] = {
     # --- juice's policy is wrong (or merely different) for email; ours is deliberate ---
@@ -143,13 +148,13 @@ def normalise(html: str) -> Normalised:
     return result
 
 
-def case_names() -> list[str]:
-    return sorted(str(p.relative_to(CASES_DIR).with_suffix("")) for p in CASES_DIR.rglob("*.out"))
+def case_names(cases_dir: Path = CASES_DIR) -> list[str]:
+    return sorted(str(p.relative_to(cases_dir).with_suffix("")) for p in cases_dir.rglob("*.out"))
 
 
-def run_case(name: str) -> tuple[Normalised, Normalised]:
-    """(ours, juice's) for one case, both normalised."""
-    base = CASES_DIR / name
+def run_case(name: str, cases_dir: Path = CASES_DIR) -> tuple[Normalised, Normalised]:
+    """(ours, the expected output) for one case, both normalised."""
+    base = cases_dir / name
     html = base.with_suffix(".html").read_text(encoding="utf-8")
     css_file = base.with_suffix(".css")
     extra_css = css_file.read_text(encoding="utf-8") if css_file.exists() else ""
@@ -160,11 +165,25 @@ def run_case(name: str) -> tuple[Normalised, Normalised]:
     return normalise(ours), normalise(base.with_suffix(".out").read_text(encoding="utf-8"))
 
 
+@pytest.mark.parametrize("name", case_names(OWN_CASES_DIR))
+def test_own_case(name: str) -> None:
+    ours, expected = run_case(name, OWN_CASES_DIR)
+    assert ours == expected
+    source = normalise((OWN_CASES_DIR / name).with_suffix(".html").read_text(encoding="utf-8"))
+    assert source != expected  # the case needs inlining to pass
+
+
+def test_own_cases_are_present() -> None:
+    assert len(case_names(OWN_CASES_DIR)) >= 3
+
+
 def test_corpus_is_present() -> None:
+    corpus_path("css", "juice-cases")  # skips, saying why, when the corpus is absent
     assert len(case_names()) >= 40, f"juice cases not found under {CASES_DIR}"
 
 
-@pytest.mark.parametrize("name", case_names())
+@pytest.mark.parametrize("name", case_names() or [
+    pytest.param("", marks=pytest.mark.skip(reason=absent_reason(CASES_DIR)), id="corpus-absent")])
 def test_juice_case(name: str) -> None:
     ours, juice = run_case(name)
     if name in EXPECTED_DIFFERENCES:
@@ -174,6 +193,7 @@ def test_juice_case(name: str) -> None:
 
 
 def test_expected_differences_name_real_cases() -> None:
+    corpus_path("css", "juice-cases")
     assert set(EXPECTED_DIFFERENCES) <= set(case_names())
 
 
