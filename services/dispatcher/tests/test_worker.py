@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 
 import pytest
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
+from postwire.core.pull import StandingPull
 from postwire.core.topology import ensure_consumer, work_consumer
-from postwire.dispatcher.worker import ByteBudget, Heartbeats
+from postwire.dispatcher.worker import ByteBudget, Consumer, Heartbeats, Slots
+from postwire.testing.fixtures import eventually
 
 ACK_WAIT_S = 1.0
 
@@ -61,3 +64,37 @@ async def test_the_body_budget_bounds_what_is_held_and_lets_any_size_through() -
     assert peak <= 100
     assert (250, 100) in sizes_held  # the oversized one held the whole budget, alone
     assert len(sizes_held) == 8
+
+
+async def test_the_pull_loop_holds_no_more_than_its_slots_and_handles_each_message_once(
+        js: JetStreamContext) -> None:
+    """A backlog larger than the slots: never more messages in the works (or delivered and waiting)
+    than slots, every message handled once and acknowledged, and on stop the loop ends cleanly."""
+    await js.add_stream(StreamConfig(name="SLOTS", subjects=["slots.>"]))
+    await ensure_consumer(js, "SLOTS", work_consumer("worker", ack_wait_s=30))
+    for i in range(40):
+        await js.publish("slots.work", str(i).encode())
+    handled: list[int] = []
+    busy, peak = 0, 0
+
+    async def handler(msg: Msg) -> None:
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        await asyncio.sleep(0.01)
+        handled.append(int(msg.data))
+        busy -= 1
+        await msg.ack()
+
+    slots = Slots(4)
+    consumer = Consumer(StandingPull(js, "SLOTS", "worker"), handler, slots, stage="router", batch=8)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop, grace_s=5))
+    await eventually(lambda: len(handled) == 40, timeout=20)
+    stop.set()
+    await running
+    await consumer.close()
+    assert sorted(handled) == list(range(40))
+    assert peak <= 4
+    info = await js.consumer_info("SLOTS", "worker")
+    assert info.num_ack_pending == 0 and info.num_pending == 0

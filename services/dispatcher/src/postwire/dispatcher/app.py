@@ -19,6 +19,7 @@ from postwire.core import natsconn
 from postwire.core.bodies import BodyStore
 from postwire.core.jetstream import PipelinedJetStream, jetstream
 from postwire.core.ops import ReadyCheck, ops_app, serve_app
+from postwire.core.pull import StandingPull
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import owned_shards
 from postwire.core.topology import (
@@ -123,12 +124,11 @@ def _client_config(settings: DispatcherSettings) -> ClientConfig:
 
 
 async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject: str | None,
-                settings: DispatcherSettings,
-                max_ack_pending: int = 1024) -> JetStreamContext.PullSubscription:
+                settings: DispatcherSettings, max_ack_pending: int = 1024) -> StandingPull:
     await ensure_consumer(js, stream, work_consumer(durable, filter_subject=filter_subject,
                                                     ack_wait_s=settings.ack_wait_s,
                                                     max_ack_pending=max_ack_pending))
-    return await js.pull_subscribe_bind(consumer=durable, stream=stream)
+    return StandingPull(js, stream, durable)
 
 
 async def _router_consumer(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,

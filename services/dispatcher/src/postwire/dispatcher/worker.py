@@ -1,10 +1,10 @@
-"""The pull loop shared by router and sender: fetch only what there is capacity for, handle each
+"""The pull loop shared by router and sender: ask only for what there is capacity for, handle each
 message in its own task, and on shutdown finish in-flight work or nak it.
 
-Capacity is fetched-but-unsettled messages, not just running handlers: a message fetched without a
-free slot would sit in memory with its ack_wait running. A loop whose last fetch came back empty asks
-for a single message next time, so idle shards hold one slot each instead of a whole batch while their
-long poll waits, and busy shards get the rest.
+Capacity is asked-for-but-unsettled messages, not just running handlers: a message delivered without
+a free slot would sit in memory with its ack_wait running. An idle consumer asks for a single message,
+so idle shards hold one slot each instead of a whole batch while their request stands, and busy shards
+get the rest.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from postwire.core.lifecycle import finish_or_cancel
+from postwire.core.pull import StandingPull
 from postwire.dispatcher import metrics
 
 log = structlog.get_logger(__name__)
@@ -53,35 +52,76 @@ class Slots:
 
 
 class Consumer:
-    """Runs ``handler`` for each message of one pull subscription until ``stop``."""
+    """Runs ``handler`` for each message of one durable pull consumer until ``stop``.
 
-    def __init__(self, sub: JetStreamContext.PullSubscription, handler: Handler, slots: Slots, *,
-                 stage: str, batch: int, fetch_timeout_s: float = 2.0) -> None:
-        self._sub = sub
+    The request stands (:class:`~postwire.core.pull.StandingPull`): each message asked for holds a slot
+    from the moment it is asked for, so what the server sends always has room. An idle consumer asks
+    for one message at a time; once messages flow it keeps up to ``batch`` asked for and tops up at half.
+    """
+
+    def __init__(self, pull: StandingPull, handler: Handler, slots: Slots, *, stage: str, batch: int,
+                 tick_s: float = 1.0) -> None:
+        self._pull = pull
         self._handler = handler
         self._slots = slots
         self._stage = stage
         self._batch = batch
-        self._fetch_timeout = fetch_timeout_s
+        self._tick = tick_s
+        self._want = 1
+        self._stopping = False
+        self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event, grace_s: float) -> None:
-        want = 1
-        while not stop.is_set():
-            n = await self._take(want, stop)
-            if n == 0:
-                break
-            msgs = await self._fetch(n)
-            await self._slots.give(n - len(msgs))
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            want = self._batch if msgs else 1
-        await self._drain(grace_s)
+        await self._pull.start(self._deliver)
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                self._pull.check()
+                returned = self._pull.take_returned()
+                if returned:  # a request ended unfilled: no longer busy, ask one at a time again
+                    self._want = 1
+                    await self._slots.give(returned)
+                if self._pull.outstanding <= self._want // 2 and not await self._ask(stop):
+                    break
+                await self._sleep(stopped)
+        finally:
+            self._stopping = True
+            stopped.cancel()
+            await self._drain(grace_s)
+
+    async def _ask(self, stop: asyncio.Event) -> bool:
+        """Take slots for what should stand (waiting while all are busy) and ask for it; False on stop."""
+        n = await self._take(self._want - self._pull.outstanding, stop)
+        if n == 0:
+            return False
+        if not await self._pull.ask(n):
+            await self._slots.give(n)
+            await asyncio.sleep(self._tick)  # not connected: the client is reconnecting
+        return True
+
+    async def _sleep(self, stopped: asyncio.Task[bool]) -> None:
+        """Until a message or the end of a request changes what stands, a tick passes, or stop."""
+        woken = asyncio.create_task(self._wake.wait())
+        await asyncio.wait({woken, stopped}, timeout=self._tick, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+        self._wake.clear()
+
+    def _deliver(self, msg: Msg, counted: bool) -> None:
+        """A message from the server: its slot was taken when it was asked for (``counted``); one that
+        comes for a request given up as lost runs beyond the slots rather than waiting for ack_wait."""
+        if self._stopping:
+            task = asyncio.create_task(msg.nak())  # shutting down: straight back to the stream
+        else:
+            task = asyncio.create_task(self._handle(msg, counted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._want = self._batch
+        if self._pull.outstanding <= self._want // 2:
+            self._wake.set()
 
     async def _take(self, want: int, stop: asyncio.Event) -> int:
-        """Slots to fetch with, or 0 when ``stop`` came first (all slots may be busy for a while)."""
+        """Slots to ask with, or 0 when ``stop`` came first (all slots may be busy for a while)."""
         take = asyncio.create_task(self._slots.take(want))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({take, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -98,17 +138,7 @@ class Consumer:
             return 0
         return n
 
-    async def _fetch(self, n: int) -> list[Msg]:
-        try:
-            return await self._sub.fetch(n, timeout=self._fetch_timeout)
-        except TimeoutError:  # nats' fetch timeout (a TimeoutError too): nothing to do right now
-            return []
-        except (nats.errors.Error, OSError) as e:
-            log.warning("consumer.fetch_failed", stage=self._stage, error=str(e) or type(e).__name__)
-            await asyncio.sleep(1.0)
-            return []
-
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, counted: bool) -> None:
         metrics.INFLIGHT.labels(self._stage).inc()
         try:
             await self._handler(msg)
@@ -123,12 +153,12 @@ class Consumer:
                 await msg.nak(delay=BUG_RETRY_S)
         finally:
             metrics.INFLIGHT.labels(self._stage).dec()
-            await self._slots.give(1)
+            if counted:
+                await self._slots.give(1)
 
     async def close(self) -> None:
-        """Drop the pull subscription (nats-py's drain would wait for fetch replies nobody reads)."""
-        with contextlib.suppress(nats.errors.Error):
-            await self._sub.unsubscribe()
+        """Drop the standing requests (the server forgets a request whose inbox has no subscriber)."""
+        await self._pull.close()
 
     async def _drain(self, grace_s: float) -> None:
         """Let in-flight messages finish within the grace period; cancel (and so nak) the rest."""
