@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.bounce.forwarding import dsn_data
 from postwire.bounce.metrics import BATCH_FAILURES, BATCH_SECONDS, EVENTS_RECORDED
+from postwire.core.pull import BatchPull
 from postwire.core.settings import PostwireSettings
 from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
 from postwire.db import suppressions
@@ -346,30 +347,18 @@ class Recorder:
         log.info("recorder.reconciled", restored=restored)
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        sub = await self._js.pull_subscribe_bind(durable=CONSUMER, stream=EVENTS)
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(self._batch, timeout=1)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.Error as e:
-                log.warning("recorder.fetch_failed", error=str(e))
-                await asyncio.sleep(self._retry_s)
-                continue
-            await self._handle(await self._top_up(sub, msgs))
-
-    async def _top_up(self, sub: JetStreamContext.PullSubscription, msgs: list[Msg]) -> list[Msg]:
-        """A fetch returns what has arrived so far, often a few events: wait ``linger_s`` once for more
-        before committing, so under load a transaction (and its round trips) carries many events. Events
-        are recorded at most that much later; at rest nothing waits (an empty fetch does not linger)."""
-        if len(msgs) * 2 > self._batch or not self._linger_s:
-            return msgs
-        await asyncio.sleep(self._linger_s)
+        """Events in batches from a standing pull request. A batch less than half full waits
+        ``linger_s`` once for more before it is committed, so under load a transaction (and its round
+        trips) carries many events; events are recorded at most that much later."""
+        pull = BatchPull(self._js, EVENTS, CONSUMER, batch=self._batch)
+        await pull.start()
         try:
-            more = await sub.fetch(self._batch - len(msgs), timeout=0.05)
-        except (TimeoutError, nats.errors.Error):
-            return msgs
-        return msgs + more
+            while not stop.is_set():
+                msgs = await pull.next(timeout_s=1.0, linger_s=self._linger_s)
+                if msgs:
+                    await self._handle(msgs)
+        finally:
+            await pull.close()
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         events, poison = _decode(msgs)

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.bounce.webhooks import metrics, signing
 from postwire.bounce.webhooks.settings import WebhookSettings
 from postwire.bounce.webhooks.ssrf import http_client, pinned_request
+from postwire.core.pull import BatchPull
 from postwire.core.topology import (
     EVENTS,
     WEBHOOKS,
@@ -347,24 +348,21 @@ async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
 async def _fan_out(ctx: Context, workers: Workers) -> None:
     """EVENTS → per-endpoint queues, one event at a time so each endpoint's queue keeps stream order."""
     await ensure_consumer(ctx.js, EVENTS, work_consumer(FANOUT_CONSUMER, ack_wait_s=60))
-    sub = await ctx.js.pull_subscribe_bind(durable=FANOUT_CONSUMER, stream=EVENTS)
     s = ctx.settings
-    while not ctx.stop.is_set():
-        try:
-            msgs = await sub.fetch(s.webhook_fanout_batch, timeout=s.webhook_fetch_wait_s)
-        except (TimeoutError, nats.errors.TimeoutError):
-            continue
-        except nats.errors.Error as e:
-            log.warning("webhooks.fanout_fetch_failed", error=str(e))
-            await asyncio.sleep(s.webhook_fetch_wait_s)
-            continue
-        for i, msg in enumerate(msgs):
-            try:
-                await _fan_out_one(ctx, workers, msg)
-            except TRANSIENT as e:  # database or NATS trouble: this and the rest come back later, in order
-                log.warning("webhooks.fanout_failed", error=str(e).splitlines()[0] if str(e) else repr(e))
-                await _nak_all(msgs[i:], s.webhook_backoff_base_s)
-                break
+    pull = BatchPull(ctx.js, EVENTS, FANOUT_CONSUMER, batch=s.webhook_fanout_batch)
+    await pull.start()
+    try:
+        while not ctx.stop.is_set():
+            msgs = await pull.next(timeout_s=s.webhook_fetch_wait_s)
+            for i, msg in enumerate(msgs):
+                try:
+                    await _fan_out_one(ctx, workers, msg)
+                except TRANSIENT as e:  # database or NATS trouble: the rest come back later, in order
+                    log.warning("webhooks.fanout_failed", error=str(e).splitlines()[0] if str(e) else repr(e))
+                    await _nak_all(msgs[i:], s.webhook_backoff_base_s)
+                    break
+    finally:
+        await pull.close()
 
 
 async def _nak_all(msgs: Sequence[Msg], delay: float) -> None:
