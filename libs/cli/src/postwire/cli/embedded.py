@@ -28,6 +28,7 @@ def nats_server_binary() -> str:
 
 
 NATS_MEMORY_LIMIT = "100MiB"  # GOMEMLIMIT of the embedded nats-server unless the environment sets one
+NATS_MAX_PROCS = "1"  # GOMAXPROCS of the embedded nats-server unless the environment sets one
 
 
 @dataclass
@@ -50,8 +51,12 @@ def start_nats(data_dir: Path, host: str, port: int) -> subprocess.Popen[bytes]:
     """Start nats-server with JetStream; raise if it does not listen within a few seconds."""
     log = (data_dir / "nats.log").open("ab")
     # Go's collector lets the heap grow to twice what is live; under load the file store's block caches
-    # then took 180 MB. A soft limit makes it collect sooner at no measurable CPU (docs/performance.md)
-    env = {**os.environ, "GOMEMLIMIT": os.environ.get("GOMEMLIMIT", NATS_MEMORY_LIMIT)}
+    # then took 180 MB. A soft limit makes it collect sooner at no measurable CPU. And with one scheduler
+    # thread per core, Go's idle threads spin looking for work between messages, on cores the relay's
+    # own processes need: one thread costs NATS a quarter less CPU per message, and one core serves
+    # JetStream far beyond a relay's rate (docs/performance.md)
+    env = {**os.environ, "GOMEMLIMIT": os.environ.get("GOMEMLIMIT", NATS_MEMORY_LIMIT),
+           "GOMAXPROCS": os.environ.get("GOMAXPROCS", NATS_MAX_PROCS)}
     proc = subprocess.Popen(
         [nats_server_binary(), "-js", "-a", host, "-p", str(port), "-sd", str(data_dir / "jetstream")],
         stdout=log, stderr=subprocess.STDOUT, env=env,
