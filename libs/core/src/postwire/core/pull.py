@@ -29,15 +29,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import Header, StatusCode
 
 log = structlog.get_logger(__name__)
 
-STATUS = "Status"
+# the header a pull request's 408/409 carries with what it leaves undelivered (nats-py names none)
 PENDING_MESSAGES = "Nats-Pending-Messages"
-HEARTBEAT = "100"
-NO_MESSAGES = "404"
-EXPIRED = "408"
-CONFLICT = "409"
 
 Deliver = Callable[[Msg, bool], None]  # (message, whether a standing request was counted for it)
 
@@ -109,27 +106,28 @@ class StandingPull:
 
     async def _on_message(self, msg: Msg) -> None:
         self.last_seen = time.monotonic()
-        status = msg.headers.get(STATUS) if msg.headers else None
+        headers = msg.headers or {}
+        status = headers.get(Header.STATUS)
         if status is None:
             expected = self.outstanding > 0
             if expected:
                 self.outstanding -= 1
             assert self._deliver is not None
             self._deliver(msg, expected)
-        elif status in (EXPIRED, CONFLICT):
-            self._ended(msg, status)
-        elif status not in (HEARTBEAT, NO_MESSAGES):
+        elif status in (StatusCode.REQUEST_TIMEOUT, StatusCode.CONFLICT):
+            self._ended(headers, status)
+        elif status not in (StatusCode.CONTROL_MESSAGE, StatusCode.NO_MESSAGES):
             log.warning("pull.status", stream=self._stream, consumer=self._consumer, status=status,
-                        description=(msg.headers or {}).get("Description", ""))
+                        description=headers.get(Header.DESCRIPTION, ""))
             self._end_all(f"status {status}")
 
-    def _ended(self, msg: Msg, status: str) -> None:
+    def _ended(self, headers: dict[str, str], status: str) -> None:
         """A request ended: by expiry or a conflict that says how much it leaves undelivered, or a
         conflict that ends every request (leadership change, consumer deleted)."""
-        left = (msg.headers or {}).get(PENDING_MESSAGES)
+        left = headers.get(PENDING_MESSAGES)
         if left is None or not left.isdigit():
             log.info("pull.requests_ended", stream=self._stream, consumer=self._consumer, status=status,
-                     description=(msg.headers or {}).get("Description", ""))
+                     description=headers.get(Header.DESCRIPTION, ""))
             self._end_all(f"status {status}")
             return
         n = min(int(left), self.outstanding)
