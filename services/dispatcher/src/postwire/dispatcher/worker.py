@@ -82,7 +82,7 @@ class Consumer:
                 if returned:  # a request ended unfilled: no longer busy, ask one at a time again
                     self._want = 1
                     await self._slots.give(returned)
-                if self._pull.outstanding <= self._want // 2 and not await self._ask(stop):
+                if self._pull.outstanding <= self._want // 2 and not await self._ask(stopped):
                     break
                 await self._sleep(stopped)
         finally:
@@ -90,9 +90,9 @@ class Consumer:
             stopped.cancel()
             await self._drain(grace_s)
 
-    async def _ask(self, stop: asyncio.Event) -> bool:
+    async def _ask(self, stopped: asyncio.Task[bool]) -> bool:
         """Take slots for what should stand (waiting while all are busy) and ask for it; False on stop."""
-        n = await self._take(self._want - self._pull.outstanding, stop)
+        n = await self._take(self._want - self._pull.outstanding, stopped)
         if n == 0:
             return False
         if not await self._pull.ask(n):
@@ -120,12 +120,11 @@ class Consumer:
         if self._pull.outstanding <= self._want // 2:
             self._wake.set()
 
-    async def _take(self, want: int, stop: asyncio.Event) -> int:
-        """Slots to ask with, or 0 when ``stop`` came first (all slots may be busy for a while)."""
+    async def _take(self, want: int, stopped: asyncio.Task[bool]) -> int:
+        """Slots to ask with, or 0 when stop came first (all slots may be busy for a while); ``stopped``
+        is run's one waiter on the stop event."""
         take = asyncio.create_task(self._slots.take(want))
-        stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({take, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
         if not take.done():
             take.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -133,7 +132,7 @@ class Consumer:
         if take.cancelled():
             return 0
         n = take.result()
-        if stop.is_set():
+        if stopped.done():
             await self._slots.give(n)
             return 0
         return n
