@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from postwire.bounce.parser import parse_bounce
-from postwire.testing.corpus import absent_reason, corpus_dir, corpus_path
+from postwire.testing.corpus import corpus_dir, corpus_params, corpus_path
 
 ROOT = Path(__file__).parents[3]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -107,9 +107,8 @@ def test_auto_reply_is_vacation() -> None:
 NOT_BOUNCES = corpus_dir() / "bounces" / "not-bounce"
 
 
-@pytest.mark.parametrize("path", sorted(NOT_BOUNCES.glob("*.eml")) or [
-    pytest.param(NOT_BOUNCES, marks=pytest.mark.skip(reason=absent_reason(NOT_BOUNCES)), id="corpus-absent")
-], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", corpus_params(sorted(NOT_BOUNCES.glob("*.eml")), NOT_BOUNCES),
+                         ids=lambda p: p.name)
 def test_not_bounces_yield_nothing(path: Path) -> None:
     assert parse_bounce(path.read_bytes()) == []
 

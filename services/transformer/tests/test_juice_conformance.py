@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from postwire.testing.corpus import absent_reason, corpus_dir, corpus_path
+from postwire.testing.corpus import corpus_dir, corpus_params, corpus_path
 from postwire.transformer.inline import inline_html
 
 CASES_DIR = corpus_dir() / "css" / "juice-cases"
@@ -182,8 +182,7 @@ def test_corpus_is_present() -> None:
     assert len(case_names()) >= 40, f"juice cases not found under {CASES_DIR}"
 
 
-@pytest.mark.parametrize("name", case_names() or [
-    pytest.param("", marks=pytest.mark.skip(reason=absent_reason(CASES_DIR)), id="corpus-absent")])
+@pytest.mark.parametrize("name", corpus_params(case_names(), CASES_DIR))
 def test_juice_case(name: str) -> None:
     ours, juice = run_case(name)
     if name in EXPECTED_DIFFERENCES:

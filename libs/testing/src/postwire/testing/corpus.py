@@ -10,7 +10,9 @@ by a test on a small fixture written for the project, which always runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +56,11 @@ def corpus_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(absent_reason(path))
     return path
+
+
+def corpus_params(found: Sequence[Any], path: Path) -> list[Any]:
+    """Parameters for a test parametrized over corpus files: ``found`` (what was found under ``path``), or,
+    when that is empty, one parameter that skips with the reason, so the skip shows instead of nothing."""
+    if found:
+        return list(found)
+    return [pytest.param(path, marks=pytest.mark.skip(reason=absent_reason(path)), id="corpus-absent")]
