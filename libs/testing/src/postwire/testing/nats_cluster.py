@@ -18,7 +18,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import StorageType, StreamConfig
 
 from postwire.testing.nats import NatsServer
-from postwire.testing.ports import free_port
+from postwire.testing.ports import free_ports
 
 CLUSTER_NAME = "postwire-test"
 _PROBE = "PW_CLUSTER_PROBE"
@@ -27,14 +27,15 @@ _PROBE = "PW_CLUSTER_PROBE"
 class NatsCluster:
     def __init__(self, base_dir: Path, size: int = 3, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.route_ports = [free_port(host) for _ in range(size)]
+        ports = free_ports(2 * size, host)
+        self.route_ports, client_ports = ports[:size], ports[size:]
         self.names = [f"pw-nats-{i}" for i in range(size)]
         self.servers: list[NatsServer] = []
         for i, name in enumerate(self.names):
             routes = ",".join(f"nats://{host}:{p}" for j, p in enumerate(self.route_ports) if j != i)
             args = ("--server_name", name, "--cluster_name", CLUSTER_NAME,
                     "--cluster", f"nats://{host}:{self.route_ports[i]}", "--routes", routes)
-            self.servers.append(NatsServer(base_dir / name, port=free_port(host), host=host, extra_args=args))
+            self.servers.append(NatsServer(base_dir / name, port=client_ports[i], host=host, extra_args=args))
 
     @property
     def url(self) -> str:

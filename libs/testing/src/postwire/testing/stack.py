@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,27 +15,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from postwire.testing.ports import free_port
+from postwire.testing.ports import free_block, free_ports
 
 SERVICE_COUNT = 5
-
-
-def _free_block(count: int) -> int:
-    """A base port with ``count`` free ports after it (ops ports are base+1 … base+count)."""
-    while True:
-        base = free_port()
-        ports = range(base + 1, base + 1 + count)
-        if all(_is_free(p) for p in ports) and base + count < 65535:
-            return base
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -51,10 +32,10 @@ class LocalStack:
     proc: asyncio.subprocess.Process | None = None
 
     def __post_init__(self) -> None:
-        self.nats_port, self.smtp_port = free_port(), free_port()
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.bounce_port, self.smtps_port = free_port(), free_port()
-        self.ops_base_port = _free_block(SERVICE_COUNT)
+        ports = free_ports(6)
+        self.nats_port, self.smtp_port, self.http_port = ports[:3]
+        self.grpc_port, self.bounce_port, self.smtps_port = ports[3:]
+        self.ops_base_port = free_block(SERVICE_COUNT, avoid=set(ports))
 
     @property
     def api(self) -> str:
@@ -94,20 +75,32 @@ class LocalStack:
 
     async def _wait_ready(self, timeout: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
+        waiting_for = "nothing checked yet"
         async with httpx.AsyncClient() as client:
             while asyncio.get_running_loop().time() < deadline:
                 assert self.proc is not None
                 if self.proc.returncode is not None:
-                    raise RuntimeError(f"postwire run exited; see {self.data_dir / 'run.log'}")
-                if await self._ready(client):
+                    raise RuntimeError(f"postwire run exited\n{self._log_tails()}")
+                waiting_for = await self._not_ready(client)
+                if not waiting_for:
                     return
                 await asyncio.sleep(0.3)
-        raise RuntimeError(f"stack not ready in {timeout}s; see {self.data_dir}/logs")
+        raise RuntimeError(f"stack not ready in {timeout}s: {waiting_for}\n{self._log_tails()}")
+
+    def _log_tails(self, lines: int = 15) -> str:
+        """The end of each log of this run: a CI failure shows why, not just where the logs were."""
+        logs = [self.data_dir / "run.log", *sorted((self.data_dir / "logs").glob("*.log"))]
+        parts = []
+        for path in logs:
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {path}\n" + "\n".join(tail))
+        return "\n".join(parts)
 
     async def ready(self) -> bool:
         """Every service answers (the API, the ops ports, SMTP)."""
         async with httpx.AsyncClient() as client:
-            return await self._ready(client)
+            return not await self._not_ready(client)
 
     def processes(self, component: str) -> list[psutil.Process]:
         """The live processes of one component of this run: a service by name (``dispatcher``,
@@ -122,22 +115,27 @@ class LocalStack:
                     found.append(child)
         return found
 
-    async def _ready(self, client: httpx.AsyncClient) -> bool:
+    async def _not_ready(self, client: httpx.AsyncClient) -> str:
+        """What is not ready yet ("" when everything is)."""
         if not (self.data_dir / "demo-account.json").exists():
-            return False
+            return "the demo account (migrations, PostgreSQL)"
         urls = [f"{self.api}/readyz"] + [
             f"http://{self.host}:{self.ops_base_port + i}/readyz" for i in (1, 3, 4, 5)
         ]
+        for url in urls:
+            try:
+                status = (await client.get(url, timeout=2)).status_code
+            except httpx.HTTPError as e:
+                return f"{url}: {type(e).__name__} {e}"
+            if status != 200:
+                return f"{url} answered {status}"
         try:
-            for url in urls:
-                if (await client.get(url, timeout=2)).status_code != 200:
-                    return False
             _, writer = await asyncio.open_connection(self.host, self.smtp_port)
-        except (httpx.HTTPError, OSError):
-            return False
+        except OSError as e:
+            return f"SMTP {self.host}:{self.smtp_port}: {e}"
         writer.close()
         await writer.wait_closed()
-        return True
+        return ""
 
     async def stop(self, timeout: float = 60) -> int:
         """SIGTERM, as Ctrl-C or Kubernetes would; returns the exit code."""
