@@ -75,10 +75,11 @@ class Usage:
 
 @dataclass
 class Meter:
-    """Samples ``processes`` every ``interval_s`` in a thread between ``start()`` and ``stop()``."""
+    """Samples ``processes`` at ``start()``, every ``interval_s`` in a thread (None: not in between) and at
+    ``stop()``."""
 
     processes: Labeller
-    interval_s: float = 1.0
+    interval_s: float | None = 1.0
     _first: dict[tuple[int, float], float] = field(default_factory=dict)
     _last: dict[tuple[int, float], tuple[str, float]] = field(default_factory=dict)
     _mem: dict[str, int] = field(default_factory=lambda: defaultdict(int))

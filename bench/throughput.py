@@ -2,24 +2,26 @@
 
 For each relay (Debian's Postfix in a private instance, then Postwire started as `make run` starts it)
 and each load (10 KB text from smtp-source with a session per message; the 29 KB M_ template of the
-shared corpus as HTML over 20 reused sessions, with ``X-Postwire-InlineCSS: true``):
+shared corpus as HTML over 20 reused sessions, with ``X-Postwire-InlineCSS: true``; for Postwire also
+the text load's body through POST /v1/messages over 20 keep-alive connections):
 
 1. a warm-up of ``--warmup`` messages (not measured);
-2. the load: smtp-source → relay → smtp-sink. Accepted/s is the load divided by smtp-source's run time,
-   delivered/s by the time until the sink has every message. CPU is every process of the relay (NATS and
-   PostgreSQL included, the load tool and sink not) from the first message until the relay is idle again,
-   so work that lags behind delivery (recording events) is counted;
-3. accept latency at half of the relay's delivered rate: an open-loop client sends for ``--latency-s``
-   seconds over 10 sessions and times each final dot → 250; for Postwire also POST /v1/messages → 202.
-   Memory per component is the peak proportional set size (PSS: shared pages counted once, as a
-   container's memory limit counts them) seen in steps 2 and 3.
+2. the load: smtp-source (or the API client) → relay → smtp-sink. Accepted/s is the load divided by the
+   time to submit it, delivered/s by the time until the sink has every message. CPU is every process of
+   the relay (NATS and PostgreSQL included, the load tool and sink not) from the first message until
+   the relay is idle again, so work that lags behind delivery (recording events) is counted;
+3. accept latency at half of the load's delivered rate (each intake at half of its own maximum): an
+   open-loop client sends for ``--latency-s`` seconds and times each final dot → 250 (10 sessions) or
+   POST /v1/messages → 202 (20 connections). Memory per component is the peak proportional set size
+   (PSS: shared pages counted once, as a container's memory limit counts them) sampled every second in
+   step 2 and before and after step 3 (a sample stalls the processes it reads, so not during it).
 
 Postwire's traffic shaping is set like Postfix's defaults for the destination (20 connections, no rate
 limit): the shipped rules pace one MX host to 100/s, right for the internet but not a measure of the
 engine. Needs root for Postfix (scripts/bench-deps installs it); without it only Postwire is measured.
 
-    make bench                       # 5000 text + 3000 HTML messages, as docs/performance.md reports
-    uv run python bench/throughput.py --messages 2000 --html-messages 1000 --relays postwire
+    make bench                       # 5000 text + 5000 API + 3000 HTML messages (docs/performance.md)
+    uv run python bench/throughput.py --messages 2000 --api-messages 0 --html-messages 1000 --relays postwire
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from email.message import EmailMessage
 from pathlib import Path
 
 import psutil
-from load import Latency, Load, Sink, api_latency, run_source, smtp_latency
-from measure import Meter, tree, wait_until
+from load import Latency, Load, Sink, apart, api_latency, api_load, run_source, smtp_latency
+from measure import Meter, Usage, tree, wait_until
 from postfix_relay import PostfixRelay, unavailable
 
 from postwire.testing.dns import DnsServer
@@ -96,10 +99,13 @@ def html_message(folder: Path) -> Path:
 
 
 class Relay:
-    """What the benchmark needs of a relay under test."""
+    """What the benchmark needs of a relay under test: its SMTP port, its own sink, its API (URL of
+    POST /v1/messages and a key) if it has one, and its processes."""
 
     name: str
     smtp_port: int
+    sink: Sink
+    api: tuple[str, str] | None = None
 
     def processes(self) -> list[tuple[psutil.Process, str]]:
         raise NotImplementedError
@@ -107,13 +113,17 @@ class Relay:
     def idle(self) -> bool:
         return True
 
+    async def stop(self) -> None:
+        raise NotImplementedError
+
 
 class PostfixUnderTest(Relay):
     name = "postfix"
 
-    def __init__(self, root: Path, sink_port: int) -> None:
+    def __init__(self, root: Path) -> None:
+        self.sink = Sink(free_port())
         self.smtp_port = free_port()
-        self.postfix = PostfixRelay(root, self.smtp_port, sink_port).start()
+        self.postfix = PostfixRelay(root, self.smtp_port, self.sink.port).start()
 
     def processes(self) -> list[tuple[psutil.Process, str]]:
         return tree(self.postfix.master(), lambda p, top: p.name())
@@ -121,8 +131,9 @@ class PostfixUnderTest(Relay):
     def idle(self) -> bool:
         return self.postfix.queued() == 0
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         self.postfix.stop()
+        self.sink.stop()
 
 
 def _component(p: psutil.Process, top: psutil.Process) -> str:
@@ -142,10 +153,27 @@ def _component(p: psutil.Process, top: psutil.Process) -> str:
 class PostwireUnderTest(Relay):
     name = "postwire"
 
-    def __init__(self, stack: LocalStack) -> None:
-        self.stack = stack
+    def __init__(self, stack: LocalStack, dns: DnsServer, sink: Sink) -> None:
+        self.stack, self.dns, self.sink = stack, dns, sink
         self.smtp_port = stack.smtp_port
+        self.api = (f"{stack.api}/v1/messages", stack.demo()["api_key"])
         self._postgres: psutil.Process | None = None
+
+    @classmethod
+    async def start(cls, work: Path) -> PostwireUnderTest:
+        sink = Sink(free_port())
+        dns = DnsServer().start()
+        dns.add_mail_domain(DOMAIN)
+        (work / "shaping.yaml").write_text(SHAPING)
+        env = {"POSTWIRE_LOG_LEVEL": "WARNING", "POSTWIRE_SHAPING_FILE": str(work / "shaping.yaml"),
+               "POSTWIRE_TRUSTED_NETWORKS": "127.0.0.1/32", "POSTWIRE_TRUSTED_ACCOUNT": "demo"}
+        stack = await LocalStack(work / "postwire", dns.nameserver, sink.port, extra_env=env).start()
+        return cls(stack, dns, sink)
+
+    async def stop(self) -> None:
+        await self.stack.stop()
+        self.dns.stop()
+        self.sink.stop()
 
     def postgres(self) -> psutil.Process | None:
         """The embedded PostgreSQL's postmaster (pg_ctl starts it apart from the supervisor's tree)."""
@@ -175,43 +203,109 @@ def _quiet(meter: Meter, timeout_s: float = 60.0) -> None:
         last = now
 
 
-def _deliver(relay: Relay, sink: Sink, load: Load, count: int) -> tuple[float, float]:
-    """Send ``count`` messages of ``load``; (seconds to accept them all, seconds until the sink had them)."""
-    expected = sink.received + count
+Send = Callable[[int], float]  # sends a number of messages of a load; seconds until all were accepted
+
+
+def _sender(relay: Relay, load: Load) -> Send:
+    if load.via == "api":
+        assert relay.api is not None, f"{relay.name} has no API"
+        url, key = relay.api
+        return lambda n: asyncio.run(api_load(url, key, _api_payload(), n, load.sessions))
+    return lambda n: run_source(replace(load, count=n), relay.smtp_port)
+
+
+def _deliver(relay: Relay, send: Send, count: int) -> tuple[float, float]:
+    """Send ``count`` messages; (seconds to accept them all, seconds until the sink had them)."""
+    expected = relay.sink.received + count
     started = time.perf_counter()
-    accept_s = run_source(Load(load.name, count, load.sessions, load.size, load.message), relay.smtp_port)
-    if not wait_until(lambda: sink.received >= expected, timeout_s=max(120.0, count / 5)):
-        raise RuntimeError(f"{relay.name}: {expected - sink.received} of {count} messages never arrived")
+    accept_s = send(count)
+    if not wait_until(lambda: relay.sink.received >= expected, timeout_s=max(120.0, count / 5)):
+        missing = expected - relay.sink.received
+        raise RuntimeError(f"{relay.name}: {missing} of {count} messages never arrived")
     return accept_s, time.perf_counter() - started
 
 
-async def measure(relay: Relay, sink: Sink, load: Load, warmup: int, latency_s: float,
-                  api: tuple[str, str] | None, profile: Path | None = None) -> Result:
-    """One load through one relay (blocking steps in threads: the loop also runs Postwire's supervisor)."""
-    await asyncio.to_thread(_deliver, relay, sink, load, warmup)
-    await asyncio.to_thread(wait_until, relay.idle, 30)
-    await asyncio.to_thread(_quiet, Meter(relay.processes))
-    profilers = start_profilers(relay, profile / load.name) if profile else []
-    meter = Meter(relay.processes).start()
-    accept_s, deliver_s = await asyncio.to_thread(_deliver, relay, sink, load, load.count)
-    await asyncio.to_thread(_quiet, meter)
-    usage = meter.stop()
-    rate = load.count / deliver_s
-    result = Result(relay.name, load.name, load.count, load.count / accept_s, rate,
-                    1000 * usage.total_s / load.count, usage.per_message_ms(load.count))
-    memory = Meter(relay.processes).start()
-    body = load.message.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if load.message \
-        else _text_message()
-    result.smtp_latency = await smtp_latency(relay.smtp_port, body, rate / 2, latency_s)
-    if api is not None and load.message is None:
-        result.api_latency = await api_latency(api[0], api[1], _api_payload(), rate / 2, latency_s)
-    peaks = memory.stop().peak_memory
-    stop_profilers(profilers)  # the profiles cover the load and the latency runs (SMTP and API)
-    result.peak_memory_mb = {k: round(max(v, usage.peak_memory.get(k, 0)) / 2**20, 1)
-                             for k, v in peaks.items()}
+@dataclass
+class Round:
+    """One relay's share of one round of a load."""
+
+    messages: int
+    accept_s: float
+    deliver_s: float
+    usage: Usage
+
+
+async def one_round(relay: Relay, send: Send, count: int) -> Round:
+    """``count`` messages through an idle relay, metered until it is idle again (so work that lags
+    behind delivery, recording events, is counted). Blocking steps in threads: the loop also runs
+    Postwire's supervisor."""
     await asyncio.to_thread(wait_until, relay.idle, 60)
     await asyncio.to_thread(_quiet, Meter(relay.processes))
+    meter = Meter(relay.processes).start()
+    accept_s, deliver_s = await asyncio.to_thread(_deliver, relay, send, count)
+    await asyncio.to_thread(_quiet, meter)
+    return Round(count, accept_s, deliver_s, meter.stop())
+
+
+async def measure(relays: list[Relay], load: Load, args: argparse.Namespace) -> list[Result]:
+    """One load through every relay that can take it: a warm-up each, then ``args.rounds`` rounds in
+    which the relays take turns with an equal share of the load (the machine's speed drifts over
+    minutes; taking turns gives every relay the same drift), then each relay's accept latency at half
+    of its delivered rate."""
+    takers = [r for r in relays if load.via == "smtp" or r.api is not None]
+    senders = {r.name: _sender(r, load) for r in takers}
+    for relay in takers:
+        await asyncio.to_thread(_deliver, relay, senders[relay.name], args.warmup)
+    profilers = {r.name: start_profilers(r, args.profile / load.name) if args.profile and r.api else []
+                 for r in takers}
+    rounds: dict[str, list[Round]] = {r.name: [] for r in takers}
+    shares = [load.count // args.rounds + (i < load.count % args.rounds) for i in range(args.rounds)]
+    for share in shares:
+        for relay in takers:
+            rounds[relay.name].append(await one_round(relay, senders[relay.name], share))
+    results = []
+    for relay in takers:
+        result = _combine(relay, load, rounds[relay.name])
+        await _latency_and_memory(relay, load, result, args.latency_s)
+        stop_profilers(profilers[relay.name])  # the profiles cover the load and the latency run
+        results.append(result)
+    return results
+
+
+def _combine(relay: Relay, load: Load, rounds: list[Round]) -> Result:
+    cpu: dict[str, float] = defaultdict(float)
+    peaks: dict[str, int] = defaultdict(int)
+    for r in rounds:
+        for k, v in r.usage.cpu_s.items():
+            cpu[k] += v
+        for k, m in r.usage.peak_memory.items():
+            peaks[k] = max(peaks[k], m)
+    usage = Usage(sum(r.usage.total_s for r in rounds), dict(cpu), dict(peaks))
+    count = sum(r.messages for r in rounds)
+    result = Result(relay.name, load.name, count, count / sum(r.accept_s for r in rounds),
+                    count / sum(r.deliver_s for r in rounds), 1000 * usage.total_s / count,
+                    usage.per_message_ms(count))
+    result.peak_memory_mb = {k: round(v / 2**20, 1) for k, v in peaks.items()}
     return result
+
+
+async def _latency_and_memory(relay: Relay, load: Load, result: Result, latency_s: float) -> None:
+    """Accept latency at half the delivered rate (each intake at half of its own maximum), and memory."""
+    rate = result.delivered_per_s
+    # memory before and after the latency run, not during it: a sample walks every process of the relay
+    # and reads its page tables, and that stall showed in the latency (API p99 35-54 ms unmetered, 73-92
+    # metered); the load itself, at twice the rate, was sampled every second
+    memory = Meter(relay.processes, interval_s=None).start()
+    if load.via == "api":
+        assert relay.api is not None
+        url, key = relay.api
+        result.api_latency = await apart(api_latency, url, key, _api_payload(), rate / 2, latency_s)
+    else:
+        body = load.message.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if load.message \
+            else _text_message()
+        result.smtp_latency = await apart(smtp_latency, relay.smtp_port, body, rate / 2, latency_s)
+    for k, v in memory.stop().peak_memory.items():
+        result.peak_memory_mb[k] = max(result.peak_memory_mb.get(k, 0.0), round(v / 2**20, 1))
 
 
 def start_profilers(relay: Relay, folder: Path) -> list[subprocess.Popen[bytes]]:
@@ -247,38 +341,13 @@ def _api_payload() -> dict[str, object]:
     return {"from": "bench@example.test", "to": [f"user@{DOMAIN}"], "subject": "latency", "text": TEXT_BODY}
 
 
-async def run_postfix(loads: Iterable[Load], args: argparse.Namespace, work: Path) -> list[Result]:
-    sink = Sink(free_port())
-    relay = PostfixUnderTest(work / "postfix", sink.port)
-    try:
-        return [await measure(relay, sink, load, args.warmup, args.latency_s, None) for load in loads]
-    finally:
-        relay.stop()
-        sink.stop()
-
-
-async def _start_postwire(work: Path, sink_port: int) -> tuple[LocalStack, DnsServer]:
-    dns = DnsServer().start()
-    dns.add_mail_domain(DOMAIN)
-    (work / "shaping.yaml").write_text(SHAPING)
-    env = {"POSTWIRE_LOG_LEVEL": "WARNING", "POSTWIRE_SHAPING_FILE": str(work / "shaping.yaml"),
-           "POSTWIRE_TRUSTED_NETWORKS": "127.0.0.1/32", "POSTWIRE_TRUSTED_ACCOUNT": "demo"}
-    stack = await LocalStack(work / "postwire", dns.nameserver, sink_port, extra_env=env).start()
-    return stack, dns
-
-
-async def run_postwire(loads: Iterable[Load], args: argparse.Namespace, work: Path) -> list[Result]:
-    sink = Sink(free_port())
-    stack, dns = await _start_postwire(work, sink.port)
-    relay = PostwireUnderTest(stack)
-    api = (f"{stack.api}/v1/messages", stack.demo()["api_key"])
-    try:
-        return [await measure(relay, sink, load, args.warmup, args.latency_s, api, args.profile)
-                for load in loads]
-    finally:
-        await stack.stop()
-        dns.stop()
-        sink.stop()
+async def start_relays(names: list[str], work: Path) -> list[Relay]:
+    relays: list[Relay] = []
+    if "postfix" in names:
+        relays.append(PostfixUnderTest(work / "postfix"))
+    if "postwire" in names:
+        relays.append(await PostwireUnderTest.start(work))
+    return relays
 
 
 def _latency(lat: Latency | None) -> str:
@@ -290,9 +359,13 @@ def report(results: list[Result], loads: list[Load]) -> None:
     for load in loads:
         rows = [r for r in results if r.load == load.name]
         base = next((r for r in rows if r.relay == "postfix"), None)
-        what = (f"{TEMPLATE}, reused sessions" if load.message is not None
-                else "its own text, a session per message")
-        print(f"\n## {load.name}: {load.count} messages ({what}), smtp-source -s {load.sessions}")
+        if load.via == "api":
+            how = f"POST /v1/messages of the text load's body, {load.sessions} keep-alive connections"
+        elif load.message is not None:
+            how = f"{TEMPLATE}, reused sessions, smtp-source -s {load.sessions}"
+        else:
+            how = f"its own text, a session per message, smtp-source -s {load.sessions}"
+        print(f"\n## {load.name}: {load.count} messages ({how})")
         print(f"{'relay':<9} {'accepted/s':>10} {'delivered/s':>11} {'x postfix':>9} {'CPU ms/msg':>10}  "
               f"{'SMTP accept p50 / p99 ms':<26} {'API 202 p50 / p99 ms':<22}")
         for r in rows:
@@ -312,7 +385,10 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=5000, help="text messages (0 skips the text load)")
     p.add_argument("--html-messages", type=int, default=3000, help="HTML messages (0 skips the HTML load)")
+    p.add_argument("--api-messages", type=int, default=5000,
+                   help="text messages through Postwire's API (0 skips the API load)")
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=3, help="turns the relays take at each load")
     p.add_argument("--latency-s", type=float, default=10.0)
     p.add_argument("--relays", default="postfix,postwire")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -331,6 +407,8 @@ async def main() -> None:
         loads = []
         if args.messages:
             loads.append(Load("text", args.messages))
+        if args.api_messages:
+            loads.append(Load("api", args.api_messages, via="api"))
         if args.html_messages:
             if not (corpus_dir() / "templates" / TEMPLATE).exists():
                 print(f"HTML load skipped: {corpus_dir() / 'templates' / TEMPLATE} not found "
@@ -338,10 +416,13 @@ async def main() -> None:
             else:
                 loads.append(Load("html", args.html_messages, message=html_message(work)))
         results: list[Result] = []
-        if "postfix" in relays:
-            results += await run_postfix(loads, args, work)
-        if "postwire" in relays:
-            results += await run_postwire(loads, args, work)
+        running = await start_relays(relays, work)
+        try:
+            for load in loads:
+                results += await measure(running, load, args)
+        finally:
+            for relay in running:
+                await relay.stop()
     finally:
         if args.keep:
             print(f"work folder kept: {work}", file=sys.stderr)
