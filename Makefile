@@ -2,15 +2,28 @@
 SHELL := /bin/bash
 UV := scripts/uv
 export UV_FROZEN := 1
+# the interpreter of the venv: a distribution's optimised build when the machine has one, else uv's
+# choice (scripts/python-path says why; POSTWIRE_PYTHON overrides)
+PYTHON := $(shell scripts/python-path)
+ifneq ($(PYTHON),)
+export UV_PYTHON := $(PYTHON)
+endif
 
-.PHONY: install run test lint typecheck proto bench chaos fuzz clean
+.PHONY: install run test lint typecheck proto bench chaos fuzz clean FORCE
 
 install: .venv/.installed
 
-.venv/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) $(wildcard proto/postwire/v1/*.proto)
+.venv/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) $(wildcard proto/postwire/v1/*.proto) .venv/.python
 	$(UV) sync --all-packages
 	scripts/gen-proto
+	@echo "$(PYTHON)" > .venv/.python
 	@touch $@
+
+# the interpreter the venv was built with: a change rebuilds it
+.venv/.python: FORCE
+	@mkdir -p .venv; [ "$$(cat $@ 2>/dev/null)" = "$(PYTHON)" ] || echo "$(PYTHON)" > $@
+
+FORCE:
 
 proto: install
 	scripts/gen-proto

@@ -160,15 +160,16 @@ class PostwireUnderTest(Relay):
         self._postgres: psutil.Process | None = None
 
     @classmethod
-    async def start(cls, work: Path) -> PostwireUnderTest:
+    async def start(cls, work: Path, bin_dir: Path | None = None) -> PostwireUnderTest:
+        """Postwire as `make run` starts it, from the venv ``bin_dir`` (default: this interpreter's)."""
         sink = Sink(free_port())
         dns = DnsServer().start()
         dns.add_mail_domain(DOMAIN)
         (work / "shaping.yaml").write_text(SHAPING)
         env = {"POSTWIRE_LOG_LEVEL": "WARNING", "POSTWIRE_SHAPING_FILE": str(work / "shaping.yaml"),
                "POSTWIRE_TRUSTED_NETWORKS": "127.0.0.1/32", "POSTWIRE_TRUSTED_ACCOUNT": "demo"}
-        stack = await LocalStack(work / "postwire", dns.nameserver, sink.port, extra_env=env).start()
-        return cls(stack, dns, sink)
+        stack = LocalStack(work / "postwire", dns.nameserver, sink.port, extra_env=env, bin_dir=bin_dir)
+        return cls(await stack.start(), dns, sink)
 
     async def stop(self) -> None:
         await self.stack.stop()

@@ -29,6 +29,8 @@ class LocalStack:
     # set (one URL or a cluster's comma-separated URLs): the run uses this NATS, not an embedded one
     nats_external_url: str = ""
     host: str = "127.0.0.1"
+    # the venv whose `postwire` runs the stack (bin folder); default: this interpreter's
+    bin_dir: Path | None = None
     proc: asyncio.subprocess.Process | None = None
 
     def __post_init__(self) -> None:
@@ -63,7 +65,7 @@ class LocalStack:
         return creds
 
     async def start(self, timeout: float = 120) -> LocalStack:
-        postwire = Path(sys.executable).parent / "postwire"
+        postwire = (self.bin_dir or Path(sys.executable).parent) / "postwire"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "run.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
