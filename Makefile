@@ -19,9 +19,10 @@ install: .venv/.installed
 	@echo "$(PYTHON)" > .venv/.python
 	@touch $@
 
-# the interpreter the venv was built with: a change rebuilds it
+# the interpreter the venv was built with: a change rebuilds it (no venv yet: nothing to compare, and
+# uv must find the folder absent or a venv)
 .venv/.python: FORCE
-	@mkdir -p .venv; [ "$$(cat $@ 2>/dev/null)" = "$(PYTHON)" ] || echo "$(PYTHON)" > $@
+	@if [ -d .venv ] && [ "$$(cat $@ 2>/dev/null)" != "$(PYTHON)" ]; then echo "$(PYTHON)" > $@; fi
 
 FORCE:
 
