@@ -257,8 +257,8 @@ async def measure(relays: list[Relay], load: Load, args: argparse.Namespace) -> 
     senders = {r.name: _sender(r, load) for r in takers}
     for relay in takers:
         await asyncio.to_thread(_deliver, relay, senders[relay.name], args.warmup)
-    profilers = {r.name: start_profilers(r, args.profile / load.name) if args.profile and r.api else []
-                 for r in takers}
+    profilers = {r.name: start_profilers(r, args.profile / load.name)
+                 if args.profile and isinstance(r, PostwireUnderTest) else [] for r in takers}
     rounds: dict[str, list[Round]] = {r.name: [] for r in takers}
     shares = [load.count // args.rounds + (i < load.count % args.rounds) for i in range(args.rounds)]
     for share in shares:
