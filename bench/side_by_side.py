@@ -18,19 +18,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from load import Load, run_source
+from load import Load
 from measure import Meter, wait_until
-from throughput import TEMPLATE, PostwireUnderTest, corpus_dir, html_message
+from throughput import TEMPLATE, PostwireUnderTest, corpus_dir, deliver, html_message, sender_for
 
 
 async def one_round(stacks: dict[str, PostwireUnderTest], load: Load) -> dict[str, float]:
     """The load to every stack at once; CPU ms per message of each, metered until it is idle again."""
     meters = {name: Meter(s.processes).start() for name, s in stacks.items()}
-    expected = {name: s.sink.received + load.count for name, s in stacks.items()}
-    await asyncio.gather(*(asyncio.to_thread(run_source, load, s.smtp_port) for s in stacks.values()))
-    for name, s in stacks.items():
-        if not await asyncio.to_thread(wait_until, lambda s=s, n=name: s.sink.received >= expected[n], 300):
-            raise RuntimeError(f"{name}: messages never arrived")
+    await asyncio.gather(*(asyncio.to_thread(deliver, s, sender_for(s, load), load.count)
+                           for s in stacks.values()))
     for s in stacks.values():
         await asyncio.to_thread(wait_until, s.idle, 60)
     await asyncio.sleep(3)  # events recorded after delivery; both stacks wait the same

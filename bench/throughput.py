@@ -207,7 +207,7 @@ def _quiet(meter: Meter, timeout_s: float = 60.0) -> None:
 Send = Callable[[int], float]  # sends a number of messages of a load; seconds until all were accepted
 
 
-def _sender(relay: Relay, load: Load) -> Send:
+def sender_for(relay: Relay, load: Load) -> Send:
     if load.via == "api":
         assert relay.api is not None, f"{relay.name} has no API"
         url, key = relay.api
@@ -215,7 +215,7 @@ def _sender(relay: Relay, load: Load) -> Send:
     return lambda n: run_source(replace(load, count=n), relay.smtp_port)
 
 
-def _deliver(relay: Relay, send: Send, count: int) -> tuple[float, float]:
+def deliver(relay: Relay, send: Send, count: int) -> tuple[float, float]:
     """Send ``count`` messages; (seconds to accept them all, seconds until the sink had them)."""
     expected = relay.sink.received + count
     started = time.perf_counter()
@@ -243,7 +243,7 @@ async def one_round(relay: Relay, send: Send, count: int) -> Round:
     await asyncio.to_thread(wait_until, relay.idle, 60)
     await asyncio.to_thread(_quiet, Meter(relay.processes))
     meter = Meter(relay.processes).start()
-    accept_s, deliver_s = await asyncio.to_thread(_deliver, relay, send, count)
+    accept_s, deliver_s = await asyncio.to_thread(deliver, relay, send, count)
     await asyncio.to_thread(_quiet, meter)
     return Round(count, accept_s, deliver_s, meter.stop())
 
@@ -254,9 +254,9 @@ async def measure(relays: list[Relay], load: Load, args: argparse.Namespace) -> 
     minutes; taking turns gives every relay the same drift), then each relay's accept latency at half
     of its delivered rate."""
     takers = [r for r in relays if load.via == "smtp" or r.api is not None]
-    senders = {r.name: _sender(r, load) for r in takers}
+    senders = {r.name: sender_for(r, load) for r in takers}
     for relay in takers:
-        await asyncio.to_thread(_deliver, relay, senders[relay.name], args.warmup)
+        await asyncio.to_thread(deliver, relay, senders[relay.name], args.warmup)
     profilers = {r.name: start_profilers(r, args.profile / load.name)
                  if args.profile and isinstance(r, PostwireUnderTest) else [] for r in takers}
     rounds: dict[str, list[Round]] = {r.name: [] for r in takers}
