@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -47,6 +46,7 @@ from load import Latency, Load, Sink, apart, api_latency, api_load, run_source, 
 from measure import Meter, Usage, tree, wait_until
 from postfix_relay import PostfixRelay, unavailable
 
+from postwire.testing.corpus import corpus_dir
 from postwire.testing.dns import DnsServer
 from postwire.testing.ports import free_port
 from postwire.testing.stack import LocalStack
@@ -77,10 +77,6 @@ class Result:
     smtp_latency: Latency | None = None
     api_latency: Latency | None = None
     peak_memory_mb: dict[str, float] = field(default_factory=dict)
-
-
-def corpus_dir() -> Path:
-    return Path(os.environ.get("POSTWIRE_CORPUS_DIR", Path(__file__).parent.parent.parent / "shared/corpus"))
 
 
 def html_message(folder: Path) -> Path:

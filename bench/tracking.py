@@ -13,16 +13,16 @@ import statistics
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
-from pathlib import Path
 
 from postwire.core import tracking
 from postwire.db.domains import generate_key
 from postwire.dispatcher import dkim_rsa
 from postwire.dispatcher.signing import SigningKey, sign_message
+from postwire.testing.corpus import corpus_dir
 from postwire.transformer.mime import transform_mime
 from postwire.transformer.tracking import TrackingOptions
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "templates"
+TEMPLATES = corpus_dir() / "templates"
 NAMES = ("S_leemunroe-email.html", "M_foundation-newsletter.html", "L_foundation-digest.html")
 KEY = tracking.tracking_key(b"bench-verp-secret-0123456789abcdef")
 GROUP = "01jdr4v5x0c4bq5ptq3rvzy8nd"

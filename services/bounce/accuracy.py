@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from postwire.bounce.cli import classify_files
+from postwire.testing.corpus import corpus_dir
 
 FIELDS = ("recipient", "reason", "status", "replycode", "hardbounce")
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "bounces"
+CORPUS = corpus_dir() / "bounces"
 _INTERNAL = re.compile(r"^[245]\.0\.9\d\d$")
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
+from postwire.testing.corpus import corpus_dir
 from postwire.transformer.inline import CSS_INLINE, PREMAILER, inline_html
 
-TEMPLATES = (Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "templates").resolve()
+TEMPLATES = corpus_dir() / "templates"
 
 
 def median_ms(html: str, engine: str, repeat: int) -> float:
