@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import Header
 
+from postwire.core.timestamps import stamp_now
 from postwire.core.topology import event_subject
 from postwire.v1 import envelope_pb2
 
@@ -27,7 +27,7 @@ def make_event(event_type: str, *, account_id: str, message_id: str, recipient: 
         event_id=event_id(message_id, recipient, event_type, attempt), type=event_type,
         account_id=account_id, message_id=message_id, recipient=recipient, attempt=attempt, **fields,
     )
-    ev.at.FromDatetime(datetime.now(UTC))
+    stamp_now(ev.at)
     return ev
 
 

@@ -15,6 +15,7 @@ from nats.js.api import Header
 from nats.js.errors import Error as JetStreamError
 
 from postwire.core.bodies import BodyStore
+from postwire.core.timestamps import stamp_now
 from postwire.core.topology import inbound_subject
 from postwire.v1 import envelope_pb2
 
@@ -72,7 +73,7 @@ class Intake:
             envelope.dsn.CopyFrom(sub.dsn)
         for rcpt, rdsn in sub.recipient_dsn.items():
             envelope.recipient_dsn[rcpt].CopyFrom(rdsn)
-        envelope.accepted_at.FromDatetime(datetime.now(UTC))
+        stamp_now(envelope.accepted_at)
         try:
             envelope.body.CopyFrom(await self._bodies.put(f"{message_id}/original", sub.raw))
             await self._js.publish(inbound_subject(sub.account_id), envelope.SerializeToString(),

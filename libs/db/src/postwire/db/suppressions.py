@@ -325,8 +325,12 @@ class SuppressionMirror:
         return entry.value
 
     async def lookup_many(self, account_id: str, addresses: Sequence[str]) -> dict[str, KvEntry]:
-        """Concurrent gets; the active entries by the address as given."""
-        found = await asyncio.gather(*(self.lookup(account_id, a) for a in addresses))
+        """Concurrent gets; the active entries by the address as given. One address (most messages)
+        is asked for directly: ``gather`` would make it a task of its own."""
+        if len(addresses) == 1:
+            found = [await self.lookup(account_id, addresses[0])]
+        else:
+            found = await asyncio.gather(*(self.lookup(account_id, a) for a in addresses))
         return {a: e for a, e in zip(addresses, found, strict=True) if e is not None}
 
 

@@ -7,6 +7,7 @@ one MX lookup. Recipient addresses themselves are passed on unchanged.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import idna
@@ -19,8 +20,10 @@ class BadAddress(ValueError):
     """An address whose domain cannot be routed (no @, empty or invalid domain)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_domain(domain: str) -> str:
-    """The lower-case ASCII (A-label) form of ``domain``; raises BadAddress when it is not a host name."""
+    """The lower-case ASCII (A-label) form of ``domain``; raises BadAddress when it is not a host name.
+    Cached: a sender's mail goes to few domains, and each is checked label by label."""
     domain = domain.strip().rstrip(".")
     if domain.startswith("[") and domain.endswith("]"):
         raise BadAddress(f"address literals are not routed: {domain}")

@@ -45,6 +45,7 @@ from postwire.core.events import event_message, make_event
 from postwire.core.jetstream import PipelinedJetStream
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import shard_for
+from postwire.core.timestamps import stamp_now
 from postwire.core.topology import TRACKING, outbound_subject
 from postwire.core.verp import encode as verp_encode
 from postwire.db.suppressions import MirrorUnavailable, SuppressionMirror, normalise_address
@@ -364,7 +365,7 @@ class Router:
         if inbound.HasField("accepted_at"):
             out.accepted_at.CopyFrom(inbound.accepted_at)
         else:  # the lifetime counts from acceptance; an envelope without it starts the clock now
-            out.accepted_at.GetCurrentTime()
+            stamp_now(out.accepted_at)
         if inbound.options.HasField("max_deliver_time"):
             out.expires_at.CopyFrom(inbound.options.max_deliver_time)
         if inbound.HasField("dsn"):
