@@ -37,7 +37,8 @@ class LoginDefaults:
     prevent_scam: bool = False
 
     def as_dict(self) -> dict[str, bool]:
-        return asdict(self)
+        """Every switch by name (per message on the SMTP path: ``asdict`` costs ten times as much)."""
+        return {name: getattr(self, name) for name in SWITCHES}
 
 
 SWITCHES = tuple(f.name for f in fields(LoginDefaults))

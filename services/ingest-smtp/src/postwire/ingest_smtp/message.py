@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import functools
 import re
+import time
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 
@@ -67,6 +69,12 @@ def _raw_subject(head: bytes) -> str:
     return m.group(1).decode("utf-8", "replace") if m else ""
 
 
+@functools.lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    """The RFC 5322 date of a second: formatted once per second, not once per message (5 us each)."""
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def received_header(*, helo: str | None, peer_ip: str, hostname: str, message_id: str, esmtp: bool,
                     tls: tuple[str, str] | None, account_id: str, authenticated: bool,
                     recipients: list[str], now: datetime | None = None) -> bytes:
@@ -83,7 +91,7 @@ def received_header(*, helo: str | None, peer_ip: str, hostname: str, message_id
         lines.append(f"\t(using {tls[0]} with cipher {tls[1]})")
     lines.append(f"\t({'authenticated' if authenticated else 'trusted network'} account {account_id})")
     by = f"\tby {hostname} (Postwire) with {with_} id {message_id}"
-    date = email.utils.format_datetime(now or datetime.now(UTC))
+    date = email.utils.format_datetime(now) if now is not None else _date_of_second(int(time.time()))
     if len(recipients) == 1:
         lines += [by, f"\tfor <{recipients[0]}>; {date}"]
     else:
