@@ -32,6 +32,7 @@ from postwire.core.topology import (
     work_consumer,
 )
 from postwire.core.tracking import tracking_key
+from postwire.db.suppressions import SuppressionMirror
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.mx import MxResolver, make_resolver
@@ -44,6 +45,7 @@ from postwire.dispatcher.settings import DispatcherSettings
 from postwire.dispatcher.shaping import load_rules
 from postwire.dispatcher.signing import DkimSigner, make_signer
 from postwire.dispatcher.smtp_client import ClientConfig
+from postwire.dispatcher.suppressed import KeyFilter, SuppressionCheck
 from postwire.dispatcher.throttle import Shaper
 from postwire.dispatcher.transform import TransformerClient
 from postwire.dispatcher.worker import Consumer, Handler, Slots
@@ -82,7 +84,10 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
     try:
         signer = make_signer(settings)
         if settings.dispatcher_role in ("all", "router"):
-            consumers.append(await _router_consumer(js, bodies, transformer, settings, signer))
+            suppressions = SuppressionCheck(SuppressionMirror(js), settings.suppression_cache_ttl_s,
+                                            KeyFilter(js))
+            background.append(asyncio.create_task(suppressions.follow()))
+            consumers.append(await _router_consumer(js, bodies, transformer, settings, signer, suppressions))
         if settings.dispatcher_role in ("all", "sender"):
             sending, sender = await _sender_consumers(js, bodies, pool, shaper, settings, signer)
             consumers += sending
@@ -132,8 +137,9 @@ async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject:
 
 
 async def _router_consumer(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
-                           settings: DispatcherSettings, signer: DkimSigner) -> Consumer:
-    router = make_router(js, bodies, transformer, settings, signer)
+                           settings: DispatcherSettings, signer: DkimSigner,
+                           suppressions: SuppressionCheck) -> Consumer:
+    router = make_router(js, bodies, transformer, settings, signer, suppressions)
     sub = await _bind(js, INBOUND, ROUTER_CONSUMER, None, settings)
     return Consumer(sub, router.handle, Slots(settings.max_concurrency), stage="router",
                     batch=settings.fetch_batch)

@@ -26,9 +26,6 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import google.protobuf.message
@@ -48,12 +45,13 @@ from postwire.core.sharding import shard_for
 from postwire.core.timestamps import stamp_now
 from postwire.core.topology import TRACKING, outbound_subject
 from postwire.core.verp import encode as verp_encode
-from postwire.db.suppressions import MirrorUnavailable, SuppressionMirror, normalise_address
+from postwire.db.suppressions import MirrorUnavailable
 from postwire.dispatcher import metrics
 from postwire.dispatcher.domains import group_by_domain
 from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.dispatcher.signing import DKIM_SIGNED, DkimSigner, KeysUnavailable, from_domain
+from postwire.dispatcher.suppressed import SuppressionCheck
 from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable, css_engine
 from postwire.v1 import envelope_pb2, transformer_pb2
 
@@ -113,44 +111,6 @@ class ReturnPath:
         except ValueError as e:  # an id not made by Postwire: keep the original sender rather than stall
             log.warning("router.verp_unavailable", message_id=message_id, error=str(e))
             return mail_from
-
-
-class SuppressionCheck:
-    """Which recipients are suppressed, from the KV mirror, with a small cache of positive answers only.
-
-    Only hits are cached: a new suppression must take effect at once (the next message to a freshly
-    bounced address is the one that hurts), while a removal may wait ``ttl_s``. Misses are the common
-    case and cost one KV get each, all of a message's recipients at once.
-    """
-
-    def __init__(self, mirror: SuppressionMirror, ttl_s: float, max_size: int = 10_000) -> None:
-        self._mirror = mirror
-        self._ttl = ttl_s
-        self._max = max_size
-        self._hits: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
-
-    async def suppressed(self, account_id: str, recipients: Sequence[str]) -> dict[str, str]:
-        """``{recipient: reason}`` for the suppressed ones; raises MirrorUnavailable (retry later)."""
-        found: dict[str, str] = {}
-        ask: list[str] = []
-        now = time.monotonic()
-        for rcpt in recipients:
-            hit = self._hits.get((account_id, normalise_address(rcpt)))
-            if hit is not None and hit[0] > now:
-                found[rcpt] = hit[1]
-            else:
-                ask.append(rcpt)
-        for rcpt, entry in (await self._mirror.lookup_many(account_id, ask)).items():
-            found[rcpt] = entry.reason
-            self._remember(account_id, rcpt, entry.reason, now)
-        return found
-
-    def _remember(self, account_id: str, rcpt: str, reason: str, now: float) -> None:
-        if self._ttl <= 0:
-            return
-        self._hits[(account_id, normalise_address(rcpt))] = (now + self._ttl, reason)
-        while len(self._hits) > self._max:
-            self._hits.popitem(last=False)
 
 
 class Router:
@@ -387,11 +347,11 @@ class Router:
 
 
 def make_router(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
-                settings: DispatcherSettings, signer: DkimSigner) -> Router:
-    """The router with its VERP return path and suppression check; ``signer`` is shared with the sender."""
+                settings: DispatcherSettings, signer: DkimSigner, suppressions: SuppressionCheck) -> Router:
+    """The router with its VERP return path; ``signer`` is shared with the sender, ``suppressions`` kept
+    current by a task of the caller's (SuppressionCheck.follow)."""
     secret = verp_secret_bytes(settings)
     return_path = ReturnPath(secret, settings.bounce_domain)
-    suppressions = SuppressionCheck(SuppressionMirror(js), settings.suppression_cache_ttl_s)
     return Router(js, bodies, transformer, shards=settings.shards,
                   transformer_retry_s=settings.transformer_retry_s, signer=signer,
                   return_path=return_path, signing_retry_s=settings.dkim_retry_s, suppressions=suppressions,
