@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.shaping import parse_rules
-from postwire.dispatcher.smtp_client import ClientConfig, SmtpConnection
+from postwire.dispatcher.smtp_client import ClientConfig, SmtpConnection, wire_data
 from postwire.dispatcher.throttle import Budget, Shaper
 from postwire.testing.smtp import SinkHandler, SmtpSink
 
@@ -184,3 +184,14 @@ async def test_each_recipient_gets_its_own_reply_with_and_without_pipelining(pip
     assert [r.rcpt_tos for r in sink.handler.received] == [["a@example.test", "b@example.test"],
                                                            ["c@example.test"]]
     assert sink.handler.received[1].data == b".starts with a dot\r\n.\r\n..\r\n"  # dot-stuffed on the wire
+
+
+@pytest.mark.parametrize(("data", "wire"), [
+    (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+    (b"a\nb", b"a\r\nb\r\n.\r\n"),  # bare LF, and no line end at the end
+    (b"a\rb\r\n", b"a\r\nb\r\n.\r\n"),  # bare CR
+    (b"a\r\n\nb\r\n", b"a\r\n\r\nb\r\n.\r\n"),  # LF after a CRLF
+    (b".x\r\n.\r\n", b"..x\r\n..\r\n.\r\n"),  # dots that start lines are doubled
+])
+def test_the_data_goes_out_with_crlf_line_ends_and_stuffed_dots(data: bytes, wire: bytes) -> None:
+    assert wire_data(data) == wire

@@ -381,8 +381,11 @@ def xtext(value: str) -> str:
 def wire_data(data: bytes) -> bytes:
     """The message as it goes after DATA: CRLF line ends, dot-stuffed (RFC 5321 4.5.2), and the final
     ``.``. Submissions arrive with CRLF already (ingest refuses bare CR and LF), so the usual case is a
-    count and a replace, not a regular expression over the whole message."""
-    if not (data.count(b"\n") == data.count(b"\r\n") == data.count(b"\r")):
+    few scans in C, not a regular expression over the whole message: without its CRLFs the message holds
+    a CR or LF only if one was bare (counting CRs and LFs, a plain loop per byte in CPython, took three
+    times as long)."""
+    rest = data.replace(b"\r\n", b"")
+    if b"\n" in rest or b"\r" in rest:
         data = _BARE_LINE_END.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
