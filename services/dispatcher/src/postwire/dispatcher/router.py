@@ -61,8 +61,9 @@ log = structlog.get_logger(__name__)
 PUBLISH_RETRY_S = 2.0
 
 
-# a superset test: any MIME part of type text/html must contain this string in its headers
-_HTML = b"text/html"  # found in the lower-cased message: a case-insensitive regex scan costs 6 times more
+# a superset test: any MIME part of type text/html has this string in its headers, looked for as is (a
+# fast scan), else in the lower-cased message (33 us for 33 KB; a case-insensitive regex costs 6 times more)
+_HTML = b"text/html"
 
 
 _NULL_SENDERS = ("", "<>")
@@ -237,7 +238,7 @@ class Router:
         if not opts.inline_css and not tracked:
             return Prepared(inbound.body, None)
         original = await self._bodies.get(inbound.body)
-        if _HTML not in original.lower():  # no HTML part anywhere: skip the gRPC round trip
+        if _HTML not in original and _HTML not in original.lower():  # no HTML part: skip the gRPC round trip
             return Prepared(inbound.body, original)
         nonce = tracking.nonce_for(self._tracking_key, inbound.message_id) if tracked else ""
         options = transformer_pb2.TransformOptions(
