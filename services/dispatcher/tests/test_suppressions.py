@@ -4,6 +4,7 @@ delivered, while the other recipient of the same message is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,3 +125,12 @@ def test_a_filter_behind_the_bucket_is_not_trusted_until_it_catches_up() -> None
 def _kv_entry(key: str, revision: int, operation: str | None = None) -> KeyValue.Entry:
     return KeyValue.Entry(bucket="SUPPRESSIONS", key=key, value=None, revision=revision, delta=None,
                           created=None, operation=operation)
+
+
+async def test_a_filter_whose_watch_has_ended_is_not_trusted(nc: Client) -> None:
+    """A stopped (or crashed) watch must not leave the router believing a set nothing updates."""
+    _, keys, task = await _following(nc)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not keys.current()

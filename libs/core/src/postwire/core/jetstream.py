@@ -127,6 +127,7 @@ class PipelinedJetStream(JetStreamContext):
 
 
 def _expire(futures: Sequence[asyncio.Future[Msg]]) -> None:
+    """The deadline of a batch of requests: every reply not in yet times out."""
     for future in futures:
         if not future.done():
             future.set_exception(TimeoutError())

@@ -80,14 +80,21 @@ class KeyFilter:
         self._expected = last_seq
 
     async def run(self) -> None:
-        """Watch the bucket and check the watch, until cancelled; NATS trouble is retried."""
-        while True:
-            try:
-                await self._watch()
-            except (nats.errors.Error, TimeoutError, OSError) as e:
-                log.warning("suppressions.watch_failed", error=str(e) or type(e).__name__)
-                self._stale = True
+        """Watch the bucket and check the watch, until cancelled; a failed watch is started anew. Until
+        the new one has loaded, and once this has ended, the filter is not current: a watch that died
+        must not leave the router trusting a set nothing updates any more."""
+        try:
+            while True:
+                try:
+                    await self._watch()
+                except (nats.errors.Error, TimeoutError, OSError) as e:
+                    log.warning("suppressions.watch_failed", error=str(e) or type(e).__name__)
+                except Exception:
+                    log.exception("suppressions.watch_crashed")
+                self._loaded = False
                 await asyncio.sleep(self._check_s)
+        finally:
+            self._loaded = False
 
     async def _watch(self) -> None:
         self._loaded = False
