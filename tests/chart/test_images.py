@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +68,22 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert lines[[ln for ln in lines if not ln.startswith("#")] and lines.index("**")] == "**"
     assert {"!uv.lock", "!libs/", "!services/", "!proto/", "**/.venv"} <= set(lines)
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_an_image_installs_every_package_its_service_imports(svc: str, tmp_path: Path) -> None:
+    """What the image's Dockerfile installs (its own package and its declared dependencies, no dev
+    tools, not editable) imports every module of the service: the workspace venv, which has every
+    package, cannot show a dependency the service forgot to declare."""
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": sys.executable}
+    # --offline: `make install` has put every locked package in uv's cache already
+    synced = subprocess.run([str(REPO / "scripts" / "uv"), "sync", "--quiet", "--frozen", "--offline",
+                             "--no-dev", "--no-editable", "--package", package_of(svc)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert synced.returncode == 0, synced.stderr
+    walk = (f"import importlib, pkgutil; import {module_of(svc)} as p; "
+            "[importlib.import_module(i.name) for i in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]")
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", walk], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1]
