@@ -105,19 +105,17 @@ class KeyFilter:
         try:
             while not self._loaded:
                 await asyncio.sleep(0.05)
-                if following.done():
-                    following.result()  # raises what stopped it
+                _still_following(following)
             # a bucket whose last entries were purged has a last sequence no entry carries
             self._applied = max(self._applied, start)
             log.info("suppressions.filter_loaded", keys=len(self._keys))
             while True:
-                if following.done():
-                    following.result()
+                _still_following(following)
                 self.check(await self._last_seq())
                 await asyncio.sleep(self._check_s)
         finally:
             following.cancel()
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await following
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
@@ -129,6 +127,13 @@ class KeyFilter:
     async def _last_seq(self) -> int:
         info = await self._js.stream_info(_STREAM)
         return info.state.last_seq
+
+
+def _still_following(task: asyncio.Task[None]) -> None:
+    """Raise when the task applying the watch's updates has ended: what stopped it, or that it ended."""
+    if task.done():
+        task.result()
+        raise nats.errors.Error("the KV watch ended")
 
 
 class SuppressionCheck:
