@@ -16,9 +16,9 @@ Settling, after the events are published:
 - every recipient final (delivered/failed)          → ack;
 - some or all recipients deferred                   → publish a new OutboundMessage with just the
   deferred ones to the shard's retry subject (attempt + 1, not_before = now + backoff, Nats-Msg-Id
-  "<id>.<domain>.<attempt + 1>"), then ack the original. Acking — rather than nak(delay) as before — is
-  what keeps a deferred backlog off the fresh consumer's max_ack_pending, so it cannot stall new mail,
-  and delivered recipients are never sent again;
+  "<id>.<attempt + 1>.<hash of the recipients>": retry_msg_id), then ack the original. Acking —
+  rather than nak(delay) as before — is what keeps a deferred backlog off the fresh consumer's
+  max_ack_pending, so it cannot stall new mail, and delivered recipients are never sent again;
 - deferred past the message lifetime                → "failed" with response "expired" (4.4.7).
 The events and the retry message go out as one batch (one write) and are published again until NATS
 confirms all of them (the message is kept in progress meanwhile; their dedup ids make a repeat
