@@ -96,6 +96,21 @@ def event_proto_data(ev: envelope_pb2.Event) -> dict[str, Any]:
             data[name] = value
     if ev.type in ("failed", "bounced"):
         data["hardbounce"] = ev.hardbounce
+    if ev.type == "accepted":
+        data.update(dsn_data(ev))
+    return data
+
+
+def dsn_data(ev: envelope_pb2.Event) -> dict[str, Any]:
+    """The RFC 3461 parameters of an ``accepted`` event as stored in events.data: ``dsn`` = {ret, envid}
+    and ``notify``, ``orcpt``, each only when given (bounce forwarding reads them back)."""
+    data: dict[str, Any] = {}
+    if ev.dsn.ret or ev.dsn.envid:
+        data["dsn"] = {"ret": ev.dsn.ret, "envid": ev.dsn.envid}
+    if ev.recipient_dsn.notify:
+        data["notify"] = list(ev.recipient_dsn.notify)
+    if ev.recipient_dsn.orcpt:
+        data["orcpt"] = ev.recipient_dsn.orcpt
     return data
 
 

@@ -15,9 +15,10 @@ Which accounts forward, and where, comes from ``POSTWIRE_BOUNCE_FORWARD`` (JSON 
 
 What the sender asked for — NOTIFY and ORCPT of the recipient, RET and ENVID of the message — is in
 the recipient's ``accepted`` event (``events.data``, written by ``recorder.event_data`` with
-``dsn_data``), read with one primary-key lookup per forward, and only for accounts that forward.
-``wanted`` applies RFC 3461 4.1: NEVER → nothing; NOTIFY given → only the kinds it names; no NOTIFY →
-failures only. Complaints are not delivery status notifications and are always forwarded.
+``postwire.db.events_query.dsn_data``), read with one primary-key lookup per forward, and only for
+accounts that forward. ``wanted`` applies RFC 3461 4.1: NEVER → nothing; NOTIFY given → only the kinds
+it names; no NOTIFY → failures only. Complaints are not delivery status notifications and are always
+forwarded.
 
 Forwarding is best effort (a few tries with backoff while the process runs, counted in
 ``postwire_bounce_forwarded_total``): the event in EVENTS is the record, the forwarded copy a
@@ -102,19 +103,6 @@ class DsnRequest:
     @property
     def headers_only(self) -> bool:
         return self.ret.upper() == "HDRS"
-
-
-def dsn_data(ev: envelope_pb2.Event) -> dict[str, Any]:
-    """The RFC 3461 parameters of an ``accepted`` event as stored in events.data: ``dsn`` = {ret, envid}
-    and ``notify``, ``orcpt``, each only when given. ``request_from`` reads them back."""
-    data: dict[str, Any] = {}
-    if ev.dsn.ret or ev.dsn.envid:
-        data["dsn"] = {"ret": ev.dsn.ret, "envid": ev.dsn.envid}
-    if ev.recipient_dsn.notify:
-        data["notify"] = list(ev.recipient_dsn.notify)
-    if ev.recipient_dsn.orcpt:
-        data["orcpt"] = ev.recipient_dsn.orcpt
-    return data
 
 
 def request_from(data: dict[str, Any], accepted_at: datetime | None = None) -> DsnRequest:

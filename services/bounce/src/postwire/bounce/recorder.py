@@ -39,7 +39,6 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from postwire.bounce.forwarding import dsn_data
 from postwire.bounce.metrics import BATCH_FAILURES, BATCH_SECONDS, EVENTS_RECORDED
 from postwire.core.pull import BatchPull
 from postwire.core.settings import PostwireSettings
@@ -60,8 +59,6 @@ STATUS_OF = {"deferred": "deferred", "delivered": "delivered", "failed": "failed
 ATTEMPTS = ("deferred", "delivered", "failed")
 # failures that may suppress: hard ones at once, soft ones under the policy
 FAILURES = ("failed", "bounced")
-# opens and clicks: stored with these details, never a delivery outcome
-TRACKING_FIELDS = ("url", "link_index", "client_ip", "user_agent", "unique")
 DAY = 24 * 3600.0
 
 OnRecorded = Callable[[Sequence[envelope_pb2.Event]], None]
@@ -90,19 +87,10 @@ class SoftBouncePolicy:
 
 def event_data(ev: envelope_pb2.Event) -> dict[str, Any]:
     """The event's details as stored in events.data (and later served by the events API): what
-    ``postwire.db.events_query.event_proto_data`` gives (the webhook payload is built from it; it keeps
-    ``hardbounce`` explicit for failures, which the soft-bounce policy counts on), plus the open/click
-    details and the RFC 3461 parameters of an ``accepted`` event (read back by bounce forwarding)."""
-    data = event_proto_data(ev)
-    # opens and clicks, stored like every other field: non-default values only (the JSON of an event
-    # reads a missing ``unique`` as false and a missing ``link_index`` as 0, the first link)
-    for name in TRACKING_FIELDS:
-        value = getattr(ev, name)
-        if value:
-            data[name] = value
-    if ev.type == "accepted":
-        data.update(dsn_data(ev))
-    cleaned: dict[str, Any] = _without_nul(data)
+    ``postwire.db.events_query.event_proto_data`` gives, the webhook payload being built from it too (it
+    keeps ``hardbounce`` explicit for failures, which the soft-bounce policy counts on, and the RFC 3461
+    parameters of an ``accepted`` event, which bounce forwarding reads back), without NUL characters."""
+    cleaned: dict[str, Any] = _without_nul(event_proto_data(ev))
     return cleaned
 
 
