@@ -144,7 +144,7 @@ class SuppressionCheck:
     bounced address is the one that hurts), while a removal may wait ``ttl_s``.
     """
 
-    def __init__(self, mirror: SuppressionMirror, ttl_s: float, keys: KeyFilter | None = None,
+    def __init__(self, mirror: SuppressionMirror, ttl_s: float, keys: KeyFilter,
                  max_size: int = 10_000) -> None:
         self._mirror = mirror
         self._keys = keys
@@ -154,8 +154,7 @@ class SuppressionCheck:
 
     async def follow(self) -> None:
         """Keep the key filter current (a background task for as long as the router runs)."""
-        if self._keys is not None:
-            await self._keys.run()
+        await self._keys.run()
 
     async def suppressed(self, account_id: str, recipients: Sequence[str]) -> dict[str, str]:
         """``{recipient: reason}`` for the suppressed ones; raises MirrorUnavailable (retry later)."""
@@ -169,7 +168,7 @@ class SuppressionCheck:
             else:
                 ask.append(rcpt)
         keys = self._keys
-        if keys is not None and keys.current():
+        if keys.current():
             ask = [rcpt for rcpt in ask if keys.may_hold(kv_key(account_id, rcpt))]
         if not ask:
             return found
