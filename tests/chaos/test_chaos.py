@@ -39,7 +39,7 @@ ROUNDS = int(os.environ.get("POSTWIRE_CHAOS_ROUNDS", "1"))
 CLIENTS = 6  # per protocol
 # seconds a kill-and-come-back takes, roughly: the clients spread their messages over the whole schedule
 KILL_CYCLE_S = 8.0
-VICTIMS = ("dispatcher", "transformer", "ingest-smtp", "api-gateway", "bounce", "nats")
+VICTIMS = ("dispatcher", "transformer", "ingest-smtp", "api-gateway", "recorder", "nats")
 DEST = "chaos.test"
 ID = re.compile(rb"^X-Chaos-Id: (\S+)", re.MULTILINE)
 HTML = ("<html><head><style>p {{ color: #336699; }}</style></head>"

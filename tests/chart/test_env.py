@@ -24,12 +24,9 @@ SETTINGS: dict[str, list[tuple[str, str]]] = {
     "transformer": [("postwire.transformer.settings", "TransformerSettings")],
     "dispatcher-router": [("postwire.dispatcher.settings", "DispatcherSettings")],
     "dispatcher-sender": [("postwire.dispatcher.settings", "DispatcherSettings")],
-    "bounce-receiver": [("postwire.bounce.settings", "BounceSettings")],
-    "recorder": [("postwire.bounce.settings", "BounceSettings")],
-    "webhook-notifier": [
-        ("postwire.bounce.settings", "BounceSettings"),
-        ("postwire.bounce.webhooks.settings", "WebhookSettings"),
-    ],
+    "bounce-receiver": [("postwire.bounce_receiver.settings", "ReceiverSettings")],
+    "recorder": [("postwire.recorder.settings", "RecorderSettings")],
+    "webhook-notifier": [("postwire.webhook_notifier.settings", "WebhookSettings")],
 }
 
 # Defaults that are right for the local run but not in a cluster, beyond what the rules in
@@ -40,7 +37,6 @@ CLUSTER_SPECIFIC = {
     "bounce_smtp_port",  # 2526 is the local run's port
     "transform_workers",  # 0 = one per CPU of the node, not of the container's limit
     "dispatcher_role",
-    "bounce_role",
     "replica_index",
     "replica_count",
 }
@@ -55,8 +51,8 @@ NOT_READ: dict[str, set[str]] = {
     "dispatcher-sender": {"database_url", "verp_secret", "transformer_addr"},
     # forwarding bounces by SMTP is off unless POSTWIRE_BOUNCE_FORWARD is set (not wired by the chart yet)
     "bounce-receiver": {"forward_smtp_host"},
-    "recorder": {"verp_secret", "bounce_smtp_host", "bounce_smtp_port", "forward_smtp_host"},
-    "webhook-notifier": {"verp_secret", "bounce_smtp_host", "bounce_smtp_port", "forward_smtp_host"},
+    "recorder": {"verp_secret", "forward_smtp_host"},
+    "webhook-notifier": {"verp_secret"},
 }
 # Settings production values must set although the service has a fallback for tests and trials
 PRODUCTION_ONLY = {"ingest-smtp": {"tls_cert_file", "tls_key_file"}}
@@ -164,13 +160,6 @@ def test_rendered_environment_boots_the_settings(
         try:
             settings = cls()
         except ValidationError as e:
-            role = (
-                typing.get_args(cls.model_fields["bounce_role"].annotation)
-                if "bounce_role" in cls.model_fields
-                else ()
-            )
-            if component == "webhook-notifier" and "notifier" not in role:
-                pytest.xfail("POSTWIRE_BOUNCE_ROLE=notifier arrives with the webhook notifier (issue 4)")
             raise AssertionError(f"{component}: {e}") from e
         assert str(settings.data_dir) == "/var/lib/postwire"
 

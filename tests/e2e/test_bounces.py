@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -13,15 +12,15 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from postwire.bounce.webhooks.signing import verify
-from postwire.testing.corpus import corpus_path
+from postwire.testing.corpus import BOUNCE_MAILS, corpus_path
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
 from postwire.testing.webhooks import Receiver, running_receiver
+from postwire.webhook_notifier.webhook_signature import verify
 
 # bounce mails written for the bounce service's tests (see the README there)
-BOUNCE_FIXTURES = Path(__file__).resolve().parents[2] / "services" / "bounce" / "tests" / "fixtures"
+BOUNCE_FIXTURES = BOUNCE_MAILS
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -22,7 +22,8 @@ CHART = REPO / "charts" / "postwire"
 METRICS_DOC = REPO / "docs" / "metrics.md"
 # ops port offsets of the local run (libs/cli/src/postwire/cli/stack.py); the api-gateway (+2) serves
 # /metrics on its API port instead
-OPS_OFFSETS = {"ingest-smtp": 1, "dispatcher": 3, "transformer": 4, "bounce": 5}
+OPS_OFFSETS = {"ingest-smtp": 1, "dispatcher": 3, "transformer": 4, "bounce-receiver": 5,
+               "webhook-notifier": 6, "recorder": 7}
 
 
 def _sample_names(families: list[Metric]) -> set[str]:
@@ -86,7 +87,8 @@ async def scraped(stack: LocalStack) -> dict[str, list[Metric]]:
 def test_every_service_exports_its_metrics(scraped: dict[str, list[Metric]]) -> None:
     prefixes = {"api-gateway": ("postwire_api_",), "ingest-smtp": ("postwire_ingest_smtp_",),
                 "dispatcher": ("postwire_dispatcher_",), "transformer": ("postwire_transformer_",),
-                "bounce": ("postwire_recorder_", "postwire_bounce_", "postwire_webhook_")}
+                "bounce-receiver": ("postwire_bounce_",), "webhook-notifier": ("postwire_webhook_",),
+                "recorder": ("postwire_recorder_",)}
     for service, wanted in prefixes.items():
         names = {f.name for f in scraped[service]}
         for prefix in wanted:

@@ -17,11 +17,11 @@ import aiosmtplib
 import httpx
 import pytest_asyncio
 
-from postwire.bounce.webhooks.signing import verify
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import Received, SmtpSink
 from postwire.testing.stack import LocalStack
 from postwire.testing.webhooks import Receiver, running_receiver
+from postwire.webhook_notifier.webhook_signature import verify
 
 STYLED = ('<html><head><style>p.lead { color: #ff0000; }</style></head><body><p class="lead">Spring sale</p>'
           '<a href="https://shop.example/sale?utm=1&amp;x=2">See the sale</a>'

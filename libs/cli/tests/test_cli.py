@@ -10,11 +10,11 @@ from pathlib import Path
 
 from postwire.db.accounts import account_for_api_key, account_for_smtp_login
 from postwire.db.engine import make_engine, make_sessionmaker
-from postwire.testing.corpus import corpus_path
+from postwire.testing.corpus import BOUNCE_MAILS, corpus_path
 
 POSTWIRE = str(Path(sys.executable).parent / "postwire")
 # bounce mails written for the bounce service's tests (see the README there)
-BOUNCE_FIXTURES = Path(__file__).resolve().parents[3] / "services" / "bounce" / "tests" / "fixtures"
+BOUNCE_FIXTURES = BOUNCE_MAILS
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,5 +1,5 @@
 """Every failed/deferred event of the sender carries a Sisimai reason and a hard/soft verdict, from the
-same classifier the bounce service applies to DSNs (postwire.bounces)."""
+same classifier the bounce service applies to DSNs (postwire.bounce_classifier)."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_bounce_classify(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.bounce.cli import main as classify
+    from postwire.bounce_classifier.__main__ import main as classify
 
     return classify(args.files)
 

@@ -58,8 +58,10 @@ def services(settings: CliSettings, nats_url: str, database_url: str) -> list[Se
                                                          f"http://{h}:{settings.http_port}")}),
         ("transformer", "postwire.transformer", {
             "POSTWIRE_GRPC_HOST": h, "POSTWIRE_GRPC_PORT": str(settings.grpc_port)}),
-        ("bounce", "postwire.bounce", {
+        ("bounce-receiver", "postwire.bounce_receiver", {
             "POSTWIRE_BOUNCE_SMTP_HOST": h, "POSTWIRE_BOUNCE_SMTP_PORT": str(settings.bounce_smtp_port)}),
+        ("webhook-notifier", "postwire.webhook_notifier", {}),
+        ("recorder", "postwire.recorder", {}),
     ]
     return [
         Service(name, module, {**base, "POSTWIRE_OPS_PORT": str(settings.ops_base_port + i), **extra})

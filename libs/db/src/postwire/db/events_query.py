@@ -34,7 +34,7 @@ _DELIVERY = ("smtp_code", "enhanced_status", "response", "mx_host", "attempt")
 _CLASSIFIED = ("reason", "hardbounce")
 _CLIENT = ("client_ip", "user_agent", "unique")
 FIELDS_BY_TYPE: dict[str, tuple[str, ...]] = {
-    # plus the RFC 3461 parameters when the sender gave them (postwire.bounce.forwarding honours them)
+    # plus the RFC 3461 parameters when the sender gave them (bounce forwarding honours them)
     "accepted": ("from", "subject", "size", "source", "dsn", "notify", "orcpt"),
     "delivered": _DELIVERY,
     "deferred": (*_DELIVERY, "reason"),

@@ -64,3 +64,11 @@ def corpus_params(found: Sequence[Any], path: Path) -> list[Any]:
     if found:
         return list(found)
     return [pytest.param(path, marks=pytest.mark.skip(reason=absent_reason(path)), id="corpus-absent")]
+
+
+BOUNCE_MAILS = Path(__file__).parent / "bounce_mails"  # the project's own bounce mails (README there)
+
+
+def bounce_mail(name: str) -> bytes:
+    """One of the bounce mails written for the project's tests: always there, unlike the corpus."""
+    return (BOUNCE_MAILS / name).read_bytes()

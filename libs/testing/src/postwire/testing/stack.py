@@ -17,7 +17,7 @@ import psutil
 
 from postwire.testing.ports import free_block, free_ports
 
-SERVICE_COUNT = 5
+SERVICE_COUNT = 7
 
 
 @dataclass
@@ -122,7 +122,7 @@ class LocalStack:
         if not (self.data_dir / "demo-account.json").exists():
             return "the demo account (migrations, PostgreSQL)"
         urls = [f"{self.api}/readyz"] + [
-            f"http://{self.host}:{self.ops_base_port + i}/readyz" for i in (1, 3, 4, 5)
+            f"http://{self.host}:{self.ops_base_port + i}/readyz" for i in (1, 3, 4, 5, 6, 7)
         ]
         for url in urls:
             try:

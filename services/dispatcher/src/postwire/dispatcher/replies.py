@@ -5,8 +5,8 @@ answer (DNS, connection); synthesised ones carry ``smtp_code`` 0 and an RFC 3463
 Postfix reports ``dsn=4.4.1`` for a refused connection.
 
 Every failure also gets a Sisimai reason and a hard/soft verdict (:meth:`Reply.verdict`), from the same
-classifier the bounce service applies to DSNs (``postwire.bounces``), so a synchronous "550 5.1.1" and a
-DSN reporting the same refusal end up with the same reason (docs/bounces.md).
+classifier the bounce receiver applies to DSNs (``postwire.bounce_classifier``), so a synchronous
+"550 5.1.1" and a DSN reporting the same refusal end up with the same reason (docs/bounces.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from postwire.bounces.classify import Classification, classify_reply, is_hardbounce
+from postwire.bounce_classifier.classify import Classification, classify_reply, is_hardbounce
 
 Outcome = Literal["delivered", "deferred", "failed"]
 

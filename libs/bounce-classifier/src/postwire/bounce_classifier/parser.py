@@ -1,0 +1,267 @@
+"""`parse_bounce`: one raw mail in, one result per bounced recipient out.
+
+The shapes are tried from most to least structured, and the first that yields recipients wins:
+ARF complaint → RFC 3464 delivery-status (in its own part or as fields in a text part) → Amazon SES
+JSON → a human-readable notice of a known shape (`formats`) → RFC 3834 auto-reply. A mail that fits
+none is not a bounce and yields [].
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from email.message import Message
+
+import structlog
+
+from postwire.bounce_classifier.arf import parse_feedback
+from postwire.bounce_classifier.autoreply import auto_reply_sender
+from postwire.bounce_classifier.classify import classify_reply, find_command, find_replycode, find_status
+from postwire.bounce_classifier.delivery_status import DeliveryReport, RecipientStatus, parse_delivery_status
+from postwire.bounce_classifier.formats import (
+    TextRecord,
+    looks_like_bounce,
+    notification_text,
+    ses_json_records,
+    text_records,
+)
+from postwire.bounce_classifier.message_fields import (
+    addresses,
+    content_type,
+    header,
+    load,
+    original_headers,
+    part_text,
+    walk_leaves,
+)
+from postwire.bounce_classifier.rules import match_text
+
+log = structlog.get_logger(__name__)
+
+_REPORT_TYPES = ("message/delivery-status", "message/global-delivery-status")
+_TAG_RE = re.compile(r"<[^>]+>")
+_DSN_FIELDS_RE = re.compile(r"^[\s>]*(?:final|original)-recipient\s*:", re.IGNORECASE | re.MULTILINE)
+_QUOTE_RE = re.compile(r"^(?:> ?)+", re.MULTILINE)  # a forwarded bounce: "> Final-Recipient: ..."
+
+
+@dataclass(frozen=True, slots=True)
+class BounceResult:
+    """One bounced (or delayed, delivered, complained, auto-replied) recipient of a report mail."""
+
+    recipient: str | None
+    reason: str
+    status: str | None
+    replycode: int | None
+    hardbounce: bool
+    diagnostic: str = ""
+    feedbacktype: str | None = None
+    remote_mta: str | None = None
+    action: str | None = None
+
+
+def parse_bounce(raw: bytes) -> list[BounceResult]:
+    """Every recipient a report mail is about, in mail order; [] for a mail that is not a bounce.
+
+    Never raises: bounce input is hostile or broken often enough that one bad mail must not stop a
+    consumer. The failure is logged with its type so it can be investigated.
+    """
+    try:
+        return [r for one in _mbox_messages(raw) for r in parse_message(load(one))]
+    except Exception as exc:  # any parser failure means "not understood", never a crash
+        log.warning("bounce.parse_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        return []
+
+
+# An mbox "From " separator line after a blank line: the file holds further mails (a mailbox export).
+_MBOX_FROM = re.compile(rb"\n\r?\n(?=From \S+ +[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d)")
+
+
+def _mbox_messages(raw: bytes) -> list[bytes]:
+    """The mails of a raw input: one, or each mail of an mbox that holds several bounces."""
+    parts = _MBOX_FROM.split(raw)
+    return [parts[0], *(p.split(b"\n", 1)[1] if b"\n" in p else b"" for p in parts[1:])]
+
+
+def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
+    """`parse_bounce` for an already parsed message."""
+    feedback = parse_feedback(msg)
+    if feedback is not None:
+        return [BounceResult(f.recipient, "feedback", None, None, False, feedbacktype=f.feedbacktype)
+                for f in feedback]
+    leaves = walk_leaves(msg)
+    human = _human_text(leaves)
+    report = _delivery_report(leaves, human)
+    nested = _nested_reports(leaves, depth)
+    if report.recipients:
+        blocks = _blocks_by_recipient(msg, human, [r.recipient or "" for r in report.recipients])
+        results = _behind_gateway(msg, [_from_dsn(r, report, blocks) for r in report.recipients])
+        named = {(r.recipient or "").lower() for r in results}
+        return results + [r for r in nested if (r.recipient or "").lower() not in named]
+    if nested:
+        return nested
+    ses = ses_json_records(human)
+    if ses:
+        return [_from_text(r, r.diagnostic) for r in ses]
+    notice = notification_text(human)
+    original = original_headers(msg)
+    if looks_like_bounce(msg, notice, original is not None):
+        records = text_records(msg, notice) or _original_recipient(original, notice)
+        # a bounce, even if its recipient is unknown
+        return _behind_gateway(msg, [_from_text(r, notice) for r in records])
+    sender = auto_reply_sender(msg, human)
+    if sender is not None:
+        return [BounceResult(sender, "vacation", None, None, False)]
+    return []
+
+
+# Headers that content-filtering gateways (mail security appliances in front of the real mailbox
+# server) put on the notices they write: McAfee Email Gateway, SurfControl E-mail Filter, ActiveHunter,
+# m-FILTER, MailFoundry.
+_GATEWAY_HEADERS = ("X-NAI-Header", "X-SEF-Processed", "X-AHMAILID")
+_GATEWAY_MAILER = re.compile(r"surfcontrol|m-filter", re.IGNORECASE)
+_GATEWAY_RECEIVED = re.compile(r"\(MAILFOUNDRY\)", re.IGNORECASE)
+_MAILBOX_STATUS = re.compile(r"^[45]\.1\.[013]$")
+
+
+def _behind_gateway(msg: Message, results: list[BounceResult]) -> list[BounceResult]:
+    """A filtering gateway's own "no such user", with no X.1.1-style status and no sign that the
+    mailbox server refused the RCPT, is the gateway's filter verdict on the message (Sisimai: filtered).
+    """
+    if not _is_gateway(msg):
+        return results
+    out = []
+    for r in results:
+        in_text = find_status(r.diagnostic)
+        plain = r.reason == "userunknown" and not _MAILBOX_STATUS.match(in_text or "")
+        if plain and find_command(r.diagnostic) != "RCPT":
+            # the X.1.1 synthesised for "no such user" no longer applies: keep only the class digit
+            status = r.status if in_text or not r.status else f"{r.status[0]}.0.0"
+            r = replace(r, reason="filtered", hardbounce=False, status=status)
+        out.append(r)
+    return out
+
+
+def _is_gateway(msg: Message) -> bool:
+    if any(msg.get(h) for h in _GATEWAY_HEADERS) or _GATEWAY_MAILER.search(header(msg, "X-Mailer")):
+        return True
+    return any(_GATEWAY_RECEIVED.search(str(v)) for v in msg.get_all("Received", []))
+
+
+def _nested_reports(leaves: list[Message], depth: int) -> list[BounceResult]:
+    """Delivery reports attached as message/rfc822 (a relay forwarding the report it received, or a
+    digest of reports): each attached report's own recipients, one level deep."""
+    if depth > 0:
+        return []
+    out: list[BounceResult] = []
+    for part in leaves:
+        inner = part.get_payload() if content_type(part) == "message/rfc822" else None
+        if not isinstance(inner, list) or not inner or not isinstance(inner[0], Message):
+            continue
+        sub = inner[0]
+        if any(content_type(p) in _REPORT_TYPES for p in walk_leaves(sub)):
+            out.extend(parse_message(sub, depth=depth + 1))
+    return out
+
+
+def _original_recipient(original: Message | None, notice: str) -> list[TextRecord]:
+    """A notice that names no address is about the returned message's recipient (its To: header)."""
+    if original is None:
+        return []
+    found = addresses(header(original, "To"))
+    return [TextRecord(found[0], notice)] if found else []
+
+
+def _human_text(leaves: list[Message]) -> str:
+    """The readable parts (text/plain; text/html with tags stripped when there is no plain text).
+
+    A multipart whose boundary never occurs is left as one unparsed leaf: its text is read as is.
+    """
+    plain = [part_text(p) for p in leaves
+             if content_type(p) == "text/plain"
+             or (p.get_content_maintype() == "multipart" and isinstance(p.get_payload(), str))]
+    if plain:
+        return "\n".join(plain)
+    html = [part_text(p) for p in leaves if content_type(p) == "text/html"]
+    return "\n".join(_TAG_RE.sub(" ", h) for h in html)
+
+
+def _delivery_report(leaves: list[Message], human: str) -> DeliveryReport:
+    """All message/delivery-status parts merged; DSN fields in a text part when there is no such part."""
+    merged = DeliveryReport()
+    for part in leaves:
+        if content_type(part) in _REPORT_TYPES:
+            report = parse_delivery_status(part_text(part))
+            merged.reporting_mta = merged.reporting_mta or report.reporting_mta
+            merged.recipients.extend(report.recipients)
+    if not merged.recipients and _DSN_FIELDS_RE.search(human):
+        return parse_delivery_status(_QUOTE_RE.sub("", human))
+    return merged
+
+
+def _blocks_by_recipient(msg: Message, human: str, recipients: list[str]) -> dict[str, str]:
+    """The human-readable error text per recipient, used when the DSN's Diagnostic-Code says little.
+
+    The DSN names the recipients, so the notice's mentions of them count even where the scanner would
+    otherwise skip the address (postmaster@…, or the bounce's own addressee).
+    """
+    notice = notification_text(human)
+    return {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice, also=recipients)}
+
+
+def _from_dsn(rec: RecipientStatus, report: DeliveryReport, blocks: dict[str, str]) -> BounceResult:
+    recipient = rec.recipient or ""
+    diagnostic = rec.diagnostic
+    block = blocks.get(recipient.lower(), "")
+    text = diagnostic if match_text(diagnostic) else f"{diagnostic}\n{block}".strip()
+    status = _best_status(rec.status, diagnostic or block)
+    result = _result(recipient, text, status, rec.action, rec.remote_mta, diagnostic or block,
+                     find_command(block) or find_command(diagnostic))
+    if rec.diagnostic_type == "x-unix" and result.reason not in ("mailboxfull", "delivered"):
+        # the local delivery agent (procmail, a pipe) failed: that is the MTA's problem, not the address
+        return replace(result, reason="mailererror", hardbounce=False)
+    return result
+
+
+def _from_text(rec: TextRecord, notice: str) -> BounceResult:
+    text = rec.diagnostic if match_text(rec.diagnostic) else f"{rec.diagnostic}\n{notice}"
+    status = _best_status(rec.status, rec.diagnostic)
+    return _result(rec.recipient, text, status, rec.action, rec.remote_mta, rec.diagnostic,
+                   find_command(rec.diagnostic))
+
+
+def _best_status(field: str | None, diagnostic: str) -> str | None:
+    """The status in the diagnostic text, else the Status field.
+
+    The remote server's own code (in the diagnostic) is more precise than the one the reporting MTA
+    derived from it: Sendmail reports 4.4.7 "expired" for a message refused with 4.7.1 every time.
+    """
+    in_text = find_status(diagnostic)
+    if in_text is not None:
+        return in_text
+    if field is None or not re.match(r"^[245]\.\d{1,3}\.\d{1,3}$", field):
+        return None
+    return field
+
+
+# Lines of an SMTP session transcript that are not the failure: what the client sent (Postfix's
+# "In: EHLO …", Sendmail's ">>> DATA") and the server's positive replies ("Out: 250-STARTTLS", "<<< 250 ok").
+_TRANSCRIPT_NOISE = re.compile(r"^[ \t]*(?:in:|>>>)[ \t].*$|^[ \t]*(?:out:|<<<)[ \t]*[23]\d\d\b.*$",
+                               re.IGNORECASE | re.MULTILINE)
+
+
+def _failure_lines(text: str) -> str:
+    """The text without the transcript lines that only show the session going well."""
+    return _TRANSCRIPT_NOISE.sub("", text)
+
+
+def _result(recipient: str, text: str, status: str | None, action: str | None, remote_mta: str | None,
+            diagnostic: str, command: str | None) -> BounceResult:
+    code = find_replycode(diagnostic) if diagnostic else None
+    if action == "delivered" or (action == "relayed" and not status):
+        status = status or "2.0.0"
+    verdict = classify_reply(code, status, _failure_lines(text), command=command)
+    # the status the mail itself carried is what a consumer should see, even a vague "5.0.0": the
+    # classifier's refinement of it is a guess from the reason (kept when the mail carried no status)
+    reported = status if status and status.endswith(".0.0") and status[0] in "45" else verdict.status
+    return BounceResult(recipient, verdict.reason, reported, verdict.replycode, verdict.hardbounce,
+                        diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta, action=action)

@@ -1,0 +1,11 @@
+"""Bounce forwarding: RFC 3464 reports mailed to an address an account chose (docs/bounces.md).
+
+Two stages feed it, each with the events only it sees once: the bounce receiver (``bounced``,
+``complained``, with the report mail) and the event recorder (``failed``, ``suppressed``, ``deferred``,
+``delivered``, after they are stored). Both build a :class:`Forwarder` with :func:`forwarder_from`.
+"""
+
+from postwire.bounce_forwarding.forwarder import Forwarder, RelayConfig
+from postwire.bounce_forwarding.settings import ForwardingSettings, forwarder_from
+
+__all__ = ["Forwarder", "ForwardingSettings", "RelayConfig", "forwarder_from"]

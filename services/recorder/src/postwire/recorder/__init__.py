@@ -1,0 +1,1 @@
+"""The event recorder: EVENTS → PostgreSQL, suppressions from failures, and every stream's queue depth."""

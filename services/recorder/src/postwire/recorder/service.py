@@ -1,0 +1,54 @@
+"""Wiring of the event recorder: NATS, PostgreSQL, forwarding, the ops endpoint, the recorder loop and
+the queue-depth sampler.
+
+/readyz is ready when NATS is connected. Shutdown: the recorder finishes its batch, forwards get a grace;
+then NATS and the database pool are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from postwire.bounce_forwarding import forwarder_from
+from postwire.core.jetstream import jetstream
+from postwire.core.natsconn import connect
+from postwire.core.ops import ops_app, serve_app
+from postwire.core.topology import Topology
+from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.recorder.queue_depth import run_sampler
+from postwire.recorder.recorder import Recorder, SoftBouncePolicy
+from postwire.recorder.settings import RecorderSettings
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: RecorderSettings, stop: asyncio.Event,
+                started: Callable[[int], None] | None = None) -> None:
+    """Record events until ``stop``. ``started`` gets the ops port (tests bind port 0)."""
+    nc = await connect(settings.nats_url, "postwire-recorder", stop=stop)
+    js = jetstream(nc)
+    await Topology.from_settings(settings).apply(js)
+    engine = make_engine(settings.database_url)
+    forwarder = forwarder_from(settings, make_sessionmaker(engine))
+    recorder = Recorder(js, make_sessionmaker(engine), settings.recorder_batch, settings.recorder_retry_s,
+                        SoftBouncePolicy.from_settings(settings),
+                        on_recorded=forwarder.recorded if forwarder is not None else None)
+
+    async def ready() -> bool:
+        return bool(nc.is_connected)
+
+    log.info("recorder.started")
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(serve_app(ops_app(ready), settings.ops_host, settings.ops_port, stop, started))
+            tg.create_task(recorder.run(stop))
+            tg.create_task(run_sampler(js, settings.queue_sample_s, stop))
+    finally:
+        if forwarder is not None:  # the recorder has stopped: nothing more is handed over
+            await forwarder.close(settings.shutdown_grace_s)
+        await nc.close()
+        await engine.dispose()
+        log.info("recorder.stopped")

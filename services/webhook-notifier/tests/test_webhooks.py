@@ -1,0 +1,367 @@
+"""Webhooks end to end: the real api-gateway registers endpoints, events go through a real nats-server,
+the notifier (run_notifier) POSTs them to real HTTP receivers on 127.0.0.1, PostgreSQL holds the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest_asyncio
+from nats.js import JetStreamContext
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from postwire.api_gateway.service import serve as serve_gateway
+from postwire.api_gateway.settings import ApiSettings
+from postwire.core.events import make_event, publish_event
+from postwire.core.ids import new_message_id
+from postwire.core.ops import serve_app
+from postwire.db.accounts import NewCredentials, create_account
+from postwire.testing.fixtures import eventually
+from postwire.testing.nats import NatsServer
+from postwire.webhook_notifier import WebhookSettings, run_notifier
+from postwire.webhook_notifier.webhook_signature import HEADER, verify
+
+# ------------------------------------------------------------------------------------- receivers
+
+
+@dataclass
+class Receiver:
+    """A real HTTP endpoint that records POSTs and can be told to fail or to be slow."""
+
+    status: int = 200
+    delay: float = 0.0
+    requests: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
+    attempts: int = 0
+    url: str = ""
+
+    async def handle(self, request: Request) -> Response:
+        self.attempts += 1
+        body = await request.body()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if 200 <= self.status < 300:
+            self.requests.append((time.monotonic(), dict(request.headers), body))
+        return Response(status_code=self.status)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(b)["event"] for _, _, b in self.requests]
+
+
+MakeReceiver = Callable[..., Awaitable[Receiver]]
+
+
+@pytest_asyncio.fixture
+async def make_receiver() -> AsyncIterator[MakeReceiver]:
+    stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def make(host: str = "127.0.0.1", **kw: Any) -> Receiver:
+        rec = Receiver(**kw)
+        app = Starlette(routes=[Route("/hook", rec.handle, methods=["POST"])])
+        stop = asyncio.Event()
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(serve_app(app, "127.0.0.1", 0, stop, port.set_result))
+        rec.url = f"http://{host}:{await port}/hook"
+        stops.append((stop, task))
+        return rec
+
+    yield make
+    for stop, task in stops:
+        stop.set()
+        await task
+
+
+# -------------------------------------------------------------------------- gateway and notifier
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+
+    async def create(self, creds: NewCredentials, url: str, event_types: list[str] | None = None,
+                     expect: int = 201) -> dict[str, Any]:
+        r = await self.http.post("/v1/webhooks", headers=auth(creds),
+                                 json={"url": url, "event_types": event_types or []})
+        assert r.status_code == expect, r.text
+        return dict(r.json())
+
+
+def auth(creds: NewCredentials) -> dict[str, str]:
+    return {"Authorization": f"Bearer {creds.api_key}"}
+
+
+StartApi = Callable[..., Awaitable[Api]]
+
+
+@pytest_asyncio.fixture
+async def start_api(nats_server: NatsServer, pg_url: str) -> AsyncIterator[StartApi]:
+    running: list[tuple[httpx.AsyncClient, asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> Api:
+        settings = ApiSettings(**{"nats_url": nats_server.url, "database_url": pg_url, "http_port": 0,
+                                  "webhook_allow_http": True, "webhook_allow_private": True, **overrides})
+        stop = asyncio.Event()
+        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(serve_gateway(settings, stop, started=port.set_result))
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{await port}", timeout=30, trust_env=False)
+        running.append((http, stop, task))
+        return Api(http)
+
+    yield start
+    for http, stop, task in running:
+        await http.aclose()
+        stop.set()
+        await task
+
+
+@pytest_asyncio.fixture
+async def api(start_api: StartApi) -> Api:
+    return await start_api()
+
+
+MakeAccount = Callable[[], Awaitable[NewCredentials]]
+
+
+@pytest_asyncio.fixture
+async def make_account(sessions) -> MakeAccount:
+    async def make() -> NewCredentials:
+        async with sessions.begin() as s:
+            return await create_account(s, f"wh-{uuid.uuid4().hex[:10]}")
+
+    return make
+
+
+StartNotifier = Callable[..., Awaitable[None]]
+
+
+@pytest_asyncio.fixture
+async def start_notifier(nats_server: NatsServer, pg_url: str, js, sessions) -> AsyncIterator[StartNotifier]:
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> None:
+        settings = WebhookSettings(**{
+            "nats_url": nats_server.url, "database_url": pg_url, "webhook_allow_http": True,
+            "webhook_allow_private": True, "webhook_backoff_base_s": 0.1, "webhook_backoff_max_s": 0.5,
+            "webhook_retry_window_s": 120.0, "webhook_fetch_wait_s": 0.2, "webhook_reconcile_s": 0.5,
+            "webhook_cache_ttl_s": 0.0, "webhook_timeout_s": 10.0, **overrides})
+        stop = asyncio.Event()
+        running.append((stop, asyncio.create_task(run_notifier(settings, js, sessions, stop))))
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        await task
+
+
+async def _publish(js: JetStreamContext, account_id: str, n: int, type_: str = "delivered",
+                   **fields: Any) -> list[str]:
+    ids = []
+    for i in range(n):
+        ev = make_event(type_, account_id=account_id, message_id=new_message_id(),
+                        recipient=f"r{i}@example.test", attempt=1, **fields)
+        await publish_event(js, ev)
+        ids.append(ev.event_id)
+    return ids
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+
+async def test_signed_post_arrives_and_verifies(api, js, make_account, make_receiver, start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver()
+    hook = await api.create(creds, rec.url, ["bounced", "delivered"])
+    assert hook["secret"].startswith("whsec_") and hook["event_types"] == ["bounced", "delivered"]
+    await start_notifier()
+    ev = make_event("bounced", account_id=creds.account_id, message_id=new_message_id(),
+                    recipient="gone@example.test", smtp_code=550, enhanced_status="5.1.1",
+                    response="5.1.1 user unknown", reason="userunknown", hardbounce=True,
+                    remote_mta="mx.example.test", tags=["t1"], metadata={"k": "v"})
+    await publish_event(js, ev)
+    await _publish(js, creds.account_id, 1, "accepted")  # filtered out by event_types
+    await eventually(lambda: rec.requests)
+    _, headers, body = rec.requests[0]
+    assert verify(hook["secret"], body, headers[HEADER.lower()])
+    assert not verify("whsec_wrong", body, headers[HEADER.lower()])
+    assert not verify(hook["secret"], body + b" ", headers[HEADER.lower()])
+    payload = json.loads(body)
+    assert payload["webhook_id"] == hook["id"] and headers["postwire-event-id"] == ev.event_id
+    event = payload["event"]
+    assert {k: event[k] for k in ("id", "type", "recipient", "reason", "hardbounce", "enhanced_status",
+                                  "remote_mta", "tags", "metadata")} == {
+        "id": ev.event_id, "type": "bounced", "recipient": "gone@example.test", "reason": "userunknown",
+        "hardbounce": True, "enhanced_status": "5.1.1", "remote_mta": "mx.example.test", "tags": ["t1"],
+        "metadata": {"k": "v"}}
+    await asyncio.sleep(0.5)
+    assert len(rec.requests) == 1 and rec.events()[0]["type"] == "bounced"
+
+
+async def test_clicked_subscription_gets_signed_clicks_with_details(api, js, make_account, make_receiver,
+                                                                    start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver()
+    hook = await api.create(creds, rec.url, ["clicked"])
+    assert hook["event_types"] == ["clicked"]
+    await start_notifier()
+    mid, rcpt = new_message_id(), "reader@example.test"
+    browser = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15"
+    for ev in (make_event("opened", account_id=creds.account_id, message_id=mid, recipient=rcpt,
+                          client_ip="203.0.113.9", user_agent=browser, unique=True),
+               make_event("delivered", account_id=creds.account_id, message_id=mid, recipient=rcpt)):
+        await publish_event(js, ev)  # not subscribed
+    click = make_event("clicked", account_id=creds.account_id, message_id=mid, recipient=rcpt,
+                       url="https://shop.example.test/offer?id=7", link_index=2, client_ip="203.0.113.9",
+                       user_agent=browser, unique=True, tags=["promo"])
+    await publish_event(js, click)
+    await eventually(lambda: rec.requests)
+    _, headers, body = rec.requests[0]
+    assert verify(hook["secret"], body, headers[HEADER.lower()])
+    assert headers["postwire-event-id"] == click.event_id
+    event = json.loads(body)["event"]
+    assert {k: event[k] for k in ("id", "type", "recipient", "url", "link_index", "client_ip", "user_agent",
+                                  "unique", "tags")} == {
+        "id": click.event_id, "type": "clicked", "recipient": rcpt,
+        "url": "https://shop.example.test/offer?id=7", "link_index": 2, "client_ip": "203.0.113.9",
+        "user_agent": browser, "unique": True, "tags": ["promo"]}
+    await asyncio.sleep(0.5)
+    assert [e["type"] for e in rec.events()] == ["clicked"]
+
+
+async def test_endpoint_down_for_a_while_gets_everything_later(api, js, make_account, make_receiver,
+                                                               start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver(status=503)
+    await api.create(creds, rec.url)
+    await start_notifier()
+    ids = await _publish(js, creds.account_id, 20)
+    await eventually(lambda: rec.attempts >= 40)  # every delivery failed at least twice
+    assert rec.requests == []
+    rec.status = 200
+    await eventually(lambda: {e["id"] for e in rec.events()} == set(ids))
+    await asyncio.sleep(1.0)
+    assert sorted(e["id"] for e in rec.events()) == sorted(ids), "lost or duplicated"
+
+
+async def test_healthy_endpoint_gets_events_in_order(api, js, make_account, make_receiver,
+                                                     start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver()
+    await api.create(creds, rec.url)
+    await start_notifier(webhook_concurrency=1)
+    ids = await _publish(js, creds.account_id, 15)
+    await eventually(lambda: len(rec.requests) == 15)
+    assert [e["id"] for e in rec.events()] == ids
+
+
+async def test_slow_endpoint_does_not_delay_another(api, js, make_account, make_receiver,
+                                                    start_notifier) -> None:
+    slow_account, fast_account = await make_account(), await make_account()
+    slow, fast = await make_receiver(delay=3.0), await make_receiver()
+    await api.create(slow_account, slow.url)
+    await api.create(fast_account, fast.url)
+    await start_notifier(webhook_concurrency=2)
+    start = time.monotonic()
+    await _publish(js, slow_account.account_id, 10)
+    fast_ids = await _publish(js, fast_account.account_id, 10)
+    await eventually(lambda: len(fast.requests) == 10, timeout=20)
+    fast_done = time.monotonic() - start
+    assert fast_done < 3.0, f"the fast endpoint waited for the slow one ({fast_done:.1f}s)"
+    assert len(slow.requests) == 0  # still busy with its first batch
+    assert sorted(e["id"] for e in fast.events()) == sorted(fast_ids)
+    await eventually(lambda: len(slow.requests) == 10, timeout=30)
+
+
+async def test_dead_letter_after_the_window_then_replay(api, js, make_account, make_receiver,
+                                                        start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver(status=500)
+    hook = await api.create(creds, rec.url)
+    await start_notifier(webhook_retry_window_s=1.0)
+    ids = await _publish(js, creds.account_id, 3)
+
+    async def parked() -> list[dict[str, Any]] | None:
+        r = await api.http.get(f"/v1/webhooks/{hook['id']}/dead-letters", headers=auth(creds))
+        assert r.status_code == 200, r.text
+        letters: list[dict[str, Any]] = r.json()["dead_letters"]
+        return letters if len(letters) == 3 else None
+
+    letters = await eventually(parked)
+    assert {d["event_id"] for d in letters} == set(ids)
+    assert all(d["attempts"] >= 2 and d["last_error"] == "HTTP 500" for d in letters)
+    assert {d["payload"]["event"]["id"] for d in letters} == set(ids)
+    page = await api.http.get(f"/v1/webhooks/{hook['id']}/dead-letters", headers=auth(creds),
+                              params={"limit": 2})
+    rest = await api.http.get(f"/v1/webhooks/{hook['id']}/dead-letters", headers=auth(creds),
+                              params={"limit": 2, "cursor": page.json()["next_cursor"]})
+    assert len(page.json()["dead_letters"]) == 2 and len(rest.json()["dead_letters"]) == 1
+
+    rec.status = 200
+    one = await api.http.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", headers=auth(creds),
+                              json={"ids": [letters[0]["id"]]})
+    assert one.status_code == 202 and one.json() == {"replayed": 1}
+    await eventually(lambda: len(rec.requests) == 1)
+    assert rec.events()[0]["id"] == letters[0]["event_id"]
+    rest_replay = await api.http.post(f"/v1/webhooks/{hook['id']}/dead-letters/replay", headers=auth(creds))
+    assert rest_replay.json() == {"replayed": 2}
+    await eventually(lambda: sorted(e["id"] for e in rec.events()) == sorted(ids))
+    left = await api.http.get(f"/v1/webhooks/{hook['id']}/dead-letters", headers=auth(creds))
+    assert left.json()["dead_letters"] == []
+
+
+async def test_registration_refuses_private_and_plain_http(start_api, make_account, make_receiver) -> None:
+    strict = await start_api(webhook_allow_private=False, webhook_allow_http=False)
+    creds = await make_account()
+    rec = await make_receiver()
+    for url in (rec.url, "https://127.0.0.1/hook", "https://localhost/hook", "https://[::1]/hook",
+                "https://[::ffff:127.0.0.1]/hook", "https://10.1.2.3/hook", "https://169.254.169.254/",
+                "https://[fe80::1]/", "https://224.0.0.1/", "https://0.0.0.0/", "https://100.64.0.1/",
+                "ftp://example.com/", "https://user:pw@example.com/"):
+        body = await strict.create(creds, url, expect=422)
+        assert body["detail"][0]["loc"] == ["body", "url"] and body["detail"][0]["type"] == "unsafe_url", url
+    http_only = await start_api(webhook_allow_private=True, webhook_allow_http=False)
+    body = await http_only.create(creds, rec.url, expect=422)
+    assert "https" in body["message"]
+    assert (await http_only.create(creds, rec.url.replace("http://", "https://")))["id"]
+    bad_type = await http_only.create(creds, "https://127.0.0.1/", ["delivered", "nope"], expect=422)
+    assert bad_type["detail"][0]["type"] == "invalid_event_type"
+
+
+async def test_delivery_refuses_a_host_resolving_to_loopback(api, js, make_account, make_receiver,
+                                                             start_notifier) -> None:
+    """Registered while private addresses were allowed; the notifier checks again before each POST."""
+    creds = await make_account()
+    rec = await make_receiver(host="localhost")
+    hook = await api.create(creds, rec.url)
+    await start_notifier(webhook_allow_private=False, webhook_retry_window_s=0.5)
+    await _publish(js, creds.account_id, 1)
+
+    async def parked() -> list[dict[str, Any]] | None:
+        r = await api.http.get(f"/v1/webhooks/{hook['id']}/dead-letters", headers=auth(creds))
+        return r.json()["dead_letters"] or None
+
+    letters = await eventually(parked)
+    assert letters[0]["last_error"].startswith("refused:") and "non-public" in letters[0]["last_error"]
+    assert rec.attempts == 0
+
+
+async def test_account_cannot_see_or_touch_another_accounts_webhooks(api, make_account) -> None:
+    owner, other = await make_account(), await make_account()
+    hook = await api.create(owner, "https://127.0.0.1/hook")
+    listed = (await api.http.get("/v1/webhooks", headers=auth(owner))).json()["webhooks"]
+    assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+    assert (await api.http.get("/v1/webhooks", headers=auth(other))).json() == {"webhooks": []}
+    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/dead-letters"),
+                         ("POST", "/dead-letters/replay")):
+        r = await api.http.request(method, f"/v1/webhooks/{hook['id']}{path}", headers=auth(other))
+        assert r.status_code == 404, (method, path, r.text)
+    assert (await api.http.get(f"/v1/webhooks/{hook['id']}", headers=auth(owner))).status_code == 200
+    assert (await api.http.delete(f"/v1/webhooks/{hook['id']}", headers=auth(owner))).status_code == 204
+    assert (await api.http.get(f"/v1/webhooks/{hook['id']}", headers=auth(owner))).status_code == 404
