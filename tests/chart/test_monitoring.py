@@ -1,17 +1,23 @@
 """The dashboard and the alert rules use only metrics the services define, and the shaping rules the
-chart ships are the repository's."""
+chart mounts are those a dispatcher loads by default, whether the chart is rendered from this folder
+or from its packaged archive."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import tarfile
+from pathlib import Path
 
+import helm_python as helm
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 
+from postwire.dispatcher.shaping import ShapingRules, load_rules, parse_rules
 from postwire.testing.prometheus import METRIC, SUFFIXES
 
-from .conftest import CHART, REPO, Rendered
+from .conftest import CHART, NAMESPACE, RELEASE, REPO, Rendered
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +94,33 @@ def test_alerts_use_only_exported_metrics(production_render: Rendered, exported:
     assert 'outcome="deferred"' in " ".join(exprs)
 
 
-def test_chart_shaping_rules_are_the_repository_copy(default_render: Rendered) -> None:
-    shipped = (REPO / "config" / "shaping.yaml").read_text()
-    assert (CHART / "files" / "shaping.yaml").read_text() == shipped, (
-        "cp config/shaping.yaml charts/postwire/files/"
-    )
-    cm = default_render.get("ConfigMap", "postwire-shaping")
-    assert cm["data"]["shaping.yaml"].strip() == shipped.strip()
+def _mounted_rules(rendered: Rendered) -> ShapingRules:
+    """The rules a dispatcher pod reads: the ConfigMap its POSTWIRE_SHAPING_FILE names, parsed and
+    validated as the dispatcher does at boot."""
+    for workload in rendered.workloads():
+        env = rendered.env_of(workload)
+        if "POSTWIRE_SHAPING_FILE" in env:
+            assert env["POSTWIRE_SHAPING_FILE"] == "/etc/postwire/shaping/shaping.yaml"
+    cm = rendered.get("ConfigMap", f"{RELEASE}-shaping")
+    return parse_rules(yaml.safe_load(cm["data"]["shaping.yaml"]))
 
 
-def test_shaping_rules_load() -> None:
-    from postwire.dispatcher.shaping import load_rules
+def test_the_dispatchers_get_the_rules_a_dispatcher_loads_by_default(default_render: Rendered) -> None:
+    mounting = [w["metadata"]["name"] for w in default_render.workloads()
+                if "POSTWIRE_SHAPING_FILE" in default_render.env_of(w)]
+    assert mounting == [f"{RELEASE}-dispatcher-router", f"{RELEASE}-dispatcher-sender"]
+    assert _mounted_rules(default_render) == load_rules()
 
-    load_rules(CHART / "files" / "shaping.yaml")
+
+def test_the_packaged_chart_carries_the_rules_too(tmp_path: Path) -> None:
+    """`helm package` writes the linked rules into the archive as a regular file: a chart installed from
+    a repository, without this checkout, ships the same rules."""
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("postwire/files/shaping.yaml")
+        assert member.isfile()
+    with helm.Chart.load_archive(Path(archive).read_bytes()) as chart:
+        manifests = chart.render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for path, text in manifests.items() if path.endswith(".yaml")
+            for d in yaml.safe_load_all(text) if d]
+    assert _mounted_rules(Rendered({}, docs)) == load_rules()

@@ -93,14 +93,21 @@ def test_skaffold_yaml_validates() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_skaffold_builds_every_service_image_for_the_chart() -> None:
+def test_skaffold_builds_every_service_image_for_the_chart_once() -> None:
+    """One artifact per service (a workspace member in services/), each from the one Dockerfile with
+    the service as its SERVICE build argument, and the chart takes an image for each."""
     config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
-    artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    services = sorted(p.parent.name for p in REPO.glob("services/*/Dockerfile"))
-    assert sorted(artifacts) == [f"postwire/{s}" for s in services]
-    for svc in services:
-        a = artifacts[f"postwire/{svc}"]
-        assert a["context"] == "." and a["docker"]["dockerfile"] == f"services/{svc}/Dockerfile"
+    services = sorted(p.parent.name for p in REPO.glob("services/*/pyproject.toml"))
+    artifacts = config["build"]["artifacts"]
+    built = [a["docker"]["buildArgs"]["SERVICE"] for a in artifacts]
+    assert sorted(built) == services  # each once
+    for a in artifacts:
+        svc = a["docker"]["buildArgs"]["SERVICE"]
+        assert a["image"] == f"postwire/{svc}" and a["context"] == "."
+        assert a["docker"].get("dockerfile", "Dockerfile") == "Dockerfile"
+        assert (REPO / a["context"] / "Dockerfile").is_file()
+    for profile in config["profiles"]:
+        assert "artifacts" not in profile.get("build", {})  # profiles build the same images
     assert sorted(DEFAULTS["images"]) == services
     releases = [config["deploy"]["helm"]["releases"]] + [
         p["deploy"]["helm"]["releases"] for p in config["profiles"]

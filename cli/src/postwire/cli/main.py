@@ -8,33 +8,94 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from postwire.cli.settings import CliSettings
+from postwire.cli.settings import CliSettings, checkout_root, local_data_dir
 
 # an SMTP login's default switches, as `smtp-login set` flags (postwire.db.accounts.SWITCHES)
 SMTP_SWITCHES = ("inline-css", "track-clicks", "track-opens", "track-bounces", "prevent-scam")
 
-def _database_url(settings: CliSettings) -> str:
-    """POSTWIRE_DATABASE_URL when set, else the local run's embedded PostgreSQL (started if needed)."""
-    if "POSTWIRE_DATABASE_URL" in os.environ:
-        return settings.database_url
-    from postwire.cli.embedded import start_postgres
 
-    return start_postgres(settings.data_dir).url
+class CliError(Exception):
+    """Something the user can put right: main prints it as one line (no traceback) and exits 1."""
+
+
+def _data_dir(settings: CliSettings, fix: str) -> Path:
+    """The local run's data folder (postwire.cli.settings.local_data_dir), or a CliError saying ``fix``
+    when there is none: run outside a checkout, the CLI must not make a new system in a random folder."""
+    cwd = Path.cwd()
+    data_dir = local_data_dir(settings, cwd)
+    if data_dir is None:
+        raise CliError(f"{cwd} is not inside a Postwire checkout, so there is no local run here: {fix}")
+    return data_dir
+
+
+@contextmanager
+def _database(settings: CliSettings, *, tables: bool = True) -> Iterator[str]:
+    """The URL of POSTWIRE_DATABASE_URL when set, else of the local run's PostgreSQL (attached to, or
+    started for this command and stopped after it: postwire.cli.embedded.attach_postgres). Never makes
+    a database; a missing local run, a database that cannot be reached or (``tables``) has no Postwire
+    tables become a CliError before the command starts."""
+    if "POSTWIRE_DATABASE_URL" in os.environ:
+        url = settings.database_url
+        _check_database(url, "the database in POSTWIRE_DATABASE_URL", tables)
+        yield url
+        return
+    from postwire.cli.embedded import attach_postgres, has_postgres
+
+    data_dir = _data_dir(settings, "run this inside the checkout where `make run` runs, or set "
+                                   "POSTWIRE_DATABASE_URL to the PostgreSQL to use")
+    if not has_postgres(data_dir):
+        root = checkout_root(data_dir.parent)
+        raise CliError(f"no local run in {data_dir} yet: start one with `make run`"
+                       f"{f' in {root}' if root else ''}, or set POSTWIRE_DATABASE_URL to the PostgreSQL "
+                       "to use")
+    with attach_postgres(data_dir) as url:
+        _check_database(url, f"the local run's database in {data_dir}", tables)
+        yield url
+
+
+def _check_database(url: str, what: str, tables: bool) -> None:
+    """Connect once before the command, so that the usual obstacles read as one line, not a traceback."""
+    from sqlalchemy import text
+
+    from postwire.db.engine import make_engine
+
+    async def check() -> bool:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                found = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+                return bool(found)
+        finally:
+            await engine.dispose()
+
+    try:
+        migrated = asyncio.run(check())
+    except Exception as e:
+        orig = getattr(e, "orig", None) or e
+        lines = str(orig).strip().splitlines()
+        raise CliError(f"cannot connect to {what}: {lines[0] if lines else type(orig).__name__}") from e
+    if tables and not migrated:
+        raise CliError(f"{what} has no Postwire tables: apply them with `postwire db upgrade`")
 
 
 def cmd_run(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.stack import run_stack
 
-    return run_stack(settings)
+    data_dir = _data_dir(settings, "run `make run` in the checkout, or set POSTWIRE_DATA_DIR to the folder "
+                                   "to keep a local run's data in")
+    return run_stack(settings.model_copy(update={"data_dir": data_dir}))
 
 
 def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.accounts import AccountExists, create_account
 
     try:
-        creds = asyncio.run(create_account(_database_url(settings), args.name))
+        with _database(settings) as url:
+            creds = asyncio.run(create_account(url, args.name))
     except AccountExists:
         print(f"postwire: an account named {args.name!r} already exists", file=sys.stderr)
         return 1
@@ -57,7 +118,8 @@ def cmd_smtp_login_set(args: argparse.Namespace, settings: CliSettings) -> int:
               + ", ".join(f"--{flag}" for flag in SMTP_SWITCHES), file=sys.stderr)
         return 2
     try:
-        login = asyncio.run(set_login(_database_url(settings), args.username, changes))
+        with _database(settings) as url:
+            login = asyncio.run(set_login(url, args.username, changes))
     except LoginNotFound:
         print(f"postwire: no SMTP login named {args.username!r}", file=sys.stderr)
         return 1
@@ -69,7 +131,8 @@ def cmd_smtp_login_show(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.accounts import LoginNotFound, login_as_json, login_as_text, show_login
 
     try:
-        login = asyncio.run(show_login(_database_url(settings), args.username))
+        with _database(settings) as url:
+            login = asyncio.run(show_login(url, args.username))
     except LoginNotFound:
         print(f"postwire: no SMTP login named {args.username!r}", file=sys.stderr)
         return 1
@@ -82,8 +145,9 @@ def cmd_domain_add(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.db.domains import DomainExists, InvalidDomain
 
     try:
-        info, records = asyncio.run(add(_database_url(settings), args.account, args.name,
-                                        ALGORITHM_NAMES[args.algorithm], settings))
+        with _database(settings) as url:
+            info, records = asyncio.run(add(url, args.account, args.name, ALGORITHM_NAMES[args.algorithm],
+                                            settings))
     except AccountNotFound:
         print(f"postwire: no account with the name or id {args.account!r}", file=sys.stderr)
         return 1
@@ -102,7 +166,8 @@ def cmd_domain_list(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.domains import AccountNotFound, as_json, as_text, list_all
 
     try:
-        domains = asyncio.run(list_all(_database_url(settings), args.account, settings))
+        with _database(settings) as url:
+            domains = asyncio.run(list_all(url, args.account, settings))
     except AccountNotFound:
         print(f"postwire: no account with the name or id {args.account!r}", file=sys.stderr)
         return 1
@@ -116,7 +181,8 @@ def cmd_domain_list(args: argparse.Namespace, settings: CliSettings) -> int:
 def cmd_db_upgrade(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.db.migrate import upgrade
 
-    upgrade(_database_url(settings))
+    with _database(settings, tables=False) as url:
+        upgrade(url)
     return 0
 
 
@@ -193,4 +259,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    sys.exit(args.func(args, CliSettings()))
+    try:
+        code = args.func(args, CliSettings())
+    except CliError as e:
+        print(f"postwire: {e}", file=sys.stderr)
+        code = 1
+    sys.exit(code)

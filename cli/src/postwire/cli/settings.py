@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tomllib
+from pathlib import Path
+
 from postwire.core.settings import PostwireSettings
+
+LOCAL_DATA = ".data"  # the local run's data, at the root of the checkout
 
 
 class CliSettings(PostwireSettings):
@@ -19,3 +25,27 @@ class CliSettings(PostwireSettings):
     ops_base_port: int = 9100  # service i gets ops_base_port + i for /metrics and /healthz
     dev_insecure_auth: bool = True  # the local run allows SMTP AUTH without TLS
     restart_backoff_max_s: float = 30.0
+
+
+def checkout_root(start: Path) -> Path | None:
+    """The Postwire checkout holding ``start``: the nearest folder upwards whose pyproject.toml is the
+    workspace root (a uv workspace with postwire-cli among its sources); None outside any checkout."""
+    for folder in (start, *start.parents):
+        try:
+            data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        uv = data.get("tool", {}).get("uv", {})
+        if "workspace" in uv and "postwire-cli" in uv.get("sources", {}):
+            return folder
+    return None
+
+
+def local_data_dir(settings: PostwireSettings, cwd: Path) -> Path | None:
+    """Where the local run keeps its data: POSTWIRE_DATA_DIR when set, else ``.data`` at the root of the
+    checkout holding cwd, so that every folder of the checkout finds the run `make run` started; None
+    outside a checkout."""
+    if "POSTWIRE_DATA_DIR" in os.environ:
+        return settings.data_dir.resolve()
+    root = checkout_root(cwd.resolve())
+    return root / LOCAL_DATA if root is not None else None

@@ -91,7 +91,7 @@ class DispatcherSettings(PostwireSettings):
     # how long a message waits when its account's keys cannot be read (database down, nothing cached)
     dkim_retry_s: PositiveFloat = 10.0
     # --- traffic shaping, adaptive backoff, retry queue (docs/delivery.md)
-    # YAML shaping rules; unset = the shipped default (config/shaping.yaml, copied into the package)
+    # YAML shaping rules; unset = the shipped default (postwire/dispatcher/shaping.yaml in the package)
     shaping_file: Path | None = None
     # per retry consumer (outbound.<shard>.retry): deferred messages waiting for their not_before are
     # unacked there; past this, newer retries wait (later than scheduled, never earlier)

@@ -6,9 +6,10 @@ it, so the file only says what differs; its ``backoff.throttle_patterns`` are *a
 (a 421 means "slow down" whoever says it). A provider is chosen by the first provider, in file order,
 with a pattern matching the MX host; no match → ``default``.
 
-The shipped file is ``config/shaping.yaml`` at the repository root; the package carries an identical copy
-(``shaping.yaml`` next to this module, kept equal by a test) so an installed dispatcher finds it without
-the repository. ``POSTWIRE_SHAPING_FILE`` points at another file. Any error — unreadable file, bad YAML,
+The shipped rules are ``shaping.yaml`` next to this module, the one copy in the repository: it is
+package data, so the wheel, every image and the local run carry it, and the Helm chart's ConfigMap is
+made from it through a link (charts/postwire/files/shaping.yaml). ``POSTWIRE_SHAPING_FILE`` points at
+another file. Any error — unreadable file, bad YAML,
 unknown key, bad rate — raises :class:`ShapingError` at boot, naming the file and the field.
 """
 
@@ -176,7 +177,7 @@ def _provider_for(rules: ShapingRules, mx_host: str) -> str:
 
 
 def shipped_rules_path() -> Path:
-    """The copy of config/shaping.yaml that ships inside the package."""
+    """The shipped rules: package data, so found wherever the dispatcher is installed."""
     return Path(str(resources.files("postwire.dispatcher") / SHIPPED_NAME))
 
 
