@@ -26,7 +26,7 @@ import yaml
 
 from postwire.core.sharding import shard_for
 from postwire.core.topology import Topology, outbound_subject
-from postwire.dispatcher.app import serve
+from postwire.dispatcher.service import serve
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.testing.dns import DnsServer
 from postwire.testing.nats import NatsServer

@@ -1,7 +1,7 @@
 """What tracking costs: the transformer's link rewrite once per message, then per recipient the token
 substitution and the DKIM signature the sender makes (docs/tracking.md), on real templates.
 
-    uv run python bench/tracking.py [--runs 50]
+    scripts/uv run python bench/tracking.py [--runs 50]
 
 Everything in-process, no network. Prints milliseconds (median) per step and template.
 """
@@ -17,10 +17,10 @@ from email.message import EmailMessage
 from postwire.core import tracking
 from postwire.db.domains import generate_key
 from postwire.dispatcher import dkim_rsa
-from postwire.dispatcher.signing import SigningKey, sign_message
+from postwire.dispatcher.dkim import SigningKey, sign_message
 from postwire.testing.corpus import corpus_dir
-from postwire.transformer.mime import transform_mime
-from postwire.transformer.tracking import TrackingOptions
+from postwire.transformer.html_parts import transform_mime
+from postwire.transformer.link_tracking import TrackingOptions
 
 TEMPLATES = corpus_dir() / "templates"
 NAMES = ("S_leemunroe-email.html", "M_foundation-newsletter.html", "L_foundation-digest.html")

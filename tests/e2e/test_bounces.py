@@ -16,7 +16,7 @@ from postwire.testing.corpus import BOUNCE_MAILS, corpus_path
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
-from postwire.testing.webhooks import Receiver, running_receiver
+from postwire.testing.webhook_endpoint import Receiver, running_receiver
 from postwire.webhook_notifier.webhook_signature import verify
 
 # bounce mails written for the bounce service's tests (see the README there)

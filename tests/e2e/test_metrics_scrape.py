@@ -20,7 +20,7 @@ from postwire.testing.stack import LocalStack
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "postwire"
 METRICS_DOC = REPO / "docs" / "metrics.md"
-# ops port offsets of the local run (cli/src/postwire/cli/stack.py); the api-gateway (+2) serves
+# ops port offsets of the local run (cli/src/postwire/cli/local_run.py); the api-gateway (+2) serves
 # /metrics on its API port instead
 OPS_OFFSETS = {"ingest-smtp": 1, "dispatcher": 3, "transformer": 4, "bounce-receiver": 5,
                "webhook-notifier": 6, "recorder": 7}

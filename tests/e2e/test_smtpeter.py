@@ -20,7 +20,7 @@ import pytest_asyncio
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import Received, SmtpSink
 from postwire.testing.stack import LocalStack
-from postwire.testing.webhooks import Receiver, running_receiver
+from postwire.testing.webhook_endpoint import Receiver, running_receiver
 from postwire.webhook_notifier.webhook_signature import verify
 
 STYLED = ('<html><head><style>p.lead { color: #ff0000; }</style></head><body><p class="lead">Spring sale</p>'

@@ -22,7 +22,7 @@ from postwire.core.ids import new_message_id
 from postwire.core.intake import Intake, Submission
 from postwire.core.topology import Topology
 from postwire.core.tracking import OPEN, placeholder
-from postwire.dispatcher.app import serve
+from postwire.dispatcher.service import serve
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.testing.dns import DnsServer
 from postwire.testing.nats import NatsServer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from postwire.dispatcher.replies import from_server, local
+from postwire.dispatcher.outcomes import from_server, local
 from postwire.testing.dns import DnsServer
 from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import SmtpSink

@@ -13,9 +13,9 @@ import pytest_asyncio
 
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.mx import DnsFailure, MxHost, MxResolver, make_resolver
-from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.shaping import parse_rules
 from postwire.dispatcher.smtp_client import ClientConfig
+from postwire.dispatcher.smtp_pool import ConnectionPool
 from postwire.dispatcher.throttle import Shaper
 from postwire.testing.dns import DnsServer
 from postwire.testing.smtp import SmtpSink

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from postwire.dispatcher.replies import from_server, local
+from postwire.dispatcher.outcomes import from_server, local
 from postwire.dispatcher.shaping import (
     ShapingError,
     load_rules,
@@ -138,7 +138,7 @@ async def test_pacer_spaces_callers_without_polling() -> None:
 
 
 async def test_bad_rules_stop_the_dispatcher_before_it_connects(tmp_path: Path) -> None:
-    from postwire.dispatcher.app import serve
+    from postwire.dispatcher.service import serve
     from postwire.dispatcher.settings import DispatcherSettings
 
     bad = tmp_path / "bad.yaml"

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.shaping import parse_rules
 from postwire.dispatcher.smtp_client import ClientConfig, SmtpConnection, wire_data
+from postwire.dispatcher.smtp_pool import ConnectionPool
 from postwire.dispatcher.throttle import Budget, Shaper
 from postwire.testing.smtp import SinkHandler, SmtpSink
 

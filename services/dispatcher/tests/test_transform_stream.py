@@ -16,7 +16,7 @@ import pytest
 
 from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable
 from postwire.testing.ports import free_port
-from postwire.transformer.server import serve
+from postwire.transformer.service import serve
 from postwire.transformer.settings import TransformerSettings
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.dispatcher.transform import TransformerClient, TransformerTls, TransformerUnavailable
-from postwire.transformer.server import serve
+from postwire.transformer.service import serve
 from postwire.transformer.settings import TransformerSettings
 
 SERVER_NAME = "transformer.test"

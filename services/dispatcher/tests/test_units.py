@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from postwire.dispatcher.domains import BadAddress, domain_of, group_by_domain
 from postwire.dispatcher.mx import MxHost, is_null_mx, order_mx
-from postwire.dispatcher.replies import from_server, local
+from postwire.dispatcher.outcomes import from_server, local
+from postwire.dispatcher.recipient_domains import BadAddress, domain_of, group_by_domain
 from postwire.dispatcher.retry import MIN_DELAY_S, RetryPolicy
 from postwire.dispatcher.settings import parse_nameservers
 from postwire.dispatcher.transform import css_engine

@@ -21,7 +21,7 @@ from postwire.core.intake import Submission
 from postwire.core.sendoptions import take_option_headers
 from postwire.db.accounts import SWITCHES, LoginDefaults
 from postwire.ingest_smtp.addresses import address_problem
-from postwire.ingest_smtp.dsn import DsnParamError, decode_xtext, mail_dsn, rcpt_dsn, split_params
+from postwire.ingest_smtp.dsn_params import DsnParamError, decode_xtext, mail_dsn, rcpt_dsn, split_params
 from postwire.ingest_smtp.handler import SubmissionHandler
 from postwire.ingest_smtp.message import extract_subject, received_header
 from postwire.ingest_smtp.replies import REPLY_REWRITES

@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from postwire.transformer.cost import MAX_TAGS, Budget, NeedsWorker
-from postwire.transformer.mime import transform_mime
-from postwire.transformer.pool import TransformFailed, WorkerPool
+from postwire.transformer.html_parts import transform_mime
+from postwire.transformer.worker_pool import TransformFailed, WorkerPool
 
 HEAD = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: cost\r\nMIME-Version: 1.0\r\n"
 # a small newsletter: a style sheet of a few rules, a table layout

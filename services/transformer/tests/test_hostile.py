@@ -23,11 +23,11 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from postwire.core.tracking import MAX_LINKS
+from postwire.transformer.html_parts import MAX_PARTS
 from postwire.transformer.inline import MAX_HTML_TAGS
-from postwire.transformer.mime import MAX_PARTS
-from postwire.transformer.pool import TransformFailed, WorkerPool
-from postwire.transformer.server import serve
+from postwire.transformer.service import serve
 from postwire.transformer.settings import TransformerSettings
+from postwire.transformer.worker_pool import TransformFailed, WorkerPool
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 
 HANG_GUARD_S = 240  # gRPC deadline of every call: a hang fails the test instead of blocking the run

@@ -16,7 +16,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from postwire.core import tracking
-from postwire.transformer.server import SERVICE_NAME, Transformer, WorkerPool, serve
+from postwire.transformer.service import SERVICE_NAME, Transformer, WorkerPool, serve
 from postwire.transformer.settings import TransformerSettings
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 

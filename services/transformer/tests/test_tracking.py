@@ -10,7 +10,7 @@ import pytest
 
 from postwire.core.tracking import MAX_LINKS, OPEN, placeholder
 from postwire.transformer import qp
-from postwire.transformer.tracking import (
+from postwire.transformer.link_tracking import (
     NOTRACK_ATTRIBUTE,
     BadTrackingOptions,
     TrackingOptions,

@@ -83,7 +83,7 @@ def _check_database(url: str, what: str, tables: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.stack import run_stack
+    from postwire.cli.local_run import run_stack
 
     data_dir = _data_dir(settings, "run `make run` in the checkout, or set POSTWIRE_DATA_DIR to the folder "
                                    "to keep a local run's data in")
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.accounts import AccountExists, create_account
+    from postwire.cli.account_commands import AccountExists, create_account
 
     try:
         with _database(settings) as url:
@@ -109,7 +109,7 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_smtp_login_set(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.accounts import LoginNotFound, login_as_json, login_as_text, set_login
+    from postwire.cli.account_commands import LoginNotFound, login_as_json, login_as_text, set_login
 
     given = {flag: getattr(args, flag.replace("-", "_")) for flag in SMTP_SWITCHES}
     changes = {flag.replace("-", "_"): value == "on" for flag, value in given.items() if value is not None}
@@ -128,7 +128,7 @@ def cmd_smtp_login_set(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_smtp_login_show(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.accounts import LoginNotFound, login_as_json, login_as_text, show_login
+    from postwire.cli.account_commands import LoginNotFound, login_as_json, login_as_text, show_login
 
     try:
         with _database(settings) as url:
@@ -141,7 +141,7 @@ def cmd_smtp_login_show(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_domain_add(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.domains import ALGORITHM_NAMES, AccountNotFound, add, as_json, as_text
+    from postwire.cli.domain_commands import ALGORITHM_NAMES, AccountNotFound, add, as_json, as_text
     from postwire.db.domains import DomainExists, InvalidDomain
 
     try:
@@ -163,7 +163,7 @@ def cmd_domain_add(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_domain_list(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.domains import AccountNotFound, as_json, as_text, list_all
+    from postwire.cli.domain_commands import AccountNotFound, as_json, as_text, list_all
 
     try:
         with _database(settings) as url:

@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from postwire.api_gateway import (
     errors,
-    limits,
     ops,
+    request_limits,
     routes,
     routes_domains,
     routes_events,
@@ -65,7 +65,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(OSError, _database_error)
     # every /v1 route: NUL-free parameters, and these answers documented (a route's own entries win)
-    v1: dict[str, Any] = dict(dependencies=[Depends(limits.no_nul_parameters)],
+    v1: dict[str, Any] = dict(dependencies=[Depends(request_limits.no_nul_parameters)],
                               responses=errors.responses(413, 422, 429))
     app.include_router(routes.messages_router(deps.settings), **v1)
     app.include_router(routes_domains.domains_router(deps.settings), **v1)
@@ -75,7 +75,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)
     app.include_router(ops.router)
-    app.add_middleware(limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
+    app.add_middleware(request_limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
     app.add_middleware(ops.RequestMetrics)
     app.openapi = _with_schemas(app, SmtpeterSend, SmtpeterResend)  # type: ignore[method-assign]
     return app

@@ -128,7 +128,7 @@ RAW_ROUTES = frozenset({"/v1/messages/mime"})
 
 
 def body_limit(settings: ApiSettings) -> Callable[[str], int]:
-    """Request body limits by path, for every route (limits.BodyLimit answers 413 over them).
+    """Request body limits by path, for every route (request_limits.BodyLimit answers 413 over them).
 
     Raw MIME is the message itself. JSON and forms carry base64 attachments (4/3 larger) and escaped
     text, so they may be up to twice the message limit; the message built from them is then held to

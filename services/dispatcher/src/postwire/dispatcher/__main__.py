@@ -1,7 +1,7 @@
 """``python -m postwire.dispatcher``: router and senders until SIGTERM/SIGINT, then drain."""
 
 from postwire.core.lifecycle import run_service
-from postwire.dispatcher.app import serve
+from postwire.dispatcher.service import serve
 from postwire.dispatcher.settings import DispatcherSettings
 
 

@@ -16,9 +16,9 @@ import structlog
 
 from postwire.dispatcher import metrics
 from postwire.dispatcher.mx import DnsFailure, MxResolver
-from postwire.dispatcher.pool import ConnectionPool
-from postwire.dispatcher.replies import Reply, local
+from postwire.dispatcher.outcomes import Reply, local
 from postwire.dispatcher.smtp_client import ConnectFailure, DsnParams, Transaction
+from postwire.dispatcher.smtp_pool import ConnectionPool
 from postwire.dispatcher.throttle import Budget, Shaper
 
 log = structlog.get_logger(__name__)

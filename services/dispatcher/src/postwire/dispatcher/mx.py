@@ -28,7 +28,7 @@ import dns.rdatatype
 import dns.resolver
 
 from postwire.dispatcher import metrics
-from postwire.dispatcher.replies import Reply, local
+from postwire.dispatcher.outcomes import Reply, local
 
 
 @dataclass(frozen=True)

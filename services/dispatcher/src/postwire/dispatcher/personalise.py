@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from postwire.core import tracking
-from postwire.dispatcher.signing import DKIM_SIGNED, DkimSigner
+from postwire.dispatcher.dkim import DKIM_SIGNED, DkimSigner
 from postwire.v1 import envelope_pb2
 
 

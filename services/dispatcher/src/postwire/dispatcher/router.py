@@ -5,7 +5,7 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
    no database); a suppressed one is not routed (docs/suppressions.md);
 2. content transforms (CSS inlining and, when asked, link/pixel rewriting for tracking: once per
    message), then the DKIM signature over the final content, stored as ``<id>/signed``
-   (postwire.dispatcher.signing: which key, cache, database-down behaviour). A tracked message is not
+   (postwire.dispatcher.dkim: which key, cache, database-down behaviour). A tracked message is not
    signed here: its links are placeholders the sender replaces per recipient, and it signs after that
    (postwire.dispatcher.personalise); the links and recipients go to the TRACKING bucket
    (postwire.core.tracking);
@@ -47,10 +47,10 @@ from postwire.core.topology import TRACKING, outbound_subject
 from postwire.core.verp import encode as verp_encode
 from postwire.db.suppressions import MirrorUnavailable
 from postwire.dispatcher import metrics
-from postwire.dispatcher.domains import group_by_domain
-from postwire.dispatcher.replies import Reply, local
+from postwire.dispatcher.dkim import DKIM_SIGNED, DkimSigner, KeysUnavailable, from_domain
+from postwire.dispatcher.outcomes import Reply, local
+from postwire.dispatcher.recipient_domains import group_by_domain
 from postwire.dispatcher.settings import DispatcherSettings
-from postwire.dispatcher.signing import DKIM_SIGNED, DkimSigner, KeysUnavailable, from_domain
 from postwire.dispatcher.suppressed import SuppressionCheck
 from postwire.dispatcher.transform import TransformerClient, TransformerUnavailable, css_engine
 from postwire.v1 import envelope_pb2, transformer_pb2

@@ -49,10 +49,10 @@ from postwire.core.topology import outbound_retry_subject
 from postwire.core.verp import PREFIX as VERP_PREFIX
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
+from postwire.dispatcher.dkim import KeysUnavailable
+from postwire.dispatcher.outcomes import Reply, local
 from postwire.dispatcher.personalise import Personaliser
-from postwire.dispatcher.replies import Reply, local
 from postwire.dispatcher.retry import RetryPolicy
-from postwire.dispatcher.signing import KeysUnavailable
 from postwire.dispatcher.smtp_client import DsnParams
 from postwire.dispatcher.throttle import Budget, BudgetFull, Shaper
 from postwire.dispatcher.worker import ByteBudget, Heartbeats

@@ -34,8 +34,8 @@ from typing import cast
 import structlog
 
 from postwire.dispatcher import metrics
-from postwire.dispatcher.domains import BadAddress, ascii_address
-from postwire.dispatcher.replies import Reply, from_server, local
+from postwire.dispatcher.outcomes import Reply, from_server, local
+from postwire.dispatcher.recipient_domains import BadAddress, ascii_address
 
 log = structlog.get_logger(__name__)
 

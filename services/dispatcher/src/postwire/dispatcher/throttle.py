@@ -25,7 +25,7 @@ import structlog
 
 from postwire.core.lifecycle import background
 from postwire.dispatcher import metrics
-from postwire.dispatcher.replies import Reply
+from postwire.dispatcher.outcomes import Reply
 from postwire.dispatcher.shaping import DEFAULT, Rule, ShapingRules
 
 log = structlog.get_logger(__name__)

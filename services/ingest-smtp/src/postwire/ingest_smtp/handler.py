@@ -24,7 +24,7 @@ from postwire.db.accounts import LoginDefaults
 from postwire.ingest_smtp import metrics, replies
 from postwire.ingest_smtp.addresses import address_problem
 from postwire.ingest_smtp.auth import Authenticated
-from postwire.ingest_smtp.dsn import DsnParamError, mail_dsn, rcpt_dsn
+from postwire.ingest_smtp.dsn_params import DsnParamError, mail_dsn, rcpt_dsn
 from postwire.ingest_smtp.message import extract_subject, header_block_too_big, received_header
 from postwire.ingest_smtp.settings import Network
 from postwire.v1.envelope_pb2 import Dsn, RecipientDsn

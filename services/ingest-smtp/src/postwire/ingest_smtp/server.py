@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, AnyStr, NoReturn
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
-from postwire.ingest_smtp import dsn, metrics, replies
+from postwire.ingest_smtp import dsn_params, metrics, replies
 from postwire.ingest_smtp.auth import Authenticated, AuthUnavailable, LoginVerifier
 from postwire.ingest_smtp.data import read_data
 from postwire.ingest_smtp.handler import SubmissionEnvelope, SubmissionHandler, peer_ip
@@ -103,7 +103,7 @@ class SubmissionSMTP(SMTP):
         # EHLO); ours are per connection, with RFC 3461's extra room for the DSN parameters
         base = self.command_size_limit
         self.command_size_limits = collections.defaultdict(
-            lambda: base, {"MAIL": base + dsn.MAIL_EXTRA, "RCPT": base + dsn.RCPT_EXTRA})
+            lambda: base, {"MAIL": base + dsn_params.MAIL_EXTRA, "RCPT": base + dsn_params.RCPT_EXTRA})
         self._smtp_methods = CommandTable(self._smtp_methods, self._unknown_command)  # type: ignore[assignment]  # read with .get, .items
 
     def _create_envelope(self) -> SubmissionEnvelope:
@@ -153,11 +153,11 @@ class SubmissionSMTP(SMTP):
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
-        await self._with_dsn_params(arg, "FROM:", dsn.MAIL_KEYWORDS, super().smtp_MAIL)
+        await self._with_dsn_params(arg, "FROM:", dsn_params.MAIL_KEYWORDS, super().smtp_MAIL)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        await self._with_dsn_params(arg, "TO:", dsn.RCPT_KEYWORDS, super().smtp_RCPT)
+        await self._with_dsn_params(arg, "TO:", dsn_params.RCPT_KEYWORDS, super().smtp_RCPT)
 
     async def _with_dsn_params(self, arg: str | None, keyword: str, ours: frozenset[str],
                                command: Command) -> None:
@@ -165,7 +165,7 @@ class SubmissionSMTP(SMTP):
         ORCPT are case-sensitive): let it parse the command without the DSN parameters, and pass those on
         to the handler hook unchanged (see _call_handler_hook). Only after EHLO: HELO allows none."""
         if arg is not None and self.session is not None and self.session.extended_smtp:
-            arg, self._dsn_params = dsn.split_params(arg, keyword, ours, self._getaddr)
+            arg, self._dsn_params = dsn_params.split_params(arg, keyword, ours, self._getaddr)
         try:
             await command(arg)
         finally:

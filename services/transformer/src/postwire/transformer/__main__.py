@@ -1,7 +1,7 @@
 """``python -m postwire.transformer``: the gRPC transformer until SIGTERM/SIGINT, then drain."""
 
 from postwire.core.lifecycle import run_service
-from postwire.transformer.server import serve
+from postwire.transformer.service import serve
 from postwire.transformer.settings import TransformerSettings
 
 

@@ -8,8 +8,8 @@ At-rules such as @media stay in a <style> block, so responsive rules still overr
 
 Hostile documents: css-inline recurses once per nesting level somewhere in its native code, so a document
 nested deeply enough overflows the stack of the thread running it (about 12 000 levels on a default 8 MB
-stack). The transformer's workers run it on a 256 MB stack (:mod:`postwire.transformer.pool`), and an HTML
-part with more than :data:`MAX_HTML_TAGS` start tags is refused before either engine sees it: every
+stack). The transformer's workers run it on a 256 MB stack (:mod:`postwire.transformer.worker_pool`), and an
+HTML part with more than :data:`MAX_HTML_TAGS` start tags is refused before either engine sees it: every
 element a parser builds comes from a start tag or is implied by one (``<table><td>`` makes four), so
 the depth stays far below what that stack holds (240 000 levels were measured to work). Nesting within
 the limit can still be slow (html5ever checks scopes level by level); the per-message time limit stops

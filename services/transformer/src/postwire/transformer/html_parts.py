@@ -19,7 +19,7 @@ attachment``), attached messages (message/rfc822), signed or encrypted multipart
 break the signature), parts in a charset we cannot decode exactly, and anything whose structure we cannot
 read. A top-level entity without a header block raises :class:`MimeError`.
 
-Tracking (:mod:`postwire.transformer.tracking`) runs on each HTML part after its CSS was inlined. A part
+Tracking (:mod:`postwire.transformer.link_tracking`) runs on each HTML part after its CSS was inlined. A part
 that gets placeholders is always written as quoted-printable with every placeholder on an encoded line of
 its own (:mod:`postwire.transformer.qp`), so the sender's per-recipient byte substitution finds them
 whole and the lines stay within 76 characters after it. Link indexes run across the parts in order.
@@ -38,7 +38,7 @@ from typing import Final
 from postwire.transformer import qp
 from postwire.transformer.cost import Budget
 from postwire.transformer.inline import CSS_INLINE, inline_html
-from postwire.transformer.tracking import TrackingOptions, track_html
+from postwire.transformer.link_tracking import TrackingOptions, track_html
 
 MAX_DEPTH: Final = 32  # nesting beyond this is left as is: no legitimate mail needs it
 MAX_PARTS: Final = 1000  # entities (the message and every body part) in one message; more is refused

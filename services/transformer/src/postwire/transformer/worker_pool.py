@@ -1,4 +1,5 @@
-"""Worker processes that run :func:`~postwire.transformer.mime.transform_mime`, one message at a time each.
+"""Worker processes that run :func:`~postwire.transformer.html_parts.transform_mime`, one message at a
+time each.
 
 Why our own pool rather than ``concurrent.futures.ProcessPoolExecutor``: a message that makes a worker run
 too long must be stopped, and a message that kills a worker (a stack overflow in a native parser, an
@@ -41,9 +42,9 @@ import structlog
 
 from postwire.transformer import metrics
 from postwire.transformer.cost import MAX_MESSAGE, Budget, NeedsWorker
+from postwire.transformer.html_parts import MimeError, MimeTooComplex, TransformResult, transform_mime
 from postwire.transformer.inline import CSS_INLINE, HtmlTooComplex, InlineError
-from postwire.transformer.mime import MimeError, MimeTooComplex, TransformResult, transform_mime
-from postwire.transformer.tracking import TrackingOptions
+from postwire.transformer.link_tracking import TrackingOptions
 
 WARM_UP: Final = b"Content-Type: text/html\r\n\r\n<style>p{color:red}</style><p>warm</p>\r\n"
 STACK_BYTES: Final = 256 * 1024 * 1024  # of the thread running jobs; reserved, used only as deep as needed

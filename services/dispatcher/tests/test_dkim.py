@@ -26,7 +26,7 @@ from postwire.db.accounts import create_account
 from postwire.db.domains import Algorithm, add_domain, dns_records, set_tracking_host
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Domain
-from postwire.dispatcher.signing import AccountKeys, KeyCache, KeysUnavailable
+from postwire.dispatcher.dkim import AccountKeys, KeyCache, KeysUnavailable
 from postwire.testing.dns import DnsServer
 from postwire.testing.fixtures import eventually
 from postwire.testing.ports import free_port

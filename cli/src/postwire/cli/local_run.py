@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from postwire.cli.accounts import create_account
+from postwire.cli.account_commands import create_account
 from postwire.cli.embedded import EmbeddedPostgres, start_nats, start_postgres
 from postwire.cli.settings import CliSettings
 from postwire.core.logging import configure_logging

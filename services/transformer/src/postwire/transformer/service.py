@@ -9,7 +9,7 @@ because gRPC's threads do not survive a fork) and warmed up before the service r
 Each message gets at most POSTWIRE_TRANSFORM_TIMEOUT_S in a worker; a worker that runs longer is killed
 and replaced, and the call answers RESOURCE_EXHAUSTED, never DEADLINE_EXCEEDED: the dispatcher retries
 DEADLINE_EXCEEDED later, which for a message that always takes too long would be forever, while on
-RESOURCE_EXHAUSTED it sends the message as it is (:mod:`postwire.transformer.pool`).
+RESOURCE_EXHAUSTED it sends the message as it is (:mod:`postwire.transformer.worker_pool`).
 
 With POSTWIRE_GRPC_TLS_CERT_FILE/_KEY_FILE the gRPC port speaks TLS only; with
 POSTWIRE_GRPC_TLS_CLIENT_CA_FILE as well it requires a client certificate signed by that CA (mTLS).
@@ -28,11 +28,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from postwire.core.ops import ops_app, serve_app
 from postwire.transformer import metrics
+from postwire.transformer.html_parts import TransformResult
 from postwire.transformer.inline import CSS_INLINE, PREMAILER
-from postwire.transformer.mime import TransformResult
-from postwire.transformer.pool import TransformFailed, WorkerPool
+from postwire.transformer.link_tracking import BadTrackingOptions, TrackingOptions
 from postwire.transformer.settings import TransformerSettings
-from postwire.transformer.tracking import BadTrackingOptions, TrackingOptions
+from postwire.transformer.worker_pool import TransformFailed, WorkerPool
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 
 SERVICE_NAME: Final = transformer_pb2.DESCRIPTOR.services_by_name["Transformer"].full_name

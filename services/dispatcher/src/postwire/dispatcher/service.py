@@ -35,16 +35,16 @@ from postwire.core.tracking import tracking_key
 from postwire.db.suppressions import SuppressionMirror
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
+from postwire.dispatcher.dkim import DkimSigner, make_signer
 from postwire.dispatcher.mx import MxResolver, make_resolver
 from postwire.dispatcher.personalise import Personaliser
-from postwire.dispatcher.pool import ConnectionPool
 from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.router import make_router
 from postwire.dispatcher.sender import Sender
 from postwire.dispatcher.settings import DispatcherSettings
 from postwire.dispatcher.shaping import load_rules
-from postwire.dispatcher.signing import DkimSigner, make_signer
 from postwire.dispatcher.smtp_client import ClientConfig
+from postwire.dispatcher.smtp_pool import ConnectionPool
 from postwire.dispatcher.suppressed import KeyFilter, SuppressionCheck
 from postwire.dispatcher.throttle import Shaper
 from postwire.dispatcher.transform import TransformerClient

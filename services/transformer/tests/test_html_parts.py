@@ -15,10 +15,10 @@ from email.policy import default as default_policy
 import pytest
 
 from postwire.core import tracking
-from postwire.transformer import mime
+from postwire.transformer import html_parts as mime
+from postwire.transformer.html_parts import MimeError, transform_mime
 from postwire.transformer.inline import PREMAILER, inline_html
-from postwire.transformer.mime import MimeError, transform_mime
-from postwire.transformer.tracking import TrackingOptions
+from postwire.transformer.link_tracking import TrackingOptions
 
 HTML = (
     "<html><head><style>p { color: red; } @media (max-width: 600px) { p { color: blue; } }</style>"
