@@ -35,6 +35,7 @@ run: install
 test: install
 	$(UV) run ruff check .
 	$(UV) run mypy
+	$(UV) run lint-imports
 	$(UV) run pytest
 
 lint:

@@ -4,6 +4,7 @@ there, real-MTA ones, each rewritten to be about a message and recipient in the 
 
 from __future__ import annotations
 
+# uses postwire.recorder: bounce forwarding is fed by the receiver and the recorder; both run here
 import asyncio
 import inspect
 import uuid

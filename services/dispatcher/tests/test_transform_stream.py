@@ -5,6 +5,7 @@ transformer that stops ends the stream and the next message goes over a new one;
 gone is "unavailable" (the router retries later); one without the stream gets unary calls.
 """
 
+# uses postwire.transformer: the client's stream against the real gRPC server
 from __future__ import annotations
 
 import asyncio

@@ -5,6 +5,7 @@ transformer.test only, so the client must override the name it checks when it di
 dispatcher's client certificate, and a second CA with a client certificate the server must refuse.
 """
 
+# uses postwire.transformer: TLS between the client and the real gRPC server
 from __future__ import annotations
 
 import asyncio

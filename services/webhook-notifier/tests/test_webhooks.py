@@ -1,6 +1,7 @@
 """Webhooks end to end: the real api-gateway registers endpoints, events go through a real nats-server,
 the notifier (run_notifier) POSTs them to real HTTP receivers on 127.0.0.1, PostgreSQL holds the rest."""
 
+# uses postwire.api_gateway: endpoints are registered through the real API, as customers do
 from __future__ import annotations
 
 import asyncio
