@@ -49,9 +49,8 @@ NOT_READ: dict[str, set[str]] = {
     "transformer": {"database_url", "verp_secret"},
     "dispatcher-router": {"replica_index", "replica_count"},
     "dispatcher-sender": {"database_url", "verp_secret", "transformer_addr"},
-    # forwarding bounces by SMTP is off unless POSTWIRE_BOUNCE_FORWARD is set (not wired by the chart yet)
-    "bounce-receiver": {"forward_smtp_host"},
-    "recorder": {"verp_secret", "forward_smtp_host"},
+    "bounce-receiver": set(),
+    "recorder": {"verp_secret"},
     "webhook-notifier": {"verp_secret"},
 }
 # Settings production values must set although the service has a fallback for tests and trials

@@ -56,12 +56,10 @@ def expected_flows(db: str = ANY, transformer_clients: tuple[str, ...] = ()) -> 
     flows |= {("in", "transformer", 50051, "TCP", peer) for peer in transformer_clients}
     # services → PostgreSQL (external)
     flows |= {("out", pod, 5432, "TCP", db) for pod in DB_CLIENTS}
-    # senders → any MX on 25; notifier → any webhook URL; receiver and recorder → the relay of
-    # forwarded bounces (port 25 unless POSTWIRE_FORWARD_SMTP_PORT says otherwise)
+    # senders → any MX on 25; notifier → any webhook URL (forwarded bounces go through the pipeline:
+    # the receiver and the recorder talk to NATS and PostgreSQL only)
     flows |= {
         ("out", "dispatcher-sender", 25, "TCP", ANY),
-        ("out", "bounce-receiver", 25, "TCP", ANY),
-        ("out", "recorder", 25, "TCP", ANY),
         ("out", "webhook-notifier", 443, "TCP", ANY),
         ("out", "webhook-notifier", 80, "TCP", ANY),
     }

@@ -356,8 +356,6 @@ spec:
 - ports: [{port: {{ $root.Values.config.POSTWIRE_MX_PORT | default 25 }}, protocol: TCP}]
 {{- else if eq .flow "webhooks" }}
 - ports: [{port: 443, protocol: TCP}, {port: 80, protocol: TCP}]
-{{- else if eq .flow "relay" }}
-- ports: [{port: {{ $root.Values.config.POSTWIRE_FORWARD_SMTP_PORT | default 25 }}, protocol: TCP}]
 {{- else }}
 {{- fail (printf "unknown talksTo flow %q" .flow) }}
 {{- end }}

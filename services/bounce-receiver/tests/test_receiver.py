@@ -23,9 +23,10 @@ import pytest_asyncio
 from aiosmtpd.smtp import SMTP
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from postwire.bounce_forwarding.forwarder import RelayConfig, forward_bounce
+from postwire.bounce_forwarding.forwarder import SOURCE
 from postwire.bounce_receiver import receiver
 from postwire.bounce_receiver.receiver import BounceListener
 from postwire.bounce_receiver.service import serve
@@ -40,8 +41,8 @@ from postwire.recorder.service import serve as serve_recorder
 from postwire.recorder.settings import RecorderSettings
 from postwire.testing.corpus import BOUNCE_MAILS, corpus_path
 from postwire.testing.fixtures import eventually
+from postwire.testing.inbound import InboundWatch
 from postwire.testing.nats import NatsServer
-from postwire.testing.smtp import SmtpSink
 from postwire.v1 import envelope_pb2
 
 FIXTURES = BOUNCE_MAILS
@@ -257,16 +258,18 @@ async def test_size_limit(start_receiver: Start, sent: Sent) -> None:
                  id="corpus-lhost-postfix-04"),
 ])
 async def test_forwarding_sends_an_rfc3464_report(start_receiver: Start, sent: Sent, events: Events,
-                                                  smtp_sink: SmtpSink, mail: Mail, explanation: str,
+                                                  inbound: InboundWatch, mail: Mail, explanation: str,
                                                   returned: bytes) -> None:
     """No accepted event with DSN parameters (the fixture writes the rows directly): the defaults, a
-    failure is forwarded with the full returned message."""
+    failure is forwarded with the full returned message, as a message of the account submitted to
+    INBOUND (the dispatcher delivers it like any mail)."""
     raw = mail.read(sent.recipient)
-    listener = await start_receiver(bounce_forward={sent.account_id: "bounces@customer.test"},
-                                    forward_smtp_port=smtp_sink.port)
+    listener = await start_receiver(bounce_forward={sent.account_id: "bounces@customer.test"})
     await send(listener, sent.return_path, raw)
-    [got] = await smtp_sink.handler.wait_for(1)
-    assert got.mail_from in ("", "<>") and got.rcpt_tos == ["bounces@customer.test"]
+    [got] = await inbound.wait_for(1, sent.account_id)
+    assert got.mail_from == "" and got.rcpt_tos == ["bounces@customer.test"]
+    [source] = [e.source for e in inbound.envelopes if e.account_id == sent.account_id]
+    assert source == SOURCE
     msg = got.message()
     assert "userunknown" in msg["Subject"] and msg["Auto-Submitted"] == "auto-generated"
     assert msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "delivery-status"
@@ -310,23 +313,29 @@ def dsn_mail(recipient: str, marker: str) -> bytes:
         "--BB--\r\n").encode()
 
 
+@pytest_asyncio.fixture
+async def inbound(nc: Client) -> AsyncIterator[InboundWatch]:
+    async with InboundWatch(nc.jetstream()) as watch:
+        yield watch
+
+
 @dataclass
 class Forwarding:
-    """The whole bounce service (receiver, recorder) forwarding one fresh account's reports to the sink."""
+    """The receiver and the recorder forwarding one fresh account's reports into INBOUND (``sink``)."""
 
     listener: BounceListener
     js: JetStreamContext
     sessions: async_sessionmaker[AsyncSession]
     account_id: str
-    sink: SmtpSink
+    sink: InboundWatch
 
     async def accept(self, recipient: str, *, ret: str = "", envid: str = "", notify: tuple[str, ...] = (),
-                     orcpt: str = "", message_id: str = "") -> str:
+                     orcpt: str = "", message_id: str = "", mail_from: str = "app@customer.test") -> str:
         """Publish the router's ``accepted`` event (with the RFC 3461 parameters) and wait until the
         recorder stored it; returns the message id."""
         mid = message_id or new_message_id()
         ev = make_event("accepted", account_id=self.account_id, message_id=mid, recipient=recipient,
-                        mail_from="app@customer.test", subject="Order 42", size=100, source="smtp")
+                        mail_from=mail_from, subject="Order 42", size=100, source="smtp")
         if ret or envid:
             ev.dsn.CopyFrom(envelope_pb2.Dsn(ret=ret, envid=envid))
         if notify or orcpt:
@@ -351,24 +360,24 @@ class Forwarding:
         return ev
 
     def forwarded_for(self, recipient: str) -> list[EmailMessage]:
-        return [r.message() for r in self.sink.handler.received
+        return [r.message() for r in self.sink.of_account(self.account_id)
                 if f"rfc822; {recipient}" in r.data.decode("utf-8", "replace")]
 
 
 @pytest_asyncio.fixture
 async def forwarding(start_receiver: Start, nc: Client, sessions: async_sessionmaker[AsyncSession],
-                     smtp_sink: SmtpSink, nats_server: NatsServer, pg_url: str) -> AsyncIterator[Forwarding]:
+                     inbound: InboundWatch, nats_server: NatsServer,
+                     pg_url: str) -> AsyncIterator[Forwarding]:
     """The receiver and the event recorder, both forwarding one account's reports: the two stages that
     feed bounce forwarding (so this test starts the recorder service too)."""
     account = new_id("a")
-    forward: dict[str, Any] = dict(bounce_forward={account: "dsn@customer.test"},
-                                   forward_smtp_port=smtp_sink.port, verp_secret=SECRET, bounce_domain=DOMAIN,
-                                   shutdown_grace_s=2)
+    forward: dict[str, Any] = dict(bounce_forward={account: "dsn@customer.test"}, verp_secret=SECRET,
+                                   bounce_domain=DOMAIN, shutdown_grace_s=2)
     listener = await start_receiver(**forward)
     stop = asyncio.Event()
     recorder = asyncio.create_task(serve_recorder(RecorderSettings(
         nats_url=nats_server.url, database_url=pg_url, recorder_retry_s=0.1, **forward), stop))
-    yield Forwarding(listener, nc.jetstream(), sessions, account, smtp_sink)
+    yield Forwarding(listener, nc.jetstream(), sessions, account, inbound)
     stop.set()
     await asyncio.wait_for(recorder, 30)
 
@@ -379,9 +388,9 @@ async def test_forwarding_honours_notify_never(forwarding: Forwarding) -> None:
     mid_control = await forwarding.accept(control)
     await forwarding.bounce(mid_never, never, "body of the never message")
     await forwarding.bounce(mid_control, control, "body of the control message")
-    [got] = await forwarding.sink.handler.wait_for(1)
+    [got] = await forwarding.sink.wait_for(1, forwarding.account_id)
     await asyncio.sleep(0.5)  # the NEVER one was decided before the control was even received
-    assert len(forwarding.sink.handler.received) == 1
+    assert len(forwarding.sink.of_account(forwarding.account_id)) == 1
     assert f"rfc822; {control}" in got.data.decode() and never not in got.data.decode()
 
 
@@ -390,7 +399,7 @@ async def test_forwarding_adds_envelope_id_and_original_recipient(forwarding: Fo
     mid = await forwarding.accept(rcpt, ret="FULL", envid="order-42/env", notify=("FAILURE", "DELAY"),
                                   orcpt="rfc822;Jane.Doe@Example.org")
     await forwarding.bounce(mid, rcpt, "FULL-BODY-MARKER")
-    [got] = await forwarding.sink.handler.wait_for(1)
+    [got] = await forwarding.sink.wait_for(1, forwarding.account_id)
     msg = got.message()
     assert [p.get_content_type() for p in msg.iter_parts()] == [
         "text/plain", "message/delivery-status", "message/rfc822"]
@@ -408,7 +417,7 @@ async def test_forwarding_ret_hdrs_returns_only_the_headers(forwarding: Forwardi
     rcpt = "hdrs@example.org"
     mid = await forwarding.accept(rcpt, ret="HDRS")
     await forwarding.bounce(mid, rcpt, "SECRET-BODY-MARKER")
-    [got] = await forwarding.sink.handler.wait_for(1)
+    [got] = await forwarding.sink.wait_for(1, forwarding.account_id)
     msg = got.message()
     assert [p.get_content_type() for p in msg.iter_parts()] == [
         "text/plain", "message/delivery-status", "text/rfc822-headers"]
@@ -441,12 +450,12 @@ async def test_recorder_forwards_synchronous_failures_and_requested_notices(forw
     # the same failed event again, past JetStream's duplicate window: stored once, forwarded once
     await forwarding.js.publish(f"events.{forwarding.account_id}.failed", first.SerializeToString(),
                                 headers={"Nats-Msg-Id": "again"})
-    await forwarding.sink.handler.wait_for(3)
+    await forwarding.sink.wait_for(3, forwarding.account_id)
     control = "control@example.org"
     await forwarding.outcome("failed", await forwarding.accept(control), control, smtp_code=550)
-    await forwarding.sink.handler.wait_for(4)
+    await forwarding.sink.wait_for(4, forwarding.account_id)
     await asyncio.sleep(0.5)
-    assert len(forwarding.sink.handler.received) == 4
+    assert len(forwarding.sink.of_account(forwarding.account_id)) == 4
 
     [msg] = forwarding.forwarded_for(failed)
     per_message, per_rcpt = dsn_blocks(msg)
@@ -461,16 +470,6 @@ async def test_recorder_forwards_synchronous_failures_and_requested_notices(forw
     assert (dsn_blocks(msg)[1]["Action"], dsn_blocks(msg)[1]["Status"]) == ("delayed", "4.7.1")
     assert not forwarding.forwarded_for(never) and not forwarding.forwarded_for(failure_only)
     assert len(forwarding.forwarded_for(control)) == 1
-
-
-async def test_forward_bounce_direct(smtp_sink: SmtpSink) -> None:
-    ev = envelope_pb2.Event(event_id="m.bounced.d1.x@y", type="bounced", account_id="a", message_id="m",
-                            recipient="x@y.test", reason="mailboxfull", enhanced_status="4.2.2")
-    await forward_bounce(ev, b"From: MAILER-DAEMON@y.test\r\nSubject: failure\r\n\r\nfull\r\n", "to@c.test",
-                         RelayConfig("127.0.0.1", smtp_sink.port, "postmaster@bounces.test"))
-    [got] = await smtp_sink.handler.wait_for(1)
-    body = got.message().get_body(("plain",))
-    assert body is not None and "Reason:          mailboxfull (soft bounce)" in body.get_content()
 
 
 def test_every_handle_method_is_an_aiosmtpd_hook() -> None:
@@ -515,3 +514,21 @@ async def test_readyz_reports_the_receiver_and_shutdown_closes_it(nats_server: N
 
 async def _ready(http: httpx.AsyncClient, port: int) -> bool:
     return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+
+
+def _skipped() -> float:
+    return REGISTRY.get_sample_value("postwire_bounce_forwarded_total", {"outcome": "skipped"}) or 0.0
+
+
+async def test_no_report_about_a_message_with_a_null_sender(forwarding: Forwarding) -> None:
+    """A message sent with MAIL FROM:<> (a report itself, an auto-reply) never gets a report
+    (RFC 3461 6.2): a forwarded report that fails cannot start a loop."""
+    null, control = "null@example.org", "control@example.org"
+    mid_null = await forwarding.accept(null, mail_from="")
+    mid_control = await forwarding.accept(control)
+    skipped = _skipped()
+    await forwarding.outcome("failed", mid_null, null, smtp_code=550, enhanced_status="5.1.1")
+    await eventually(lambda: _skipped() > skipped)  # the null sender's failure was decided: skipped
+    await forwarding.outcome("failed", mid_control, control, smtp_code=550, enhanced_status="5.1.1")
+    await forwarding.sink.wait_for(1, forwarding.account_id)
+    assert not forwarding.forwarded_for(null) and len(forwarding.forwarded_for(control)) == 1

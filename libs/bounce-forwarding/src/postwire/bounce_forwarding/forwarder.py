@@ -1,5 +1,5 @@
-"""Bounce forwarding by SMTP: delivery status notifications (RFC 3464) mailed to an address the account
-chose, honouring the sender's RFC 3461 parameters (the other way customers receive bounces, besides the
+"""Bounce forwarding: delivery status notifications (RFC 3464) mailed to an address the account chose,
+honouring the sender's RFC 3461 parameters (the other way customers receive bounces, besides the
 events API and webhooks; docs/bounces.md).
 
 Which accounts forward, and where, comes from ``POSTWIRE_BOUNCE_FORWARD`` (JSON ``{"<account id>":
@@ -20,12 +20,16 @@ accounts that forward. ``wanted`` applies RFC 3461 4.1: NEVER → nothing; NOTIF
 it names; no NOTIFY → failures only. Complaints are not delivery status notifications and are always
 forwarded.
 
-Forwarding is best effort (a few tries with backoff while the process runs, counted in
-``postwire_bounce_forwarded_total``): the event in EVENTS is the record, the forwarded copy a
-convenience. It has a null envelope sender (``MAIL FROM:<>``), like any delivery report, so a
-forwarding address that fails cannot start a bounce loop, ``Auto-Submitted: auto-generated`` so
-vacation responders stay quiet (RFC 3834), and a Message-ID derived from the event id, so a copy sent
-twice (a crash between send and bookkeeping) can be recognised.
+A forwarded report is a message like any other: it is submitted to INBOUND (``postwire.core.intake``,
+source ``bounce-forward``) under the forwarding account, so the dispatcher delivers it with retries,
+traffic shaping and DKIM, and it shows in the account's events. Its message id is derived from the
+event's, so a report submitted twice (a crash between submit and bookkeeping, a second replica) is one
+message: INBOUND drops the duplicate. Handing it to INBOUND is best effort (a few tries with backoff
+while NATS cannot take it, counted in ``postwire_bounce_forwarded_total``); once there it is as durable
+as any mail. It has a null envelope sender (``MAIL FROM:<>``), like any delivery report, and no report
+is ever made about a message whose own envelope sender was null (RFC 3461 6.2, RFC 5321 4.5.5): a
+forwarding address that fails cannot start a loop. ``Auto-Submitted: auto-generated`` keeps vacation
+responders quiet (RFC 3834).
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from email.message import EmailMessage, Message
 from email.utils import format_datetime, formatdate
 from typing import Any
 
-import aiosmtplib
 import structlog
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -51,6 +54,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.bounce_classifier import message_fields as mime
 from postwire.bounce_forwarding import metrics
 from postwire.core.events import event_id
+from postwire.core.ids import derived_id
+from postwire.core.intake import Intake, QueueUnavailable, Submission
 from postwire.core.lifecycle import finish_or_cancel
 from postwire.db.models import Event
 from postwire.v1 import envelope_pb2
@@ -75,16 +80,22 @@ POLICY = email.policy.default.clone(max_line_length=998)
 _DB_ERRORS = (OperationalError, DBAPIError, OSError, TimeoutError)
 
 
-@dataclass(frozen=True)
-class RelayConfig:
-    """The SMTP relay forwarded bounces are handed to."""
+SOURCE = "bounce-forward"  # the source of a forwarded report's message (its events say so)
 
-    host: str
-    port: int
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Who forwarded reports come from."""
+
     from_address: str  # the From: header; the envelope sender is always null
-    timeout_s: float = 30.0
-    validate_certs: bool = True  # STARTTLS is used when offered
     reporting_mta: str = ""  # Reporting-MTA of the reports; empty: the domain of from_address
+
+
+def forward_message_id(event: envelope_pb2.Event) -> str:
+    """The message id of ``event``'s forwarded report: a sibling of the message's own id (same time part)
+    drawn from the event id, so the same event always gives the same report message."""
+    seed = int.from_bytes(hashlib.sha256(event.event_id.encode()).digest()[:8], "big")
+    return derived_id(event.message_id, seed)
 
 
 # ------------------------------------------------------------------------------ RFC 3461 request
@@ -100,6 +111,7 @@ class DsnRequest:
     envid: str = ""
     orcpt: str = ""
     arrival: datetime | None = None  # when Postwire accepted the message (the accepted event)
+    null_sender: bool = False  # the message itself had MAIL FROM:<> (a report, an auto-reply): no reports
 
     @property
     def headers_only(self) -> bool:
@@ -107,15 +119,19 @@ class DsnRequest:
 
 
 def request_from(data: dict[str, Any], accepted_at: datetime | None = None) -> DsnRequest:
+    """The request in an ``accepted`` event's data (``events.data``: a null sender is stored as no
+    ``mail_from``)."""
     dsn = data.get("dsn") or {}
     return DsnRequest(notify=tuple(str(n) for n in data.get("notify") or ()), ret=str(dsn.get("ret") or ""),
                       envid=str(dsn.get("envid") or ""), orcpt=str(data.get("orcpt") or ""),
-                      arrival=accepted_at)
+                      arrival=accepted_at, null_sender=str(data.get("mail_from") or "") in ("", "<>"))
 
 
 def wanted(event_type: str, request: DsnRequest) -> bool:
     """Whether the sender wants a notification for this event (RFC 3461 4.1). Complaints are not
     delivery status notifications: always forwarded."""
+    if request.null_sender:
+        return False
     if event_type == "complained":
         return True
     notify = {n.strip().upper() for n in request.notify}
@@ -229,7 +245,7 @@ def forward_message(event: envelope_pb2.Event, report: bytes | None, to_address:
 
 
 def _set_text(part: EmailMessage, text: str, subtype: str = "plain") -> None:
-    """7bit when it can be, else quoted-printable: the relay may not offer 8BITMIME."""
+    """7bit when it can be, else quoted-printable: the receiving MTA may not offer 8BITMIME."""
     part.set_content(text, subtype=subtype, cte=None if text.isascii() else "quoted-printable")
 
 
@@ -364,19 +380,10 @@ def _attach_report(msg: EmailMessage, original_dsn: bytes) -> None:
     msg.add_attachment(report)
 
 
-async def forward_bounce(event: envelope_pb2.Event, original_dsn: bytes | None, to_address: str,
-                         relay: RelayConfig, request: DsnRequest = DsnRequest()) -> None:
-    """Send one forwarded report through the relay; raises aiosmtplib.SMTPException / OSError."""
-    data = forward_message(event, original_dsn, to_address, relay.from_address, request,
-                           relay.reporting_mta).as_bytes(policy=POLICY)
-    await _send(data, to_address, relay)
-
-
-async def _send(data: bytes, to_address: str, relay: RelayConfig) -> None:
-    client = aiosmtplib.SMTP(hostname=relay.host, port=relay.port, timeout=relay.timeout_s,
-                             validate_certs=relay.validate_certs)
-    async with client:  # sendmail, not aiosmtplib.send: that one refuses the null sender
-        await client.sendmail("", [to_address], data)
+def report_submission(event: envelope_pb2.Event, data: bytes, to_address: str) -> Submission:
+    """The report as a submission of the event's account: null sender, no CSS work, no tracking."""
+    return Submission(account_id=event.account_id, mail_from="", recipients=[to_address], raw=data,
+                      source=SOURCE, subject=f"{event.type}: {event.recipient}", inline_css=False)
 
 
 # ----------------------------------------------------------------------------------- forwarder
@@ -394,11 +401,12 @@ class Forwarder:
     At most ``concurrency`` forwards look up and send at once: a recorder catching up on a backlog hands
     over hundreds of events per batch, and their lookups share the database pool with the recorder."""
 
-    def __init__(self, routes: dict[str, str], relay: RelayConfig,
+    def __init__(self, routes: dict[str, str], intake: Intake, config: ReportConfig,
                  sessions: async_sessionmaker[AsyncSession] | None = None,
                  backoff_s: tuple[float, ...] = _BACKOFF_S, concurrency: int = 4) -> None:
         self._routes = dict(routes)
-        self._relay = relay
+        self._intake = intake
+        self._config = config
         self._sessions = sessions
         self._backoff_s = backoff_s
         self._slots = asyncio.Semaphore(concurrency)
@@ -440,16 +448,17 @@ class Forwarder:
                      notify=list(request.notify))
             return
         try:
-            data = forward_message(event, report, to_address, self._relay.from_address, request,
-                                   self._relay.reporting_mta).as_bytes(policy=POLICY)
+            data = forward_message(event, report, to_address, self._config.from_address, request,
+                                   self._config.reporting_mta).as_bytes(policy=POLICY)
         except Exception:  # a value the mail library refuses: a bug to see, not a reason to retry
             metrics.FORWARDED.labels("failed").inc()
             log.exception("bounce.forward_failed", event_id=event.event_id, stage="build")
             return
+        submission = report_submission(event, data, to_address)
         for tries in range(len(self._backoff_s) + 1):
             try:
-                await _send(data, to_address, self._relay)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+                await self._intake.submit(submission, forward_message_id(event))
+            except QueueUnavailable as e:
                 if tries == len(self._backoff_s):
                     metrics.FORWARDED.labels("failed").inc()
                     log.warning("bounce.forward_failed", event_id=event.event_id, error=str(e))
@@ -458,7 +467,7 @@ class Forwarder:
             else:
                 metrics.FORWARDED.labels("sent").inc()
                 log.info("bounce.forwarded", event_id=event.event_id, account_id=event.account_id,
-                         type=event.type)
+                         type=event.type, report_id=forward_message_id(event))
                 return
 
     async def _request(self, event: envelope_pb2.Event) -> DsnRequest | None:

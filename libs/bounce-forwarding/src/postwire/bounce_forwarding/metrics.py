@@ -4,7 +4,8 @@ from prometheus_client import Counter
 
 FORWARDED = Counter(
     "postwire_bounce_forwarded_total",
-    "Reports forwarded by SMTP to an account's address, by outcome: sent, failed (relay or database "
-    "unavailable after the retries), skipped (the sender's RFC 3461 NOTIFY did not ask for it).",
+    "Reports forwarded to an account's address, by outcome: sent (submitted to INBOUND), failed (NATS or "
+    "the database unavailable after the retries), skipped (the sender's RFC 3461 NOTIFY did not ask for "
+    "it, or the message had a null sender).",
     ["outcome"],
 )

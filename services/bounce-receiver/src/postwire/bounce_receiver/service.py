@@ -41,7 +41,7 @@ async def serve(settings: ReceiverSettings, stop: asyncio.Event,
     js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
-    forwarder = forwarder_from(settings, make_sessionmaker(engine))
+    forwarder = forwarder_from(settings, js, make_sessionmaker(engine))
     handler = BounceHandler(
         config=ReceiverConfig(settings.bounce_domain, verp_secret_bytes(settings),
                               settings.bounce_unknown_grace_s),

@@ -32,7 +32,7 @@ async def serve(settings: RecorderSettings, stop: asyncio.Event,
     js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
-    forwarder = forwarder_from(settings, make_sessionmaker(engine))
+    forwarder = forwarder_from(settings, js, make_sessionmaker(engine))
     recorder = Recorder(js, make_sessionmaker(engine), settings.recorder_batch, settings.recorder_retry_s,
                         SoftBouncePolicy.from_settings(settings),
                         on_recorded=forwarder.recorded if forwarder is not None else None)
