@@ -53,9 +53,21 @@ DOMAIN = "bounces.postwire.test"
 @dataclass
 class Events:
     items: list[envelope_pb2.Event] = field(default_factory=list)
+    sentinels: set[str] = field(default_factory=set)  # ids of the sentinels that arrived (not in items)
 
     def of(self, event_type: str) -> list[envelope_pb2.Event]:
         return [e for e in self.items if e.type == event_type]
+
+    async def settle(self, js: JetStreamContext) -> None:
+        """Return once every event stored in EVENTS before this call has arrived: a sentinel published
+        now comes after them (one ordered consumer, stream order), so waiting for it waits for them."""
+        ev = make_event("opened", account_id=SENTINEL_ACCOUNT, message_id=new_message_id(),
+                        recipient="sentinel@example.test")
+        await publish_event(js, ev)
+        await eventually(lambda: ev.event_id in self.sentinels)
+
+
+SENTINEL_ACCOUNT = "sentinel"
 
 
 @pytest_asyncio.fixture
@@ -71,7 +83,11 @@ async def events(nc: Client) -> AsyncIterator[Events]:
     log = Events()
 
     async def on_event(msg: Any) -> None:
-        log.items.append(envelope_pb2.Event.FromString(msg.data))
+        ev = envelope_pb2.Event.FromString(msg.data)
+        if ev.account_id == SENTINEL_ACCOUNT:
+            log.sentinels.add(ev.event_id)
+        else:
+            log.items.append(ev)
 
     sub = await nc.jetstream().subscribe("events.>", ordered_consumer=True, cb=on_event)
     yield log
@@ -162,7 +178,7 @@ async def send(listener: BounceListener, rcpt: str, raw: bytes, mail_from: str =
                  ("userunknown", True, "5.1.1", 550), id="corpus-lhost-postfix-04"),
 ])
 async def test_dsn_becomes_a_bounced_event(start_receiver: Start, sent: Sent, events: Events, mail: Mail,
-                                           expected: tuple[str, bool, str, int]) -> None:
+                                           expected: tuple[str, bool, str, int], nc: Client) -> None:
     raw = mail.read(sent.recipient)
     listener = await start_receiver()
     await send(listener, sent.return_path, raw)  # answered 250 only after the PubAck
@@ -174,7 +190,7 @@ async def test_dsn_becomes_a_bounced_event(start_receiver: Start, sent: Sent, ev
     assert ev.event_id.startswith(f"{sent.message_id}.bounced.d")
 
     await send(listener, sent.return_path, raw)  # the same DSN again: the same event id, stored once
-    await asyncio.sleep(0.5)
+    await events.settle(nc.jetstream())
     assert len(events.of("bounced")) == 1
 
 
@@ -195,14 +211,15 @@ async def test_arf_report_becomes_complained(start_receiver: Start, sent: Sent, 
     pytest.param(Mail("rfc3834-01.eml", corpus=True), id="corpus-rfc3834-01"),
 ])
 async def test_replies_and_autoreplies_are_accepted_and_dropped(start_receiver: Start, sent: Sent,
-                                                                events: Events, auto_reply: Mail) -> None:
+                                                                events: Events, auto_reply: Mail,
+                                                                nc: Client) -> None:
     raw = auto_reply.read()
     listener = await start_receiver()
     human = (b"From: Someone <someone@example.co.jp>\r\nTo: " + sent.return_path.encode() +
              b"\r\nSubject: Re: Hi\r\nMessage-ID: <r1@example.co.jp>\r\n\r\nThanks, see you tomorrow!\r\n")
     await send(listener, sent.return_path, human, mail_from="someone@example.co.jp")
     await send(listener, sent.return_path, raw)
-    await asyncio.sleep(0.5)
+    await events.settle(nc.jetstream())  # both were answered 250: any event of theirs is stored by now
     assert events.items == []
 
 
@@ -386,10 +403,11 @@ async def test_forwarding_honours_notify_never(forwarding: Forwarding) -> None:
     never, control = "never@example.org", "control@example.org"
     mid_never = await forwarding.accept(never, notify=("NEVER",))
     mid_control = await forwarding.accept(control)
+    skipped = _skipped()
     await forwarding.bounce(mid_never, never, "body of the never message")
+    await eventually(lambda: _skipped() > skipped)  # the NEVER one was decided: skipped
     await forwarding.bounce(mid_control, control, "body of the control message")
     [got] = await forwarding.sink.wait_for(1, forwarding.account_id)
-    await asyncio.sleep(0.5)  # the NEVER one was decided before the control was even received
     assert len(forwarding.sink.of_account(forwarding.account_id)) == 1
     assert f"rfc822; {control}" in got.data.decode() and never not in got.data.decode()
 
@@ -431,6 +449,7 @@ async def test_recorder_forwards_synchronous_failures_and_requested_notices(forw
     when NOTIFY asks for them."""
     failed, never, success, failure_only, delay = (f"{n}@example.org" for n in (
         "failed", "never", "success", "failureonly", "delay"))
+    skipped = _skipped()
     mid_failed = await forwarding.accept(failed, envid="env-failed")
     mid_never = await forwarding.accept(never, notify=("NEVER",))
     mid_success = await forwarding.accept(success, notify=("SUCCESS",))
@@ -454,7 +473,7 @@ async def test_recorder_forwards_synchronous_failures_and_requested_notices(forw
     control = "control@example.org"
     await forwarding.outcome("failed", await forwarding.accept(control), control, smtp_code=550)
     await forwarding.sink.wait_for(4, forwarding.account_id)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: _skipped() >= skipped + 3)  # NEVER, FAILURE only, the second deferral
     assert len(forwarding.sink.of_account(forwarding.account_id)) == 4
 
     [msg] = forwarding.forwarded_for(failed)

@@ -25,6 +25,7 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_message_id
 from postwire.core.ops import serve_app
+from postwire.core.topology import WEBHOOKS
 from postwire.db.accounts import NewCredentials, create_account
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
@@ -173,6 +174,14 @@ async def _publish(js: JetStreamContext, account_id: str, n: int, type_: str = "
     return ids
 
 
+async def _drained(js: JetStreamContext, webhook_id: str) -> bool:
+    """Whether the endpoint has no delivery left, fresh or retry: WEBHOOKS is a work queue, so a
+    delivery is a message there until its POST succeeded or it was parked."""
+    info = await js.stream_info(WEBHOOKS, subjects_filter=f"webhooks.{webhook_id}.>")
+    fresh = await js.stream_info(WEBHOOKS, subjects_filter=f"webhooks.{webhook_id}")
+    return not (info.state.subjects or fresh.state.subjects)
+
+
 # ------------------------------------------------------------------------------------------ tests
 
 
@@ -201,8 +210,11 @@ async def test_signed_post_arrives_and_verifies(api, js, make_account, make_rece
         "id": ev.event_id, "type": "bounced", "recipient": "gone@example.test", "reason": "userunknown",
         "hardbounce": True, "enhanced_status": "5.1.1", "remote_mta": "mx.example.test", "tags": ["t1"],
         "metadata": {"k": "v"}}
-    await asyncio.sleep(0.5)
-    assert len(rec.requests) == 1 and rec.events()[0]["type"] == "bounced"
+    # a sentinel after the filtered event: the fan-out takes EVENTS in order, so once the sentinel is
+    # delivered the accepted event has been decided
+    [sentinel] = await _publish(js, creds.account_id, 1, "delivered")
+    await eventually(lambda: sentinel in {e["id"] for e in rec.events()})
+    assert sorted(e["type"] for e in rec.events()) == ["bounced", "delivered"]
 
 
 async def test_clicked_subscription_gets_signed_clicks_with_details(api, js, make_account, make_receiver,
@@ -232,22 +244,25 @@ async def test_clicked_subscription_gets_signed_clicks_with_details(api, js, mak
         "id": click.event_id, "type": "clicked", "recipient": rcpt,
         "url": "https://shop.example.test/offer?id=7", "link_index": 2, "client_ip": "203.0.113.9",
         "user_agent": browser, "unique": True, "tags": ["promo"]}
-    await asyncio.sleep(0.5)
-    assert [e["type"] for e in rec.events()] == ["clicked"]
+    sentinel = make_event("clicked", account_id=creds.account_id, message_id=new_message_id(),
+                          recipient=rcpt, url="https://shop.example.test/")  # after the unsubscribed ones
+    await publish_event(js, sentinel)
+    await eventually(lambda: sentinel.event_id in {e["id"] for e in rec.events()})
+    assert [e["type"] for e in rec.events()] == ["clicked", "clicked"]
 
 
 async def test_endpoint_down_for_a_while_gets_everything_later(api, js, make_account, make_receiver,
                                                                start_notifier) -> None:
     creds = await make_account()
     rec = await make_receiver(status=503)
-    await api.create(creds, rec.url)
+    hook = await api.create(creds, rec.url)
     await start_notifier()
     ids = await _publish(js, creds.account_id, 20)
     await eventually(lambda: rec.attempts >= 40)  # every delivery failed at least twice
     assert rec.requests == []
     rec.status = 200
     await eventually(lambda: {e["id"] for e in rec.events()} == set(ids))
-    await asyncio.sleep(1.0)
+    await eventually(lambda: _drained(js, hook["id"]))  # nothing left that could still be POSTed
     assert sorted(e["id"] for e in rec.events()) == sorted(ids), "lost or duplicated"
 
 
