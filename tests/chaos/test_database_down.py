@@ -8,7 +8,6 @@ NATS, events wait in the EVENTS stream. docs/reliability.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest_asyncio
 
 from postwire.testing.dns import DnsServer
 from postwire.testing.fixtures import eventually
+from postwire.testing.postgres import stop_cluster
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
 
@@ -35,10 +35,9 @@ async def stack(tmp_path: Path, dns_server: DnsServer, sink: SmtpSink) -> AsyncI
     await run.start()
     yield run
     assert await run.stop() == 0
-    # a PostgreSQL the test started again from this process is not the stack's to stop: it outlived the
-    # run (one postgres per run of the suite) until it is stopped here; none running is fine
-    with contextlib.suppress(Exception):
-        await asyncio.to_thread(_pg_ctl, run.data_dir / "pgdata", "stop", "-m", "immediate")
+    # a PostgreSQL the test started again from this process is not the stack's to stop: it would
+    # outlive the run; none running is fine
+    await asyncio.to_thread(stop_cluster, run.data_dir / "pgdata")
 
 
 def _pg_ctl(pgdata: Path, *args: str) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
+import psutil
 import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
@@ -20,6 +22,27 @@ from postwire.testing.dns import DnsServer
 from postwire.testing.nats import NatsServer
 from postwire.testing.postgres import create_database, start_postgres
 from postwire.testing.smtp import SmtpSink
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite leaves no process behind: one still running from this session's temporary folders at
+    the end (a PostgreSQL, a nats-server, a local run's service) is a fixture that did not clean up. It
+    is stopped, and named in an error, so the run fails."""
+    yield
+    base = f"{tmp_path_factory.getbasetemp()}/"
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(base in arg for arg in proc.info["cmdline"] or ()):
+                found.append(proc)
+    _, alive = psutil.wait_procs(found, timeout=10)  # ones already on their way out are not left behind
+    left = []
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            left.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            proc.kill()
+    assert not left, "processes left behind by the tests: " + "; ".join(left)
 
 
 @pytest.fixture(scope="session")
