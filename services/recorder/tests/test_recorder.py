@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
+import nats
 import pytest_asyncio
 from nats.js.errors import NotFoundError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_id, new_message_id
@@ -198,3 +200,53 @@ async def test_one_batch_holding_a_whole_history_lands_as_if_one_by_one(sessions
         assert msg is not None and (msg.subject, msg.source) == ("Batched", "smtp")
     again = await record_batch(sessions, [delivered])
     assert again.new == []
+
+
+async def test_acks_that_cannot_be_sent_do_not_end_the_recorder(nats_server: NatsServer, pg_url: str,
+                                                                sessions) -> None:
+    """NATS goes away between a batch's commit and its acks (the fault of a cluster failover, made
+    certain here: the batch is held at a table lock until the recorder's connection is down). The acks
+    fail at once (nats-py buffers nothing while reconnecting); the recorder logs that and goes on, the
+    events wait for redelivery, and once NATS is back new events are recorded: the service did not end."""
+    stop = asyncio.Event()
+    ops_port: list[int] = []
+    settings = BounceSettings(nats_url=nats_server.url, database_url=pg_url, bounce_role="recorder")
+    task = asyncio.create_task(serve(settings, stop, started=ops_port.append))
+    nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        js = nc.jetstream()
+        await eventually(lambda: ops_port)
+        account = new_id("a")
+        held = make_event("accepted", account_id=account, message_id=new_message_id(), recipient="h@x.test")
+        async with sessions() as lock:
+            await lock.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))  # the batch's INSERT waits
+            await publish_event(js, held)
+            await eventually(lambda: _insert_waiting(sessions))
+            await nats_server.stop(kill=True)
+            async with httpx.AsyncClient() as http:  # the service's readiness follows its connection
+                await eventually(lambda: _not_ready(http, ops_port[0]))
+            await lock.rollback()  # the batch commits now, with NATS unreachable
+        await eventually(lambda: _recipient(sessions, held.message_id, "h@x.test"))
+        await asyncio.sleep(1)  # its acks have been tried (right after the commit) while NATS is down
+        assert not task.done()
+        await nats_server.start()
+        after = make_event("accepted", account_id=account, message_id=new_message_id(), recipient="a@x.test")
+        await eventually(lambda: nc.is_connected)
+        await publish_event(js, after)
+        await eventually(lambda: _recipient(sessions, after.message_id, "a@x.test"))
+        assert not task.done()
+    finally:
+        stop.set()
+        await task  # ends cleanly: nothing escaped the recorder
+        await nc.close()
+
+
+async def _insert_waiting(sessions) -> bool:
+    async with sessions() as s:
+        return bool(await s.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%INSERT INTO events%'")))
+
+
+async def _not_ready(http: httpx.AsyncClient, port: int) -> bool:
+    return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code != 200

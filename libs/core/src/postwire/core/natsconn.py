@@ -45,7 +45,9 @@ async def connect(url: str, name: str, *, stop: asyncio.Event | None = None) -> 
                 connect_timeout=2, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
                 error_cb=on_error,
                 # no buffering while reconnecting: a publish must fail now (→ 451/503, nak) rather
-                # than be sent later, after its caller already answered "not accepted"
+                # than be sent later, after its caller already answered "not accepted"; a settle fails
+                # too and is left to redelivery (postwire.core.settle). A reconnect takes milliseconds,
+                # a buffer would save next to nothing: measured in docs/nats.md#failover
                 pending_size=0,
             )
         except (TimeoutError, OSError, nats.errors.NoServersError) as e:

@@ -20,7 +20,10 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
    Each carries its recipient's message id (/v1/send gives one per recipient), DSN parameters, expiry
    (maxdelivertime) and tracking reference. A message that has to wait in step 2 (transformer or DKIM
    keys unavailable) publishes its accepted events before going back, so it shows as queued meanwhile;
-4. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable.
+4. ack. Any publish failure → nak with a delay; nothing is acked before its effects are durable. An
+   ack or nak that cannot be sent while NATS fails over is left to JetStream's redelivery after ack_wait
+   (postwire.core.settle): the message is routed again and its publishes, under the same ids, are
+   deduplicated.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from nats.aio.msg import Msg
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
 
-from postwire.core import tracking
+from postwire.core import settle, tracking
 from postwire.core.archive import archive_messages
 from postwire.core.bodies import BodyStore
 from postwire.core.events import event_message, make_event
@@ -137,7 +140,7 @@ class Router:
         except google.protobuf.message.DecodeError:
             log.error("router.poison_message", subject=msg.subject)
             metrics.ROUTED.labels("poison").inc()
-            await msg.term()
+            await settle.term(msg)
             return
         bound = log.bind(message_id=inbound.message_id, account_id=inbound.account_id)
         try:
@@ -145,26 +148,26 @@ class Router:
         except TransformerUnavailable as e:
             bound.warning("router.transformer_unavailable", error=str(e), retry_in=self._transformer_retry_s)
             metrics.ROUTED.labels("retry").inc()
-            await msg.nak(delay=self._transformer_retry_s)
+            await settle.nak(msg, delay=self._transformer_retry_s)
             return
         except MirrorUnavailable as e:
             # the bucket lives in NATS: when it cannot answer, neither could the publishes that follow
             bound.warning("router.suppressions_unavailable", error=str(e), retry_in=PUBLISH_RETRY_S)
             metrics.ROUTED.labels("retry").inc()
-            await msg.nak(delay=PUBLISH_RETRY_S)
+            await settle.nak(msg, delay=PUBLISH_RETRY_S)
             return
         except KeysUnavailable as e:
             bound.warning("router.dkim_keys_unavailable", error=str(e), retry_in=self._signing_retry_s)
             metrics.ROUTED.labels("retry").inc()
-            await msg.nak(delay=self._signing_retry_s)
+            await settle.nak(msg, delay=self._signing_retry_s)
             return
         except (nats.errors.Error, TimeoutError, OSError) as e:
             bound.warning("router.publish_failed", error=str(e) or type(e).__name__, retry_in=PUBLISH_RETRY_S)
             metrics.ROUTED.labels("retry").inc()
-            await msg.nak(delay=PUBLISH_RETRY_S)
+            await settle.nak(msg, delay=PUBLISH_RETRY_S)
             return
         metrics.ROUTED.labels("routed").inc()
-        await msg.ack()
+        await settle.ack(msg)  # not sent (NATS failing over): routed again after ack_wait, deduplicated
 
     async def route(self, inbound: envelope_pb2.InboundMessage) -> None:
         """Publish every effect of ``inbound``; raises on anything that should be retried.

@@ -41,6 +41,7 @@ from nats.aio.msg import Msg
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
 
+from postwire.core import settle
 from postwire.core.bodies import BodyStore
 from postwire.core.events import event_message, make_event
 from postwire.core.jetstream import PipelinedJetStream
@@ -128,12 +129,12 @@ class Sender:
             out = envelope_pb2.OutboundMessage.FromString(msg.data)
         except google.protobuf.message.DecodeError:
             log.error("sender.poison_message", subject=msg.subject)
-            await msg.term()
+            await settle.term(msg)
             return
         attempt = out.attempt + msg.metadata.num_delivered - 1
         wait = self._not_yet(out)
         if wait > 0:
-            await msg.nak(delay=wait)
+            await settle.nak(msg, delay=wait)  # not sent: back after ack_wait, and not due before `wait`
             return
         deadline = _deadline(out)
         if deadline is not None and datetime.now(UTC) >= deadline:  # maxdelivertime passed
@@ -146,7 +147,7 @@ class Sender:
                 await self._park(msg, out, attempt, full.budget)
                 return
             if replies is None:
-                await msg.nak(delay=BODY_RETRY_S)
+                await settle.nak(msg, delay=BODY_RETRY_S)
                 return
             await self._settle(msg, out, attempt, replies)
 
@@ -161,7 +162,9 @@ class Sender:
         parked = self._retry_message(out, list(out.recipients), attempt + 1,
                                      datetime.now(UTC) + timedelta(seconds=delay))
         await self._durably(functools.partial(self._js.publish_many, [self._retry(parked)]))
-        await msg.ack()
+        # confirmed, as after an attempt: a lost ack would have the message parked a second time (its
+        # redelivery has the next attempt number, so the copy a new id) and delivered twice
+        await _confirm_ack(self._js, msg)
 
     @staticmethod
     def _not_yet(out: envelope_pb2.OutboundMessage) -> float:

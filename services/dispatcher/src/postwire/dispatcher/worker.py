@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
 
+from postwire.core import settle
 from postwire.core.lifecycle import finish_or_cancel
 from postwire.core.pull import StandingPull
 from postwire.dispatcher import metrics
@@ -70,7 +72,7 @@ class Consumer:
         self._want = 1
         self._stopping = False
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self, stop: asyncio.Event, grace_s: float) -> None:
         await self._pull.start(self._deliver)
@@ -110,8 +112,9 @@ class Consumer:
     def _deliver(self, msg: Msg, counted: bool) -> None:
         """A message from the server: its slot was taken when it was asked for (``counted``); one that
         comes for a request given up as lost runs beyond the slots rather than waiting for ack_wait."""
+        task: asyncio.Task[Any]
         if self._stopping:
-            task = asyncio.create_task(msg.nak())  # shutting down: straight back to the stream
+            task = asyncio.create_task(settle.nak(msg))  # shutting down: straight back to the stream
         else:
             task = asyncio.create_task(self._handle(msg, counted))
         self._tasks.add(task)
@@ -143,13 +146,11 @@ class Consumer:
             await self._handler(msg)
         except asyncio.CancelledError:
             # shutdown ran out of grace: hand the message back now rather than after ack_wait
-            with contextlib.suppress(Exception):
-                await asyncio.shield(msg.nak())
+            await asyncio.shield(settle.give_back(msg))
             raise
         except Exception:
             log.exception("consumer.handler_failed", stage=self._stage)
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=BUG_RETRY_S)
+            await settle.give_back(msg, delay=BUG_RETRY_S)
         finally:
             metrics.INFLIGHT.labels(self._stage).dec()
             if counted:
@@ -195,8 +196,7 @@ class Heartbeats:
             for msg in due:
                 if id(msg) in self._working:
                     self._working[id(msg)] = (msg, now)
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
+                    await settle.in_progress(msg)
 
 
 class ByteBudget:

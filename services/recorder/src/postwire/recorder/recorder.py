@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -39,6 +38,7 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from postwire.core import settle
 from postwire.core.pull import BatchPull
 from postwire.core.settings import PostwireSettings
 from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
@@ -352,7 +352,7 @@ class Recorder:
         events, poison = _decode(msgs)
         for m in poison:
             log.error("recorder.poison_event", subject=m.subject)
-            await m.term()
+            await settle.term(m)
         try:
             with BATCH_SECONDS.time():
                 done = await record_batch(self._sessions, events, self._policy)
@@ -380,11 +380,12 @@ class Recorder:
                      source=info.source)
         for ev in events:
             EVENTS_RECORDED.labels(ev.type).inc()
+        # an ack that cannot be sent (NATS failing over) is not retried: the events come back after
+        # ack_wait and are found stored already (postwire.core.settle)
         for m in msgs:
             if m not in poison:
-                await m.ack()
+                await settle.ack(m)
 
     async def _nak(self, msgs: Sequence[Msg]) -> None:
         for m in msgs:
-            with contextlib.suppress(nats.errors.Error):
-                await m.nak(delay=self._retry_s)
+            await settle.nak(m, delay=self._retry_s)

@@ -35,6 +35,7 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from postwire.core import settle
 from postwire.core.pull import BatchPull
 from postwire.core.topology import (
     EVENTS,
@@ -175,16 +176,16 @@ class EndpointWorker:
         try:
             now = time.time()
             if d.not_before > now:  # a retry that is not due: let JetStream hold it until it is
-                await msg.nak(delay=d.not_before - now)
+                await settle.nak(msg, delay=d.not_before - now)
                 return
             ep = await self._ctx.cache.endpoint(self.id)
             if ep is None:  # the webhook was deleted: its queue goes with it
-                await msg.ack()
+                await settle.ack(msg)
                 return
             async with self._slots:
                 error = await self._attempt(ep, d)
             if error is None:
-                await msg.ack()
+                await settle.ack(msg)  # not sent (NATS failing over): posted again after ack_wait
             else:
                 await self._failed(msg, d, error)
         except TRANSIENT as e:
@@ -195,8 +196,7 @@ class EndpointWorker:
             await self._nak(msg)
 
     async def _nak(self, msg: Msg) -> None:
-        with contextlib.suppress(Exception):
-            await msg.nak(delay=self._ctx.settings.webhook_backoff_max_s)
+        await settle.give_back(msg, delay=self._ctx.settings.webhook_backoff_max_s)
 
     async def _attempt(self, ep: Endpoint, d: Delivery) -> str | None:
         """One signed POST; None when the endpoint answered 2xx, else why not."""
@@ -237,7 +237,7 @@ class EndpointWorker:
                 await store.park(session, webhook_id=self.id, account_id=d.account_id, event_id=d.event_id,
                                  payload=json.loads(d.body), last_error=error, attempts=attempts,
                                  created_at=datetime.fromtimestamp(d.first_at, UTC))
-            await msg.ack()
+            await settle.ack(msg)
             metrics.PARKED.inc()
             log.warning("webhooks.parked", webhook_id=self.id, event_id=d.event_id, attempts=attempts,
                         error=error)
@@ -247,7 +247,7 @@ class EndpointWorker:
         # the id includes first_at: a replayed delivery restarts at attempt 1 and must not be deduplicated
         msg_id = f"{d.event_id}:{self.id}:{d.first_at:.3f}:{attempts}"
         await store.enqueue(self._ctx.js, nxt, msg_id, retry=True)
-        await msg.ack()
+        await settle.ack(msg)
         log.info("webhooks.retry_scheduled", webhook_id=self.id, event_id=d.event_id, attempts=attempts,
                  retry_in=round(delay, 3), error=error)
 
@@ -331,7 +331,7 @@ async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
         ev.ParseFromString(msg.data)
     except Exception:  # not an Event: no endpoint could ever receive it
         log.error("webhooks.poison_event", subject=msg.subject)
-        await msg.term()
+        await settle.term(msg)
         return
     hooks = [h for h in await ctx.cache.for_account(ev.account_id) if store.matches(h.event_types, ev.type)]
     if hooks:
@@ -343,7 +343,9 @@ async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
             await store.enqueue(ctx.js, d, f"{ev.event_id}:{h.id}")
             metrics.ENQUEUED.inc()
             workers.ensure(h.id)
-    await msg.ack()
+    # not sent (NATS failing over): the event comes back after ack_wait and its deliveries, published
+    # again under the same ids, are deduplicated
+    await settle.ack(msg)
 
 
 async def _fan_out(ctx: Context, workers: Workers) -> None:
@@ -368,8 +370,7 @@ async def _fan_out(ctx: Context, workers: Workers) -> None:
 
 async def _nak_all(msgs: Sequence[Msg], delay: float) -> None:
     for m in msgs:
-        with contextlib.suppress(Exception):
-            await m.nak(delay=delay)
+        await settle.give_back(m, delay=delay)
 
 
 async def _every(period_s: float, stop: asyncio.Event, job: Callable[[], Awaitable[None]]) -> None:
