@@ -210,7 +210,7 @@ async def test_acks_that_cannot_be_sent_do_not_end_the_recorder(nats_server: Nat
     events wait for redelivery, and once NATS is back new events are recorded: the service did not end."""
     stop = asyncio.Event()
     ops_port: list[int] = []
-    settings = BounceSettings(nats_url=nats_server.url, database_url=pg_url, bounce_role="recorder")
+    settings = RecorderSettings(nats_url=nats_server.url, database_url=pg_url)
     task = asyncio.create_task(serve(settings, stop, started=ops_port.append))
     nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     try:
