@@ -27,10 +27,10 @@ class ApiSettings(PostwireSettings):
     # request body limit of the routes that carry no message (domains, webhooks, suppressions, resend,
     # replay, and any body sent to a GET); the sending routes are held to POSTWIRE_MAX_MESSAGE_SIZE
     api_body_max: int = Field(default=256 * 1024, ge=1024)
-    # per-account request rate of /v1 (token bucket per replica, ratelimit.py); 0 = no limit
+    # per-account request rate of /v1 (token bucket shared by the replicas, ratelimit.py); 0 = no limit
     api_rate_per_s: float = Field(default=0.0, ge=0)
     api_burst: int = Field(default=50, ge=1)
-    # per-account send quota, recipients accepted through the API per hour / per day (per replica,
-    # sliding; ratelimit.py); 0 = unlimited
+    # per-account send quota, recipients accepted through the API per hour / per day (shared by the
+    # replicas, sliding; ratelimit.py); 0 = unlimited
     api_send_quota_per_hour: int = Field(default=0, ge=0)
     api_send_quota_per_day: int = Field(default=0, ge=0)
