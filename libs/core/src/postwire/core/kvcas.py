@@ -3,7 +3,7 @@
 A write names the revision it read (``Nats-Expected-Last-Subject-Sequence``): when another writer came
 first the stream refuses it and the caller reads again. Both go through :class:`PipelinedJetStream`, so
 each is one message on the connection's shared reply subscription (nats-py's KeyValue.get/update make
-a fresh inbox per call). Used by the shared limits (sharedlimits.py).
+a fresh inbox per call). Used by the shared limits (sharedlimits.py) and the leader leases (leader.py).
 """
 
 from __future__ import annotations

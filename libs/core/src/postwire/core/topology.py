@@ -18,6 +18,8 @@ Key-value buckets
   LIMITS        rate limits, quotas and per-IP counters shared by the replicas of a service, and each
                 service's live replicas (postwire.core.sharedlimits, docs/limits.md); entries age out
                 after two days untouched (a bucket untouched that long is full again)
+  LEADERS       one key per job that one replica does for the whole system (postwire.core.leader):
+                who holds it, until when
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ SUPPRESSIONS = "SUPPRESSIONS"
 ARCHIVE = "ARCHIVE"
 TRACKING = "TRACKING"
 LIMITS = "LIMITS"
+LEADERS = "LEADERS"
 
 DAY = 24 * 3600.0
 # longer than any window of a shared limit (the daily send quota; AUTH windows and lockouts are at most a
@@ -144,6 +147,9 @@ class Topology:
         with contextlib.suppress(BadRequestError):
             await js.create_key_value(config=KeyValueConfig(bucket=LIMITS, history=1, direct=True,
                                                             ttl=LIMITS_MAX_AGE_S,
+                                                            storage=StorageType.FILE, replicas=self.replicas))
+        with contextlib.suppress(BadRequestError):
+            await js.create_key_value(config=KeyValueConfig(bucket=LEADERS, history=1, direct=True,
                                                             storage=StorageType.FILE, replicas=self.replicas))
 
 

@@ -2,7 +2,8 @@
 
 Components (``POSTWIRE_BOUNCE_ROLE``; ``all`` runs every one in this process, the local default):
 
-- ``recorder``: EVENTS → PostgreSQL (recorder.py), and the queue-depth sampler of every stream;
+- ``recorder``: EVENTS → PostgreSQL (recorder.py), and the queue-depth sampler of every stream (one
+  recorder replica at a time reports it: queue_depth.py);
 - ``receiver``: the SMTP MX of the bounce domain, DSNs → events (receiver.py);
 - ``notifier``: EVENTS → signed webhook POSTs, one queue per endpoint (webhooks/).
 
@@ -24,7 +25,7 @@ from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from postwire.bounce.forwarding import Forwarder, RelayConfig
-from postwire.bounce.queue_depth import run_sampler
+from postwire.bounce.queue_depth import JOB, run_sampler
 from postwire.bounce.receiver import (
     BounceHandler,
     BounceListener,
@@ -36,6 +37,7 @@ from postwire.bounce.recorder import Recorder, SoftBouncePolicy
 from postwire.bounce.settings import BounceSettings
 from postwire.bounce.webhooks import run_notifier
 from postwire.core.jetstream import jetstream
+from postwire.core.leader import LeaderLease
 from postwire.core.natsconn import connect
 from postwire.core.ops import ops_app, serve_app
 from postwire.core.settings import verp_secret_bytes
@@ -78,7 +80,9 @@ async def serve(settings: BounceSettings, stop: asyncio.Event,
                                     settings.recorder_retry_s, SoftBouncePolicy.from_settings(settings),
                                     on_recorded=forwarder.recorded if forwarder is not None else None)
                 tg.create_task(recorder.run(stop))
-                tg.create_task(run_sampler(js, settings.queue_sample_s, stop))
+                # one recorder replica reports queue depth; another takes over 3 intervals after it dies
+                lease = LeaderLease(js, JOB, ttl_s=3 * settings.queue_sample_s)
+                tg.create_task(run_sampler(js, lease, settings.queue_sample_s, stop))
             if listener is not None:
                 tg.create_task(_run_receiver(listener, settings, stop))
             if runs(settings, "notifier"):
