@@ -2,8 +2,8 @@
 
 Shutdown order matters for "accept means durable": the HTTP server stops accepting and lets in-flight
 requests finish (their publishes complete or fail with 503) before NATS and the database are closed.
-Beside the server runs the shared limits' loop (idle leases given back; at the end all of them, and the
-replica leaves).
+Beside the server run the shared limits' loop (idle leases given back; at the end all of them, and the
+replica leaves) and the purge of expired Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import structlog
 
 from postwire.api_gateway.app import create_app
 from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.idempotency import IdempotencyStore, run_purger
 from postwire.api_gateway.settings import ApiSettings
 from postwire.core import natsconn, ops
 from postwire.core.bodies import BodyStore
@@ -42,15 +43,18 @@ async def serve(settings: ApiSettings, stop: asyncio.Event,
         limits = LimitStore(js, nc, "api-gateway")
         await limits.start()
         app = create_app(Deps(settings, nc, intake, make_sessionmaker(engine), limits))
+        idempotency: IdempotencyStore = app.state.idempotency
 
         def on_started(port: int) -> None:
             log.info("api.listening", host=settings.http_host, port=port)
             if started is not None:
                 started(port)
 
-        # the background loop stops with the server, after its last request
+        # the background loops stop with the server, after its last request
         done = asyncio.Event()
-        background = [asyncio.create_task(limits.run(done))]
+        purge_every = max(1.0, min(600.0, settings.idempotency_ttl_s / 4))
+        background = [asyncio.create_task(limits.run(done)),
+                      asyncio.create_task(run_purger(idempotency, purge_every, done))]
         try:
             await ops.serve_app(app, settings.http_host, settings.http_port, stop, started=on_started)
         finally:
