@@ -145,7 +145,7 @@ def offline_app() -> FastAPI:
     """The app without connections, for what does not need them: its routes and its OpenAPI schema
     (create_app does no I/O, and neither depends on the dependencies)."""
     settings = ApiSettings(verp_secret="offline-" + "x" * 40)
-    return create_app(cast(Deps, SimpleNamespace(settings=settings, sessions=None)))
+    return create_app(cast(Deps, SimpleNamespace(settings=settings, sessions=None, limits=None)))
 
 
 def event_row(ev: envelope_pb2.Event) -> Any:

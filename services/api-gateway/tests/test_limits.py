@@ -10,8 +10,9 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from postwire.api_gateway.errors import ApiError, InvalidInput
-from postwire.api_gateway.ratelimit import HOUR, RequestRate, SendQuota, TokenBuckets
+from postwire.api_gateway.ratelimit import HOUR, RequestRate, SendQuota
 from postwire.api_gateway.routes import MESSAGE_ROUTES, RAW_ROUTES
+from postwire.core.sharedlimits import SharedBuckets
 from postwire.db.accounts import NewCredentials
 
 from .conftest import Gateway, Inbound, MakeAccount, StartGateway, offline_app
@@ -172,7 +173,7 @@ async def test_quota_and_rate_are_off_by_default(gateway: Gateway, account: NewC
     assert r.status_code == 202, r.text
 
 
-# ------------------------------------------------------------------------------- the token buckets
+# ------------------------------------------------------------------ the token buckets (one process)
 
 
 class FakeClock:
@@ -183,51 +184,52 @@ class FakeClock:
         return self.now
 
 
-def test_token_bucket_refills_at_its_rate_up_to_its_capacity() -> None:
+async def test_token_bucket_refills_at_its_rate_up_to_its_capacity() -> None:
     clock = FakeClock()
-    buckets = TokenBuckets(rate=2.0, capacity=4, clock=clock)
-    assert buckets.wait_for("a", 4) == 0
-    buckets.take("a", 4)
-    assert buckets.wait_for("a", 1) == pytest.approx(0.5)
-    assert buckets.wait_for("b", 4) == 0  # every key has its own bucket
+    buckets = SharedBuckets(None, "t", [(2.0, 4)], clock=clock)
+    assert await buckets.take("a", 4) == 0
+    assert await buckets.take("a", 1) == pytest.approx(0.5)
+    assert await buckets.take("b", 4) == 0  # every key has its own bucket
     clock.now += 1.0
-    assert buckets.wait_for("a", 2) == 0 and buckets.wait_for("a", 3) == pytest.approx(0.5)
+    assert await buckets.take("a", 3) == pytest.approx(0.5)  # 2 refilled; a refusal takes nothing
+    assert await buckets.take("a", 2) == 0
     clock.now += 100
-    assert buckets.wait_for("a", 4) == 0 and buckets.wait_for("a", 5) == pytest.approx(0.5)  # capped
+    assert await buckets.take("a", 5) == pytest.approx(0.5)  # capped at 4
+    assert await buckets.take("a", 4) == 0
 
 
-def test_request_rate_answers_429_with_retry_after() -> None:
+async def test_request_rate_answers_429_with_retry_after() -> None:
     clock = FakeClock()
     rate = RequestRate(rate_per_s=0.5, burst=2, clock=clock)
-    rate.check("a")
-    rate.check("a")
+    await rate.check("a")
+    await rate.check("a")
     with pytest.raises(ApiError) as e:
-        rate.check("a")
+        await rate.check("a")
     assert (e.value.status_code, e.value.error) == (429, "rate_limited")
     assert e.value.headers == {"Retry-After": "2"}
-    rate.check("b")
+    await rate.check("b")
     clock.now += 2
-    rate.check("a")
-    RequestRate(0, 1).check("a")  # 0: no limit
+    await rate.check("a")
+    await RequestRate(0, 1).check("a")  # 0: no limit
 
 
-def test_send_quota_hour_and_day_give_back_and_never_fitting() -> None:
+async def test_send_quota_hour_and_day_give_back_and_never_fitting() -> None:
     clock = FakeClock()
     quota = SendQuota(per_hour=10, per_day=15, clock=clock)
-    quota.take("a", 10)
+    await quota.take("a", 10)
     with pytest.raises(ApiError) as e:
-        quota.take("a", 1)
+        await quota.take("a", 1)
     assert e.value.status_code == 429 and e.value.error == "send_quota_exceeded"
     assert e.value.headers == {"Retry-After": "360"}  # one recipient of 10 per hour
     quota.give_back("a", 4)  # the queue refused 4 of them: they do not count
-    quota.take("a", 4)
+    await quota.take("a", 4)
     clock.now += HOUR
-    quota.take("a", 5)  # the hour refilled, the day has 15 - 10 - 5 + its refill left
+    await quota.take("a", 5)  # the hour refilled, the day has 15 - 10 - 5 + its refill left
     clock.now += 1
     with pytest.raises(ApiError) as e:
-        quota.take("a", 5)
+        await quota.take("a", 5)
     assert int(e.value.headers["Retry-After"]) > 3600  # now the day waits
     with pytest.raises(InvalidInput) as invalid:
-        quota.take("b", 11)
+        await quota.take("b", 11)
     assert invalid.value.errors[0].type == "too_many_recipients"
-    SendQuota(0, 0).take("a", 10**6)  # 0: unlimited
+    await SendQuota(0, 0).take("a", 10**6)  # 0: unlimited

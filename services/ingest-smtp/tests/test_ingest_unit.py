@@ -52,7 +52,7 @@ def test_every_handle_method_is_a_hook_aiosmtpd_calls() -> None:
 def test_server_overrides_exist_in_aiosmtpd() -> None:
     """SubmissionSMTP overrides by name too: each override must replace something real."""
     own = {n for n, v in vars(SubmissionSMTP).items() if callable(v) and not n.startswith("__")}
-    ours = {"_verify", "_with_dsn_params", "close_for_shutdown", "_early_talker", "_pending_input",
+    ours = {"_verify", "_with_dsn_params", "close_for_shutdown", "_admit", "_early_talker", "_pending_input",
             "_count_errors", "_unknown_command", "_close_with", "_hang_up"}
     overrides = own - ours
     assert {"auth_PLAIN", "auth_LOGIN", "push", "connection_made", "connection_lost", "smtp_DATA",

@@ -9,6 +9,7 @@ import ipaddress
 
 import pytest
 
+from postwire.core.sharedlimits import SharedFailures
 from postwire.ingest_smtp import replies
 from postwire.ingest_smtp.data import Received, read_data
 from postwire.ingest_smtp.limits import (
@@ -16,7 +17,6 @@ from postwire.ingest_smtp.limits import (
     ClientLimits,
     ConnectionLimits,
     Exempt,
-    FailureLimit,
     client_key,
 )
 from postwire.ingest_smtp.message import header_block_too_big
@@ -123,42 +123,44 @@ class Clock:
         return self.now
 
 
-def test_connections_open_at_once_per_ip() -> None:
+async def test_connections_open_at_once_per_ip() -> None:
     limits = ConnectionLimits(max_open=2, per_minute=0)
-    assert [limits.admit(IP1) for _ in range(3)] == [None, None, "too_many_connections"]
-    assert limits.admit(IP2) is None and limits.open_count(IP1) == 2
+    assert [await limits.admit(IP1) for _ in range(3)] == [None, None, "too_many_connections"]
+    assert await limits.admit(IP2) is None and limits.open_count(IP1) == 2
     limits.release(IP1)
-    assert limits.admit(IP1) is None
+    assert await limits.admit(IP1) is None
 
 
-def test_connection_rate_slides_and_counts_refused_attempts() -> None:
+async def test_connection_rate_is_a_bucket_and_counts_refused_attempts() -> None:
+    """3 a minute: a bucket of 3 refilled at one every 20 s; a refused attempt costs a token too."""
     clock = Clock()
     limits = ConnectionLimits(max_open=0, per_minute=3, clock=clock)
-    assert [limits.admit(IP1) for _ in range(4)] == [None, None, None, "connection_rate"]
-    clock.now += 59
-    assert limits.admit(IP1) == "connection_rate"  # the refused attempt counted too
-    clock.now += 61
-    assert limits.admit(IP1) is None
+    assert [await limits.admit(IP1) for _ in range(4)] == [None, None, None, "connection_rate"]
+    for _ in range(2):  # a token back every 20 s, but each refused attempt owes one
+        clock.now += 20
+        assert await limits.admit(IP1) == "connection_rate"
+    clock.now += 40  # a client that waits is let in again
+    assert await limits.admit(IP1) is None
 
 
-def test_exempt_networks_and_ipv6_per_64() -> None:
+async def test_exempt_networks_and_ipv6_per_64() -> None:
     exempt = Exempt.of([ipaddress.ip_network("10.0.0.0/8")])
     limits = ConnectionLimits(max_open=1, per_minute=1, exempt=exempt)
-    assert all(limits.admit(ipaddress.ip_address("10.1.2.3")) is None for _ in range(5))
-    assert limits.admit(ipaddress.ip_address("2001:db8::1")) is None
-    assert limits.admit(ipaddress.ip_address("2001:db8::ffff:2")) == "connection_rate"  # same /64
+    assert all([await limits.admit(ipaddress.ip_address("10.1.2.3")) is None for _ in range(5)])
+    assert await limits.admit(ipaddress.ip_address("2001:db8::1")) is None
+    assert await limits.admit(ipaddress.ip_address("2001:db8::ffff:2")) == "connection_rate"  # same /64
     assert client_key(ipaddress.ip_address("2001:db8::1")) == "2001:db8::/64"
 
 
-def test_auth_failures_lock_the_ip_and_the_user_until_the_lockout_ends() -> None:
+async def test_auth_failures_lock_the_ip_and_the_user_until_the_lockout_ends() -> None:
     clock = Clock()
     guard = ClientLimits.build(exempt=Exempt(), auth_per_ip=3, auth_per_user=4, auth_window_s=600,
                                lockout_s=900, clock=clock).auth
-    assert [guard.failed(IP1, f"user{i}") for i in range(3)] == [False, False, True]
+    assert [await guard.failed(IP1, f"user{i}") for i in range(3)] == [False, False, True]
     assert guard.locked(IP1, "someone-else") and not guard.locked(IP2, "user0")
     # four failures for one name from four addresses
     ips = [ipaddress.ip_address(f"198.51.100.{i}") for i in range(4)]
-    assert [guard.failed(ip, "Target") for ip in ips] == [False, False, False, True]
+    assert [await guard.failed(ip, "Target") for ip in ips] == [False, False, False, True]
     assert guard.locked(IP2, "target")  # case does not matter
     clock.now += 899
     assert guard.locked(IP1, None) and guard.locked(IP2, "TARGET")
@@ -166,33 +168,31 @@ def test_auth_failures_lock_the_ip_and_the_user_until_the_lockout_ends() -> None
     assert not guard.locked(IP1, "user0") and not guard.locked(IP2, "target")
 
 
-def test_auth_failures_expire_after_the_window() -> None:
+async def test_auth_failures_expire_after_the_window() -> None:
     clock = Clock()
-    limit = FailureLimit(limit=2, window_s=600, lockout_s=60, clock=clock)
-    assert not limit.failed("k")
+    limit = SharedFailures(None, "f", limit=2, window_s=600, lockout_s=60, clock=clock)
+    assert not await limit.failed("k")
     clock.now += 601
-    assert not limit.failed("k") and not limit.locked("k")
-    assert limit.failed("k") and limit.locked("k")
+    assert not await limit.failed("k") and not limit.locked("k")
+    assert await limit.failed("k") and limit.locked("k")
 
 
-def test_auth_limits_exempt_networks_from_the_ip_count_only() -> None:
+async def test_auth_limits_exempt_networks_from_the_ip_count_only() -> None:
     exempt = Exempt.of([ipaddress.ip_network("127.0.0.0/8")])
-    guard = AuthLimits(FailureLimit(limit=1, window_s=60, lockout_s=60),
-                       FailureLimit(limit=2, window_s=60, lockout_s=60), exempt)
+    guard = AuthLimits(SharedFailures(None, "ip", limit=1, window_s=60, lockout_s=60),
+                       SharedFailures(None, "user", limit=2, window_s=60, lockout_s=60), exempt)
     local = ipaddress.ip_address("127.0.0.1")
-    assert not guard.failed(local, "a") and not guard.locked(local, "b")
-    assert guard.failed(local, "a") and guard.locked(local, "a")  # the username still locks
+    assert not await guard.failed(local, "a") and not guard.locked(local, "b")
+    assert await guard.failed(local, "a") and guard.locked(local, "a")  # the username still locks
 
 
-def test_tables_stay_bounded() -> None:
-    limits = ConnectionLimits(max_open=0, per_minute=5, max_keys=100)
+async def test_tables_stay_bounded() -> None:
+    limits = ClientLimits.build(exempt=Exempt(), per_minute=5, auth_per_user=1, max_keys=100)
     for i in range(1000):
-        limits.admit(ipaddress.ip_address(f"10.0.{i // 256}.{i % 256}"))
-    assert len(limits._recent) == 100
-    failures = FailureLimit(limit=1, window_s=60, lockout_s=60, max_keys=100)
-    for i in range(1000):
-        failures.failed(f"user{i}")
-    assert len(failures._locked_until) == 100 and failures.locked("user999")
+        await limits.connections.admit(ipaddress.ip_address(f"10.0.{i // 256}.{i % 256}"))
+        await limits.auth.failed(None, f"user{i}")
+    assert len(limits.connections._rate._local) == 100  # type: ignore[union-attr]
+    assert len(limits.auth._per_user._locked) == 100 and limits.auth.locked(None, "user999")
 
 
 def test_limit_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,11 @@ Key-value buckets
   SUPPRESSIONS  mirror of the suppression list for the router's per-recipient check (postwire.db.suppressions)
   TRACKING      per tracked message: links, recipients, ids (postwire.core.tracking), plus first-open /
                 first-click markers; entries age out with the tracking retention
+  LIMITS        rate limits, quotas and per-IP counters shared by the replicas of a service, and each
+                service's live replicas (postwire.core.sharedlimits, docs/limits.md); entries age out
+                after two days untouched (a bucket untouched that long is full again)
+  LEADERS       one key per job that one replica does for the whole system (postwire.core.leader):
+                who holds it, until when
 """
 
 from __future__ import annotations
@@ -45,8 +50,13 @@ WEBHOOKS = "WEBHOOKS"
 SUPPRESSIONS = "SUPPRESSIONS"
 ARCHIVE = "ARCHIVE"
 TRACKING = "TRACKING"
+LIMITS = "LIMITS"
+LEADERS = "LEADERS"
 
 DAY = 24 * 3600.0
+# longer than any window of a shared limit (the daily send quota; AUTH windows and lockouts are at most a
+# day), so an entry only ages out once it would read as full anyway
+LIMITS_MAX_AGE_S = 2 * DAY
 
 
 def inbound_subject(account_id: str) -> str:
@@ -133,6 +143,13 @@ class Topology:
         with contextlib.suppress(BadRequestError):
             await js.create_key_value(config=KeyValueConfig(bucket=TRACKING, history=1, direct=True,
                                                             ttl=self.tracking_max_age_s,
+                                                            storage=StorageType.FILE, replicas=self.replicas))
+        with contextlib.suppress(BadRequestError):
+            await js.create_key_value(config=KeyValueConfig(bucket=LIMITS, history=1, direct=True,
+                                                            ttl=LIMITS_MAX_AGE_S,
+                                                            storage=StorageType.FILE, replicas=self.replicas))
+        with contextlib.suppress(BadRequestError):
+            await js.create_key_value(config=KeyValueConfig(bucket=LEADERS, history=1, direct=True,
                                                             storage=StorageType.FILE, replicas=self.replicas))
 
 

@@ -152,9 +152,11 @@ class Event(Base):
 
 
 class IdempotencyKey(Base):
-    """The first answer to a request with an Idempotency-Key, replayed for retries of that request."""
+    """The first answer to a request with an Idempotency-Key, replayed for retries of that request.
+    ``created_at`` starts the key's lifetime (POSTWIRE_IDEMPOTENCY_TTL_S) and a pending row's lease."""
 
     __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
     account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))

@@ -93,7 +93,7 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
         sub = await prepare(message_id)
         check_size(sub.raw, deps.settings.max_message_size)
         check_no_nul(sub.raw)
-        quota.take(account_id, len(sub.recipients))  # 429 when the send quota is used up
+        await quota.take(account_id, len(sub.recipients))  # 429 when the send quota is used up
     except Exception:  # invalid, too large, over quota, or a bug: nothing was sent, the key stays usable
         if key is not None:
             await store.forget(account_id, key)

@@ -57,10 +57,11 @@ def create_app(deps: Deps) -> FastAPI:
     redact_access_logs()
     app.state.authenticator = Authenticator(
         deps.sessions, KeyCache(deps.settings.api_key_cache_ttl_s, deps.settings.api_key_cache_size))
-    app.state.idempotency = IdempotencyStore(deps.sessions, deps.settings.idempotency_lease_s)
-    app.state.request_rate = RequestRate(deps.settings.api_rate_per_s, deps.settings.api_burst)
+    app.state.idempotency = IdempotencyStore(deps.sessions, deps.settings.idempotency_lease_s,
+                                             deps.settings.idempotency_ttl_s)
+    app.state.request_rate = RequestRate(deps.settings.api_rate_per_s, deps.settings.api_burst, deps.limits)
     app.state.send_quota = SendQuota(deps.settings.api_send_quota_per_hour,
-                                     deps.settings.api_send_quota_per_day)
+                                     deps.settings.api_send_quota_per_day, deps.limits)
     errors.install(app)
     app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(OSError, _database_error)

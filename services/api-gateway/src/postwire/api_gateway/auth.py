@@ -119,7 +119,7 @@ async def current_account(request: Request,
     if account_id is None:
         raise _unauthorized("invalid or revoked API key", invalid=True)
     rate: RequestRate = request.app.state.request_rate
-    rate.check(account_id)  # 429 once the account's request rate is used up (ratelimit.py)
+    await rate.check(account_id)  # 429 once the account's request rate is used up (ratelimit.py)
     return account_id
 
 

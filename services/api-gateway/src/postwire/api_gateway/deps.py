@@ -12,6 +12,7 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
 from postwire.core.jetstream import jetstream
+from postwire.core.sharedlimits import LimitStore
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Deps:
     nc: Client
     intake: Intake
     sessions: async_sessionmaker[AsyncSession]
+    # the shared rate limits and quotas (None: this process's own, as in tests of the bare app)
+    limits: LimitStore | None = None
     # derived from ``nc``: the JetStream context (archive, buckets) and the body store (resend)
     js: JetStreamContext = field(init=False)
     bodies: BodyStore = field(init=False)

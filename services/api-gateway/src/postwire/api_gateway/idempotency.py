@@ -17,31 +17,42 @@ Design (follows the IETF httpapi "Idempotency-Key" draft: 409 while in flight, 4
    the JetStream ``Nats-Msg-Id``, so if the dead process had in fact published, the re-publish is
    dropped by the stream's duplicate window (120 s; the lease is shorter) instead of sending twice.
    The same holds if the owner is merely slow and two owners briefly overlap: both publish the same id.
+5. A key lives ``idempotency_ttl_s`` (24 h by default) from its reservation. After that it is free: the
+   reserving INSERT takes the old row over as if it did not exist (a new request, a new message id), and
+   :func:`run_purger` deletes expired rows in batches. The lifetime must outlast the lease (checked at
+   start), so a key never expires while its request may still be publishing.
 
 Why not derive the message id from ``hash(account, key)`` alone: ids are time-ordered ULIDs that sort
 the message list, and JetStream dedupe only lasts two minutes, so the database row is needed anyway;
 keeping the id *in* the row gives the same dedupe while keeping ids uniform.
 
-Rows are kept (no expiry yet); ``created_at`` doubles as the lease start of a pending row.
+``created_at`` starts both the key's lifetime and a pending row's lease.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, update
+import structlog
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.api_gateway import metrics
 from postwire.api_gateway.errors import ApiError, InvalidInput
 from postwire.db.models import IdempotencyKey
 
+log = structlog.get_logger(__name__)
+
 PENDING = 0
 HEADER = "Idempotency-Key"
+PURGE_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -75,9 +86,11 @@ def check_key(key: str) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], lease_s: float) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], lease_s: float,
+                 ttl_s: float = 86400.0) -> None:
         self._sessions = sessions
         self._lease = timedelta(seconds=lease_s)
+        self._ttl = timedelta(seconds=ttl_s)
 
     async def reserve(self, account_id: str, key: str, request_hash: str,
                       new_message_id: str) -> Reserved | Replay:
@@ -96,10 +109,17 @@ class IdempotencyStore:
 
     async def _insert(self, s: AsyncSession, account_id: str, key: str, request_hash: str,
                       message_id: str) -> bool:
-        stmt = insert(IdempotencyKey).values(
+        """A new reservation; an expired row of the key is replaced as if it were not there."""
+        new = insert(IdempotencyKey).values(
             account_id=account_id, key=key, request_hash=request_hash, status_code=PENDING,
             response={"id": message_id},
-        ).on_conflict_do_nothing().returning(IdempotencyKey.key)
+        )
+        stmt = new.on_conflict_do_update(
+            index_elements=[IdempotencyKey.account_id, IdempotencyKey.key],
+            set_={"request_hash": new.excluded.request_hash, "status_code": PENDING,
+                  "response": new.excluded.response, "created_at": func.now()},
+            where=IdempotencyKey.created_at < func.now() - self._ttl,
+        ).returning(IdempotencyKey.key)
         return (await s.execute(stmt)).first() is not None
 
     async def _take_over(self, s: AsyncSession, account_id: str, key: str, request_hash: str) -> str | None:
@@ -139,11 +159,47 @@ class IdempotencyStore:
     async def expire(self, account_id: str, key: str) -> None:
         """The publish was not confirmed, yet it may have landed: keep the reservation (and its message
         id) but end its lease, so the client's retry takes it over at once and re-publishes under the
-        same Nats-Msg-Id, which JetStream deduplicates if the first attempt did get through."""
+        same Nats-Msg-Id, which JetStream deduplicates if the first attempt did get through. Moved back
+        by one lease only: the key itself must not expire (that would give the retry a new id)."""
         async with self._sessions.begin() as s:
             await s.execute(update(IdempotencyKey).where(
                 IdempotencyKey.account_id == account_id, IdempotencyKey.key == key,
-                IdempotencyKey.status_code == PENDING).values(created_at=datetime(1970, 1, 1, tzinfo=UTC)))
+                IdempotencyKey.status_code == PENDING,
+            ).values(created_at=IdempotencyKey.created_at - self._lease))
+
+    async def purge(self, batch: int = PURGE_BATCH) -> int:
+        """Delete expired keys, ``batch`` rows per transaction (rows another replica is deleting are
+        skipped, not waited for); returns how many."""
+        total = 0
+        while True:
+            expired = (select(IdempotencyKey.account_id, IdempotencyKey.key)
+                       .where(IdempotencyKey.created_at < func.now() - self._ttl)
+                       .limit(batch).with_for_update(skip_locked=True))
+            async with self._sessions.begin() as s:
+                result = await s.execute(
+                    delete(IdempotencyKey).where(tuple_(IdempotencyKey.account_id, IdempotencyKey.key)
+                                                 .in_(expired)).execution_options(synchronize_session=False))
+            deleted = int(getattr(result, "rowcount", 0) or 0)
+            total += deleted
+            if deleted < batch:
+                return total
+
+
+async def run_purger(store: IdempotencyStore, interval_s: float, stop: asyncio.Event) -> None:
+    """Every ``interval_s`` until ``stop``: delete expired keys. Every replica runs it (a batch another
+    replica holds is skipped); a database error waits for the next round."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        if stop.is_set():
+            return
+        try:
+            deleted = await store.purge()
+        except (SQLAlchemyError, OSError) as e:
+            log.warning("api.idempotency_purge_failed", error=str(e) or type(e).__name__)
+            continue
+        if deleted:
+            log.info("api.idempotency_keys_expired", deleted=deleted)
 
 
 def _in_progress() -> ApiError:

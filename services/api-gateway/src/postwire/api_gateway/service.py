@@ -2,6 +2,8 @@
 
 Shutdown order matters for "accept means durable": the HTTP server stops accepting and lets in-flight
 requests finish (their publishes complete or fail with 503) before NATS and the database are closed.
+Beside the server run the shared limits' loop (idle leases given back; at the end all of them, and the
+replica leaves) and the purge of expired Idempotency-Keys.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import structlog
 
 from postwire.api_gateway.app import create_app
 from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.idempotency import IdempotencyStore, run_purger
 from postwire.api_gateway.settings import ApiSettings
 from postwire.core import natsconn, ops
 from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
 from postwire.core.jetstream import jetstream
+from postwire.core.sharedlimits import LimitStore
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 
@@ -36,14 +40,28 @@ async def serve(settings: ApiSettings, stop: asyncio.Event,
         await Topology.from_settings(settings).apply(js)
         bodies = BodyStore(js, settings.inline_body_max)
         intake = Intake(js, bodies, publish_timeout=settings.publish_timeout_s)
-        app = create_app(Deps(settings, nc, intake, make_sessionmaker(engine)))
+        limits = LimitStore(js, nc, "api-gateway")
+        await limits.start()
+        app = create_app(Deps(settings, nc, intake, make_sessionmaker(engine), limits))
+        idempotency: IdempotencyStore = app.state.idempotency
 
         def on_started(port: int) -> None:
             log.info("api.listening", host=settings.http_host, port=port)
             if started is not None:
                 started(port)
 
-        await ops.serve_app(app, settings.http_host, settings.http_port, stop, started=on_started)
+        # the background loops stop with the server, after its last request
+        done = asyncio.Event()
+        purge_every = max(1.0, min(600.0, settings.idempotency_ttl_s / 4))
+        background = [asyncio.create_task(limits.run(done)),
+                      asyncio.create_task(run_purger(idempotency, purge_every, done))]
+        try:
+            await ops.serve_app(app, settings.http_host, settings.http_port, stop, started=on_started)
+        finally:
+            done.set()
+            for failed in await asyncio.gather(*background, return_exceptions=True):
+                if failed is not None:
+                    log.error("api.background_failed", error=repr(failed))
     finally:
         with contextlib.suppress(Exception):
             await nc.close()

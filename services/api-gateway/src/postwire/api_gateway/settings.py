@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from postwire.core.settings import PostwireSettings
 
@@ -23,14 +23,24 @@ class ApiSettings(PostwireSettings):
     # a pending Idempotency-Key reservation older than this is presumed abandoned (crash) and taken over;
     # keep it below the INBOUND duplicate window (120 s) so the takeover's re-publish is deduplicated
     idempotency_lease_s: float = Field(default=60.0, gt=0)
+    # an Idempotency-Key is honoured this long after its request was first made; after that the key is
+    # free for a new request (and the stored answer is deleted). Must outlast the lease
+    idempotency_ttl_s: float = Field(default=86400.0, gt=0)
     max_recipients: int = Field(default=1000, ge=1)
     # request body limit of the routes that carry no message (domains, webhooks, suppressions, resend,
     # replay, and any body sent to a GET); the sending routes are held to POSTWIRE_MAX_MESSAGE_SIZE
     api_body_max: int = Field(default=256 * 1024, ge=1024)
-    # per-account request rate of /v1 (token bucket per replica, ratelimit.py); 0 = no limit
+    # per-account request rate of /v1 (token bucket shared by the replicas, ratelimit.py); 0 = no limit
     api_rate_per_s: float = Field(default=0.0, ge=0)
     api_burst: int = Field(default=50, ge=1)
-    # per-account send quota, recipients accepted through the API per hour / per day (per replica,
-    # sliding; ratelimit.py); 0 = unlimited
+    # per-account send quota, recipients accepted through the API per hour / per day (shared by the
+    # replicas, sliding; ratelimit.py); 0 = unlimited
     api_send_quota_per_hour: int = Field(default=0, ge=0)
     api_send_quota_per_day: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _ttl_outlasts_lease(self) -> ApiSettings:
+        """A key expiring while its request may still be running could send the message twice."""
+        if self.idempotency_ttl_s <= self.idempotency_lease_s:
+            raise ValueError("POSTWIRE_IDEMPOTENCY_TTL_S must be longer than POSTWIRE_IDEMPOTENCY_LEASE_S")
+        return self

@@ -95,7 +95,6 @@ class SubmissionSMTP(SMTP):
         self._rules = rules
         self._implicit_tls = implicit_tls
         self._dsn_params: list[str] = []
-        self._refusal: tuple[str, str] | None = None  # over a connection limit: said instead of 220
         self._counted = False  # counted as open by the connection limits
         self._errors = 0
         self._receiving_data = False
@@ -112,7 +111,7 @@ class SubmissionSMTP(SMTP):
     # --- the greeting: connection limits and early talkers -----------------------------------------------
 
     async def _handle_client(self) -> None:
-        refusal = self._refusal or await self._early_talker()
+        refusal = await self._admit() or await self._early_talker()
         if refusal is not None:
             reply, reason = refusal
             metrics.rejected(reason)
@@ -121,6 +120,17 @@ class SubmissionSMTP(SMTP):
             self._close_with(reply)
             return
         await super()._handle_client()
+
+    async def _admit(self) -> tuple[str, str] | None:
+        """The per-IP connection limits (shared by the replicas: the first connection of a client after
+        a pause may wait for one NATS round trip); the reply instead of 220 when over one."""
+        assert self.session is not None
+        ip = peer_ip(self.session)
+        why = await self._limits.connections.admit(ip)
+        if why is not None:
+            return replies.over_connection_limit(why, ip), why
+        self._counted = True  # no await since admit: connection_lost releases exactly what was counted
+        return None
 
     async def _early_talker(self) -> tuple[str, str] | None:
         """A client that sends before our 220 ignores the protocol (spam bots and pipelining abusers do);
@@ -251,7 +261,7 @@ class SubmissionSMTP(SMTP):
             metrics.AUTH.labels(mechanism, "tempfail").inc()
             return AuthResult(success=False, handled=False, message=replies.AUTH_TEMPFAIL)
         if login is None:
-            locked = self._limits.auth.failed(ip, username)
+            locked = await self._limits.auth.failed(ip, username)
             log.info("smtp.auth_failed", mechanism=mechanism, username=username or "<not utf-8>",
                      peer=str(ip), locked_out=locked)
             metrics.AUTH.labels(mechanism, "failure").inc()
@@ -314,11 +324,6 @@ class SubmissionSMTP(SMTP):
         assert self.session is not None
         if first:
             self._connections.add(self)
-            ip = peer_ip(self.session)
-            why = self._limits.connections.admit(ip)
-            self._counted = why is None
-            if why is not None:
-                self._refusal = (replies.over_connection_limit(why, ip), why)
         if self._implicit_tls:
             # TLS from the first byte (port 465, RFC 8314): record it like a STARTTLS session, so the
             # Received header names the protocol and cipher

@@ -1,4 +1,5 @@
-"""Wiring: NATS, topology, database, TLS, the ops endpoint and the SMTP listener, with graceful shutdown."""
+"""Wiring: NATS, topology, database, TLS, the ops endpoint, the shared per-client limits and the SMTP
+listener, with graceful shutdown."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
 from postwire.core.jetstream import jetstream
 from postwire.core.ops import ops_app, serve_app
+from postwire.core.sharedlimits import LimitStore
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Account
@@ -82,9 +84,14 @@ async def _serve_with_nats(settings: IngestSmtpSettings, stop: asyncio.Event, re
     js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
     engine = make_engine(settings.database_url)
+    store = LimitStore(js, nc, "ingest-smtp")
+    await store.start()
+    drained = asyncio.Event()  # the limits' loop outlives the sessions: it gives their leases back last
+    limits_loop = asyncio.create_task(store.run(drained))
     try:
         sessions = make_sessionmaker(engine)
-        listeners = await _start(settings, sessions, Intake(js, BodyStore(js, settings.inline_body_max)), nc)
+        intake = Intake(js, BodyStore(js, settings.inline_body_max))
+        listeners = await _start(settings, sessions, intake, nc, store)
         ready.listening = True
         for listener in listeners:
             log.info("smtp.listening", host=settings.smtp_host, port=listener.port)
@@ -95,11 +102,13 @@ async def _serve_with_nats(settings: IngestSmtpSettings, stop: asyncio.Event, re
         await asyncio.gather(*(listener.drain(settings.shutdown_grace_s) for listener in listeners))
         log.info("smtp.stopped")
     finally:
+        drained.set()
+        await limits_loop
         await engine.dispose()
 
 
 async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[AsyncSession], intake: Intake,
-                 nc: Client) -> list[SmtpListener]:
+                 nc: Client, store: LimitStore) -> list[SmtpListener]:
     """The submission listener (STARTTLS), and the implicit-TLS one when POSTWIRE_SMTPS_PORT is set."""
     trusted_id = None
     if settings.trusted_networks:
@@ -112,7 +121,7 @@ async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[Asyn
     tls_context = await asyncio.to_thread(load_context, settings.tls_cert_file, settings.tls_key_file,
                                           settings.data_dir, settings.smtp_hostname)
     verifier = LoginVerifier(database_check(sessions), settings.smtp_auth_cache_ttl_s)
-    limits = client_limits(settings)  # one set per process, shared by both ports
+    limits = client_limits(settings, store)  # one set per process, shared by both ports (and replicas)
     rules = SessionRules(data_timeout_s=settings.smtp_data_timeout_s, max_errors=settings.smtp_max_errors,
                          greet_pause_s=settings.smtp_greet_pause_s)
     ports = [(settings.smtp_port, False)] + ([(settings.smtps_port, True)] if settings.smtps_port else [])
@@ -124,9 +133,10 @@ async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[Asyn
     ) for port, implicit in ports]
 
 
-def client_limits(settings: IngestSmtpSettings) -> ClientLimits:
+def client_limits(settings: IngestSmtpSettings, store: LimitStore | None = None) -> ClientLimits:
     """Per-IP and per-login limits; the trusted networks are exempt from the per-IP ones too."""
     return ClientLimits.build(
+        store=store,
         exempt=Exempt.of(settings.smtp_limit_exempt_networks, settings.trusted_networks),
         max_open=settings.smtp_max_connections_per_ip, per_minute=settings.smtp_connection_rate_per_ip,
         auth_per_ip=settings.smtp_auth_failures_per_ip, auth_per_user=settings.smtp_auth_failures_per_user,

@@ -49,14 +49,16 @@ class IngestSmtpSettings(PostwireSettings):
     # disconnected with 554 (postscreen's greet wait). 0 = greet at once (early talk is still refused
     # when it arrived before the greeting went out)
     smtp_greet_pause_s: NonNegativeFloat = 0.0
-    # per client IP (IPv6: per /64) and process: open connections, and connections in any 60 s; 0 = no limit
+    # per client IP (IPv6: per /64), shared by the replicas (docs/limits.md): open connections, and
+    # connections a minute (a bucket of that many, refilled over a minute); 0 = no limit
     smtp_max_connections_per_ip: NonNegativeInt = 20
     smtp_connection_rate_per_ip: NonNegativeInt = 60
-    # failed AUTH within the window locks the IP (resp. the username) out for the lockout time; 0 = off
+    # failed AUTH within the window locks the IP (resp. the username) out for the lockout time; 0 = off.
+    # At most a day: the shared counts age out of NATS after two days untouched
     smtp_auth_failures_per_ip: NonNegativeInt = 5
     smtp_auth_failures_per_user: NonNegativeInt = 10
-    smtp_auth_failure_window_s: PositiveFloat = 600.0
-    smtp_auth_lockout_s: PositiveFloat = 600.0
+    smtp_auth_failure_window_s: float = Field(default=600.0, gt=0, le=86400)
+    smtp_auth_lockout_s: float = Field(default=600.0, gt=0, le=86400)
     # clients the per-IP limits above do not apply to (the trusted networks never have them either); like
     # Postfix's smtpd_client_event_limit_exceptions, whose default $mynetworks covers the host itself
     smtp_limit_exempt_networks: Annotated[list[Network], NoDecode] = Field(

@@ -1,5 +1,5 @@
 """Wiring of the event recorder: NATS, PostgreSQL, forwarding, the ops endpoint, the recorder loop and
-the queue-depth sampler.
+the queue-depth sampler (one recorder replica at a time reports it: queue_depth.py).
 
 /readyz is ready when NATS is connected. Shutdown: the recorder finishes its batch, forwards get a grace;
 then NATS and the database pool are closed.
@@ -14,11 +14,12 @@ import structlog
 
 from postwire.bounce_forwarding import forwarder_from
 from postwire.core.jetstream import jetstream
+from postwire.core.leader import LeaderLease
 from postwire.core.natsconn import connect
 from postwire.core.ops import ops_app, serve_app
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
-from postwire.recorder.queue_depth import run_sampler
+from postwire.recorder.queue_depth import JOB, run_sampler
 from postwire.recorder.recorder import Recorder, SoftBouncePolicy
 from postwire.recorder.settings import RecorderSettings
 
@@ -45,7 +46,9 @@ async def serve(settings: RecorderSettings, stop: asyncio.Event,
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve_app(ops_app(ready), settings.ops_host, settings.ops_port, stop, started))
             tg.create_task(recorder.run(stop))
-            tg.create_task(run_sampler(js, settings.queue_sample_s, stop))
+            # one recorder replica reports queue depth; another takes over 3 intervals after it dies
+            lease = LeaderLease(js, JOB, ttl_s=3 * settings.queue_sample_s)
+            tg.create_task(run_sampler(js, lease, settings.queue_sample_s, stop))
     finally:
         if forwarder is not None:  # the recorder has stopped: nothing more is handed over
             await forwarder.close(settings.shutdown_grace_s)
