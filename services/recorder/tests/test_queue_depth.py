@@ -6,10 +6,10 @@ import nats
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from postwire.recorder.queue_depth import JOB, QueueGauges, sample, sample_if_leader
 from postwire.core.jetstream import jetstream
 from postwire.core.leader import LeaderLease
 from postwire.core.topology import EVENTS, ensure_consumer, work_consumer
+from postwire.recorder.queue_depth import JOB, QueueGauges, sample, sample_if_leader
 from postwire.testing.nats import NatsServer
 
 
