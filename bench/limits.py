@@ -2,7 +2,7 @@
 one real nats-server: microseconds per check (mean and p99), how many checks waited for NATS, and NATS KV
 writes per 1000 checks. Not a test.
 
-    uv run python bench/limits.py --rate 450 --seconds 10
+    scripts/uv run python bench/limits.py --rate 450 --seconds 10
 
 Each row checks one key ``--rate`` times a second for ``--seconds`` (in 10 ms ticks), alternating between
 the replicas (the worst case for leases: every other request lands elsewhere). "fallback" is the same

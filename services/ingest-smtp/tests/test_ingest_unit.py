@@ -61,9 +61,10 @@ def test_server_overrides_exist_in_aiosmtpd() -> None:
         assert hasattr(SMTP, name), name
 
 
-def test_aiosmtpd_internals_the_server_relies_on() -> None:
+async def test_aiosmtpd_internals_the_server_relies_on() -> None:
     """Unknown commands reach CommandTable.get; the early-talker and pipelining checks read the
-    StreamReader's buffer; the timeouts reuse aiosmtpd's timer."""
+    StreamReader's buffer; the timeouts reuse aiosmtpd's timer. (async: a StreamReader made outside a
+    running loop warns when an earlier test left no current loop.)"""
     assert "method = self._smtp_methods.get(command)" in AIOSMTPD_SOURCE
     assert "bogus_budget" in AIOSMTPD_SOURCE  # what CommandTable takes over
     assert "def _reset_timeout(self, duration" in AIOSMTPD_SOURCE
