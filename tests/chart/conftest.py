@@ -7,11 +7,14 @@ import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import helm_python as helm
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from .images import ImageVenvs
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "postwire"
@@ -79,3 +82,11 @@ def production_render() -> Rendered:
 @pytest.fixture(scope="session", params=["default", "production"])
 def rendered(request: pytest.FixtureRequest) -> Iterator[Rendered]:
     yield request.getfixturevalue(f"{request.param}_render")
+
+
+@pytest.fixture(scope="session")
+def image_venvs(tmp_path_factory: pytest.TempPathFactory) -> ImageVenvs:
+    """Each service's image venv, made on first use and shared by the session (images.ImageVenvs)."""
+    from .images import ImageVenvs
+
+    return ImageVenvs(tmp_path_factory.mktemp("images"))

@@ -7,53 +7,14 @@ the slim image's /bin/sh (dash)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from .conftest import REPO
-
-DOCKERFILE = REPO / "Dockerfile"
-SERVICES = sorted(p.name for p in (REPO / "services").iterdir() if (p / "pyproject.toml").exists())
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, continuation lines joined, comments and blank lines dropped."""
-    text = re.sub(r"\\\n(?:\s*#[^\n]*\n)*", " ", DOCKERFILE.read_text())
-    found = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            word, _, rest = line.strip().partition(" ")
-            found.append((word.upper(), rest.strip()))
-    return found
-
-
-def expand(value: str, service: str) -> str:
-    """The Dockerfile's substitutions of the build argument, as BuildKit makes them: ${SERVICE} and
-    ${SERVICE//old/new}."""
-    value = re.sub(r"\$\{SERVICE//([^/}]*)/([^}]*)\}",
-                   lambda m: service.replace(m.group(1), m.group(2)), value)
-    return value.replace("${SERVICE}", service).replace("$SERVICE", service)
-
-
-def runtime_env(service: str) -> dict[str, str]:
-    """The ENV of the image's last stage, for this service."""
-    stages = [i for i, (word, _) in enumerate(instructions()) if word == "FROM"]
-    env: dict[str, str] = {}
-    for word, args in instructions()[stages[-1]:]:
-        if word == "ENV":
-            for key, value in re.findall(r"(\w+)=(\S+)", args):
-                env[key] = expand(value, service)
-    return env
-
-
-def package_of(svc: str) -> str:
-    return str(tomllib.loads((REPO / "services" / svc / "pyproject.toml").read_text())["project"]["name"])
+from .images import SERVICES, ImageVenvs, instructions, runtime_env
 
 
 def test_the_dockerfile_builds_a_hardened_image_of_the_named_service() -> None:
@@ -102,18 +63,11 @@ def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
 
 
 @pytest.mark.parametrize("svc", SERVICES)
-def test_an_image_installs_every_package_its_service_imports(svc: str, tmp_path: Path) -> None:
-    """What the builder installs (`uv sync --no-dev --no-editable --package postwire-$SERVICE`: the
-    service's package and its declared dependencies as wheels) imports every module of the service and
-    has the module the entry point runs: the workspace venv, which has every package, cannot show a
-    dependency the service forgot to declare, nor a file the wheel leaves out."""
-    venv = tmp_path / "venv"
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": sys.executable}
-    # --offline: `make install` has put every locked package in uv's cache already
-    synced = subprocess.run([str(REPO / "scripts" / "uv"), "sync", "--quiet", "--frozen", "--offline",
-                             "--no-dev", "--no-editable", "--package", package_of(svc)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert synced.returncode == 0, synced.stderr
+def test_an_image_installs_every_package_its_service_imports(svc: str, image_venvs: ImageVenvs,
+                                                              tmp_path: Path) -> None:
+    """The image's venv (ImageVenvs: what the builder installs) imports every module of the service and
+    has the module the entry point runs."""
+    venv = image_venvs(svc)
     module = runtime_env(svc)["POSTWIRE_SERVICE_MODULE"]
     walk = (f"import importlib, importlib.util, pkgutil; import {module} as p; "
             "[importlib.import_module(i.name) for i in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]; "
