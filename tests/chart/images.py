@@ -56,6 +56,13 @@ def package_of(svc: str) -> str:
     return str(tomllib.loads((REPO / "services" / svc / "pyproject.toml").read_text())["project"]["name"])
 
 
+def workspace_packages() -> list[str]:
+    """The names of the project's own packages (the workspace members)."""
+    return [str(tomllib.loads(p.read_text())["project"]["name"])
+            for p in [*sorted(REPO.glob("*/*/pyproject.toml")), REPO / "cli" / "pyproject.toml"]
+            if p.parent.parent.name in {"libs", "services"} or p.parent.name == "cli"]
+
+
 class ImageVenvs:
     """One venv per service, made as the builder makes /app/.venv (`uv sync --no-dev --no-editable
     --package postwire-$SERVICE`: the service's package and its declared dependencies as wheels), once
@@ -70,9 +77,12 @@ class ImageVenvs:
         if svc not in self._made:
             venv = self.base / svc
             env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": sys.executable}
-            # --offline: `make install` has put every locked package in uv's cache already
+            # --offline: `make install` has put every locked package in uv's cache already. The project's
+            # own packages are rebuilt from the tree: uv keys a local package's cached wheel on its
+            # pyproject.toml, so a source change alone would install yesterday's wheel.
+            rebuild = [arg for name in workspace_packages() for arg in ("--reinstall-package", name)]
             synced = subprocess.run([str(REPO / "scripts" / "uv"), "sync", "--quiet", "--frozen", "--offline",
-                                     "--no-dev", "--no-editable", "--package", package_of(svc)],
+                                     "--no-dev", "--no-editable", "--package", package_of(svc), *rebuild],
                                     cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
             assert synced.returncode == 0, synced.stderr
             self._made[svc] = venv
