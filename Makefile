@@ -9,7 +9,7 @@ ifneq ($(PYTHON),)
 export UV_PYTHON := $(PYTHON)
 endif
 
-.PHONY: install run test lint typecheck proto bench chaos fuzz clean FORCE
+.PHONY: install run test test-quick lint typecheck proto bench chaos fuzz clean FORCE
 
 install: .venv/.installed
 
@@ -36,7 +36,12 @@ test: install
 	$(UV) run ruff check .
 	$(UV) run mypy
 	$(UV) run lint-imports
-	$(UV) run pytest
+	$(UV) run pytest --durations=10
+
+# the quick part, while working: every test not marked slow (no whole-system, chaos, cluster or image
+# runs); `make test` is what CI runs
+test-quick: install
+	$(UV) run pytest -m "not slow"
 
 lint:
 	$(UV) run ruff check .

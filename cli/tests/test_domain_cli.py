@@ -10,6 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from postwire.db.domains import get_domain
 from postwire.db.engine import make_engine, make_sessionmaker
 
@@ -69,6 +71,7 @@ def test_domain_add_ed25519_by_account_id_in_text(pg_url: str) -> None:
     assert f"pm-bounces.{ascii_name}" in out.stdout and "bounces.postwire.local" in out.stdout
 
 
+@pytest.mark.slow
 def test_domain_list_filters_by_account(pg_url: str) -> None:
     a, b = _account(pg_url), _account(pg_url)
     names = sorted([_name(), _name()])
@@ -86,6 +89,7 @@ def test_domain_list_filters_by_account(pg_url: str) -> None:
     assert {d["account_id"] for d in everyone} >= {a["account_id"], b["account_id"]}
 
 
+@pytest.mark.slow
 def test_domain_errors_are_clear(pg_url: str) -> None:
     a, b = _account(pg_url), _account(pg_url)
     name = _name()

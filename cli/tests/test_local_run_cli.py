@@ -89,6 +89,7 @@ def test_in_a_checkout_before_the_first_run_the_cli_says_to_start_one(checkout: 
     assert not (checkout / ".data").exists()
 
 
+@pytest.mark.slow
 def test_from_a_subfolder_the_cli_uses_the_local_run_at_the_root_and_leaves_no_server(checkout: Path) -> None:
     # a local run's PostgreSQL as `postwire run` makes it, stopped before its migrations (an interrupted
     # first run), as after Ctrl-C

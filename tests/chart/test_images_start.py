@@ -69,6 +69,8 @@ from postwire.testing.smtp import Received, SmtpSink
 from .conftest import Rendered
 from .images import ImageVenvs, instructions, runtime_env, runtime_stage
 
+pytestmark = pytest.mark.slow  # every image's venv and pods started from the rendered chart
+
 # ---- the rules: what in a pod's env names the cluster around it, and what stands in for it here ----------
 # listen on every interface of the pod: loopback here
 BIND_HOSTS = {"POSTWIRE_OPS_HOST", "POSTWIRE_HTTP_HOST", "POSTWIRE_GRPC_HOST", "POSTWIRE_SMTP_HOST",

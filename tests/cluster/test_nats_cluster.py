@@ -52,6 +52,8 @@ from postwire.testing.smtp import SmtpSink
 from postwire.testing.stack import LocalStack
 from postwire.testing.webhook_endpoint import Receiver, running_receiver
 
+pytestmark = pytest.mark.slow  # a 3-node NATS cluster under load
+
 DOMAIN = "cluster.test"
 SERVICES = ("ingest-smtp", "api-gateway", "dispatcher", "transformer", "bounce-receiver", "recorder",
             "webhook-notifier")

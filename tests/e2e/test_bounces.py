@@ -19,6 +19,8 @@ from postwire.testing.stack import LocalStack
 from postwire.testing.webhook_endpoint import Receiver, running_receiver
 from postwire.webhook_notifier.webhook_signature import verify
 
+pytestmark = pytest.mark.slow  # starts the whole system
+
 # bounce mails written for the bounce service's tests (see the README there)
 BOUNCE_FIXTURES = BOUNCE_MAILS
 

@@ -10,12 +10,15 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from postwire.testing.prometheus import METRIC, SUFFIXES
 from postwire.testing.stack import LocalStack
+
+pytestmark = pytest.mark.slow  # starts the whole system
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "postwire"

@@ -14,6 +14,8 @@ from postwire.testing.fixtures import eventually
 from postwire.testing.smtp import Received, SmtpSink
 from postwire.testing.stack import LocalStack
 
+pytestmark = pytest.mark.slow  # starts the whole system
+
 HTML = """<html><head><style>
 p.lead { color: #ff0000; font-size: 18px; }
 @media (max-width: 600px) { p.lead { font-size: 14px; } }

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import aiosmtplib
 import httpx
+import pytest
 import pytest_asyncio
 
 from postwire.testing.fixtures import eventually
@@ -22,6 +23,8 @@ from postwire.testing.smtp import Received, SmtpSink
 from postwire.testing.stack import LocalStack
 from postwire.testing.webhook_endpoint import Receiver, running_receiver
 from postwire.webhook_notifier.webhook_signature import verify
+
+pytestmark = pytest.mark.slow  # starts the whole system
 
 STYLED = ('<html><head><style>p.lead { color: #ff0000; }</style></head><body><p class="lead">Spring sale</p>'
           '<a href="https://shop.example/sale?utm=1&amp;x=2">See the sale</a>'

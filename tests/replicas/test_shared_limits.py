@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from postwire.api_gateway import service as api_service
@@ -28,6 +29,8 @@ from postwire.ingest_smtp.settings import IngestSmtpSettings
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
 from postwire.testing.ports import free_port
+
+pytestmark = pytest.mark.slow  # two replicas of two services
 
 Serve = Callable[..., Awaitable[None]]
 

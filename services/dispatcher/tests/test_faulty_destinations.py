@@ -143,6 +143,7 @@ async def test_a_misbehaving_destination_is_deferred_and_retried(
     assert delivered.attempt >= 1
 
 
+@pytest.mark.slow
 async def test_a_stalled_destination_cannot_take_every_sender(
         faulty: list[FaultyMx], start_dispatcher: Any, submit: Any, events: Any, dns_server: DnsServer,
         domain: str) -> None:

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
@@ -69,6 +70,7 @@ async def submit_many(submit: Any, make_mime: Any, rcpts: list[str]) -> None:
         await submit([rcpt], make_mime(f"<p>{rcpt}</p>"))
 
 
+@pytest.mark.slow
 async def test_burst_to_a_provider_keeps_its_connection_limit_and_rate(
         start_dispatcher: Any, submit: Any, dns_server: DnsServer, smtp_sink: SmtpSink, tmp_path: Path,
         make_mime: Any) -> None:
@@ -205,6 +207,7 @@ async def test_a_deferred_backlog_does_not_hold_up_new_mail_on_the_same_shard(
     await eventually(lambda: metric("postwire_dispatcher_queue_messages", queue="retry") >= 300)
 
 
+@pytest.mark.slow
 async def test_restart_mid_burst_loses_nothing_and_keeps_limits(
         start_dispatcher: Any, submit: Any, dns_server: DnsServer, smtp_sink: SmtpSink, tmp_path: Path,
         make_mime: Any) -> None:
@@ -226,6 +229,7 @@ async def test_restart_mid_burst_loses_nothing_and_keeps_limits(
     assert smtp_sink.max_connections <= 3
 
 
+@pytest.mark.slow
 async def test_hard_kill_mid_burst_loses_nothing(
         start_dispatcher: Any, submit: Any, nats_server: NatsServer, dns_server: DnsServer,
         smtp_sink: SmtpSink, tmp_path: Path, make_mime: Any) -> None:
