@@ -120,8 +120,9 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
 
 
 async def submit(deps: Deps, sub: Submission, message_id: str, endpoint: str) -> None:
-    """Fail fast while disconnected: nats.py would buffer the publish and could deliver it after we
-    answered 503, i.e. accept a message we reported as refused."""
+    """Fail fast while disconnected: an answer at once, and a clear one. (The connection buffers nothing
+    while reconnecting, pending_size=0 in postwire.core.natsconn, so a publish then would fail anyway;
+    with a buffer it could reach INBOUND after we answered 503.)"""
     if not deps.nc.is_connected:
         raise QueueUnavailable("not connected to NATS")
     start = time.perf_counter()

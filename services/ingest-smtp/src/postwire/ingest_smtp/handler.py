@@ -199,8 +199,8 @@ class SubmissionHandler:
             metrics.rejected("header_too_big")
             return replies.header_too_big(self._max_header_size)
         if not self._queue_connected():
-            # nats-py buffers publishes while reconnecting and flushes them later: refuse up front so a
-            # message we answered 451 for cannot turn up in INBOUND after all
+            # refuse up front, before reading options or storing a body: the connection buffers nothing
+            # while reconnecting (pending_size=0, postwire.core.natsconn), so the publish would fail anyway
             metrics.rejected("queue_unavailable")
             return QUEUE_UNAVAILABLE
         started = asyncio.get_running_loop().time()
