@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -311,3 +313,17 @@ def test_helm_lint_strict() -> None:
     report = helm.lint(str(CHART), strict=True, kube_version="v1.33.0")
     assert not report["errors"]
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_the_packaged_chart_carries_the_dispatchers_shaping_rules(tmp_path: Path) -> None:
+    """Users install the packaged chart: its shaping file, a link to the dispatcher package's rules in
+    the repository, must be in the archive as the rules themselves."""
+    from .conftest import CHART, REPO
+
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("postwire/files/shaping.yaml")
+        assert member.isfile()
+        packaged = tar.extractfile(member).read()  # type: ignore[union-attr]
+    shipped = REPO / "services" / "dispatcher" / "src" / "postwire" / "dispatcher" / "shaping.yaml"
+    assert packaged == shipped.read_bytes()
