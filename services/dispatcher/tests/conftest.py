@@ -47,9 +47,32 @@ class FakeInliner(transformer_pb2_grpc.TransformerServicer):
 
     async def Transform(self, request: transformer_pb2.TransformRequest,
                         context: grpc.aio.ServicerContext) -> transformer_pb2.TransformResponse:
+        response = self.transform(request)
+        if response is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cannot parse MIME")
+        return response
+
+    async def TransformStream(self, requests: AsyncIterator[transformer_pb2.TransformStreamRequest],
+                              context: grpc.aio.ServicerContext,
+                              ) -> AsyncIterator[transformer_pb2.TransformStreamResponse]:
+        """What the dispatcher uses: each stream message's items answered by id, a refusal in its answer."""
+        refused = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        async for batch in requests:
+            answers = []
+            for item in batch.items:
+                response = self.transform(item.request)
+                answers.append(
+                    transformer_pb2.TransformStreamAnswer(id=item.id, response=response) if response
+                    else transformer_pb2.TransformStreamAnswer(id=item.id, code=refused,
+                                                               details="cannot parse MIME"))
+            yield transformer_pb2.TransformStreamResponse(answers=answers)
+
+    def transform(self, request: transformer_pb2.TransformRequest,
+                  ) -> transformer_pb2.TransformResponse | None:
+        """The trivial transform; None for MIME carrying REJECT_MARKER."""
         self.calls += 1
         if REJECT_MARKER in request.mime:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "cannot parse MIME")
+            return None
         opts = request.options
         mime = request.mime.replace(b"<p>", b'<p style="x">') if opts.inline_css else request.mime
         links: list[str] = []

@@ -19,7 +19,7 @@ from postwire.dispatcher.transform import TransformerClient, TransformerUnavaila
 from postwire.testing.ports import free_port
 from postwire.transformer.service import serve
 from postwire.transformer.settings import TransformerSettings
-from postwire.v1 import transformer_pb2, transformer_pb2_grpc
+from postwire.v1 import transformer_pb2
 
 INLINE = transformer_pb2.TransformOptions(inline_css=True)
 
@@ -89,17 +89,20 @@ async def test_a_transformer_that_is_gone_is_unavailable() -> None:
             await client.transform(message("nobody"), INLINE)
 
 
-class UnaryOnly(transformer_pb2_grpc.TransformerServicer):
-    """A transformer from before TransformStream: Transform only (upper-cases the message)."""
-
-    async def Transform(self, request: transformer_pb2.TransformRequest,
-                        context: grpc.aio.ServicerContext) -> transformer_pb2.TransformResponse:
-        return transformer_pb2.TransformResponse(mime=request.mime.upper(), changed=True)
+async def upper_case(request: transformer_pb2.TransformRequest,
+                     context: grpc.aio.ServicerContext) -> transformer_pb2.TransformResponse:
+    return transformer_pb2.TransformResponse(mime=request.mime.upper(), changed=True)
 
 
 async def test_a_transformer_without_the_stream_gets_unary_calls() -> None:
+    """A transformer from before TransformStream: its server knows Transform only (upper-cases the
+    message), so the stream is answered UNIMPLEMENTED by gRPC itself."""
     server = grpc.aio.server()
-    transformer_pb2_grpc.add_TransformerServicer_to_server(UnaryOnly(), server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("postwire.v1.Transformer", {
+        "Transform": grpc.unary_unary_rpc_method_handler(
+            upper_case, request_deserializer=transformer_pb2.TransformRequest.FromString,
+            response_serializer=transformer_pb2.TransformResponse.SerializeToString),
+    }),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -107,5 +110,35 @@ async def test_a_transformer_without_the_stream_gets_unary_calls() -> None:
             for marker in ("one", "two"):
                 result = await client.transform(message(marker), INLINE)
                 assert result is not None and f"<P>{marker.upper()}</P>".encode() in result.mime
+    finally:
+        await server.stop(grace=None)
+
+
+async def broken_stream(requests: AsyncIterator[transformer_pb2.TransformStreamRequest],
+                        context: grpc.aio.ServicerContext,
+                        ) -> AsyncIterator[transformer_pb2.TransformStreamResponse]:
+    async for _ in requests:
+        raise RuntimeError("the stream handler fails")  # the client sees UNKNOWN
+        yield transformer_pb2.TransformStreamResponse()
+
+
+async def test_a_broken_stream_asks_for_the_message_alone_and_its_own_answer_counts() -> None:
+    """A stream that fails with another status than unavailable (a transformer bug, INTERNAL from the
+    gRPC core) says nothing of the message: it is asked for alone, and inlined, not sent as it was."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("postwire.v1.Transformer", {
+        "Transform": grpc.unary_unary_rpc_method_handler(
+            upper_case, request_deserializer=transformer_pb2.TransformRequest.FromString,
+            response_serializer=transformer_pb2.TransformResponse.SerializeToString),
+        "TransformStream": grpc.stream_stream_rpc_method_handler(
+            broken_stream, request_deserializer=transformer_pb2.TransformStreamRequest.FromString,
+            response_serializer=transformer_pb2.TransformStreamResponse.SerializeToString),
+    }),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with connected(port, timeout_s=10) as client:
+            result = await client.transform(message("alone"), INLINE)
+            assert result is not None and b"<P>ALONE</P>" in result.mime
     finally:
         await server.stop(grace=None)

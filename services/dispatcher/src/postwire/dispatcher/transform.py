@@ -6,7 +6,8 @@ matched to its answer by id, and the requests made while a write is under way go
 stream message (gRPC costs about as much per stream message as per 30 KB carried). A transformer without the
 stream (UNIMPLEMENTED) gets unary ``Transform`` calls instead; a stream that ends (the transformer stopping)
 or breaks is replaced by a new one for the next message, and the requests it left unanswered are sent once
-more on the new one.
+more on the new one (ended) or each once as a unary call (broken with another status than unavailable:
+a broken stream says nothing of one message, its own answer does).
 
 What a failure means for the message:
 - UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNIMPLEMENTED: the transformer is down, overloaded or not
@@ -262,6 +263,11 @@ class TransformerClient:
             if e.code is grpc.StatusCode.UNIMPLEMENTED:
                 log.info("transformer.no_stream_using_unary_calls")
                 self._unary_only = True
+                return await self._unary(request)
+            if e.code not in _RETRY_LATER:
+                # the stream broke (INTERNAL, UNKNOWN…): that says nothing of this message, so ask for it
+                # alone, and its own answer decides (a message that breaks the transformer is refused)
+                log.warning("transformer.stream_broke_asking_alone", code=e.code.name, details=str(e))
                 return await self._unary(request)
             return self._failed(e.code, str(e))
         if answer.code:
