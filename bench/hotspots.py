@@ -1,6 +1,6 @@
 """Summarise py-spy's collapsed stacks (``--format raw``): where a process spends its samples.
 
-    uv run python bench/hotspots.py PROFILE.txt [--top 40] [--match postwire]
+    scripts/uv run python bench/hotspots.py PROFILE.txt [--top 40] [--match postwire]
 
 Prints the share of samples per function, as self time (the function was on top of the stack) and as
 inclusive time (anywhere on it), so both hot spots and expensive call paths show.

@@ -8,7 +8,7 @@ dispatcher's sender runs in-process against a real nats-server, the loopback DNS
 sink. Prints delivered/s overall and, per provider, the configured rate next to the observed one
 (arrivals at the sink: (n - 1) / (last - first)). Not a test: numbers depend on the machine.
 
-    uv run python bench/shaping.py --messages 3000
+    scripts/uv run python bench/shaping.py --messages 3000
 """
 
 from __future__ import annotations
