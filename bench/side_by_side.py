@@ -6,7 +6,8 @@ from its own venv (another interpreter, or a worktree with another version of th
 sends the same load to both together, and each round reports both stacks' CPU per message: the drift
 hits both alike.
 
-    scripts/uv run python bench/side_by_side.py --a .venv/bin --b /tmp/other-venv/bin --load html --messages 1000
+    scripts/uv run python bench/side_by_side.py --a .venv/bin --b /tmp/other-venv/bin \
+        --load html --messages 1000
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ limit): the shipped rules pace one MX host to 100/s, right for the internet but 
 engine. Needs root for Postfix (scripts/bench-deps installs it); without it only Postwire is measured.
 
     make bench                       # 5000 text + 5000 API + 3000 HTML messages (docs/performance.md)
-    scripts/uv run python bench/throughput.py --messages 2000 --api-messages 0 --html-messages 1000 --relays postwire
+    scripts/uv run python bench/throughput.py --messages 2000 --api-messages 0 --html-messages 1000 \
+        --relays postwire
 """
 
 from __future__ import annotations

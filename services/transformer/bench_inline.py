@@ -1,7 +1,8 @@
 """Benchmark: css-inline vs premailer on the S_/M_/L_ templates of ../shared/corpus/templates.
 
-Run from the repo root: ``scripts/uv run python services/transformer/bench_inline.py [--repeat N]``. Prints the
-median milliseconds per document for each engine and premailer/css-inline as the speedup. Not a test.
+Run from the repo root: ``scripts/uv run python services/transformer/bench_inline.py [--repeat N]``.
+Prints the median milliseconds per document for each engine and premailer/css-inline as the speedup.
+Not a test.
 """
 
 from __future__ import annotations
