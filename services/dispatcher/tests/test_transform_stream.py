@@ -94,26 +94,6 @@ async def upper_case(request: transformer_pb2.TransformRequest,
     return transformer_pb2.TransformResponse(mime=request.mime.upper(), changed=True)
 
 
-async def test_a_transformer_without_the_stream_gets_unary_calls() -> None:
-    """A transformer from before TransformStream: its server knows Transform only (upper-cases the
-    message), so the stream is answered UNIMPLEMENTED by gRPC itself."""
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("postwire.v1.Transformer", {
-        "Transform": grpc.unary_unary_rpc_method_handler(
-            upper_case, request_deserializer=transformer_pb2.TransformRequest.FromString,
-            response_serializer=transformer_pb2.TransformResponse.SerializeToString),
-    }),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with connected(port, timeout_s=10) as client:
-            for marker in ("one", "two"):
-                result = await client.transform(message(marker), INLINE)
-                assert result is not None and f"<P>{marker.upper()}</P>".encode() in result.mime
-    finally:
-        await server.stop(grace=None)
-
-
 async def broken_stream(requests: AsyncIterator[transformer_pb2.TransformStreamRequest],
                         context: grpc.aio.ServicerContext,
                         ) -> AsyncIterator[transformer_pb2.TransformStreamResponse]:
@@ -122,23 +102,43 @@ async def broken_stream(requests: AsyncIterator[transformer_pb2.TransformStreamR
         yield transformer_pb2.TransformStreamResponse()
 
 
-async def test_a_broken_stream_asks_for_the_message_alone_and_its_own_answer_counts() -> None:
-    """A stream that fails with another status than unavailable (a transformer bug, INTERNAL from the
-    gRPC core) says nothing of the message: it is asked for alone, and inlined, not sent as it was."""
+@asynccontextmanager
+async def upper_casing_transformer(
+        stream: Callable[..., AsyncIterator[transformer_pb2.TransformStreamResponse]] | None = None,
+) -> AsyncIterator[int]:
+    """A Transformer server whose Transform upper-cases the message, with ``stream`` as its
+    TransformStream handler (None: a server without the method, which gRPC answers UNIMPLEMENTED);
+    yields its port."""
+    handlers = {"Transform": grpc.unary_unary_rpc_method_handler(
+        upper_case, request_deserializer=transformer_pb2.TransformRequest.FromString,
+        response_serializer=transformer_pb2.TransformResponse.SerializeToString)}
+    if stream is not None:
+        handlers["TransformStream"] = grpc.stream_stream_rpc_method_handler(
+            stream, request_deserializer=transformer_pb2.TransformStreamRequest.FromString,
+            response_serializer=transformer_pb2.TransformStreamResponse.SerializeToString)
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("postwire.v1.Transformer", {
-        "Transform": grpc.unary_unary_rpc_method_handler(
-            upper_case, request_deserializer=transformer_pb2.TransformRequest.FromString,
-            response_serializer=transformer_pb2.TransformResponse.SerializeToString),
-        "TransformStream": grpc.stream_stream_rpc_method_handler(
-            broken_stream, request_deserializer=transformer_pb2.TransformStreamRequest.FromString,
-            response_serializer=transformer_pb2.TransformStreamResponse.SerializeToString),
-    }),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("postwire.v1.Transformer",
+                                                                          handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with connected(port, timeout_s=10) as client:
-            result = await client.transform(message("alone"), INLINE)
-            assert result is not None and b"<P>ALONE</P>" in result.mime
+        yield port
     finally:
         await server.stop(grace=None)
+
+
+async def test_a_transformer_without_the_stream_gets_unary_calls() -> None:
+    """A transformer from before TransformStream: its server knows Transform only (upper-cases the
+    message), so the stream is answered UNIMPLEMENTED by gRPC itself."""
+    async with upper_casing_transformer() as port, connected(port, timeout_s=10) as client:
+        for marker in ("one", "two"):
+            result = await client.transform(message(marker), INLINE)
+            assert result is not None and f"<P>{marker.upper()}</P>".encode() in result.mime
+
+
+async def test_a_broken_stream_asks_for_the_message_alone_and_its_own_answer_counts() -> None:
+    """A stream that fails with another status than unavailable (a transformer bug, INTERNAL from the
+    gRPC core) says nothing of the message: it is asked for alone, and inlined, not sent as it was."""
+    async with upper_casing_transformer(broken_stream) as port, connected(port, timeout_s=10) as client:
+        result = await client.transform(message("alone"), INLINE)
+        assert result is not None and b"<P>ALONE</P>" in result.mime
