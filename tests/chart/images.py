@@ -52,15 +52,19 @@ def runtime_env(service: str) -> dict[str, str]:
     return env
 
 
+def package_name(folder: Path) -> str:
+    return str(tomllib.loads((folder / "pyproject.toml").read_text())["project"]["name"])
+
+
 def package_of(svc: str) -> str:
-    return str(tomllib.loads((REPO / "services" / svc / "pyproject.toml").read_text())["project"]["name"])
+    return package_name(REPO / "services" / svc)
 
 
 def workspace_packages() -> list[str]:
-    """The names of the project's own packages (the workspace members)."""
-    return [str(tomllib.loads(p.read_text())["project"]["name"])
-            for p in [*sorted(REPO.glob("*/*/pyproject.toml")), REPO / "cli" / "pyproject.toml"]
-            if p.parent.parent.name in {"libs", "services"} or p.parent.name == "cli"]
+    """The names of the project's own packages: the members of the root pyproject's uv workspace."""
+    members = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    return [package_name(folder) for pattern in members for folder in sorted(REPO.glob(pattern))
+            if (folder / "pyproject.toml").exists()]
 
 
 class ImageVenvs:
