@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import nats
 import psutil
 import pytest
 import pytest_asyncio
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,6 +45,46 @@ def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             left.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
             proc.kill()
     assert not left, "processes left behind by the tests: " + "; ".join(left)
+
+
+# NATS clients a test left open, with the test that left each: one a test never closed keeps reconnecting
+# forever (services connect with unlimited reconnects) once its server is gone, and at the end of the
+# session the loop waits for it until the suite's timeout
+_session_loop: asyncio.AbstractEventLoop | None = None
+_open_clients: weakref.WeakKeyDictionary[Client, str] = weakref.WeakKeyDictionary()
+
+
+def _nats_clients(loop: asyncio.AbstractEventLoop) -> set[Client]:
+    """The NATS clients with a live task on ``loop`` (reading, or trying to reconnect)."""
+    found = set()
+    for task in asyncio.all_tasks(loop):
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        client = frame.f_locals.get("self") if frame is not None else None
+        if isinstance(client, Client) and not client.is_closed:
+            found.add(client)
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    if _session_loop is not None and not _session_loop.is_closed():
+        for client in _nats_clients(_session_loop):
+            _open_clients.setdefault(client, item.nodeid)
+
+
+@pytest_asyncio.fixture(scope="session", autouse=True)
+async def no_nats_client_left_open() -> AsyncIterator[None]:
+    """Every NATS client a test opens is closed by it. One left open at the end is closed here and named
+    with the test after which it was still open, so the run fails instead of hanging."""
+    global _session_loop
+    _session_loop = asyncio.get_running_loop()
+    yield
+    left = [(client, _open_clients.get(client, "?")) for client in _nats_clients(_session_loop)]
+    for client, _ in left:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 5)
+    assert not left, "NATS clients left open by: " + "; ".join(sorted({test for _, test in left}))
 
 
 @pytest.fixture(scope="session")
