@@ -5,6 +5,7 @@ the notifier (run_notifier) POSTs them to real HTTP receivers on 127.0.0.1, Post
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import nats.errors
 import pytest_asyncio
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,11 +28,12 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_message_id
 from postwire.core.ops import serve_app
-from postwire.core.topology import WEBHOOKS
+from postwire.core.topology import EVENTS, WEBHOOKS
 from postwire.db.accounts import NewCredentials, create_account
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
 from postwire.webhook_notifier import WebhookSettings, run_notifier
+from postwire.webhook_notifier.subscriptions import FANOUT_CONSUMER, covers
 from postwire.webhook_notifier.webhook_signature import HEADER, verify
 
 # ------------------------------------------------------------------------------------- receivers
@@ -142,21 +146,29 @@ async def make_account(sessions) -> MakeAccount:
     return make
 
 
-StartNotifier = Callable[..., Awaitable[None]]
+StartNotifier = Callable[..., Awaitable[Callable[[], Awaitable[None]]]]
 
 
 @pytest_asyncio.fixture
 async def start_notifier(nats_server: NatsServer, pg_url: str, js, sessions) -> AsyncIterator[StartNotifier]:
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    async def start(**overrides: Any) -> None:
+    async def start(**overrides: Any) -> Callable[[], Awaitable[None]]:
+        """Start a notifier; what it returns stops it."""
         settings = WebhookSettings(**{
             "nats_url": nats_server.url, "database_url": pg_url, "webhook_allow_http": True,
             "webhook_allow_private": True, "webhook_backoff_base_s": 0.1, "webhook_backoff_max_s": 0.5,
             "webhook_retry_window_s": 120.0, "webhook_fetch_wait_s": 0.2, "webhook_reconcile_s": 0.5,
             "webhook_cache_ttl_s": 0.0, "webhook_timeout_s": 10.0, **overrides})
         stop = asyncio.Event()
-        running.append((stop, asyncio.create_task(run_notifier(settings, js, sessions, stop))))
+        task = asyncio.create_task(run_notifier(settings, js, sessions, stop))
+        running.append((stop, task))
+
+        async def halt() -> None:
+            stop.set()
+            await task
+
+        return halt
 
     yield start
     for stop, task in running:
@@ -250,6 +262,71 @@ async def test_clicked_subscription_gets_signed_clicks_with_details(api, js, mak
     await publish_event(js, sentinel)
     await eventually(lambda: sentinel.event_id in {e["id"] for e in rec.events()})
     assert [e["type"] for e in rec.events()] == ["clicked", "clicked"]
+
+
+async def test_only_events_some_webhook_wants_reach_the_notifier(api, js, make_account, make_receiver,
+                                                                  start_notifier) -> None:
+    """The fan-out's consumer is filtered to the subjects of accounts and types with webhooks: the
+    events of every other account cost the notifier nothing."""
+    with_hook, without = await make_account(), await make_account()
+    rec = await make_receiver()
+    await api.create(with_hook, rec.url, ["bounced"])
+    await start_notifier()
+    await _publish(js, without.account_id, 5)
+    await _publish(js, with_hook.account_id, 3, "delivered")  # a type the webhook does not want
+    [wanted] = await _publish(js, with_hook.account_id, 1, "bounced")
+    await eventually(lambda: [e["id"] for e in rec.events()] == [wanted])
+    info = await js.consumer_info(EVENTS, FANOUT_CONSUMER)
+    filters = info.config.filter_subjects or [info.config.filter_subject]
+    assert f"events.{with_hook.account_id}.bounced" in filters
+    assert not any(covers(f, f"events.{without.account_id}.delivered") for f in filters)
+    assert info.delivered.consumer_seq == 1  # of the nine events, only the wanted one was handed out
+
+
+async def test_events_right_after_a_webhook_is_created_reach_it_once(api, js, make_account, make_receiver,
+                                                                     start_notifier) -> None:
+    """Events stored between a webhook's creation and the reconcile that widens the fan-out's filter are
+    replayed to it; those read both ways are posted once."""
+    creds = await make_account()
+    rec = await make_receiver()
+    await start_notifier()
+    await eventually(lambda: _fanout_exists(js))
+    await api.create(creds, rec.url)
+    ids = await _publish(js, creds.account_id, 20)  # at once: most before the next reconcile
+    ids += await _publish(js, creds.account_id, 1)
+    await eventually(lambda: {e["id"] for e in rec.events()} == set(ids))
+    sentinel = await _publish(js, creds.account_id, 1)  # live, after the replay
+    await eventually(lambda: sentinel[0] in {e["id"] for e in rec.events()})
+    assert sorted(e["id"] for e in rec.events()) == sorted(ids + sentinel), "lost or duplicated"
+
+
+async def test_webhook_created_while_the_notifier_was_down_gets_the_events_since(
+        api, js, make_account, make_receiver, start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver()
+    stop = await start_notifier()
+    await eventually(lambda: _fanout_exists(js))
+    await stop()
+    hook = await api.create(creds, rec.url)
+    ids = await _publish(js, creds.account_id, 5)
+    # meanwhile another replica, still with the old filter, asks for events: JetStream's scan for it
+    # passes over these five, which the widened filter then no longer sees
+    other_replica = await js.pull_subscribe_bind(durable=FANOUT_CONSUMER, stream=EVENTS)
+    with contextlib.suppress(nats.errors.TimeoutError):
+        assert await other_replica.fetch(1, timeout=0.5) == []
+    await other_replica.unsubscribe()
+    await start_notifier()
+    await eventually(lambda: {e["id"] for e in rec.events()} == set(ids))
+    await eventually(lambda: _drained(js, hook["id"]))
+    assert sorted(e["id"] for e in rec.events()) == sorted(ids), "lost or duplicated"
+
+
+async def _fanout_exists(js: JetStreamContext) -> bool:
+    try:
+        await js.consumer_info(EVENTS, FANOUT_CONSUMER)
+    except NotFoundError:
+        return False
+    return True
 
 
 async def test_endpoint_down_for_a_while_gets_everything_later(api, js, make_account, make_receiver,

@@ -1,14 +1,16 @@
-"""Signing, the address policy and the backoff schedule, without network."""
+"""Signing, the address policy, the backoff schedule and the fan-out's filter, without network."""
 
 from __future__ import annotations
 
 import ipaddress
 import random
+from datetime import UTC, datetime
 
 import pytest
 
 from postwire.db.webhooks import UnsafeUrl, UrlPolicy, check_url, is_public
 from postwire.webhook_notifier.notifier import backoff
+from postwire.webhook_notifier.subscriptions import EVERYTHING, NOTHING, HookRef, covers, subjects_for
 from postwire.webhook_notifier.webhook_signature import sign, signature, verify
 
 
@@ -63,3 +65,24 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
         n += 1
         total += min(3600, 10 * 2 ** (n - 1))
     assert 25 <= n <= 35
+
+
+def _hook(account: str, *types: str) -> HookRef:
+    return HookRef(f"wh_{account}{len(types)}", account, types, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_fanout_filter_is_the_subjects_webhooks_want_without_overlap() -> None:
+    hooks = [_hook("a1", "bounced"), _hook("a1", "delivered", "bounced"), _hook("a2"), _hook("a2", "opened"),
+             _hook("a3", "clicked")]
+    assert subjects_for(hooks, 100) == ["events.a1.bounced", "events.a1.delivered", "events.a2.>",
+                                        "events.a3.clicked"]
+    assert subjects_for([], 100) == [NOTHING]
+    assert not any(covers(NOTHING, f"events.a{i}.delivered") for i in range(3))
+    assert subjects_for(hooks, 3) == [EVERYTHING]  # beyond the limit: every event, as before filtering
+
+
+def test_subject_coverage_follows_nats_wildcards() -> None:
+    assert covers("events.>", "events.a.delivered") and covers("events.a.>", "events.a.>")
+    assert covers("events.a.*", "events.a.bounced") and not covers("events.a.*", "events.a.>")
+    assert not covers("events.a.bounced", "events.a.>") and not covers("events.a.>", "events.b.bounced")
+    assert not covers("events.a.>", "events.a") and not covers("events.a.b", "events.a.b.c")

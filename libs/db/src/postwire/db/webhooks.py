@@ -171,13 +171,12 @@ async def delete_webhook(session: AsyncSession, account_id: str, webhook_id: str
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def active_webhooks(session: AsyncSession, account_id: str) -> Sequence[Webhook]:
-    return (await session.execute(select(Webhook).where(
-        Webhook.account_id == account_id, Webhook.active.is_(True)))).scalars().all()
-
-
 async def webhook_by_id(session: AsyncSession, webhook_id: str) -> Webhook | None:
     return await session.get(Webhook, webhook_id)
+
+
+async def all_active_webhooks(session: AsyncSession) -> Sequence[Webhook]:
+    return (await session.execute(select(Webhook).where(Webhook.active.is_(True)))).scalars().all()
 
 
 async def all_active_webhook_ids(session: AsyncSession) -> set[str]:

@@ -181,7 +181,7 @@ def webhooks_router() -> APIRouter:
     @router.delete("/{webhook_id}", status_code=204, responses=responses(401, 404, 503),
                    summary="Remove an endpoint",
                    description="Its queued deliveries and dead letters are dropped (within "
-                               "POSTWIRE_WEBHOOK_CACHE_TTL_S).")
+                               "POSTWIRE_WEBHOOK_RECONCILE_S).")
     async def remove(request: Request, account_id: Account, webhook_id: WebhookId) -> Response:
         async with _deps(request).sessions.begin() as s:
             deleted = await store.delete_webhook(s, account_id, webhook_id)

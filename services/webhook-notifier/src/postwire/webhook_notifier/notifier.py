@@ -3,9 +3,10 @@
 Two stages, both JetStream consumers, so nothing is lost while an endpoint, PostgreSQL or the service
 itself is down:
 
-1. **Fan-out.** The durable consumer ``webhooks`` on EVENTS turns each event into one delivery per
-   matching endpoint, published to that endpoint's own subject ``webhooks.<id>`` (stream WEBHOOKS, work
-   queue), then acks the event. It never calls a customer, so it never waits on one.
+1. **Fan-out.** The durable consumer ``webhooks`` on EVENTS, filtered to the events some webhook wants
+   (``subscriptions.py``), turns each event into one delivery per matching endpoint, published to that
+   endpoint's own subject ``webhooks.<id>`` (stream WEBHOOKS, work queue), then acks the event. It
+   never calls a customer, so it never waits on one.
 2. **Endpoint workers.** Each endpoint has two durable consumers: ``wh-<id>`` on its fresh deliveries
    (``max_ack_pending`` = its concurrency, so at most that many POSTs are in flight for it, across
    replicas) and ``whr-<id>`` on its retries (``webhooks.<id>.retry``; a retry not yet due is nak'd
@@ -52,10 +53,10 @@ from postwire.v1 import envelope_pb2
 from postwire.webhook_notifier import metrics, webhook_signature
 from postwire.webhook_notifier.settings import WebhookSettings
 from postwire.webhook_notifier.ssrf import http_client, pinned_request
+from postwire.webhook_notifier.subscriptions import FANOUT_CONSUMER, HookRef, Subscriptions
 
 log = structlog.get_logger(__name__)
 
-FANOUT_CONSUMER = "webhooks"
 FRESH_PREFIX, RETRY_PREFIX = "wh-", "whr-"
 USER_AGENT = "Postwire-Webhooks/1"
 TRANSIENT = (OperationalError, DBAPIError, OSError, nats.errors.Error, TimeoutError)
@@ -72,12 +73,6 @@ def backoff(attempts: int, base_s: float, max_s: float) -> float:
 
 
 @dataclass(frozen=True)
-class HookRef:
-    id: str
-    event_types: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Endpoint:
     id: str
     account_id: str
@@ -85,24 +80,13 @@ class Endpoint:
     secret: str
 
 
-class WebhookCache:
-    """Short-lived copies of the webhooks table: per event and per delivery a lookup would otherwise
-    cost a query. A change shows within ``ttl_s`` (a deleted endpoint's queue is then dropped)."""
+class EndpointCache:
+    """Short-lived copies of endpoints' URL and secret: per delivery a lookup would otherwise cost a
+    query. A change shows within ``ttl_s`` (a deleted endpoint's queue is then dropped)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
         self._sessions, self._ttl = sessions, ttl_s
-        self._accounts: dict[str, tuple[float, list[HookRef]]] = {}
         self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
-
-    async def for_account(self, account_id: str) -> list[HookRef]:
-        hit = self._accounts.get(account_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        async with self._sessions() as s:
-            rows = await store.active_webhooks(s, account_id)
-        refs = [HookRef(r.id, tuple(r.event_types or ())) for r in rows]
-        self._accounts[account_id] = (time.monotonic() + self._ttl, refs)
-        return refs
 
     async def endpoint(self, webhook_id: str) -> Endpoint | None:
         hit = self._endpoints.get(webhook_id)
@@ -120,7 +104,8 @@ class Context:
     settings: WebhookSettings
     js: JetStreamContext
     sessions: async_sessionmaker[AsyncSession]
-    cache: WebhookCache
+    cache: EndpointCache
+    subscriptions: Subscriptions
     stop: asyncio.Event
 
 
@@ -325,24 +310,36 @@ class Workers:
 # ------------------------------------------------------------------------------------------ fan-out
 
 
-async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
+def _parse_event(msg: Msg) -> envelope_pb2.Event | None:
     ev = envelope_pb2.Event()
     try:
         ev.ParseFromString(msg.data)
     except Exception:  # not an Event: no endpoint could ever receive it
         log.error("webhooks.poison_event", subject=msg.subject)
+        return None
+    return ev
+
+
+async def _enqueue(ctx: Context, workers: Workers, ev: envelope_pb2.Event, hooks: Sequence[HookRef]) -> None:
+    """One delivery per webhook, under the id ``<event>:<webhook>`` that WEBHOOKS deduplicates."""
+    event, first_at = event_proto_json(ev), time.time()
+    for h in hooks:
+        body = store.body_bytes(store.payload(h.id, event))
+        d = Delivery(webhook_id=h.id, account_id=ev.account_id, event_id=ev.event_id, body=body,
+                     first_at=first_at)
+        await store.enqueue(ctx.js, d, f"{ev.event_id}:{h.id}")
+        metrics.ENQUEUED.inc()
+        workers.ensure(h.id)
+
+
+async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
+    ev = _parse_event(msg)
+    if ev is None:
         await settle.term(msg)
         return
-    hooks = [h for h in await ctx.cache.for_account(ev.account_id) if store.matches(h.event_types, ev.type)]
+    hooks = await ctx.subscriptions.hooks_for(ev.account_id, ev.type)
     if hooks:
-        event, first_at = event_proto_json(ev), time.time()
-        for h in hooks:
-            body = store.body_bytes(store.payload(h.id, event))
-            d = Delivery(webhook_id=h.id, account_id=ev.account_id, event_id=ev.event_id, body=body,
-                         first_at=first_at)
-            await store.enqueue(ctx.js, d, f"{ev.event_id}:{h.id}")
-            metrics.ENQUEUED.inc()
-            workers.ensure(h.id)
+        await _enqueue(ctx, workers, ev, hooks)
     # not sent (NATS failing over): the event comes back after ack_wait and its deliveries, published
     # again under the same ids, are deduplicated
     await settle.ack(msg)
@@ -350,8 +347,12 @@ async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
 
 async def _fan_out(ctx: Context, workers: Workers) -> None:
     """EVENTS → per-endpoint queues, one event at a time so each endpoint's queue keeps stream order."""
-    await ensure_consumer(ctx.js, EVENTS, work_consumer(FANOUT_CONSUMER, ack_wait_s=60))
     s = ctx.settings
+    while not ctx.subscriptions.ready:  # the consumer and its filter come from the first reconcile
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), 0.05)
+        if ctx.stop.is_set():
+            return
     pull = BatchPull(ctx.js, EVENTS, FANOUT_CONSUMER, batch=s.webhook_fanout_batch)
     await pull.start()
     try:
@@ -366,6 +367,18 @@ async def _fan_out(ctx: Context, workers: Workers) -> None:
                     break
     finally:
         await pull.close()
+
+
+async def _reconcile(ctx: Context, workers: Workers) -> None:
+    """The fan-out's filter and the endpoint workers, in step with the webhooks table."""
+
+    async def replayed(msg: Msg, hook: HookRef) -> None:
+        ev = _parse_event(msg)
+        if ev is not None:
+            await _enqueue(ctx, workers, ev, [hook])
+
+    await ctx.subscriptions.reconcile(replayed)
+    await workers.reconcile()
 
 
 async def _nak_all(msgs: Sequence[Msg], delay: float) -> None:
@@ -389,7 +402,8 @@ async def run_notifier(settings: WebhookSettings, js: JetStreamContext,
 
     The WEBHOOKS stream must exist (``Topology.apply``)."""
     halt = asyncio.Event()  # ours: a failing stage stops the notifier, not the caller's service
-    ctx = Context(settings, js, sessions, WebhookCache(sessions, settings.webhook_cache_ttl_s), halt)
+    ctx = Context(settings, js, sessions, EndpointCache(sessions, settings.webhook_cache_ttl_s),
+                  Subscriptions(js, sessions, settings.webhook_fanout_max_subjects), halt)
     workers = Workers(ctx)
 
     async def follow_stop() -> None:
@@ -400,7 +414,7 @@ async def run_notifier(settings: WebhookSettings, js: JetStreamContext,
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(follow_stop())
-            tg.create_task(_every(settings.webhook_reconcile_s, halt, workers.reconcile))
+            tg.create_task(_every(settings.webhook_reconcile_s, halt, lambda: _reconcile(ctx, workers)))
             tg.create_task(_fan_out(ctx, workers))
     finally:
         halt.set()

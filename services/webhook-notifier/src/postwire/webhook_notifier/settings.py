@@ -23,10 +23,14 @@ class WebhookSettings(PostwireSettings):
     webhook_concurrency: int = Field(default=4, ge=1, le=64)
     # failed deliveries of one endpoint waiting for their next attempt (held by JetStream timers)
     webhook_retry_max_pending: int = Field(default=10_000, ge=1)
-    # how long an account's webhook list and an endpoint's URL/secret are cached
+    # how long an endpoint's URL and secret are cached
     webhook_cache_ttl_s: float = Field(default=10.0, ge=0)
-    # how often the notifier syncs its endpoint workers with the webhooks table (new, deleted)
-    webhook_reconcile_s: float = Field(default=30.0, gt=0)
+    # how often the notifier syncs the fan-out's filter and its endpoint workers with the webhooks table:
+    # the events of a new webhook reach it at the latest this long after it was created
+    webhook_reconcile_s: float = Field(default=5.0, gt=0)
+    # the fan-out reads only the EVENTS subjects of accounts (and types) with webhooks, up to this many
+    # subjects; beyond it, every event (the filter lives in the consumer's configuration)
+    webhook_fanout_max_subjects: int = Field(default=500, ge=1)
     # events fetched from EVENTS per batch by the fan-out
     webhook_fanout_batch: int = Field(default=128, ge=1)
     # how long an idle endpoint's pull request waits; bounds shutdown time too
