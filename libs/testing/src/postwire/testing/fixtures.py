@@ -84,7 +84,8 @@ async def no_nats_client_left_open() -> AsyncIterator[None]:
     for client, _ in left:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.close(), 5)
-    assert not left, "NATS clients left open by: " + "; ".join(sorted({test for _, test in left}))
+    assert not left, "NATS clients left open: " + "; ".join(
+        sorted(f"{client.options.get('name') or 'unnamed'} after {test}" for client, test in left))
 
 
 @pytest.fixture(scope="session")
