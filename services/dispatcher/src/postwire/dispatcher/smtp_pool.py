@@ -107,11 +107,14 @@ class ConnectionPool:
         except BaseException:
             self._release(group, budget, (mx_host, port), conn)  # unused: it goes back as it was
             raise
+        started = time.monotonic()
         try:
             yield conn
         except BaseException:
+            budget.sent(time.monotonic() - started)
             await self._discard(group, conn)  # interrupted mid-transaction: the session state is unknown
             raise
+        budget.sent(time.monotonic() - started)
         self._release(group, budget, (mx_host, port), conn)
 
     async def _acquire(self, group: _Group, budget: Budget, key: HostKey, addresses: list[str],

@@ -64,8 +64,13 @@ class Pacer:
 # ready-queue size per budget: READY_PER_CONNECTION messages per allowed connection, at least READY_FLOOR
 READY_PER_CONNECTION = 4
 READY_FLOOR = 8
+# a parked message comes back after at least PARK_FLOOR_S and at most PARK_MAX_S; after PARK_MIN_S when
+# nothing tells how fast the budget drains (no message sent yet, no rate limit)
+PARK_FLOOR_S = 0.1
 PARK_MIN_S = 2.0
 PARK_MAX_S = 60.0
+# how much one message's time in a session moves the budget's estimate of it
+SEND_TIME_WEIGHT = 0.2
 
 
 class BudgetFull(Exception):
@@ -90,6 +95,8 @@ class Budget:
         self.connects = Pacer(rule.connection_rate)
         self.last_used = time.monotonic()
         self.ready = 0  # messages inside a lease: waiting for a session or a rate slot, or sending
+        self.send_s: float | None = None  # how long a message holds a session (moving average)
+        self._park_tat = 0.0  # when the last parked message is due back
         self._on_change = on_change
         self._last_throttle = -math.inf
         self._last_change = -math.inf
@@ -109,11 +116,33 @@ class Budget:
             return wanted
         return max(self.max_connections, min(wanted, self.ready_cap))
 
-    def park_delay(self) -> float:
-        """When a parked message should come back: about when the queue ahead of it has drained."""
-        rate = self.message_rate
-        ahead = self.max_ready / rate if rate else PARK_MIN_S
-        return min(PARK_MAX_S, max(PARK_MIN_S, ahead)) * random.uniform(0.75, 1.5)
+    def sent(self, seconds: float) -> None:
+        """A message held a session this long (its transaction, whatever came of it)."""
+        self.send_s = seconds if self.send_s is None else (
+            (1 - SEND_TIME_WEIGHT) * self.send_s + SEND_TIME_WEIGHT * seconds)
+
+    @property
+    def capacity(self) -> float | None:
+        """Messages a second this budget can take now: its connections over the time a message holds
+        one, and no more than its allowed rate; None before either is known."""
+        rates = [r for r in (self.message_rate,
+                             self.max_connections / self.send_s if self.send_s else None) if r is not None]
+        return min(rates) if rates else None
+
+    def park_delay(self, now: float | None = None) -> float:
+        """When a parked message should come back: when the queue ahead of it, and the messages parked
+        before it, will have drained to half at the budget's capacity. Parked messages thus come back
+        spaced as the provider can take them, each while the half left still keeps the connections
+        busy; not all at once, and not seconds after a fast provider had room again. A provider that
+        takes a minute per message keeps them away for a minute."""
+        now = time.monotonic() if now is None else now
+        rate = self.capacity
+        if rate is None:
+            return PARK_MIN_S * random.uniform(0.75, 1.5)
+        due = max(now + max(0, self.ready - self.max_ready / 2) / rate, self._park_tat)
+        self._park_tat = due + 1 / rate
+        # a little jitter within the message's own slot: replicas parking at once do not come back at once
+        return min(PARK_MAX_S, max(PARK_FLOOR_S, due - now + random.uniform(0, 0.5 / rate)))
 
     @property
     def message_rate(self) -> float | None:
