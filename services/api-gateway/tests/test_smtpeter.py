@@ -254,6 +254,18 @@ async def test_v1_messages_take_option_headers_and_tracking_options(gateway: Gat
     assert not o.HasField("max_deliver_time")
 
 
+async def test_reply_to_in_camel_case_as_client_libraries_send_it(gateway: Gateway, account: NewCredentials,
+                                                                   inbound: Inbound) -> None:
+    r = await gateway.http.post("/v1/send", params=token(account),
+                                json=fields(replyTo="Replies <replies@example.com>"))
+    assert r.status_code == 200, r.text
+    [env] = await inbound.read(account.account_id)
+    assert str(parse(env.body.inline)["Reply-To"]) == "Replies <replies@example.com>"
+    both = await gateway.http.post("/v1/send", params=token(account),
+                                   json=fields(replyto="a@example.com", replyTo="b@example.com"))
+    assert both.status_code == 422, both.text  # one of them is left over: which one was meant is unclear
+
+
 async def test_access_token_auth_and_it_is_never_logged(gateway: Gateway, account: NewCredentials,
                                                         make_account: MakeAccount, inbound: Inbound,
                                                         capfd: pytest.CaptureFixture[str],
@@ -474,6 +486,9 @@ async def test_events_by_message_email_and_tags(gateway: Gateway, account: NewCr
     assert [e["event"] for e in by_id] == ["attempt", "delivery", "open", "click"]  # deferral not listed
     assert all(e["type"] == e["event"] for e in by_id)
     attempt, delivery, opened, click = (e["data"] for e in by_id)
+    for e in by_id:  # client libraries read the fields at the top level of each event: they are there too
+        assert {k: e[k] for k in e["data"]} == e["data"]
+    assert (by_id[1]["id"], by_id[1]["recipient"], by_id[1]["code"]) == (m1, "Jo@example.org", 250)
     assert attempt == {"id": m1, "recipient": "Jo@example.org", "time": "2026-10-05 12:00:00",
                        "tags": "news;weekly", "envelope": "s@x.test"}
     assert {k: delivery[k] for k in ("attempt", "code", "status", "response", "mx")} == \

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -321,7 +322,8 @@ class SmtpeterSend(BaseModel):
     from_: MailboxField | None = Field(default=None, alias="from", description="One address.")
     to: MailboxList = Field(default_factory=list)
     cc: MailboxList = Field(default_factory=list)
-    replyto: MailboxList = Field(default_factory=list)
+    replyto: MailboxList = Field(default_factory=list, validation_alias=AliasChoices("replyto", "replyTo"),
+                                 description="Also taken as `replyTo`, as some client libraries send it.")
     subject: str | None = Field(default=None, max_length=998)
     text: str | None = None
     html: str | None = None
@@ -496,8 +498,17 @@ EVENT_NAMES: Final[dict[str, EventName]] = {
 
 
 class SmtpeterEvent(BaseModel):
+    """One event as SMTPeter lists it. Its fields are in `data` (SMTPeter's documentation) and also at the
+    top level of the object, where SMTPeter's client libraries read them: both kinds of reader work."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
     event: EventName = Field(description="The SMTPeter event name.")
     type: EventName = Field(description="The same as `event` (SMTPeter's documentation calls it `type`).")
+    id: str = Field(description="The recipient's message id (also in `data`, as every field below).")
+    recipient: str
+    time: str = Field(description="UTC, \"YYYY-MM-DD hh:mm:ss\".")
+    tags: str = Field(description="';'-separated.")
     data: dict[str, Any] = Field(description="Always `id` (the recipient's message id), `recipient`, "
                                              "`time` (UTC, \"YYYY-MM-DD hh:mm:ss\"), `tags` (';'-separated); "
                                              "then by event: attempt `envelope`; delivery `attempt`, "
@@ -506,7 +517,8 @@ class SmtpeterEvent(BaseModel):
                                              "`code`, `status`, `response`, `description`, `reason`, "
                                              "`hardbounce`, `mta`; response `feedbacktype`, `mta`; open "
                                              "`ip`, `useragent`, `unique`; click `url`, `destination`, "
-                                             "`linkindex`, `ip`, `useragent`, `unique`.")
+                                             "`linkindex`, `ip`, `useragent`, `unique`. The same fields "
+                                             "are at the top level of the event.")
 
 
 def smtpeter_event(row: Event) -> SmtpeterEvent | None:
@@ -535,4 +547,4 @@ def smtpeter_event(row: Event) -> SmtpeterEvent | None:
             data |= {"url": d.get("url"), "destination": d.get("url"), "linkindex": d.get("link_index", 0)}
         data |= {"ip": d.get("client_ip"), "useragent": d.get("user_agent"),
                  "unique": bool(d.get("unique", False))}
-    return SmtpeterEvent(event=name, type=name, data=data)
+    return SmtpeterEvent(event=name, type=name, data=data, **data)
