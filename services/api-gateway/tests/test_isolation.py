@@ -135,6 +135,17 @@ async def resend(w: World) -> None:
     assert await w.inbound.count() == before  # nothing queued
 
 
+@covers(*(f"GET /v1/{call}/{{message_id}}" for call in (
+    "recipient", "envelope", "text", "html", "headers", "header", "mime", "attachments", "embeds")),
+    "GET /v1/attachments/{message_id}/{name_or_rank}", "GET /v1/embeds/{message_id}/{name_or_rank}")
+async def archived_message_calls(w: World) -> None:
+    for mid in (w.message_id, *w.rcpt_ids.values()):
+        for call in ("recipient", "envelope", "text", "html", "headers", "header", "mime", "attachments",
+                     "embeds", "attachments/{id}/0", "embeds/{id}/0"):
+            url = f"/v1/{call.replace('{id}', mid)}" if "{id}" in call else f"/v1/{call}/{mid}"
+            _not_found(await w.b_call("GET", url))
+
+
 # ------------------------------------------------------------------------------------------ reading
 
 

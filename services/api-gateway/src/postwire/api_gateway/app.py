@@ -20,6 +20,7 @@ from postwire.api_gateway import (
     ops,
     request_limits,
     routes,
+    routes_archive,
     routes_domains,
     routes_events,
     routes_smtpeter,
@@ -72,6 +73,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_domains.domains_router(deps.settings), **v1)
     app.include_router(routes_events.events_router(), **v1)
     app.include_router(routes_smtpeter.smtpeter_router(deps.settings), **v1)
+    app.include_router(routes_archive.archive_router(), **v1)
     app.include_router(routes_tracking.tracking_router(deps.settings))
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)

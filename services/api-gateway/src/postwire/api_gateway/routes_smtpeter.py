@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import calendar
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-import nats.errors
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from nats.js import JetStreamContext
-from nats.js.errors import ObjectNotFoundError
 from pydantic import BaseModel, ValidationError
 
 from postwire.api_gateway import offload
 from postwire.api_gateway.accept import accept, apply_options, check_recipient_count, deps_of, take_options
+from postwire.api_gateway.archived import archived_body, archived_message
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.compose import build
 from postwire.api_gateway.errors import ApiError, FieldError, InvalidInput, responses
@@ -50,7 +47,6 @@ from postwire.api_gateway.smtpeter import (
     recipient_ids,
     smtpeter_event,
 )
-from postwire.core import archive
 from postwire.core.intake import Submission
 from postwire.db.events_query import EventFilter, list_window
 from postwire.v1 import envelope_pb2
@@ -58,8 +54,6 @@ from postwire.v1 import envelope_pb2
 # the most events one GET /v1/events/{kind}/{value} returns; more: Postwire-Truncated: true
 MAX_EVENTS: Final = 10_000
 MAX_QUERY_TAGS: Final = 20
-# what a message id can look like (postwire.core.ids: base32); anything else is unknown without asking
-MESSAGE_ID: Final = re.compile(r"^[0-9A-Za-z_-]{1,40}$")
 JSON_TYPES: Final = ("application/json",)
 FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 Model = TypeVar("Model", bound=BaseModel)
@@ -145,13 +139,8 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
     async def resend(request: Request, account_id: Account, idempotency_key: IdemKey = None) -> JSONResponse:
         payload = _validate(SmtpeterResend, (await _body(request))[0])
         deps = deps_of(request)
-        original = await _archived(deps.js, account_id, payload.message)
-        try:
-            raw = await deps.bodies.get(original.body)
-        except ObjectNotFoundError:
-            raise _gone(payload.message) from None
-        except (nats.errors.Error, TimeoutError) as e:
-            raise _unavailable() from e
+        original = await archived_message(deps.js, account_id, payload.message)
+        raw = await archived_body(deps.bodies, original, payload.message)
 
         async def prepare(message_id: str) -> Submission:
             return _again(original, raw, message_id)
@@ -254,18 +243,6 @@ def _answer(_: str, sub: Submission) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ resend
 
 
-async def _archived(js: JetStreamContext, account_id: str, message_id: str) -> envelope_pb2.InboundMessage:
-    if not MESSAGE_ID.match(message_id):  # no id looks like that; in a NATS subject it was a 503 (fuzzer)
-        raise _gone(message_id)
-    try:
-        found = await archive.load(js, message_id)
-    except (nats.errors.Error, TimeoutError) as e:
-        raise _unavailable() from e
-    if found is None or found.account_id != account_id:  # another account's id is just as unknown
-        raise _gone(message_id)
-    return found
-
-
 def _again(original: envelope_pb2.InboundMessage, raw: bytes, message_id: str) -> Submission:
     """The archived message as a new submission: new ids, no deadline (the original's may have passed)."""
     recipients = list(original.recipients)
@@ -281,14 +258,6 @@ def _again(original: envelope_pb2.InboundMessage, raw: bytes, message_id: str) -
         recipient_ids=recipient_ids(message_id, recipients))
 
 
-def _gone(message_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"no message {message_id[:40]!r} in this account (unknown, or older "
-                    "than the retention period)")
-
-
-def _unavailable() -> ApiError:
-    return ApiError(503, "queue_unavailable", "the message archive (NATS) is unavailable; retry later",
-                    headers={"Retry-After": "5"})
 
 
 # ------------------------------------------------------------------------------------------ events
