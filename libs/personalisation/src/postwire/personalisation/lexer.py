@@ -13,11 +13,14 @@ Every other ``{`` is text: ``p { color: red }`` (whitespace), ``a{color:red}`` (
 ``{"key": 1}`` (quote), ``{{``, ``{}``. A ``}`` outside a tag is always text.
 
 Tokens are ``(kind, value, offset)``; ``offset`` indexes the source so errors can name line and column.
+They are produced as the parser asks for them, so a template that goes wrong early (nested too deep)
+fails without the rest of it being read.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
 from postwire.personalisation.errors import TemplateSyntaxError
@@ -91,7 +94,7 @@ class Lexer:
     def __init__(self, source: str, part: str) -> None:
         self.source = source
         self.part = part
-        self.tokens: list[Token] = []
+        self.ready: list[Token] = []  # tokens read, not yet handed out
         self._text: list[str] = []
         self._text_offset = 0
 
@@ -105,11 +108,12 @@ class Lexer:
             self._text.append(text)
 
     def _flush_text(self) -> None:
+        """Adjacent text (around comments, {literal}, {ldelim}) is one TEXT token."""
         if self._text:
-            self.tokens.append(Token("TEXT", "".join(self._text), self._text_offset))
+            self.ready.append(Token("TEXT", "".join(self._text), self._text_offset))
             self._text = []
 
-    def tokenize(self) -> list[Token]:
+    def tokenize(self) -> Iterator[Token]:
         src = self.source
         pos = 0
         while True:
@@ -119,12 +123,15 @@ class Lexer:
                 break
             start = match.start()
             self._add_text(src[pos:start], pos)
-            pos = self._tag(start)
+            pos = yield from self._tag(start)
+            if self.ready:
+                yield from self.ready
+                self.ready.clear()
         self._flush_text()
-        self.tokens.append(Token("EOF", None, len(src)))
-        return self.tokens
+        yield from self.ready
+        yield Token("EOF", None, len(src))
 
-    def _tag(self, start: int) -> int:
+    def _tag(self, start: int) -> Generator[Token, None, int]:
         """Reads what starts at the ``{`` at ``start``; returns where scanning goes on."""
         src = self.source
         after = src[start + 1]
@@ -135,7 +142,7 @@ class Lexer:
             return end + 2
         if after == "$":
             if start + 2 < len(src) and src[start + 2] in _NAME_START:
-                return self._arguments("expr", start, start + 1)
+                return (yield from self._arguments("expr", start, start + 1))
             self._add_text("{", start)
             return start + 1
         closing = after == "/"
@@ -143,7 +150,7 @@ class Lexer:
         following = src[word.end()] if word is not None and word.end() < len(src) else ""
         if word is None or not (following == "}" or following in _SPACE or following == ""):
             if word is not None and not closing and word.group().lower() == "mode" and following == "=":
-                return self._arguments("mode", start, word.end())
+                return (yield from self._arguments("mode", start, word.end()))
             self._add_text("{", start)
             return start + 1
         name = word.group().lower()
@@ -155,14 +162,14 @@ class Lexer:
                 raise self.error(start, "{/literal} without {literal}")
             return self._bare("/" + name, start, word.end())
         if name in ARG_TAGS:
-            return self._arguments(name, start, word.end())
+            return (yield from self._arguments(name, start, word.end()))
         if name not in BARE_TAGS:
             raise self.error(start, f"unknown tag {shown}")
         if name == "else":
             after_else = _SKIP_SPACE.match(src, word.end()).end()  # type: ignore[union-attr]
             maybe_if = _WORD.match(src, after_else)
             if maybe_if is not None and maybe_if.group().lower() == "if" and after_else > word.end():
-                return self._arguments("elseif", start, maybe_if.end())
+                return (yield from self._arguments("elseif", start, maybe_if.end()))
         if name == "endif":
             name = "/if"
         end = self._expect_close(name, start, word.end())
@@ -176,7 +183,7 @@ class Lexer:
             self._add_text("{" if name == "ldelim" else "}", start)
             return end
         self._flush_text()
-        self.tokens.append(Token("TAG", name, start))
+        self.ready.append(Token("TAG", name, start))
         return end
 
     def _expect_close(self, name: str, start: int, pos: int) -> int:
@@ -190,15 +197,17 @@ class Lexer:
     def _bare(self, name: str, start: int, pos: int) -> int:
         end = self._expect_close(name, start, pos)
         self._flush_text()
-        self.tokens.append(Token("TAG", name, start))
+        self.ready.append(Token("TAG", name, start))
         return end
 
-    def _arguments(self, name: str, start: int, pos: int) -> int:
-        """Tokens of a tag's arguments from ``pos`` up to its ``}``, then an END token."""
+    def _arguments(self, name: str, start: int, pos: int) -> Generator[Token, None, int]:
+        """Tokens of a tag's arguments from ``pos`` up to its ``}``, then an END token; returns the
+        position after the ``}``."""
         self._flush_text()
+        yield from self.ready
+        self.ready.clear()
         src = self.source
-        tokens = self.tokens
-        tokens.append(Token("TAG", name, start))
+        yield Token("TAG", name, start)
         after_dot = False
         while True:
             if pos >= len(src):
@@ -207,7 +216,7 @@ class Lexer:
                 member = _MEMBER.match(src, pos)
                 if member is None:
                     raise self.error(pos, "expected a name or an index after '.'")
-                tokens.append(Token("NAME", member.group(), pos))
+                yield Token("NAME", member.group(), pos)
                 pos = member.end()
                 after_dot = False
                 continue
@@ -218,31 +227,30 @@ class Lexer:
             if kind == "ws":
                 pass
             elif kind == "end":
-                tokens.append(Token("END", "}", pos))
+                yield Token("END", "}", pos)
                 return match.end()
             elif kind == "var":
-                tokens.append(Token("VAR", match.group("var"), pos))
+                yield Token("VAR", match.group("var"), pos)
             elif kind == "num":
                 text = match.group()
                 # a longer digit string than int() accepts is a float, as in PHP
-                number = float(text) if "." in text or len(text) > 18 else int(text)
-                tokens.append(Token("NUM", number, pos))
+                yield Token("NUM", float(text) if "." in text or len(text) > 18 else int(text), pos)
             elif kind == "name":
-                tokens.append(Token("NAME", match.group(), pos))
+                yield Token("NAME", match.group(), pos)
             elif kind == "quote":
                 quote = match.group()
                 string = _STRINGS[quote].match(src, pos)
                 if string is None:
                     raise self.error(pos, "unterminated string")
-                tokens.append(Token("STR", unescape(string.group(1), quote), pos))
+                yield Token("STR", unescape(string.group(1), quote), pos)
                 pos = string.end()
                 continue
             else:
                 op = match.group()
-                tokens.append(Token("OP", op, pos))
+                yield Token("OP", op, pos)
                 after_dot = op == "."
             pos = match.end()
 
 
-def tokenize(source: str, part: str = "template") -> list[Token]:
+def tokenize(source: str, part: str = "template") -> Iterator[Token]:
     return Lexer(source, part).tokenize()

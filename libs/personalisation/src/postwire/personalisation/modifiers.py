@@ -210,10 +210,19 @@ def parse_replacement(template: str) -> Replacement:
     return parts
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a customer's bad pattern is their error, not a line on our stderr
+
+
 @functools.lru_cache(maxsize=256)
 def compile_regex(pattern: str) -> Any:
     """RE2-compiled ``pattern``; raises ``re2.error`` when it is not a valid (RE2) regular expression."""
-    return re2.compile(pattern)
+    return re2.compile(pattern, options=_RE2_OPTIONS)
+
+
+def regex_problem(exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else "invalid"
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
 
 
 def regex_sub(regex: Any, replacement: Replacement, string: str, budget: Budget) -> str:
@@ -260,7 +269,7 @@ def bind_regex_replace(constants: list[Any]) -> Apply:
     try:
         regex = compile_regex(to_str(pattern))
     except re2.error as exc:
-        raise ModifierError(f"invalid regular expression in regex_replace: {exc}") from None
+        raise ModifierError(f"invalid regular expression in regex_replace: {regex_problem(exc)}") from None
     if constants[1] is NOT_CONSTANT:
         return lambda value, args, budget: regex_sub(
             regex, parse_replacement(to_str(args[1])), text(value, budget), budget

@@ -68,7 +68,7 @@ class Parser:
         self.source = source
         self.part = part
         self.tokens = tokenize(source, part)
-        self.pos = 0
+        self.ahead: list[Token] = []  # peeked, not yet consumed
         self.depth = 0
 
     # tokens
@@ -76,14 +76,21 @@ class Parser:
         return syntax_error(self.source, self.part, offset, message)
 
     def peek(self, ahead: int = 0) -> Token:
-        index = self.pos + ahead
-        return self.tokens[index] if index < len(self.tokens) else self.tokens[-1]
+        while len(self.ahead) <= ahead:
+            if self.ahead and self.ahead[-1].kind == "EOF":
+                return self.ahead[-1]
+            self.ahead.append(next(self.tokens))
+        return self.ahead[ahead]
 
     def next(self) -> Token:
-        tok = self.tokens[self.pos]
+        tok = self.peek()
         if tok.kind != "EOF":
-            self.pos += 1
+            self.ahead.pop(0)
         return tok
+
+    def skip(self, count: int) -> None:
+        for _ in range(count):
+            self.next()
 
     def is_op(self, tok: Token, *ops: str) -> bool:
         return tok.kind == "OP" and tok.value in ops
@@ -181,7 +188,7 @@ class Parser:
     def expr_tag(self, tag: Token) -> Stmt:
         first, second = self.peek(), self.peek(1)
         if first.kind == "VAR" and self.is_op(second, "="):
-            self.pos += 2
+            self.skip(2)
             value = self.expr()
             self.expect_end(tag)
             return Assign(str(first.value), value)
