@@ -116,3 +116,21 @@ def test_regex_replace_is_linear_time() -> None:
     # (a+)+$ backtracks exponentially in Python's re on this input; RE2 answers at once
     assert render('{$x|regex_replace:"(a+)+$":"!"}', x="a" * 40 + "b") == "a" * 40 + "b"
     assert render('{$x|regex_replace:"(a+)+$":"!"}', x="a" * 40) == "!"
+
+
+@pytest.mark.parametrize(
+    ("source", "data", "expected"),
+    [
+        ("{$x|truncate:1.0e400}", {"x": "abc"}, "abc"),  # an infinite length is the default, 80
+        ("{$x|truncate:$n}", {"x": "abc", "n": float("nan")}, "abc"),
+        ("{$x}", {"x": 123456789012345678901234567890}, "123456789012345678901234567890"),
+        ("{$x + 1}", {"x": 10**400}, "INF"),  # arithmetic beyond 64 bits is floating point
+        ("{$x / 3}", {"x": 10**400}, "INF"),
+        ("{$x|urlencode}", {"x": "\ud800"}, "%ED%A0%80"),
+        ('{$x|regex_replace:"a":"b"}', {"x": "\ud800a"}, "\ufffdb"),
+        ('{$x|regex_replace:"b":"X"}', {"x": "ébébé"}, "éXéXé"),
+    ],
+)
+def test_odd_data(source: str, data: dict[str, Any], expected: str) -> None:
+    """Data a JSON API can hand over (lone surrogates, huge or non-finite numbers) renders, never crashes."""
+    assert render(source, **data) == expected

@@ -23,7 +23,7 @@ import re2
 
 from postwire.personalisation.errors import RenderError
 from postwire.personalisation.limits import Budget
-from postwire.personalisation.values import to_number, to_str, truthy
+from postwire.personalisation.values import to_int, to_str, truthy
 
 Apply = Callable[[Any, list[Any], Budget], Any]
 
@@ -55,7 +55,7 @@ def escape_html(string: str) -> str:
 
 def escape_url(string: str) -> str:
     """PHP's urlencode: letters, digits and ``-_.`` stay, a space is ``+``, the rest is %XX of UTF-8."""
-    return quote_plus(string, safe="").replace("~", "%7E")
+    return quote_plus(string, safe="", errors="surrogatepass").replace("~", "%7E")
 
 
 def escape_base64(string: str) -> str:
@@ -122,7 +122,7 @@ def truncate(value: Any, args: list[Any], budget: Budget) -> Any:
     """Smarty's truncate:length:etc:break_words:middle (80, "...", false, false). Longer text is cut
     to ``length`` characters including ``etc``; unless ``break_words``, a word cut in two is dropped."""
     string = text(value, budget)
-    length = int(to_number(arg(args, 0, 80)))
+    length = to_int(arg(args, 0, 80), 80)
     etc = to_str(arg(args, 1, "..."))
     if length <= 0:
         return ""
@@ -191,6 +191,7 @@ def _digest(name: str) -> Apply:
 
 
 # regular expressions: RE2 runs in time linear in the text, whatever the pattern
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _GROUP_REFERENCE = re.compile(r"\$\{(\d{1,2})\}|\$(\d{1,2})|\\(\d{1,2})")
 
 Replacement = list[str | int]  # literal text and group numbers
@@ -217,7 +218,19 @@ _RE2_OPTIONS.log_errors = False  # a customer's bad pattern is their error, not 
 @functools.lru_cache(maxsize=256)
 def compile_regex(pattern: str) -> Any:
     """RE2-compiled ``pattern``; raises ``re2.error`` when it is not a valid (RE2) regular expression."""
-    return re2.compile(pattern, options=_RE2_OPTIONS)
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except UnicodeEncodeError:
+        raise re2.error(b"a lone surrogate is not text") from None
+
+
+def utf8_safe(string: str) -> str:
+    """RE2 reads UTF-8: a lone surrogate (JSON can carry one, no mail can) becomes U+FFFD."""
+    try:
+        string.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", string)
+    return string
 
 
 def regex_problem(exc: Exception) -> str:
@@ -226,6 +239,7 @@ def regex_problem(exc: Exception) -> str:
 
 
 def regex_sub(regex: Any, replacement: Replacement, string: str, budget: Budget) -> str:
+    string = utf8_safe(string)
     out: list[str] = []
     size = 0
     pos = 0
@@ -342,7 +356,7 @@ def date_format(value: Any, args: list[Any], budget: Budget) -> Any:
     budget.charge_chars(len(fmt))
     try:
         return moment.strftime(fmt)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, UnicodeError):
         return string
 
 

@@ -37,9 +37,9 @@ def to_str(value: Any) -> str:
         return "1" if value else ""
     if kind is int:
         try:
-            return str(value)
-        except ValueError:  # more digits than Python converts
-            return format_float(float(value)) if abs(value) < 2**1023 else ""
+            return str(value)  # all digits of a number from the data, however long (an id)
+        except ValueError:  # beyond the 4300 digits Python converts
+            return format_float(as_float(value))
     if kind is float:
         return format_float(value)
     if isinstance(value, str):
@@ -90,11 +90,13 @@ def _number_of(match: re.Match[str]) -> int | float:
 
 def to_number(value: Any) -> int | float:
     """A value in arithmetic: booleans are 0/1, text counts for the number it starts with ("12 apples"
-    is 12, "apples" is 0), None, lists and mappings are 0."""
+    is 12, "apples" is 0), None, lists and mappings are 0. Integers beyond 64 bits are floats."""
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, (int, float)):
-        return value
+    if isinstance(value, int):
+        return normalize(int(value))
+    if isinstance(value, float):
+        return float(value)
     if isinstance(value, str):
         match = _LEADING_NUMBER.match(value)
         return 0 if match is None else _number_of(match)
@@ -104,7 +106,22 @@ def to_number(value: Any) -> int | float:
 def normalize(number: int | float) -> int | float:
     """Integers stay integers while they fit 64 bits, as SMART-TPL's numbers do; beyond, a float."""
     if isinstance(number, int) and not _INT_MIN <= number <= _INT_MAX:
+        return as_float(number)
+    return number
+
+
+def as_float(number: int) -> float:
+    try:
         return float(number)
+    except OverflowError:  # beyond 1.8e308
+        return math.inf if number > 0 else -math.inf
+
+
+def to_int(value: Any, default: int) -> int:
+    """A whole number for a modifier's argument (a length, a count); ``default`` for inf and NaN."""
+    number = to_number(value)
+    if isinstance(number, float):
+        return int(number) if math.isfinite(number) else default
     return number
 
 
