@@ -120,3 +120,17 @@ def test_nesting_deeper_than_the_limit_is_a_syntax_error() -> None:
         compile_template("{$a" + ".b" * 1000 + "}")
     with pytest.raises(TemplateSyntaxError, match="nested deeper than 64 levels"):
         compile_template("{if " + "not " * 1000 + "$a}{/if}")
+
+
+def test_errors_survive_pickling() -> None:
+    """A worker process can hand the error, with its position, back to the API."""
+    import pickle
+
+    from postwire.personalisation import RenderError
+
+    with pytest.raises(TemplateSyntaxError) as caught:
+        compile_template("a\n {/if}", part="text")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (copy.part, copy.line, copy.column, copy.message) == ("text", 2, 2, "{/if} without {if}")
+    render_error = pickle.loads(pickle.dumps(RenderError("division by zero", line=4)))
+    assert str(render_error) == "line 4: division by zero"

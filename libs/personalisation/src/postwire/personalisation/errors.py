@@ -3,6 +3,8 @@ line) and at render time (one recipient's render went over a limit, or its data 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TemplateSyntaxError(Exception):
     """The template cannot be compiled. ``part`` names the template (``"html"``, ``"text"``, ``"subject"``
@@ -19,6 +21,9 @@ class TemplateSyntaxError(Exception):
     def __str__(self) -> str:
         return f"line {self.line}, column {self.column}: {self.message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields: pickle (to another process) by hand
+        return _syntax_error, (self.message, self.part, self.line, self.column)
+
 
 class RenderError(Exception):
     """One render failed: it went over a :class:`~postwire.personalisation.limits.Limits` bound, or an
@@ -33,3 +38,14 @@ class RenderError(Exception):
 
     def __str__(self) -> str:
         return self.message if self.line is None else f"line {self.line}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _render_error, (self.message, self.line)
+
+
+def _syntax_error(message: str, part: str, line: int, column: int) -> TemplateSyntaxError:
+    return TemplateSyntaxError(message, part=part, line=line, column=column)
+
+
+def _render_error(message: str, line: int | None) -> RenderError:
+    return RenderError(message, line=line)
