@@ -60,8 +60,9 @@ async def test_a_sent_message_can_be_read_back_part_by_part(gateway: Gateway, ac
     first = ids["a@example.org"]
     assert (await get(f"envelope/{first}"))[2] == b"bounces@example.com"
     status, ctype, text = await get(f"text/{first}")
+    # the lines as the message has them (CRLF)
     assert (status, ctype, text.decode()) == (200, "text/plain; charset=utf-8",
-                                              "Héllo, your order is on its way.\r\n")  # the lines of the message as sent
+                                              "Héllo, your order is on its way.\r\n")
     html = (await get(f"html/{first}"))[2].decode()
     assert html == '<p>Héllo, <img src="cid:logo@shop"> your order</p>\r\n'
     headers = (await get(f"headers/{first}"))[2].decode()
