@@ -40,6 +40,7 @@ RCPT = "reader@example.org"
 SHARED = "shared@example.org"
 ONLY_A = "only-a@example.org"
 KEY = "same-idempotency-key-for-both"  # A and B use the same Idempotency-Key
+TEMPLATE = {"name": "iso-template", "subject": "A's {$x}", "from": "a@example.com", "text": "A's {$x}"}
 
 # routes that hold no account's data: the tracking token is its own authority (signed, opaque), probes
 NOT_ACCOUNT_SCOPED = {"GET /t/c/{token}", "GET /t/o/{token}", "GET /healthz", "GET /readyz", "GET /metrics"}
@@ -56,6 +57,7 @@ class World:
     domain: str = ""
     webhook_id: str = ""
     dead_letter_id: str = ""
+    template_id: int = 0
     sent_by_a: list[str] = field(default_factory=list)  # ids A's sends were answered with
 
     async def b_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -144,6 +146,36 @@ async def archived_message_calls(w: World) -> None:
                      "embeds", "attachments/{id}/0", "embeds/{id}/0"):
             url = f"/v1/{call.replace('{id}', mid)}" if "{id}" in call else f"/v1/{call}/{mid}"
             _not_found(await w.b_call("GET", url))
+
+
+@covers("POST /v1/template/{format}", "POST /v1/templates", "GET /v1/templates",
+        "GET /v1/templates/{start}/{length}")
+async def templates_of_its_own(w: World) -> None:
+    # B may use A's template name for its own; its list shows only its own
+    for path, name in (("/v1/template/json", "b-smtpeter"), ("/v1/templates", "b-own")):
+        r = await w.b_call("POST", path, json={**TEMPLATE, "name": name})
+        assert r.status_code == 201, r.text
+    r = await w.b_call("POST", "/v1/templates", json={**TEMPLATE, "subject": "B's"})
+    assert r.status_code == 201, r.text  # the same name as A's: names are per account
+    ids = {t["id"] for t in (await w.b_call("GET", "/v1/templates")).json()["templates"]}
+    assert w.template_id not in ids and len(ids) == 3
+    assert w.template_id not in {t["id"] for t in (await w.b_call("GET", "/v1/templates/0/1000")).json()}
+
+
+@covers("GET /v1/template/{ref}", "GET /v1/template/{ref}/{format}", "PUT /v1/template/{format}",
+        "DELETE /v1/template/{ref}", "GET /v1/templates/{ref}", "PUT /v1/templates/{ref}",
+        "DELETE /v1/templates/{ref}", "GET /v1/templates/{ref}/versions",
+        "GET /v1/templates/{ref}/versions/{version}", "POST /v1/templates/{ref}/preview")
+async def template_by_ref(w: World) -> None:
+    tid = w.template_id
+    for method, path, body in (
+            ("GET", f"/v1/template/{tid}", None), ("GET", f"/v1/template/{tid}/html", None),
+            ("PUT", "/v1/template/json", {**TEMPLATE, "id": tid}), ("DELETE", f"/v1/template/{tid}", None),
+            ("GET", f"/v1/templates/{tid}", None), ("PUT", f"/v1/templates/{tid}", TEMPLATE),
+            ("DELETE", f"/v1/templates/{tid}", None), ("GET", f"/v1/templates/{tid}/versions", None),
+            ("GET", f"/v1/templates/{tid}/versions/1", None),
+            ("POST", f"/v1/templates/{tid}/preview", {"data": {"x": 1}})):
+        _not_found(await w.b_call(method, path, json=body))
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -310,6 +342,9 @@ async def _seed(w: World, sessions: async_sessionmaker[AsyncSession], js: JetStr
     r = await gw.http.post("/v1/webhooks", json={"url": "https://1.1.1.1/a-hook"}, headers=h)
     assert r.status_code == 201, r.text
     w.webhook_id = r.json()["id"]
+    r = await gw.http.post("/v1/templates", json=TEMPLATE, headers=h)
+    assert r.status_code == 201, r.text
+    w.template_id = r.json()["id"]
     r = await gw.http.post("/v1/messages", json={**_json_message("a"), "from": "a@example.com"},
                            headers={**h, "Idempotency-Key": KEY})
     assert r.status_code == 202, r.text
@@ -370,6 +405,9 @@ async def _a_view(w: World) -> dict[str, Any]:
         "webhooks": ("/v1/webhooks", {}),
         "webhook": (f"/v1/webhooks/{w.webhook_id}", {}),
         "dead_letters": (f"/v1/webhooks/{w.webhook_id}/dead-letters", {}),
+        "templates": ("/v1/templates", {}),
+        "template": (f"/v1/templates/{w.template_id}", {}),
+        "template_versions": (f"/v1/templates/{w.template_id}/versions", {}),
     }
     view: dict[str, Any] = {}
     for name, (path, params) in gets.items():

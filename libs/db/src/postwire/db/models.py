@@ -222,3 +222,33 @@ class WebhookDeadLetter(Base):
     __table_args__ = (
         Index("ix_webhook_dead_letters_webhook_parked", "webhook_id", "parked_at", "id"),
     )
+
+
+class Template(Base):
+    """A stored message template (postwire.db.templates, docs/templates.md). Integer ids, as SMTPeter's
+    API hands them out; ``version`` is the current one. A deleted template keeps its versions (messages
+    sent from it are resent from the version they were built from) and frees its name."""
+
+    __tablename__ = "templates"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_templates_account_name", "account_id", "name", unique=True,
+              postgresql_where=text("deleted_at IS NULL")),
+        Index("ix_templates_account_id", "account_id", "id"),
+    )
+
+
+class TemplateVersion(Base):
+    """One saved content of a template: ``{"subject", "from", "replyto", "html", "text", "headers"}``."""
+
+    __tablename__ = "template_versions"
+    template_id: Mapped[int] = mapped_column(ForeignKey("templates.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _now()

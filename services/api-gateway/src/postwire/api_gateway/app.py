@@ -25,6 +25,7 @@ from postwire.api_gateway import (
     routes_events,
     routes_smtpeter,
     routes_suppressions,
+    routes_templates,
     routes_tracking,
     routes_webhooks,
 )
@@ -74,6 +75,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_events.events_router(), **v1)
     app.include_router(routes_smtpeter.smtpeter_router(deps.settings), **v1)
     app.include_router(routes_archive.archive_router(), **v1)
+    app.include_router(routes_templates.templates_router(), **v1)
     app.include_router(routes_tracking.tracking_router(deps.settings))
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)
