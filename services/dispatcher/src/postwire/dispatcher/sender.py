@@ -156,7 +156,7 @@ class Sender:
         """The provider has a full ready queue: come back later from the retry subject instead of
         holding a slot that mail to other providers needs. Not an attempt, so no event; the attempt
         number still moves on, so the parked copy's Nats-Msg-Id is new each time it is parked."""
-        delay = budget.park_delay()
+        delay = budget.park_delay(waited=out.HasField("not_before"))
         metrics.PARKED.labels(budget.provider).inc()
         log.debug("sender.parked", message_id=out.message_id, provider=budget.provider, retry_in=delay)
         parked = self._retry_message(out, list(out.recipients), attempt + 1,

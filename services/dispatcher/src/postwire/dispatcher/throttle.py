@@ -66,9 +66,12 @@ READY_PER_CONNECTION = 4
 READY_FLOOR = 8
 # a parked message comes back after at least PARK_FLOOR_S and at most PARK_MAX_S; after PARK_MIN_S when
 # nothing tells how fast the budget drains (no message sent yet, no rate limit)
-PARK_FLOOR_S = 0.1
+PARK_FLOOR_S = 0.25
 PARK_MIN_S = 2.0
 PARK_MAX_S = 60.0
+# how long a parked message takes to come back through the retry subject when the machine is busy: the
+# queue it returns to should still hold that much work
+PARK_LEAD_S = 0.5
 # how much one message's time in a session moves the budget's estimate of it
 SEND_TIME_WEIGHT = 0.2
 
@@ -129,20 +132,35 @@ class Budget:
                              self.max_connections / self.send_s if self.send_s else None) if r is not None]
         return min(rates) if rates else None
 
-    def park_delay(self, now: float | None = None) -> float:
-        """When a parked message should come back: when the queue ahead of it, and the messages parked
-        before it, will have drained to half at the budget's capacity. Parked messages thus come back
-        spaced as the provider can take them, each while the half left still keeps the connections
-        busy; not all at once, and not seconds after a fast provider had room again. A provider that
-        takes a minute per message keeps them away for a minute."""
+    def park_delay(self, now: float | None = None, waited: bool = False) -> float:
+        """When a parked message should come back.
+
+        A budget with a rate limit: about when the queue ahead of it has drained at that rate
+        (``max_ready / rate``, 2 to 60 s, jittered). The parked messages come back together and keep the
+        queue full, so the provider gets its whole rate even on a busy machine.
+
+        A budget without one (bounded by its connections only): once the queue ahead of it, and the
+        messages parked before it, will have drained at its measured capacity (connections over the time
+        a message holds one) to half a second of work (at least half the queue), one capacity slot after
+        the message parked before it; one that ``waited`` already returns at the head of the line. A
+        fast destination's burst then waits a tenth of a second for room, not the seconds of a fixed
+        delay; a destination that takes a minute per message keeps them away for a minute."""
         now = time.monotonic() if now is None else now
-        rate = self.capacity
-        if rate is None:
+        rate = self.message_rate
+        if rate is not None:
+            return min(PARK_MAX_S, max(PARK_MIN_S, self.max_ready / rate)) * random.uniform(0.75, 1.5)
+        capacity = self.capacity
+        if capacity is None:
             return PARK_MIN_S * random.uniform(0.75, 1.5)
-        due = max(now + max(0, self.ready - self.max_ready / 2) / rate, self._park_tat)
-        self._park_tat = due + 1 / rate
+        keep = min(self.max_ready - 1, max(self.max_ready / 2, capacity * PARK_LEAD_S))
+        head = now + max(0.0, self.ready - keep) / capacity
+        if waited:
+            due = head
+        else:
+            due = max(head, self._park_tat)
+            self._park_tat = due + 1 / capacity
         # a little jitter within the message's own slot: replicas parking at once do not come back at once
-        return min(PARK_MAX_S, max(PARK_FLOOR_S, due - now + random.uniform(0, 0.5 / rate)))
+        return min(PARK_MAX_S, max(PARK_FLOOR_S, due - now + random.uniform(0, 0.5 / capacity)))
 
     @property
     def message_rate(self) -> float | None:
