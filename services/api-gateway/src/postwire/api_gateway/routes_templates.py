@@ -38,16 +38,19 @@ SMTPETER_TAGS: list[str | Enum] = ["smtpeter"]
 OWN_TAGS: list[str | Enum] = ["templates"]
 
 
-class TemplateOut(BaseModel):
-    id: int
-    name: str
-    version: int
+class TemplateParts(BaseModel):
     subject: str | None = None
     from_: str | None = Field(default=None, alias="from", serialization_alias="from")
     replyto: str | None = None
     html: str | None = None
     text: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+
+
+class TemplateOut(TemplateParts):
+    id: int
+    name: str
+    version: int
     created_at: datetime
     updated_at: datetime
 
@@ -71,13 +74,8 @@ class Preview(BaseModel):
     version: int | None = Field(default=None, description="Default: the current version.")
 
 
-class Rendered(BaseModel):
-    subject: str | None = None
-    from_: str | None = Field(default=None, alias="from", serialization_alias="from")
-    replyto: str | None = None
-    html: str | None = None
-    text: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+class Rendered(TemplateParts):
+    """Every part of a template rendered with data."""
 
 
 def _out(saved: store.Saved) -> dict[str, Any]:

@@ -42,6 +42,22 @@ CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*$")
 _WHITESPACE = re.compile(rb"\s+")
 
 
+def check_custom_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Extra header fields a customer gives: well-formed names, none that Postwire sets from the message's
+    fields, no line breaks in values (they would let a caller inject headers or a body)."""
+    for name, value in headers.items():
+        if not HEADER_NAME.match(name):
+            raise PydanticCustomError("invalid_header_name", "header name {name!r} must be printable "
+                                      "ASCII without spaces or ':'", {"name": name})
+        if name.lower() in RESERVED_HEADERS:
+            raise PydanticCustomError("reserved_header", "header {name!r} is set by Postwire from the "
+                                      "message fields; use those instead", {"name": name})
+        if has_line_break(value):
+            raise PydanticCustomError("header_injection", "header {name!r}: line breaks (CR/LF) are "
+                                      "not allowed in header fields", {"name": name})
+    return headers
+
+
 def mailbox_value(value: Any) -> Mailbox:
     if isinstance(value, Mailbox):
         return value
@@ -195,17 +211,7 @@ class SendRequest(BaseModel):
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, value in v.items():
-            if not HEADER_NAME.match(name):
-                raise PydanticCustomError("invalid_header_name", "header name {name!r} must be printable "
-                                          "ASCII without spaces or ':'", {"name": name})
-            if name.lower() in RESERVED_HEADERS:
-                raise PydanticCustomError("reserved_header", "header {name!r} is set by Postwire from the "
-                                          "message fields; use those instead", {"name": name})
-            if has_line_break(value):
-                raise PydanticCustomError("header_injection", "header {name!r}: line breaks (CR/LF) are "
-                                          "not allowed in header fields", {"name": name})
-        return v
+        return check_custom_headers(v)
 
     @model_validator(mode="after")
     def _complete(self) -> SendRequest:

@@ -19,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from postwire.api_gateway.addresses import AddressError, has_line_break, parse_mailbox
 from postwire.api_gateway.compose import Draft, build
 from postwire.api_gateway.errors import ApiError, InvalidInput
-from postwire.api_gateway.schemas import HEADER_NAME, RESERVED_HEADERS
+from postwire.api_gateway.schemas import check_custom_headers
 from postwire.db.templates import NAME
 from postwire.personalisation import RenderError, TemplateSyntaxError, compile_template, has_tags
 
@@ -63,17 +63,7 @@ class TemplateIn(BaseModel):
     @field_validator("headers")
     @classmethod
     def _headers(cls, v: dict[str, str]) -> dict[str, str]:
-        for name, value in v.items():
-            if not HEADER_NAME.match(name):
-                raise PydanticCustomError("invalid_header_name", "header name {name!r} must be printable "
-                                          "ASCII without spaces or ':'", {"name": name})
-            if name.lower() in RESERVED_HEADERS:
-                raise PydanticCustomError("reserved_header", "header {name!r} comes from the template's "
-                                          "fields; use those instead", {"name": name})
-            if has_line_break(value):
-                raise PydanticCustomError("header_injection", "header {name!r}: line breaks (CR/LF) are "
-                                          "not allowed", {"name": name})
-        return v
+        return check_custom_headers(v)
 
     def content(self) -> dict[str, Any]:
         """What is stored as a version."""
