@@ -125,3 +125,19 @@ async def test_bad_templates_are_refused_saying_what_is_wrong(gateway: Gateway,
     missing = await gateway.http.put("/v1/templates/nope", json=WELCOME, headers=h)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert (await gateway.http.get("/v1/templates", headers=h)).json() == {"templates": []}  # nothing saved
+
+
+async def test_a_runaway_template_stops_at_the_limits_and_the_gateway_stays_up(
+        gateway: Gateway, account: NewCredentials) -> None:
+    h = gateway.auth(account)
+    loop = {"name": "runaway", "text": "{foreach $rows as $a}{foreach $rows as $b}{foreach $rows as $c}"
+                                       "{$a}{$b}{$c}{/foreach}{/foreach}{/foreach}"}
+    assert (await gateway.http.post("/v1/templates", json=loop, headers=h)).status_code == 201
+    r = await gateway.http.post("/v1/templates/runaway/preview", json={"data": {"rows": list(range(500))}},
+                                headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "template_render", r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "data"]
+    assert "text" in r.json()["detail"][0]["msg"]  # the part that ran away is named
+    small = await gateway.http.post("/v1/templates/runaway/preview", json={"data": {"rows": [1, 2]}},
+                                    headers=h)
+    assert small.status_code == 200 and small.json()["text"] == "111112121122211212221222"

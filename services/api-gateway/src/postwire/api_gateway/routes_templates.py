@@ -136,7 +136,7 @@ def _data(request: Request) -> dict[str, str]:
 def _formatted(saved: store.Saved, fmt: Format, data: dict[str, Any], domain: str) -> Response:
     if fmt == "json":
         return JSONResponse(TemplateOut.model_validate(_out(saved)).model_dump(mode="json", by_alias=True))
-    rendered = templates.render(saved.content, data)
+    rendered = templates.render(saved.content, data, loc=("query",))
     if fmt in ("html", "webversion"):
         return Response((rendered["html"] or "").encode(), media_type="text/html; charset=utf-8",
                         headers=SAFE)

@@ -84,15 +84,17 @@ def check(content: Mapping[str, Any]) -> None:
             raise InvalidInput(("body", *part.split(".", 1)), f"{part}: {e}", "template_syntax") from None
 
 
-def render(content: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+def render(content: Mapping[str, Any], data: Mapping[str, Any],
+           loc: tuple[str, ...] = ("body", "data")) -> dict[str, Any]:
     """Every part of ``content`` rendered with ``data``; a part without template syntax as it is. A
-    failure of one render (a limit reached) is a 422 naming the part."""
+    failure of one render (a limit reached) is a 422 at ``loc`` (where the data came from) naming the
+    part."""
     out: dict[str, Any] = {}
     for part, source in _parts(content).items():
         try:
             value = compile_template(source, part=part).render(data) if has_tags(source) else source
         except (TemplateSyntaxError, RenderError) as e:
-            raise InvalidInput(("query",), f"{part}: {e}", "template_render") from None
+            raise InvalidInput(loc, f"{part}: {e}", "template_render") from None
         if part.startswith("headers."):
             out.setdefault("headers", {})[part.split(".", 1)[1]] = value
         else:
