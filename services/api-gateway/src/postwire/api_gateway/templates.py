@@ -112,11 +112,10 @@ def mime(rendered: Mapping[str, Any], message_id: str, domain: str) -> bytes:
     for name, value in (("subject", rendered.get("subject") or ""), *rendered["headers"].items()):
         if has_line_break(value):
             raise InvalidInput(("query",), f"{name} holds a line break after rendering", "header_injection")
+    text, html = rendered.get("text"), rendered.get("html")
     draft = Draft(from_=sender, reply_to=reply_to, subject=rendered.get("subject") or "",
-                  text=rendered.get("text"), html=rendered.get("html"),
+                  text="" if text is None and html is None else text, html=html,
                   headers=list(rendered["headers"].items()))
-    if draft.text is None and draft.html is None:
-        draft = Draft(from_=sender, reply_to=reply_to, subject=draft.subject, text="", headers=draft.headers)
     return build(draft, message_id, domain, datetime.now(UTC))
 
 

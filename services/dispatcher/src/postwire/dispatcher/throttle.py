@@ -126,11 +126,9 @@ class Budget:
 
     @property
     def capacity(self) -> float | None:
-        """Messages a second this budget can take now: its connections over the time a message holds
-        one, and no more than its allowed rate; None before either is known."""
-        rates = [r for r in (self.message_rate,
-                             self.max_connections / self.send_s if self.send_s else None) if r is not None]
-        return min(rates) if rates else None
+        """Messages a second this budget's connections can take: their number over the time a message
+        holds one; None before a message was sent. (Only asked of budgets without a rate limit.)"""
+        return self.max_connections / self.send_s if self.send_s else None
 
     def park_delay(self, now: float | None = None, waited: bool = False) -> float:
         """When a parked message should come back.

@@ -348,11 +348,13 @@ async def _fan_out_one(ctx: Context, workers: Workers, msg: Msg) -> None:
 async def _fan_out(ctx: Context, workers: Workers) -> None:
     """EVENTS → per-endpoint queues, one event at a time so each endpoint's queue keeps stream order."""
     s = ctx.settings
-    while not ctx.subscriptions.ready:  # the consumer and its filter come from the first reconcile
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ctx.stop.wait(), 0.05)
-        if ctx.stop.is_set():
-            return
+    # the consumer and its filter come from the first reconcile
+    ready, stopped = (asyncio.ensure_future(e.wait()) for e in (ctx.subscriptions.ready, ctx.stop))
+    await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    stopped.cancel()
+    if ctx.stop.is_set():
+        return
     pull = BatchPull(ctx.js, EVENTS, FANOUT_CONSUMER, batch=s.webhook_fanout_batch)
     await pull.start()
     try:

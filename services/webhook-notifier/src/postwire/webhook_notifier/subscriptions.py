@@ -17,6 +17,7 @@ between the two loses at most those.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from postwire.core.topology import EVENTS, work_consumer
+from postwire.core.topology import EVENTS, event_subject, work_consumer
 from postwire.db import webhooks as store
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,7 @@ def subjects_for(hooks: Iterable[HookRef], max_subjects: int) -> list[str]:
             wanted[h.account_id] = None
         elif (types := wanted.setdefault(h.account_id, set())) is not None:
             types.update(h.event_types)
-    subjects = sorted(f"events.{account}.{t}" for account, types in wanted.items()
+    subjects = sorted(event_subject(account, t) for account, types in wanted.items()
                       for t in (sorted(types) if types is not None else (">",)))
     if len(subjects) > max_subjects:
         return [EVERYTHING]
@@ -93,7 +94,7 @@ class Subscriptions:
         self._js, self._sessions, self._max = js, sessions, max_subjects
         self._hooks: dict[str, list[HookRef]] = {}
         self._loaded_at = float("-inf")
-        self.ready = False  # the consumer exists with a filter this process chose
+        self.ready = asyncio.Event()  # the consumer exists with a filter this process chose
 
     async def hooks_for(self, account_id: str, event_type: str) -> list[HookRef]:
         """The webhooks an event goes to. A miss reloads the table (at most once a second): another
@@ -123,7 +124,7 @@ class Subscriptions:
         wanted = subjects_for(hooks, self._max)
         current = await self._current_filter()
         if current is not None and sorted(current) == wanted:
-            self.ready = True
+            self.ready.set()
             return
         joining = [] if current is None else [
             (h, s) for h in hooks for s in hook_subjects(h) if not any(covers(c, s) for c in current)]
@@ -135,7 +136,7 @@ class Subscriptions:
         for hook, subject in joining:
             await self._replay(hook, subject, after, replayed, start_seq=upto + 1)
         log.info("webhooks.fanout_filter", subjects=len(wanted), joined=sorted({s for _, s in joining}))
-        self.ready = True
+        self.ready.set()
 
     async def _current_filter(self) -> list[str] | None:
         """The consumer's filter now; None when there is no consumer yet (a new one reads EVENTS from
@@ -183,7 +184,7 @@ class Subscriptions:
 
 def hook_subjects(hook: HookRef) -> list[str]:
     """The EVENTS subjects one webhook wants."""
-    return [f"events.{hook.account_id}.{t}" for t in hook.event_types or (">",)]
+    return [event_subject(hook.account_id, t) for t in hook.event_types or (">",)]
 
 
 def _fanout_config(subjects: Sequence[str]) -> ConsumerConfig:
