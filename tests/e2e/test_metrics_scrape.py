@@ -121,9 +121,10 @@ def _doc_name(family_name: str, family_type: str) -> str:
 
 
 def registered_metrics() -> dict[str, str]:
-    """Documented name -> type of every postwire_ metric the services' modules register: every module of
-    a service that uses prometheus_client is imported (so a metric defined outside metrics.py counts)."""
-    for src in sorted(REPO.glob("services/*/src/postwire/*")):
+    """Documented name -> type of every postwire_ metric the services' and libraries' modules register:
+    every module that uses prometheus_client is imported (so a metric defined outside metrics.py counts,
+    and a library's is found whatever this session's other tests imported)."""
+    for src in sorted([*REPO.glob("services/*/src/postwire/*"), *REPO.glob("libs/*/src/postwire/*")]):
         for path in sorted(src.rglob("*.py")):
             if "prometheus_client" in path.read_text():
                 rel = path.relative_to(src.parent).with_suffix("")
