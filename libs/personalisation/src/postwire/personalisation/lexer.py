@@ -97,6 +97,7 @@ class Lexer:
         self.ready: list[Token] = []  # tokens read, not yet handed out
         self._text: list[str] = []
         self._text_offset = 0
+        self.spans: list[tuple[int, int]] = []  # [start, end) of each tag read so far
 
     def error(self, offset: int, message: str) -> TemplateSyntaxError:
         return syntax_error(self.source, self.part, offset, message)
@@ -124,6 +125,8 @@ class Lexer:
             start = match.start()
             self._add_text(src[pos:start], pos)
             pos = yield from self._tag(start)
+            if pos > start + 1:  # a "{" that is text moves on by one; every tag is longer
+                self.spans.append((start, pos))
             if self.ready:
                 yield from self.ready
                 self.ready.clear()
@@ -254,3 +257,18 @@ class Lexer:
 
 def tokenize(source: str, part: str = "template") -> Iterator[Token]:
     return Lexer(source, part).tokenize()
+
+
+def tag_spans(source: str) -> list[tuple[int, int]]:
+    """The ``[start, end)`` offsets of every tag in ``source``, in order, as the lexer reads them: a
+    ``{literal}`` block (content included), a ``{* comment *}``, ``{ldelim}`` are one span each.
+
+    For tools that must keep a template's tags intact while changing the text around them (the
+    transformer inlines CSS once per template). Raises :class:`TemplateSyntaxError` for what the lexer
+    refuses (an unknown tag, an unterminated string); a template the parser would refuse (``{if}``
+    without ``{/if}``) still has its spans.
+    """
+    lexer = Lexer(source, "template")
+    for _ in lexer.tokenize():
+        pass
+    return lexer.spans

@@ -23,6 +23,11 @@ Tracking (:mod:`postwire.transformer.link_tracking`) runs on each HTML part afte
 that gets placeholders is always written as quoted-printable with every placeholder on an encoded line of
 its own (:mod:`postwire.transformer.qp`), so the sender's per-recipient byte substitution finds them
 whole and the lines stay within 76 characters after it. Link indexes run across the parts in order.
+
+A template (``template``: postwire.personalisation syntax, rendered per recipient later) has its tags
+protected around both steps (:mod:`postwire.transformer.template_tags`). A part whose tags cannot be kept
+where they are, or that the inliner cannot read with its tags protected, stays exactly as it was and is
+counted in ``unprotectable_parts``; its links are not tracked either, so it never half changes.
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ from email.message import Message
 from typing import Final
 
 from postwire.transformer import qp
-from postwire.transformer.cost import Budget
-from postwire.transformer.inline import CSS_INLINE, inline_html
+from postwire.transformer.cost import MAX_TAGS, Budget, NeedsWorker
+from postwire.transformer.inline import (
+    CSS_INLINE,
+    HtmlTooComplex,
+    InlineError,
+    check_html_limits,
+    inline_html,
+)
 from postwire.transformer.link_tracking import TrackingOptions, track_html
+from postwire.transformer.template_tags import Protected, TemplateOptions, protect, restore
 
 MAX_DEPTH: Final = 32  # nesting beyond this is left as is: no legitimate mail needs it
 MAX_PARTS: Final = 1000  # entities (the message and every body part) in one message; more is refused
@@ -82,6 +94,7 @@ class TransformResult:
     changed: bool
     links: tuple[str, ...] = ()  # the original URL of each click placeholder, by index
     open_pixel: bool = False  # an open pixel was added (to at least one HTML part)
+    unprotectable_parts: int = 0  # template HTML parts left as they were: their tags could not be kept
 
 
 @dataclass
@@ -95,6 +108,8 @@ class _Context:
     links: list[str] = field(default_factory=list)
     open_pixel: bool = False
     budget: Budget | None = None  # set: only cheap parts (postwire.transformer.cost), else NeedsWorker
+    template: TemplateOptions | None = None
+    unprotectable: int = 0
 
 
 def transform_mime(
@@ -105,9 +120,11 @@ def transform_mime(
     inline_css: bool = True,
     tracking: TrackingOptions | None = None,
     budget: Budget | None = None,
+    template: TemplateOptions | None = None,
 ) -> TransformResult:
     """Inline CSS in every inline text/html part of ``raw`` (unless ``inline_css`` is false), then add
-    the tracking placeholders ``tracking`` asks for; everything else stays byte-for-byte.
+    the tracking placeholders ``tracking`` asks for; everything else stays byte-for-byte. With
+    ``template``, the HTML parts are templates whose tags come back as written (see the module doc).
 
     Raises :class:`MimeError` for bytes that are not a message and
     :class:`~postwire.transformer.inline.InlineError` when an HTML part cannot be inlined. With a
@@ -118,11 +135,11 @@ def transform_mime(
         raise MimeError("not a MIME message: no valid header block")
     if not inline_css and tracking is None:
         return TransformResult(raw, 0, False)
-    ctx = _Context(engine, extra_css, inline_css, tracking, budget=budget)
+    ctx = _Context(engine, extra_css, inline_css, tracking, budget=budget, template=template)
     new = _rewrite_entity(raw, ctx, depth=0)
     if new is None or new == raw:
-        return TransformResult(raw, 0, False)
-    return TransformResult(new, ctx.transformed, True, tuple(ctx.links), ctx.open_pixel)
+        return TransformResult(raw, 0, False, unprotectable_parts=ctx.unprotectable)
+    return TransformResult(new, ctx.transformed, True, tuple(ctx.links), ctx.open_pixel, ctx.unprotectable)
 
 
 def _split_head(entity: bytes) -> tuple[bytes, bytes] | None:
@@ -248,30 +265,72 @@ def _rewrite_html_part(head: bytes, body: bytes, info: _Head, ctx: _Context) -> 
     if decoded is None:
         return None
     text, codec_name = decoded
-    html = text
-    inline = ctx.inline_css and (ctx.extra_css is not None or _STYLE_TAG.search(text) is not None)
+    trackable = ctx.tracking is not None and _ascii_compatible(codec_name)
+    protected: Protected | None = None
+    styled = ctx.extra_css is not None or _STYLE_TAG.search(text) is not None
+    if ctx.template is not None and (trackable or (ctx.inline_css and styled)):  # else it is left alone
+        protected = _protect(text, ctx.template, ctx.budget, inline=ctx.inline_css and styled)
+        if protected is None:
+            ctx.unprotectable += 1
+            return None
+    source = text if protected is None else protected.html
+    html = source
+    inline = ctx.inline_css and (ctx.extra_css is not None or _STYLE_TAG.search(source) is not None)
     if ctx.budget is not None:
-        ctx.budget.spend(text, ctx.extra_css, inline=inline)
+        ctx.budget.spend(source, ctx.extra_css, inline=inline)
     if inline:
-        html = inline_html(text, ctx.extra_css, ctx.engine)
-    tracked = False
-    if ctx.tracking is not None and _ascii_compatible(codec_name):
-        result = track_html(html, ctx.tracking, first_index=len(ctx.links))
-        if result.html != html:
-            html, tracked = result.html, True
-            ctx.links += result.links
-            ctx.open_pixel = ctx.open_pixel or result.open_pixel
+        try:
+            html = inline_html(source, ctx.extra_css, ctx.engine)
+        except HtmlTooComplex:
+            raise
+        except InlineError:
+            if protected is None:
+                raise
+            ctx.unprotectable += 1  # e.g. a tag standing for whole declarations in a style attribute
+            return None
+    tracked = None
+    if trackable and ctx.tracking is not None:
+        untracked = None if protected is None else protected.tokens
+        tracked = track_html(html, ctx.tracking, first_index=len(ctx.links), untracked=untracked)
+        if tracked.html == html:
+            tracked = None
+        else:
+            html = tracked.html
+    if protected is not None:
+        restored = text if html == source else restore(html, protected)
+        if restored is None:
+            ctx.unprotectable += 1
+            return None
+        html = restored
+    if tracked is not None:  # only now: a part left as it was must not take link indexes
+        ctx.links += tracked.links
+        ctx.open_pixel = ctx.open_pixel or tracked.open_pixel
     if html == text:
         return None  # nothing to inline or track: keep the part exactly as it was
     nl = b"\r\n" if head.endswith(b"\r\n") else b"\n"
     data = _encode_html(html, codec_name, ascii_source=text.isascii())
-    if tracked and ctx.tracking is not None:
+    if tracked is not None and ctx.tracking is not None:
         new_cte, new_body = "quoted-printable", qp.encode(data, ctx.tracking.placeholders, nl)
     else:
         new_cte, new_body = _encode_body(data, cte, nl)
     new_body = new_body.rstrip(b"\r\n") + (nl if body.endswith(b"\n") else b"")
     ctx.transformed += 1
     return (head if new_cte == cte else _set_cte(head, new_cte, nl)) + new_body
+
+
+def _protect(
+    text: str, template: TemplateOptions, budget: Budget | None, *, inline: bool
+) -> Protected | None:
+    """The part's HTML with its tags protected; None when they cannot be. Reading the tags runs in Python,
+    so a part the inliner would refuse is refused first, and in the server process the tags are bounded
+    like the HTML's (``{`` counted)."""
+    if inline:
+        check_html_limits(text)
+    if budget is not None:
+        budget.spend(text, None, inline=False)  # checks only the size limits, charges nothing
+        if text.count("{") > MAX_TAGS:
+            raise NeedsWorker(f"an HTML template has more than {MAX_TAGS} braces")
+    return protect(text, template.nonce_for(text))
 
 
 def _encode_html(html: str, codec_name: str, *, ascii_source: bool) -> bytes:

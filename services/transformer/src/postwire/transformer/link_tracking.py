@@ -14,7 +14,10 @@ Left alone: ``mailto:``, ``tel:``, ``#anchors``, relative and other non-http(s) 
 opt-out attribute ``data-postwire-notrack``; links inside HTML comments (so also Outlook's
 ``<!--[if mso]>`` VML buttons); with ``prevent_scam``, links whose visible text is itself a URL or a
 domain (a recipient who sees a URL must land exactly there); and every link after the first
-:data:`~postwire.core.tracking.MAX_LINKS` of a message.
+:data:`~postwire.core.tracking.MAX_LINKS` of a message. In a template (``untracked`` matches its tag
+tokens): links whose URL holds a tag, since a tracking link must never carry template syntax and the
+URL is only known per recipient; with ``prevent_scam`` also links whose visible text holds a tag, since
+it may render as an address.
 """
 
 from __future__ import annotations
@@ -100,11 +103,18 @@ class TrackedHtml:
     open_pixel: bool
 
 
-def track_html(document: str, options: TrackingOptions, first_index: int = 0) -> TrackedHtml:
+def track_html(
+    document: str,
+    options: TrackingOptions,
+    first_index: int = 0,
+    *,
+    untracked: re.Pattern[str] | None = None,
+) -> TrackedHtml:
     """Rewrite the links of ``document`` to click placeholders and add the open pixel, as configured.
 
     Link indexes start at ``first_index`` (the links already taken by earlier HTML parts of the same
     message); no index reaches :data:`~postwire.core.tracking.MAX_LINKS`, later links stay as they are.
+    A link whose URL ``untracked`` finds something in (a template's tag) stays as it is.
     """
     scanner = _Scanner(document, collect_text=options.prevent_scam)
     scanner.feed(document)
@@ -117,7 +127,7 @@ def track_html(document: str, options: TrackingOptions, first_index: int = 0) ->
             if first_index + len(links) >= MAX_LINKS:
                 break
             url = _tracked_url(anchor, options.prevent_scam)
-            if url is None:
+            if url is None or (untracked is not None and _holds(anchor, untracked, options.prevent_scam)):
                 continue
             value = prefix + placeholder(options.nonce, first_index + len(links))
             edits.append((anchor.start, anchor.end, value if anchor.quoted else f'"{value}"'))
@@ -146,6 +156,14 @@ class _Anchor:
     raw_value: str
     notrack: bool
     text: list[str] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)  # inside the link (with prevent_scam only)
+
+
+def _holds(anchor: _Anchor, pattern: re.Pattern[str], prevent_scam: bool) -> bool:
+    """Whether the link's URL, or with ``prevent_scam`` its visible text, holds what ``pattern`` finds."""
+    if pattern.search(anchor.raw_value):
+        return True
+    return prevent_scam and any(pattern.search(part) for part in (*anchor.text, *anchor.comments))
 
 
 def _tracked_url(anchor: _Anchor, prevent_scam: bool) -> str | None:
@@ -201,6 +219,10 @@ class _Scanner(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._open is not None:
             self._open.text.append(data)
+
+    def handle_comment(self, data: str) -> None:
+        if self._open is not None:
+            self._open.comments.append(data)
 
     def parse_marked_section(self, i: int, report: bool = True) -> int:
         """``<![name[`` with a name _markupbase does not know raises AssertionError (Python < 3.13);

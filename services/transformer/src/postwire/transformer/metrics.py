@@ -14,6 +14,10 @@
 - ``postwire_transformer_html_parts_transformed_total{engine}``: text/html parts rewritten (CSS inlined
   and/or tracking placeholders added).
 - ``postwire_transformer_bytes_total{direction}``: MIME bytes received (``in``) and returned (``out``).
+- ``postwire_transformer_template_parts_total{result}``: text/html parts of templates
+  (``TransformOptions.template``): ``transformed`` (rewritten with every tag kept in place) or
+  ``unprotectable`` (left exactly as they were: a tag inside tag markup, a tag the inliner moved, copied
+  or dropped, or HTML the inliner cannot read with the tags protected).
 """
 
 from __future__ import annotations
@@ -42,4 +46,9 @@ WORKER_RESTARTS = Counter(
 )
 RUNS = Counter(
     "postwire_transformer_runs", "Messages transformed in the server process or in a worker.", ["place"]
+)
+TEMPLATE_PARTS = Counter(
+    "postwire_transformer_template_parts",
+    "text/html parts of templates: transformed with their tags kept, or left as they were (unprotectable).",
+    ["result"],
 )

@@ -32,6 +32,7 @@ from postwire.transformer.html_parts import TransformResult
 from postwire.transformer.inline import CSS_INLINE, PREMAILER
 from postwire.transformer.link_tracking import BadTrackingOptions, TrackingOptions
 from postwire.transformer.settings import TransformerSettings
+from postwire.transformer.template_tags import BadTemplateOptions, TemplateOptions
 from postwire.transformer.worker_pool import TransformFailed, WorkerPool
 from postwire.v1 import transformer_pb2, transformer_pb2_grpc
 
@@ -139,6 +140,9 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
         if result is None:
             return code, details, None
         metrics.HTML_PARTS.labels(engine).inc(result.html_parts_transformed)
+        if request.options.template:  # counted here: a worker's own counters are never scraped
+            metrics.TEMPLATE_PARTS.labels("transformed").inc(result.html_parts_transformed)
+            metrics.TEMPLATE_PARTS.labels("unprotectable").inc(result.unprotectable_parts)
         metrics.BYTES.labels("out").inc(len(result.mime))
         return (
             code,
@@ -165,14 +169,15 @@ class Transformer(transformer_pb2_grpc.TransformerServicer):
             return "invalid", grpc.StatusCode.INVALID_ARGUMENT, "unknown css_engine", None
         try:
             tracking = _tracking_options(request.options)
-        except BadTrackingOptions as exc:
+            template = _template_options(request.options)
+        except (BadTrackingOptions, BadTemplateOptions) as exc:
             return "invalid", grpc.StatusCode.INVALID_ARGUMENT, str(exc), None
         inline_css = request.options.inline_css or not request.HasField("options")
         if not inline_css and tracking is None:
             return "unchanged", ok, "", TransformResult(request.mime, 0, False)
         try:
             result = await self._pool.transform(
-                request.mime, engine, inline_css=inline_css, tracking=tracking
+                request.mime, engine, inline_css=inline_css, tracking=tracking, template=template
             )
         except TransformFailed as exc:
             outcome, code = _FAILURES[exc.kind]
@@ -219,6 +224,14 @@ def _tracking_options(options: transformer_pb2.TransformOptions) -> TrackingOpti
         open_url_prefix=options.open_url_prefix if options.track_opens else None,
         prevent_scam=options.prevent_scam,
     )
+
+
+def _template_options(options: transformer_pb2.TransformOptions) -> TemplateOptions | None:
+    """The HTML is a template: its tags' tokens use the request's nonce, or one derived per part when it
+    has none; raises :class:`BadTemplateOptions` for a nonce that is set but unusable."""
+    if not options.template:
+        return None
+    return TemplateOptions(options.nonce or None)
 
 
 def server_credentials(settings: TransformerSettings) -> grpc.ServerCredentials | None:

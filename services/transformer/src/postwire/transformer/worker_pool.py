@@ -45,6 +45,7 @@ from postwire.transformer.cost import MAX_MESSAGE, Budget, NeedsWorker
 from postwire.transformer.html_parts import MimeError, MimeTooComplex, TransformResult, transform_mime
 from postwire.transformer.inline import CSS_INLINE, HtmlTooComplex, InlineError
 from postwire.transformer.link_tracking import TrackingOptions
+from postwire.transformer.template_tags import TemplateOptions
 
 WARM_UP: Final = b"Content-Type: text/html\r\n\r\n<style>p{color:red}</style><p>warm</p>\r\n"
 STACK_BYTES: Final = 256 * 1024 * 1024  # of the thread running jobs; reserved, used only as deep as needed
@@ -57,7 +58,7 @@ log = structlog.get_logger(__name__)
 # What a worker answers: ("ok", TransformResult) or (kind, message) for a refusal of this one message.
 _Kind = Literal["ok", "limit", "invalid", "error"]
 _Reply = tuple[_Kind, Any]
-_Job = tuple[bytes, str, bool, "TrackingOptions | None"]
+_Job = tuple[bytes, str, bool, "TrackingOptions | None", "TemplateOptions | None"]
 
 
 class TransformFailed(Exception):
@@ -94,10 +95,10 @@ def _serve(conn: Connection) -> None:
     conn.send(("ok", None))
     while True:
         try:
-            mime, engine, inline_css, tracking = conn.recv()
+            mime, engine, inline_css, tracking, template = conn.recv()
         except EOFError:  # the parent closed the pipe: the pool is closing
             return
-        conn.send(_run(mime, engine, inline_css, tracking))
+        conn.send(_run(mime, engine, inline_css, tracking, template))
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -113,12 +114,19 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _run(
-    mime: bytes, engine: str, inline_css: bool, tracking: TrackingOptions | None, budget: Budget | None = None
+    mime: bytes,
+    engine: str,
+    inline_css: bool,
+    tracking: TrackingOptions | None,
+    template: TemplateOptions | None = None,
+    budget: Budget | None = None,
 ) -> _Reply:
     """One job; exceptions become (kind, message) because arbitrary exceptions may not pickle. With a
     ``budget`` (in the server process), NeedsWorker propagates."""
     try:
-        return "ok", transform_mime(mime, engine, inline_css=inline_css, tracking=tracking, budget=budget)
+        return "ok", transform_mime(
+            mime, engine, inline_css=inline_css, tracking=tracking, budget=budget, template=template
+        )
     except (MimeTooComplex, HtmlTooComplex) as exc:
         return "limit", str(exc)
     except (MimeError, InlineError) as exc:
@@ -209,7 +217,13 @@ class WorkerPool:
             self._idle.put_nowait(worker)
 
     async def transform(
-        self, mime: bytes, engine: str, *, inline_css: bool = True, tracking: TrackingOptions | None = None
+        self,
+        mime: bytes,
+        engine: str,
+        *,
+        inline_css: bool = True,
+        tracking: TrackingOptions | None = None,
+        template: TemplateOptions | None = None,
     ) -> TransformResult:
         """Transform one message in a worker. Raises :class:`TransformFailed` when this message cannot be
         transformed (with the reason) and :class:`PoolClosed` once the pool is closed."""
@@ -217,7 +231,7 @@ class WorkerPool:
             raise PoolClosed("the worker pool is closed")
         if self._in_process and engine == CSS_INLINE and len(mime) <= MAX_MESSAGE:
             try:
-                reply = _run(mime, engine, inline_css, tracking, Budget())
+                reply = _run(mime, engine, inline_css, tracking, template, Budget())
             except NeedsWorker:
                 pass
             else:
@@ -228,7 +242,7 @@ class WorkerPool:
         worker = await self._idle.get()  # waiting for a free worker does not count against the timeout
         if self._closed:
             raise PoolClosed("the worker pool is closed")
-        job: _Job = (mime, engine, inline_css, tracking)
+        job: _Job = (mime, engine, inline_css, tracking, template)
         worker.io = asyncio.ensure_future(worker.round_trip(job))
         try:
             kind, value = await asyncio.wait_for(asyncio.shield(worker.io), self._timeout_s)
