@@ -10,8 +10,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from postwire.api_gateway.addresses import Mailbox
-from postwire.api_gateway.compose import Draft, Part, _build_plain, _build_with_email_package, build
+from postwire.core.addresses import Mailbox
+from postwire.core.compose import Draft, Part, _build_plain, _build_with_email_package, build
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 LONG_LINES = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40).strip()

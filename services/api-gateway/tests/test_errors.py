@@ -22,7 +22,7 @@ def without(field: str) -> dict[str, Any]:
 
 
 INVALID = [
-    pytest.param(without("from"), ["body", "from"], "missing", id="missing-from"),
+    pytest.param(without("from"), ["body"], "missing_from", id="missing-from"),  # optional with a template
     pytest.param(without("to"), ["body"], "missing_recipients", id="no-recipients"),
     pytest.param(without("text"), ["body"], "missing_body", id="no-text-or-html"),
     pytest.param({**GOOD, "to": ["not-an-address"]}, ["body", "to", 0], "invalid_address", id="bad-to"),

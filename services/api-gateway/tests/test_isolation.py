@@ -230,6 +230,10 @@ async def smtpeter_events(w: World) -> None:
                         ("tags", TAG)):
         r = await w.b_call("GET", f"/v1/events/{kind}/{value}")
         assert r.status_code == 200 and r.json() == [], (kind, r.text)
+    _not_found(await w.b_call("GET", f"/v1/events/template/{w.template_id}"))
+    # by name: 404, or B's own template of that name (templates_of_its_own makes one), with no events
+    r = await w.b_call("GET", f"/v1/events/template/{TEMPLATE['name']}")
+    assert r.status_code == 404 or (r.status_code == 200 and r.json() == []), r.text
 
 
 # ------------------------------------------------------------------------------------- suppressions
@@ -360,11 +364,13 @@ async def _seed(w: World, sessions: async_sessionmaker[AsyncSession], js: JetStr
     w.rcpt_ids = recipient_ids(w.message_id, [RCPT, SHARED])
     at = datetime.now(UTC) - timedelta(hours=1)
     async with sessions.begin() as s:
-        s.add(Message(id=w.message_id, account_id=w.a.account_id, mail_from="a@example.com", subject="A's",
-                      size=10, source="api", tags=[TAG], metadata_={"k": "v"}))
+        for mid in w.rcpt_ids.values():  # a message row per recipient id, built from A's template
+            s.add(Message(id=mid, account_id=w.a.account_id, mail_from="a@example.com", subject="A's",
+                          size=10, source="api", tags=[TAG], metadata_={"k": "v"}, template_id=w.template_id))
         s.add(Recipient(message_id=w.message_id, address=RCPT, account_id=w.a.account_id, status="delivered",
                         smtp_code=250, attempts=1, updated_at=at))
-        for type_, extra in (("accepted", {"mail_from": "a@example.com", "subject": "A's", "source": "api"}),
+        for type_, extra in (("accepted", {"mail_from": "a@example.com", "subject": "A's", "source": "api",
+                                           "template_id": w.template_id}),
                              ("delivered", {"smtp_code": 250}),
                              ("bounced", {"smtp_code": 550, "reason": "userunknown", "hardbounce": True}),
                              ("opened", {"unique": True})):
@@ -398,6 +404,7 @@ async def _a_view(w: World) -> dict[str, Any]:
         "by_id": (f"/v1/events/messageid/{w.rcpt_ids[SHARED]}", {}),
         "by_email": (f"/v1/events/email/{RCPT}", {}),
         "by_tag": (f"/v1/events/tags/{TAG}", {}),
+        "by_template": (f"/v1/events/template/{w.template_id}", {}),
         "suppressions": ("/v1/suppressions", {}),
         "suppression": (f"/v1/suppressions/{SHARED}", {}),
         "domains": ("/v1/domains", {}),
@@ -428,6 +435,7 @@ async def test_b_never_sees_or_changes_a(gateway: Gateway, make_account: MakeAcc
     # the seeding is visible to A, so an empty answer to B below means isolation, not missing data
     assert len(before["events"]["events"]) == 8 and before["stats"]["totals"]["bounces"] == 2
     assert len(before["by_tag"]) == 8 and len(before["suppressions"]["suppressions"]) == 2
+    assert len(before["by_template"]) == 8 and {e["templateid"] for e in before["by_tag"]} == {w.template_id}
     assert before["dead_letters"]["dead_letters"][0]["id"] == w.dead_letter_id
     assert before["domain"]["tracking_host"] == f"t.{w.domain}"
 

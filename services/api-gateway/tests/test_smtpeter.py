@@ -316,7 +316,18 @@ async def test_access_token_auth_and_it_is_never_logged(gateway: Gateway, accoun
      "unsupported"),
     (fields(attachments=[{"data": "!!", "name": "a"}]), ["body", "attachments", 0, "data"], "invalid_base64"),
     (fields(dsn={"notify": "NEVER,SUCCESS"}), ["body", "dsn", "notify"], "invalid_notify"),
-    (fields(template=7), ["body", "template"], "extra_forbidden"),
+    (fields(template=7), ["body", "template"], "unknown_template"),
+    (fields(template="no-such-template"), ["body", "template"], "unknown_template"),
+    (fields(template="9" * 30), ["body", "template"], "unknown_template"),
+    (fields(data={"a": 1}, html="<p>{if $a}x</p>"), ["body", "html"], "template_syntax"),
+    (fields(data={"a": 1}, subject="Hi {$a|}"), ["body", "subject"], "template_syntax"),
+    (fields(data={"a": 1}, **{"from": "not an address"}), ["body", "from"], "invalid_address"),
+    (fields(data={"a": 1}, **{"from": "{$sender}"}), ["body", "from"], "invalid_address"),
+    (fields(data=[1]), ["body", "data"], "dict_type"),
+    (fields(recipients={"bad@": {}}), ["body", "recipients"], "invalid_address"),
+    (fields(data={}, mime="From: a@example.com\r\n\r\nx", text=None, **{"from": None}), ["body"],
+     "conflicting_content"),
+    (fields(data={"a": "x\u0000y"}), ["body", "data"], "nul_character"),
 ])
 async def test_send_validation_names_the_field(gateway: Gateway, account: NewCredentials,
                                                body: dict[str, Any], loc: list[Any], type_: str,
@@ -490,7 +501,7 @@ async def test_events_by_message_email_and_tags(gateway: Gateway, account: NewCr
         assert {k: e[k] for k in e["data"]} == e["data"]
     assert (by_id[1]["id"], by_id[1]["recipient"], by_id[1]["code"]) == (m1, "Jo@example.org", 250)
     assert attempt == {"id": m1, "recipient": "Jo@example.org", "time": "2026-10-05 12:00:00",
-                       "tags": "news;weekly", "envelope": "s@x.test"}
+                       "tags": "news;weekly", "templateid": None, "envelope": "s@x.test"}
     assert {k: delivery[k] for k in ("attempt", "code", "status", "response", "mx")} == \
         {"attempt": 1, "code": 250, "status": "2.0.0", "response": "ok", "mx": "mx.example.org"}
     assert (opened["ip"], opened["useragent"], opened["unique"]) == ("192.0.2.1", "Mail/1.0", True)
@@ -524,7 +535,7 @@ async def test_events_by_message_email_and_tags(gateway: Gateway, account: NewCr
         r = await gateway.http.get(f"/v1/events/messageid/{m1}", params={**token(account), **params})
         assert r.status_code == 422, r.text
         assert r.json()["detail"][0]["loc"] == ["query", field]
-    r = await gateway.http.get(f"/v1/events/template/{m1}", params=token(account))
+    r = await gateway.http.get(f"/v1/events/campaign/{m1}", params=token(account))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "kind"]
     assert (await gateway.http.get(f"/v1/events/messageid/{m1}")).status_code == 401
 

@@ -41,6 +41,9 @@ def nats_server_binary() -> str:
 
 NATS_MEMORY_LIMIT = "100MiB"  # GOMEMLIMIT of the embedded nats-server unless the environment sets one
 NATS_MAX_PROCS = "1"  # GOMAXPROCS of the embedded nats-server unless the environment sets one
+# as the chart's (values.yaml nats.maxPayload): an API send to 10,000 recipients carries their addresses
+# and ids in one envelope, about 1 MB, NATS's default limit
+NATS_CONFIG = "max_payload: 8MB\n"
 
 
 @dataclass
@@ -109,8 +112,11 @@ def start_nats(data_dir: Path, host: str, port: int) -> subprocess.Popen[bytes]:
     # JetStream far beyond a relay's rate (docs/performance.md)
     env = {**os.environ, "GOMEMLIMIT": os.environ.get("GOMEMLIMIT", NATS_MEMORY_LIMIT),
            "GOMAXPROCS": os.environ.get("GOMAXPROCS", NATS_MAX_PROCS)}
+    config = data_dir / "nats.conf"
+    config.write_text(NATS_CONFIG)
     proc = subprocess.Popen(
-        [nats_server_binary(), "-js", "-a", host, "-p", str(port), "-sd", str(data_dir / "jetstream")],
+        [nats_server_binary(), "-c", str(config), "-js", "-a", host, "-p", str(port), "-sd",
+         str(data_dir / "jetstream")],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     deadline = time.monotonic() + 15

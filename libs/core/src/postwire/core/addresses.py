@@ -66,3 +66,29 @@ def parse_mailbox(value: str) -> Mailbox:
     if len(name) >= 2 and name[0] == name[-1] == '"':
         name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     return Mailbox(display_name=name, address=normalize_address(addr))
+
+
+def split_address_list(value: str) -> list[str]:
+    """``value`` split at the commas that separate addresses (not those in quotes or <…>); empty
+    pieces (``a@x,,b@y``, a trailing comma) are dropped."""
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted, escaped, angle = False, False, 0
+    for c in value:
+        if escaped:
+            escaped = False
+        elif c == "\\" and quoted:
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif not quoted and c == "<":
+            angle += 1
+        elif not quoted and c == ">":
+            angle = max(0, angle - 1)
+        elif c == "," and not quoted and angle == 0:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(c)
+    pieces.append("".join(current))
+    return [p.strip() for p in pieces if p.strip()]

@@ -1,7 +1,8 @@
-"""Building the RFC 5322 message of a JSON submission (CPU work: callers run it in a thread).
+"""Building an RFC 5322 message from fields (CPU work: callers run it in a thread or a worker).
 
-Both JSON shapes — POST /v1/messages (:class:`SendRequest`) and the SMTPeter-compatible POST /v1/send —
-describe a message as fields; each is turned into a :class:`Draft` and built by :func:`build`.
+The API's JSON shapes (POST /v1/messages and SMTPeter's POST /v1/send) and a personalised message's
+rendering for one recipient (the dispatcher's sender) describe a message as fields; each becomes a
+:class:`Draft`, built by :func:`build`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from postwire.api_gateway.addresses import Mailbox
-from postwire.api_gateway.schemas import SendRequest
+from postwire.core.addresses import Mailbox
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,6 @@ class Draft:
 def message_id_header(message_id: str, domain: str) -> str:
     """The Message-ID carries the API id, so a bounce or reply can be traced back to the message."""
     return f"<{message_id}@{domain}>"
-
-
-def compose(req: SendRequest, message_id: str, domain: str, now: datetime) -> bytes:
-    """The message of a POST /v1/messages request. Bcc is left out of the headers on purpose: it only
-    exists in the envelope."""
-    draft = Draft(from_=req.from_, to=req.to, cc=req.cc, reply_to=[req.reply_to] if req.reply_to else (),
-                  subject=req.subject, text=req.text, html=req.html, headers=list(req.headers.items()),
-                  attachments=[Part(a.filename, a.content_type, a.content) for a in req.attachments])
-    return build(draft, message_id, domain, now)
 
 
 def build(draft: Draft, message_id: str, domain: str, now: datetime) -> bytes:

@@ -44,6 +44,8 @@ class Submission:
     dsn: envelope_pb2.Dsn | None = None  # RFC 3461 RET / ENVID
     recipient_dsn: Mapping[str, envelope_pb2.RecipientDsn] = field(default_factory=dict)  # NOTIFY / ORCPT
     recipient_ids: Mapping[str, str] = field(default_factory=dict)  # /v1/send: one message id per recipient
+    # set: ``raw`` is a PersonalisedMessage (a template and its data), rendered per recipient by the sender
+    personalisation: envelope_pb2.Personalisation | None = None
 
     def options(self) -> envelope_pb2.SendOptions:
         opts = envelope_pb2.SendOptions(
@@ -71,6 +73,8 @@ class Intake:
         )
         if sub.dsn is not None:
             envelope.dsn.CopyFrom(sub.dsn)
+        if sub.personalisation is not None:
+            envelope.personalisation.CopyFrom(sub.personalisation)
         for rcpt, rdsn in sub.recipient_dsn.items():
             envelope.recipient_dsn[rcpt].CopyFrom(rdsn)
         stamp_now(envelope.accepted_at)

@@ -1,6 +1,6 @@
 """Reading events back: the one JSON shape of an event (events API and webhook payloads), the filtered,
-cursor-paginated listing, a time-window listing (the SMTPeter-compatible API), per-day counts and
-totals. See docs/events.md.
+cursor-paginated listing, a time-window listing (the SMTPeter-compatible API), the templates messages
+were built from, per-day counts and totals. See docs/events.md.
 
 Pagination is on the recording order (txid, seq), never on ``at``: an event carries its publish time,
 and one recorded late (a redelivery, a recorder that was down) would land *before* a cursor on ``at``
@@ -14,17 +14,31 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, cast, func, literal, or_, select, text, tuple_
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwire.core.events import EVENT_TYPES
-from postwire.db.models import Event
+from postwire.db.models import Event, Message
 from postwire.v1 import envelope_pb2
 
 BOUNCE_TYPES = ("bounced", "failed", "complained")
@@ -34,8 +48,9 @@ _DELIVERY = ("smtp_code", "enhanced_status", "response", "mx_host", "attempt")
 _CLASSIFIED = ("reason", "hardbounce")
 _CLIENT = ("client_ip", "user_agent", "unique")
 FIELDS_BY_TYPE: dict[str, tuple[str, ...]] = {
-    # plus the RFC 3461 parameters when the sender gave them (bounce forwarding honours them)
-    "accepted": ("from", "subject", "size", "source", "dsn", "notify", "orcpt"),
+    # plus the RFC 3461 parameters when the sender gave them (bounce forwarding honours them), and the
+    # stored template the message was built from (null when none)
+    "accepted": ("from", "subject", "size", "source", "dsn", "notify", "orcpt", "template_id"),
     "delivered": _DELIVERY,
     "deferred": (*_DELIVERY, "reason"),
     "failed": (*_DELIVERY, *_CLASSIFIED),
@@ -50,7 +65,7 @@ _FALSE_BY_DEFAULT = ("hardbounce", "unique")
 # proto field → data key, as the recorder stores it (recorder.event_data): non-default values only
 _PROTO_FIELDS = ("smtp_code", "enhanced_status", "response", "mx_host", "mail_from", "subject", "size",
                  "source", "reason", "feedback_type", "remote_mta", "url", "link_index", "client_ip",
-                 "user_agent", "unique")
+                 "user_agent", "unique", "template_id")
 
 # the transaction horizon: every transaction with a smaller id has finished
 _HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)")
@@ -146,6 +161,7 @@ class EventFilter:
     message_id: str | None = None
     tag: str | None = None
     tags: Sequence[str] = ()  # every one of them (AND)
+    template_id: int | None = None  # events of the messages built from this stored template
     start: datetime | None = None  # inclusive
     end: datetime | None = None  # exclusive
     bounces_only: bool = False
@@ -172,6 +188,13 @@ def _bounce_clause() -> ColumnElement[bool]:
                and_(Event.type == "failed", Event.data["reason"].is_not(None)))
 
 
+def _template_messages(account_id: str, template_id: int) -> Select[str]:
+    """The ids of the account's messages built from the template (ix_messages_account_template). A message
+    sent with one id per recipient has a messages row per id, each from that recipient's accepted event,
+    so every recipient's events are found."""
+    return select(Message.id).where(Message.account_id == account_id, Message.template_id == template_id)
+
+
 def _conditions(account_id: str, f: EventFilter) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [Event.account_id == account_id]
     if f.types:
@@ -187,6 +210,8 @@ def _conditions(account_id: str, f: EventFilter) -> list[ColumnElement[bool]]:
         where.append(_tag_clause(f.tag))
     if f.tags:
         where.append(_tag_clause(*f.tags))
+    if f.template_id is not None:
+        where.append(Event.message_id.in_(_template_messages(account_id, f.template_id)))
     if f.start is not None:
         where.append(Event.at >= f.start)
     if f.end is not None:
@@ -217,6 +242,19 @@ async def list_window(session: AsyncSession, account_id: str, f: EventFilter, li
     return list((await session.execute(
         select(Event).where(*_conditions(account_id, f)).order_by(Event.at, Event.seq).limit(limit)
     )).scalars().all())
+
+
+async def template_ids(session: AsyncSession, account_id: str, message_ids: Iterable[str]) -> dict[str, int]:
+    """The stored template of each of these messages of the account that was built from one (others are
+    left out), in one query. Only ``accepted`` events carry the template; this gives it to the events of
+    any type (bounced, opened, …), whose services do not know it."""
+    wanted = sorted(set(message_ids))
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Message.id, Message.template_id).where(
+        Message.account_id == account_id, Message.template_id.is_not(None),
+        Message.id == any_(bindparam("message_ids", wanted, type_=ARRAY(String)))))
+    return {mid: tid for mid, tid in rows.all() if tid is not None}
 
 
 # -------------------------------------------------------------------------------------------- stats

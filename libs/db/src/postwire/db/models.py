@@ -109,7 +109,15 @@ class Message(Base):
     source: Mapped[str] = mapped_column(String(16), default="")
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
+    # the stored template the message was built from (its accepted events carry it); None: written in the
+    # send itself. No foreign key: a message is recorded whatever became of its template (migration 0008)
+    template_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
+    __table_args__ = (
+        # GET /v1/events/template/{id}: an account's messages of one template
+        Index("ix_messages_account_template", "account_id", "template_id",
+              postgresql_where=text("template_id IS NOT NULL")),
+    )
 
 
 class Recipient(Base):

@@ -41,8 +41,9 @@ class Saved:
 def _by_ref(account_id: str, ref: str | int) -> Any:
     """The live template ``ref`` names: an id (digits) or a name."""
     q = select(Template).where(Template.account_id == account_id, Template.deleted_at.is_(None))
-    if isinstance(ref, int) or ref.isdigit():
-        return q.where(Template.id == int(ref))
+    if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):  # not "²": isdigit() alone takes it
+        ident = int(ref)
+        return q.where(Template.id == (ident if ident < 2**63 else -1))  # beyond BIGINT: no such id
     return q.where(Template.name == ref)
 
 

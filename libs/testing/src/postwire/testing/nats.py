@@ -40,8 +40,11 @@ class NatsServer:
 
     async def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.store_dir / "nats.conf"
+        config.write_text("max_payload: 8MB\n")  # as the local run and the chart
         self.proc = await asyncio.create_subprocess_exec(
-            nats_server_binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir),
+            nats_server_binary(), "-c", str(config), "-js", "-a", self.host, "-p", str(self.port), "-sd",
+            str(self.store_dir),
             *self.extra_args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         assert self.proc.stderr is not None

@@ -92,7 +92,8 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
     try:
         sub = await prepare(message_id)
         check_size(sub.raw, deps.settings.max_message_size)
-        check_no_nul(sub.raw)
+        if sub.personalisation is None:  # a personalised message's parts were checked one by one
+            check_no_nul(sub.raw)
         await quota.take(account_id, len(sub.recipients))  # 429 when the send quota is used up
     except Exception:  # invalid, too large, over quota, or a bug: nothing was sent, the key stays usable
         if key is not None:

@@ -60,7 +60,7 @@ def embeds(msg: EmailMessage) -> list[Part]:
 
 def pick(parts: list[Part], name_or_rank: str) -> Part | None:
     """By rank (digits) or else by name, as SMTPeter's ``…/MESSAGEID/NAME`` and ``…/NUMBER``."""
-    if name_or_rank.isdigit():
+    if name_or_rank.isascii() and name_or_rank.isdigit():  # not "²", which int() refuses
         rank = int(name_or_rank)
         return parts[rank] if rank < len(parts) else None
     return next((p for p in parts if p.name == name_or_rank), None)

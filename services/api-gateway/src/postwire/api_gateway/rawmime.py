@@ -16,9 +16,9 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.utils import format_datetime
 
-from postwire.api_gateway.addresses import AddressError, normalize_address
-from postwire.api_gateway.compose import message_id_header
 from postwire.api_gateway.errors import InvalidInput
+from postwire.core.addresses import AddressError, normalize_address
+from postwire.core.compose import message_id_header
 
 _EOL = re.compile(rb"\r\n|\r(?!\n)|\n")
 # strict "name:" (no obsolete space before the colon): Python's parser would read such a line as body,

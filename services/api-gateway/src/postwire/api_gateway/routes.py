@@ -18,11 +18,9 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from postwire.api_gateway import offload
+from postwire.api_gateway import offload, personalised
 from postwire.api_gateway.accept import accept, apply_options, check_recipient_count, deps_of, take_options
-from postwire.api_gateway.addresses import Mailbox
 from postwire.api_gateway.auth import Account
-from postwire.api_gateway.compose import compose
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.api_gateway.idempotency import HEADER, fingerprint
@@ -33,8 +31,11 @@ from postwire.api_gateway.schemas import (
     RecipientState,
     SendRequest,
     SendResponse,
+    mailbox_of,
 )
 from postwire.api_gateway.settings import ApiSettings
+from postwire.core.addresses import Mailbox
+from postwire.core.compose import Draft, Part, build
 from postwire.core.intake import Submission
 from postwire.db.models import Message, Recipient
 
@@ -62,15 +63,47 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                         idempotency_key: IdemKey = None) -> JSONResponse:
         recipients = payload.envelope_recipients()
         check_recipient_count(len(recipients), settings.max_recipients)
+        if payload.personalised():
+            return await _send_personalised(request, account_id, idempotency_key, payload, recipients)
 
         async def prepare(message_id: str) -> Submission:
             raw = await offload.run(offload.request_size(request), compose, payload, message_id,
                                     settings.message_id_domain, datetime.now(UTC))
             raw, found = take_options(raw)  # a custom X-Postwire-* header is an option, as in SMTP
+            assert payload.from_ is not None  # SendRequest._complete: required without a template
             return apply_options(_submission(account_id, payload.from_.address, recipients, raw, payload),
                                  found)
 
         return await accept(deps_of(request), request, account_id, idempotency_key, "json",
+                            lambda: fingerprint(b"json", _canonical(payload)), prepare, _queued)
+
+    async def _send_personalised(request: Request, account_id: str, idempotency_key: str | None,
+                                 payload: SendRequest, recipients: list[str]) -> JSONResponse:
+        """A template and/or data: checked here, rendered per recipient by the dispatcher. Each copy is
+        addressed to its recipient alone (To: the recipient, no Cc), as a batch send is."""
+        size = offload.request_size(request)
+        given = personalised.Content(
+            subject=payload.subject or None, from_=str(payload.from_) if payload.from_ else None,
+            replyto=str(payload.reply_to) if payload.reply_to else None, html=payload.html, text=payload.text,
+            headers=list(payload.headers.items()),
+            attachments=[Part(a.filename, a.content_type, a.content) for a in payload.attachments])
+        variables = personalised.Variables(shared=payload.data or {}, own=payload.own_variables())
+        deps = deps_of(request)
+        src = await personalised.source(deps, account_id, payload.template, given)
+        content = await offload.run(size, personalised.check, src.content, variables)
+        content, option_block = personalised.take_options(content)
+        _, found = take_options(option_block)
+        envelope = personalised.envelope_sender(content, variables, None)
+
+        async def prepare(message_id: str) -> Submission:
+            raw = await offload.run(size, personalised.message, content, variables, envelope,
+                                    settings.message_id_domain)
+            sub = _submission(account_id, envelope, recipients, raw, payload)
+            sub.subject = content.subject or ""
+            sub.personalisation = personalised.personalisation(src)
+            return apply_options(sub, found)
+
+        return await accept(deps, request, account_id, idempotency_key, "json",
                             lambda: fingerprint(b"json", _canonical(payload)), prepare, _queued)
 
     @router.post("/mime", status_code=202, response_model=SendResponse, response_description=ACCEPTED,
@@ -120,6 +153,17 @@ def messages_router(settings: ApiSettings) -> APIRouter:
         return detail
 
     return router
+
+
+def compose(req: SendRequest, message_id: str, domain: str, now: datetime) -> bytes:
+    """The message of a POST /v1/messages request. Bcc is left out of the headers on purpose: it only
+    exists in the envelope."""
+    assert req.from_ is not None  # SendRequest._complete: required without a template
+    draft = Draft(from_=req.from_, to=[mailbox_of(m) for m in req.to], cc=[mailbox_of(m) for m in req.cc],
+                  reply_to=[req.reply_to] if req.reply_to else (),
+                  subject=req.subject, text=req.text, html=req.html, headers=list(req.headers.items()),
+                  attachments=[Part(a.filename, a.content_type, a.content) for a in req.attachments])
+    return build(draft, message_id, domain, now)
 
 
 # the routes that carry a whole message as JSON or a form (attachments base64-encoded in it)

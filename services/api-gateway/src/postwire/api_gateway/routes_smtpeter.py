@@ -7,17 +7,19 @@ POST /v1/send
 POST /v1/resend
     The archived message (postwire.core.archive) sent again under new ids: same recipients, options,
     tags and DSN parameters, the same body bytes.
-GET /v1/events/{messageid|email|tags}/{value}
-    The events of a window of at most a month, in SMTPeter's names (``attempt``, ``delivery``, …).
+GET /v1/events/{messageid|email|tags|template}/{value}
+    The events of a window of at most a month, in SMTPeter's names (``attempt``, ``delivery``, …), each
+    with the stored template its message was built from (``templateid``).
 
-Every route is scoped to the caller's account: another account's message id is a 404, like an unknown
-one, and its events are never listed.
+Every route is scoped to the caller's account: another account's message id or template is a 404, like
+an unknown one, and its events are never listed.
 """
 
 from __future__ import annotations
 
 import calendar
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -25,12 +27,12 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from postwire.api_gateway import offload
+from postwire.api_gateway import offload, personalised
 from postwire.api_gateway.accept import accept, apply_options, check_recipient_count, deps_of, take_options
 from postwire.api_gateway.archived import archived_body, archived_message
 from postwire.api_gateway.auth import Account
-from postwire.api_gateway.compose import build
 from postwire.api_gateway.errors import ApiError, FieldError, InvalidInput, responses
 from postwire.api_gateway.formdata import FormError, multipart_pairs, nest, urlencoded_pairs
 from postwire.api_gateway.idempotency import fingerprint
@@ -40,19 +42,26 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.api_gateway.smtpeter import (
     SendAnswer,
     SmtpeterEvent,
+    SmtpeterPersonalSend,
     SmtpeterResend,
     SmtpeterSend,
     id_time,
+    is_personalised,
     parse_utc,
     recipient_ids,
     smtpeter_event,
 )
+from postwire.core.compose import build
 from postwire.core.intake import Submission
-from postwire.db.events_query import EventFilter, list_window
+from postwire.db import templates
+from postwire.db.events_query import EventFilter, list_window, template_ids
 from postwire.v1 import envelope_pb2
 
 # the most events one GET /v1/events/{kind}/{value} returns; more: Postwire-Truncated: true
 MAX_EVENTS: Final = 10_000
+# a template reference of digits is an id (a name is never digits only); more digits than a BIGINT holds
+# name no template
+TEMPLATE_ID: Final = re.compile(r"^[0-9]{1,18}$")
 MAX_QUERY_TAGS: Final = 20
 JSON_TYPES: Final = ("application/json",)
 FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -90,6 +99,9 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
     async def send(request: Request, account_id: Account, idempotency_key: IdemKey = None) -> JSONResponse:
         data, canonical = await _body(request)
         size = len(canonical)  # the body as parsed: a form's size is that of what it describes
+        if is_personalised(data.get("template"), data.get("data"), data.get("recipients")):
+            personal = await offload.run(size, _validate, SmtpeterPersonalSend, data)
+            return await _send_personalised(request, account_id, idempotency_key, personal, canonical)
         payload = await offload.run(size, _validate, SmtpeterSend, data)
         recipients = payload.envelope_recipients()
         check_recipient_count(len(recipients), settings.max_recipients)
@@ -127,6 +139,40 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
         return await accept(deps_of(request), request, account_id, idempotency_key, "send", request_hash,
                             prepare, _answer, status_code=200)
 
+    async def _send_personalised(request: Request, account_id: str, idempotency_key: str | None,
+                                 payload: SmtpeterPersonalSend, canonical: bytes) -> JSONResponse:
+        """A template and/or data: checked here, rendered per recipient by the dispatcher."""
+        recipients = payload.envelope_recipients()
+        check_recipient_count(len(recipients), settings.max_recipients)
+        deps = deps_of(request)
+        variables = payload.variables()
+        src = await personalised.source(deps, account_id, payload.template, payload.content())
+        content = await offload.run(len(canonical), personalised.check, src.content, variables)
+        content, option_block = personalised.take_options(content)
+        _, found = take_options(option_block)
+        envelope = personalised.envelope_sender(content, variables, payload.envelope)
+
+        async def prepare(message_id: str) -> Submission:
+            raw = await offload.run(len(canonical), personalised.message, content, variables, envelope,
+                                    settings.message_id_domain)
+            rdsn = payload.dsn.recipient() if payload.dsn else None
+            sub = Submission(
+                account_id=account_id, mail_from=envelope, recipients=recipients, raw=raw, source="api",
+                subject=content.subject or "", inline_css=payload.inlinecss, tags=payload.tags,
+                track_clicks=payload.trackclicks, track_opens=payload.trackopens,
+                track_bounces=payload.track_bounces(), prevent_scam=payload.preventscam,
+                max_deliver_time=payload.maxdelivertime, dsn=payload.dsn.envelope() if payload.dsn else None,
+                recipient_dsn={r: rdsn for r in recipients} if rdsn else {},
+                recipient_ids=recipient_ids(message_id, recipients),
+                personalisation=personalised.personalisation(src))
+            return apply_options(sub, found)
+
+        def request_hash() -> str:
+            return fingerprint(b"send", canonical)
+
+        return await accept(deps, request, account_id, idempotency_key, "send", request_hash, prepare,
+                            _answer, status_code=200)
+
     @router.post("/resend", response_model=SendAnswer, status_code=200,
                  responses=responses(401, 404, 409, 413, 415, 422, 503),
                  response_description="Accepted: durably queued again; one new id per recipient.",
@@ -152,31 +198,39 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
                             _answer, status_code=200)
 
     @router.get("/events/{kind}/{value}", response_model=list[SmtpeterEvent],
-                responses=responses(401, 422, 503),
-                summary="Events by message id, address or tags (SMTPeter-compatible)",
-                description="`start`/`end`: UTC, \"YYYY-MM-DD\" or \"YYYY-MM-DD hh:mm:ss\", end exclusive, "
+                responses=responses(401, 404, 422, 503),
+                summary="Events by message id, address, tags or template (SMTPeter-compatible)",
+                description="`template/…` takes a stored template's id or name (404 when the account has "
+                            "no such template) and lists the events of the messages built from it. "
+                            "`start`/`end`: UTC, \"YYYY-MM-DD\" or \"YYYY-MM-DD hh:mm:ss\", end exclusive, "
                             "at most one month apart. Only `start`: the month from it; only `end`: the "
                             "month up to it; neither: for a message id the month from when it was sent, "
                             "else the last month. `tags` (and the value of `tags/…`): ';'-separated, all "
                             "must be on the event. Oldest first; at most 10000 (then the header "
-                            "`Postwire-Truncated: true`: narrow the window).")
+                            "`Postwire-Truncated: true`: narrow the window). Every event carries "
+                            "`templateid`: the stored template its message was built from, or null.")
     async def events(request: Request, account_id: Account,
-                     kind: Annotated[Literal["messageid", "email", "tags"], Path()],
+                     kind: Annotated[Literal["messageid", "email", "tags", "template"], Path()],
                      value: Annotated[str, Path(min_length=1, max_length=1000)],
                      start: Annotated[str | None, Query(max_length=19)] = None,
                      end: Annotated[str | None, Query(max_length=19)] = None,
                      tags: Annotated[str | None, Query(max_length=2000)] = None) -> JSONResponse:
         lo, hi = window(kind, value, start, end, datetime.now(UTC))
         wanted = _tags(tags, ("query", "tags"))
-        if kind == "messageid":
-            f = EventFilter(start=lo, end=hi, tags=wanted, message_id=value)
-        elif kind == "email":
-            f = EventFilter(start=lo, end=hi, tags=wanted, recipient=value)
-        else:
-            f = EventFilter(start=lo, end=hi, tags=[*_tags(value, ("path", "value")), *wanted])
         async with deps_of(request).sessions() as s:
+            if kind == "messageid":
+                f = EventFilter(start=lo, end=hi, tags=wanted, message_id=value)
+            elif kind == "email":
+                f = EventFilter(start=lo, end=hi, tags=wanted, recipient=value)
+            elif kind == "template":
+                tid = await _template(s, account_id, value)
+                f = EventFilter(start=lo, end=hi, tags=wanted, template_id=tid)
+            else:
+                f = EventFilter(start=lo, end=hi, tags=[*_tags(value, ("path", "value")), *wanted])
             rows = await list_window(s, account_id, f, MAX_EVENTS + 1)
-        found = [e.model_dump() for r in rows[:MAX_EVENTS] if (e := smtpeter_event(r)) is not None]
+            of = await template_ids(s, account_id, (r.message_id for r in rows[:MAX_EVENTS]))
+        found = [e.model_dump() for r in rows[:MAX_EVENTS]
+                 if (e := smtpeter_event(r, of.get(r.message_id))) is not None]
         headers = {"Postwire-Truncated": "true"} if len(rows) > MAX_EVENTS else None
         return JSONResponse(found, headers=headers)
 
@@ -255,7 +309,9 @@ def _again(original: envelope_pb2.InboundMessage, raw: bytes, message_id: str) -
         track_bounces=opts.track_bounces if opts.HasField("track_bounces") else True,
         prevent_scam=opts.prevent_scam, dsn=original.dsn if original.HasField("dsn") else None,
         recipient_dsn={r: original.recipient_dsn[r] for r in recipients if r in original.recipient_dsn},
-        recipient_ids=recipient_ids(message_id, recipients))
+        recipient_ids=recipient_ids(message_id, recipients),
+        # the same template version and data: the body holds both
+        personalisation=original.personalisation if original.HasField("personalisation") else None)
 
 
 
@@ -302,6 +358,19 @@ def _when(value: str | None, name: str) -> datetime | None:
         return parse_utc(value, name, date_only_ok=True)
     except ValueError as e:  # PydanticCustomError
         raise InvalidInput(("query", name), str(e), "invalid_datetime") from None
+
+
+async def _template(session: AsyncSession, account_id: str, ref: str) -> int:
+    """The id of the account's template ``ref`` (an id or a name); 404 when it has none such. By id a
+    deleted template is found too: the messages built from it, and their events, stay. Every template has
+    its first version for good, so looking that up finds any of the account's templates by id."""
+    if TEMPLATE_ID.match(ref):
+        found = await templates.version_of(session, account_id, int(ref), 1)
+    else:
+        found = await templates.get(session, account_id, ref) if templates.NAME.match(ref) else None
+    if found is None:
+        raise ApiError(404, "not_found", f"no template {ref[:100]!r} in this account")
+    return found.id
 
 
 def _tags(value: str | None, loc: tuple[str, ...]) -> list[str]:

@@ -21,11 +21,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from postwire.api_gateway.addresses import AddressError, normalize_address
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput, responses
 from postwire.api_gateway.schemas import datetime_in_range
+from postwire.core.addresses import AddressError, normalize_address
 from postwire.db import suppressions as store
 from postwire.db.suppressions import (
     Cursor,

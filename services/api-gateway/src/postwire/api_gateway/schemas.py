@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from postwire.api_gateway.addresses import AddressError, Mailbox, has_line_break, parse_mailbox
+from postwire.core.addresses import AddressError, Mailbox, has_line_break, parse_mailbox
 
 # Headers the gateway writes itself (or that only MTAs may write): a custom value would conflict.
 RESERVED_HEADERS = frozenset({
@@ -174,6 +174,48 @@ class SendOptions(BaseModel):
         return None if v is None else datetime_in_range(v)
 
 
+class RecipientEntry(BaseModel):
+    """A recipient with its own personalisation variables, laid over the message's `data`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: MailboxField
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def _addressee(value: Any) -> Mailbox | RecipientEntry:
+    """An address string, or ``{"email", "data"}``; errors name the list entry, as for a plain address."""
+    if not isinstance(value, dict):
+        return mailbox_value(value)
+    unknown = sorted(set(value) - {"email", "data"})
+    if unknown:
+        raise PydanticCustomError("extra_forbidden", "unknown field {name!r} in a recipient: give "
+                                  "`email` and `data`", {"name": str(unknown[0])[:40]})
+    if "email" not in value:
+        raise PydanticCustomError("missing", "a recipient object needs `email`")
+    data = value.get("data") or {}
+    if not isinstance(data, dict):
+        raise PydanticCustomError("dict_type", "a recipient's `data` must be an object")
+    return RecipientEntry.model_construct(email=mailbox_value(value["email"]), data=data)
+
+
+def _addressee_json(value: Mailbox | RecipientEntry) -> Any:
+    if isinstance(value, RecipientEntry):
+        return {"email": str(value.email), "data": value.data}
+    return str(value)
+
+
+Addressee = Annotated[Mailbox | RecipientEntry, PlainValidator(_addressee), PlainSerializer(_addressee_json),
+                      WithJsonSchema({"anyOf": [
+    {"type": "string", "examples": ["Jane Doe <jane@example.com>"]},
+    {"type": "object", "properties": {"email": {"type": "string"}, "data": {"type": "object"}},
+     "required": ["email"], "additionalProperties": False}]})]
+
+
+def mailbox_of(entry: Mailbox | RecipientEntry) -> Mailbox:
+    return entry.email if isinstance(entry, RecipientEntry) else entry
+
+
 class SendRequest(BaseModel):
     """A message to build and send. At least one recipient (to/cc/bcc) and one of text/html."""
 
@@ -185,11 +227,13 @@ class SendRequest(BaseModel):
                          "content": "b3JkZXIgMTA0Mg=="}],
         "options": {"track_opens": True}}]})
 
-    from_: MailboxField = Field(alias="from", description="Sender, `addr` or `Name <addr>`.")
-    to: list[MailboxField] = Field(default_factory=list)
-    cc: list[MailboxField] = Field(default_factory=list)
-    bcc: list[MailboxField] = Field(default_factory=list,
-                                    description="Envelope recipients that never appear in the headers.")
+    from_: MailboxField | None = Field(default=None, alias="from", description="Sender, `addr` or "
+                                       "`Name <addr>`; required unless the `template` has one.")
+    to: list[Addressee] = Field(default_factory=list, description="Addresses, or objects with a "
+                                "recipient's own personalisation variables (`{\"email\", \"data\"}`).")
+    cc: list[Addressee] = Field(default_factory=list)
+    bcc: list[Addressee] = Field(default_factory=list,
+                                 description="Envelope recipients that never appear in the headers.")
     reply_to: MailboxField | None = None
     subject: str = Field(default="", max_length=998)
     text: str | None = Field(default=None, description="Plain-text body.")
@@ -202,6 +246,12 @@ class SendRequest(BaseModel):
                    Annotated[str, StringConstraints(max_length=1024)]] = Field(
         default_factory=dict, max_length=50, description="Your key/value data, echoed in events.")
     options: SendOptions = Field(default_factory=SendOptions)
+    template: int | str | None = Field(default=None, description="A stored template (id or name) to build "
+                                       "the message from; `from`, `subject`, `reply_to`, `text`, `html` "
+                                       "and `headers` given beside it override its own (docs/templates.md).")
+    data: dict[str, Any] | None = Field(default=None, description="Personalisation variables for every "
+                                        "recipient (docs/personalisation.md); a recipient's own `data` "
+                                        "is laid over them.")
 
     @field_validator("subject")
     @classmethod
@@ -218,7 +268,9 @@ class SendRequest(BaseModel):
         if not (self.to or self.cc or self.bcc):
             raise PydanticCustomError("missing_recipients", "at least one recipient is required in "
                                       "`to`, `cc` or `bcc`")
-        if self.text is None and self.html is None:
+        if self.template is None and self.from_ is None:
+            raise PydanticCustomError("missing_from", "`from` is required (or a `template` that has one)")
+        if self.template is None and self.text is None and self.html is None:
             raise PydanticCustomError("missing_body", "at least one of `text` or `html` is required")
         return self
 
@@ -226,8 +278,22 @@ class SendRequest(BaseModel):
         """to, cc then bcc, each address once (case-insensitively), in the order given."""
         seen: dict[str, str] = {}
         for m in (*self.to, *self.cc, *self.bcc):
-            seen.setdefault(m.address.lower(), m.address)
+            address = mailbox_of(m).address
+            seen.setdefault(address.lower(), address)
         return list(seen.values())
+
+    def personalised(self) -> bool:
+        """A template, data, or a recipient with variables: rendered per recipient (docs/templates.md)."""
+        return (self.template is not None or self.data is not None
+                or any(isinstance(m, RecipientEntry) for m in (*self.to, *self.cc, *self.bcc)))
+
+    def own_variables(self) -> dict[str, dict[str, Any]]:
+        """Each recipient's own variables, by envelope address (the first entry of an address wins)."""
+        found: dict[str, dict[str, Any]] = {}
+        for m in (*self.to, *self.cc, *self.bcc):
+            if isinstance(m, RecipientEntry):
+                found.setdefault(m.email.address, m.data)
+        return found
 
 
 class QueuedRecipient(BaseModel):

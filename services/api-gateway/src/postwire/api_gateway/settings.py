@@ -26,7 +26,7 @@ class ApiSettings(PostwireSettings):
     # an Idempotency-Key is honoured this long after its request was first made; after that the key is
     # free for a new request (and the stored answer is deleted). Must outlast the lease
     idempotency_ttl_s: float = Field(default=86400.0, gt=0)
-    max_recipients: int = Field(default=1000, ge=1)
+    max_recipients: int = Field(default=10_000, ge=1)
     # request body limit of the routes that carry no message (domains, webhooks, suppressions, resend,
     # replay, and any body sent to a GET); the sending routes are held to POSTWIRE_MAX_MESSAGE_SIZE
     api_body_max: int = Field(default=256 * 1024, ge=1024)

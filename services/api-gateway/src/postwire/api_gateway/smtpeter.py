@@ -30,8 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from postwire.api_gateway.addresses import AddressError, Mailbox, has_line_break, normalize_address
-from postwire.api_gateway.compose import Draft, Part
+from postwire.api_gateway.personalised import Content, Variables
 from postwire.api_gateway.schemas import (
     HEADER_NAME,
     Base64Content,
@@ -41,6 +40,14 @@ from postwire.api_gateway.schemas import (
     mailbox_value,
     no_line_break,
 )
+from postwire.core.addresses import (
+    AddressError,
+    Mailbox,
+    has_line_break,
+    normalize_address,
+    split_address_list,
+)
+from postwire.core.compose import Draft, Part
 from postwire.core.ids import ALPHABET as ID_ALPHABET
 from postwire.core.ids import derived_id
 from postwire.db.models import Event
@@ -82,33 +89,23 @@ def _mailbox_list(value: Any) -> list[Mailbox]:
     return out
 
 
-def split_address_list(value: str) -> list[str]:
-    """``value`` split at the commas that separate addresses (not those in quotes or <…>); empty
-    pieces (``a@x,,b@y``, a trailing comma) are dropped."""
-    pieces: list[str] = []
-    current: list[str] = []
-    quoted, escaped, angle = False, False, 0
-    for c in value:
-        if escaped:
-            escaped = False
-        elif c == "\\" and quoted:
-            escaped = True
-        elif c == '"':
-            quoted = not quoted
-        elif not quoted and c == "<":
-            angle += 1
-        elif not quoted and c == ">":
-            angle = max(0, angle - 1)
-        elif c == "," and not quoted and angle == 0:
-            pieces.append("".join(current))
-            current = []
-            continue
-        current.append(c)
-    pieces.append("".join(current))
-    return [p.strip() for p in pieces if p.strip()]
-
-
 OneOrMany = Annotated[list[str], BeforeValidator(_as_list), WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
+RecipientVariables = dict[str, dict[str, Any] | None]
+Recipients = Annotated[list[str] | RecipientVariables, BeforeValidator(_as_list), WithJsonSchema(
+    {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}},
+               {"type": "object", "additionalProperties": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+                "description": "Each recipient's own personalisation variables, by address."}]})]
+
+
+def _joined(value: Any) -> Any:
+    """An address list given as a list of strings, as one string (a template renders it as a whole)."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    return value
+
+
+AddressText = Annotated[str | None, BeforeValidator(_joined), WithJsonSchema(
     {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})]
 MailboxList = Annotated[
     list[Mailbox], PlainValidator(_mailbox_list), PlainSerializer(lambda v: [str(m) for m in v]),
@@ -313,7 +310,14 @@ class SmtpeterSend(BaseModel):
          "mime": "From: info@example.com\r\nSubject: Hi\r\n\r\nHello\r\n"}]})
 
     recipient: str | None = Field(default=None, description="One envelope recipient (a bare address).")
-    recipients: OneOrMany = Field(default_factory=list, description="Envelope recipients.")
+    recipients: Recipients = Field(default_factory=list, description="Envelope recipients: a list, or an "
+                                   "object giving each one's own personalisation variables "
+                                   "(`{\"a@example.org\": {\"name\": \"Ann\"}}`), laid over `data`.")
+    template: int | str | None = Field(default=None, description="A stored template (id or name) to "
+                                       "build the message from; fields given beside it override its own "
+                                       "(docs/templates.md).")
+    data: dict[str, Any] | None = Field(default=None, description="Personalisation variables for every "
+                                        "recipient (docs/personalisation.md).")
     envelope: str | None = Field(default=None, description="The envelope sender (a bare address); "
                                  "default the From address. Given, bounces go to it: `trackbounces` then "
                                  "defaults to false.")
@@ -356,14 +360,16 @@ class SmtpeterSend(BaseModel):
 
     @field_validator("recipients")
     @classmethod
-    def _recipients(cls, v: list[str]) -> list[str]:
-        out = []
+    def _recipients(cls, v: list[str] | RecipientVariables) -> list[str] | RecipientVariables:
+        out: list[str] = []
         for i, addr in enumerate(v):
             try:
                 out.append(normalize_address(addr))
             except AddressError as e:
                 raise PydanticCustomError("invalid_address", "recipients[{i}]: {error}",
                                           {"i": i, "error": str(e)}) from None
+        if isinstance(v, dict):
+            return {new: v[old] for new, old in zip(out, v, strict=True)}
         return out
 
     @field_validator("subject")
@@ -408,6 +414,9 @@ class SmtpeterSend(BaseModel):
         if not self.envelope_recipients():
             raise PydanticCustomError("missing_recipients", "give `recipient` or `recipients`: they decide "
                                       "who gets the message (to/cc are only headers)")
+        if self.personalised():  # validated as SmtpeterPersonalSend: tags are allowed in its fields
+            raise PydanticCustomError("personalised", "a personalised send (template, data or recipients "
+                                      "with variables) is read by SmtpeterPersonalSend")
         fields = [n for n in ("from_", "to", "cc", "replyto", "subject", "text", "html", "unsubscribe",
                               "extra", "attachments") if getattr(self, n) not in (None, [], {})]
         if self.mime is not None:
@@ -427,9 +436,12 @@ class SmtpeterSend(BaseModel):
     def envelope_recipients(self) -> list[str]:
         """`recipient` then `recipients`, each address once (case-insensitively)."""
         seen: dict[str, str] = {}
-        for addr in ([self.recipient] if self.recipient else []) + self.recipients:
+        for addr in ([self.recipient] if self.recipient else []) + list(self.recipients):
             seen.setdefault(addr.lower(), addr)
         return list(seen.values())
+
+    def personalised(self) -> bool:
+        return is_personalised(self.template, self.data, self.recipients)
 
     def track_bounces(self) -> bool:
         return self.trackbounces if self.trackbounces is not None else self.envelope is None
@@ -441,6 +453,46 @@ class SmtpeterSend(BaseModel):
                      subject=self.subject or "", text=self.text, html=self.html,
                      headers=headers + list(self.extra.items()),
                      attachments=[a.part() for a in self.attachments])
+
+
+def is_personalised(template: Any, data: Any, recipients: Any) -> bool:
+    """A send is personalised when it names a template, or carries data or per-recipient variables."""
+    return template is not None or data is not None or isinstance(recipients, dict)
+
+
+class SmtpeterPersonalSend(SmtpeterSend):
+    """POST /v1/send with a template and/or personalisation data: the same fields, but `from`, `to`,
+    `cc`, `replyto`, `subject` and `extra` are template text (checked once the template is known, and
+    rendered per recipient: postwire.api_gateway.personalised)."""
+
+    from_: str | None = Field(default=None, alias="from", max_length=4000)  # type: ignore[assignment]
+    to: AddressText = None  # type: ignore[assignment]
+    cc: AddressText = None  # type: ignore[assignment]
+    replyto: AddressText = Field(default=None,  # type: ignore[assignment]
+                                 validation_alias=AliasChoices("replyto", "replyTo"))
+
+    @model_validator(mode="after")
+    def _complete(self) -> SmtpeterPersonalSend:
+        if not self.envelope_recipients():
+            raise PydanticCustomError("missing_recipients", "give `recipient` or `recipients`: they decide "
+                                      "who gets the message (to/cc are only headers)")
+        if self.mime is not None:
+            raise PydanticCustomError("conflicting_content", "`mime` cannot be personalised: give the "
+                                      "message fields (or a template) with `data`")
+        if self.template is None and self.text is None and self.html is None and not self.attachments:
+            raise PydanticCustomError("missing_body", "at least one of `text`, `html` or `attachments` is "
+                                      "required (or a `template`)")
+        return self
+
+    def content(self) -> Content:
+        headers = self.unsubscribe.headers() if self.unsubscribe else []
+        return Content(subject=self.subject, from_=self.from_, replyto=self.replyto, to=self.to, cc=self.cc,
+                       html=self.html, text=self.text, headers=headers + list(self.extra.items()),
+                       attachments=[a.part() for a in self.attachments])
+
+    def variables(self) -> Variables:
+        own = ({a: v or {} for a, v in self.recipients.items()} if isinstance(self.recipients, dict) else {})
+        return Variables(shared=self.data or {}, own=own)
 
 
 class SmtpeterResend(BaseModel):
@@ -509,10 +561,13 @@ class SmtpeterEvent(BaseModel):
     recipient: str
     time: str = Field(description="UTC, \"YYYY-MM-DD hh:mm:ss\".")
     tags: str = Field(description="';'-separated.")
+    templateid: int | None = Field(description="The stored template the message was built from, on every "
+                                               "event of the message; null when it was not built from one.")
     data: dict[str, Any] = Field(description="Always `id` (the recipient's message id), `recipient`, "
-                                             "`time` (UTC, \"YYYY-MM-DD hh:mm:ss\"), `tags` (';'-separated); "
-                                             "then by event: attempt `envelope`; delivery `attempt`, "
-                                             "`code`, `status`, `response`, `mx`; failure the same plus "
+                                             "`time` (UTC, \"YYYY-MM-DD hh:mm:ss\"), `tags` (';'-separated), "
+                                             "`templateid` (the stored template, or null); then by event: "
+                                             "attempt `envelope`; delivery `attempt`, `code`, `status`, "
+                                             "`response`, `mx`; failure the same plus "
                                              "`description`, `reason`, `hardbounce`, `suppressed`; bounce "
                                              "`code`, `status`, `response`, `description`, `reason`, "
                                              "`hardbounce`, `mta`; response `feedbacktype`, `mta`; open "
@@ -521,13 +576,17 @@ class SmtpeterEvent(BaseModel):
                                              "are at the top level of the event.")
 
 
-def smtpeter_event(row: Event) -> SmtpeterEvent | None:
+def smtpeter_event(row: Event, template_id: int | None = None) -> SmtpeterEvent | None:
+    """``row`` in SMTPeter's shape, None for a type SMTPeter does not list. ``template_id`` is the stored
+    template of the row's message (``postwire.db.events_query.template_ids``): only ``accepted`` events
+    carry it themselves."""
     name = EVENT_NAMES.get(row.type)
     if name is None:
         return None
     d = row.data or {}
     data: dict[str, Any] = {"id": row.message_id, "recipient": row.recipient, "time": format_utc(row.at),
-                            "tags": ";".join(d.get("tags") or [])}
+                            "tags": ";".join(d.get("tags") or []),
+                            "templateid": template_id if template_id is not None else d.get("template_id")}
     smtp = {"code": d.get("smtp_code"), "status": d.get("enhanced_status"), "response": d.get("response")}
     if row.type == "accepted":
         data["envelope"] = d.get("mail_from")

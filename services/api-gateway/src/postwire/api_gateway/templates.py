@@ -16,10 +16,10 @@ from typing import Any, Final
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from postwire.api_gateway.addresses import AddressError, has_line_break, parse_mailbox
-from postwire.api_gateway.compose import Draft, build
 from postwire.api_gateway.errors import ApiError, InvalidInput
 from postwire.api_gateway.schemas import check_custom_headers
+from postwire.core.addresses import AddressError, has_line_break, parse_mailbox
+from postwire.core.compose import Draft, build
 from postwire.db.templates import NAME
 from postwire.personalisation import RenderError, TemplateSyntaxError, compile_template, has_tags
 

@@ -35,6 +35,7 @@ LOCAL_REASONS: dict[str, str] = {
     "4.4.7": "expired",         # the retry lifetime ran out
     "4.5.0": "syntaxerror",     # the server answered something that is not an SMTP reply
     "5.3.0": "systemerror",     # the body vanished from the object store: our failure, not the address's
+    "5.6.0": "template",        # a personalised message could not be rendered for this recipient
 }
 
 

@@ -25,7 +25,11 @@ class Personaliser:
         domain. Raises KeysUnavailable (the attempt waits) like the router's signing does."""
         t = out.tracking
         token_for = functools.partial(tracking.make_token, self._key, t.group_id, t.recipient_index)
-        data = tracking.personalise(raw, t.nonce, token_for)
+        return await self.sign(out, tracking.personalise(raw, t.nonce, token_for))
+
+    async def sign(self, out: envelope_pb2.OutboundMessage, data: bytes) -> bytes:
+        """``data`` DKIM-signed when the account has a key for its From domain (a rendered personalised
+        message, whose tokens the renderer already filled in)."""
         keys = await self._signer.keys_for(out.account_id)
         if not keys:
             return data

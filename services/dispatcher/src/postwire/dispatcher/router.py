@@ -28,8 +28,12 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 
 import google.protobuf.message
 import nats.errors
@@ -63,6 +67,10 @@ log = structlog.get_logger(__name__)
 # how long a message waits after NATS itself failed us mid-route
 PUBLISH_RETRY_S = 2.0
 
+
+# a shared body larger than this in all its OutboundMessages together is kept in the object store and
+# referenced, rather than copied into each (10,000 recipients of a 30 KB message would be 300 MB)
+SHARED_INLINE_MAX = 8 * 2**20
 
 # a superset test: any MIME part of type text/html has this string in its headers, looked for as is (a
 # fast scan), else in the lower-cased message (33 us for 33 KB; a case-insensitive regex costs 6 times more)
@@ -98,6 +106,16 @@ class Prepared:
     content: bytes | None
     nonce: str = ""
     links: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Routable:
+    """What every OutboundMessage of a message carries: the body, the tracking nonce, and for a
+    personalised message each recipient's own variables (JSON, by address)."""
+
+    body: envelope_pb2.Body
+    nonce: str = ""
+    own_data: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,32 +209,99 @@ class Router:
                       recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
             return
         try:
-            body, nonce = await self._prepare(inbound)
+            routable = await self._prepare(inbound, sum(map(len, groups.values())))
         except (TransformerUnavailable, KeysUnavailable):
             await self._js.publish_many(first)  # recorded as accepted while it waits
             raise
-        except ObjectNotFoundError:
-            # the body expired or was deleted: nothing will ever deliver this message
-            gone = local("5.3.0", "message body not found in the object store")
+        except (ObjectNotFoundError, google.protobuf.message.DecodeError) as e:
+            # the body expired or was deleted, or is not what a personalised message must be: nothing
+            # will ever deliver this message
+            gone = (local("5.3.0", "message body not found in the object store")
+                    if isinstance(e, ObjectNotFoundError) else local("5.6.0", "the personalised message "
+                                                                     "cannot be read"))
             await self._js.publish_many(first + self._failed(inbound, [(r, gone) for r in inbound.recipients
                                                                        if r not in suppressed]))
             self._count(suppressed=len(suppressed), failed=len(inbound.recipients) - len(suppressed))
             return
         index = {rcpt: i for i, rcpt in enumerate(inbound.recipients)}
-        outbound = [self._outbound(inbound, domain, rcpt, body, nonce, index[rcpt])
+        outbound = [self._outbound(inbound, domain, rcpt, routable, index[rcpt])
                     for domain, recipients in groups.items() for rcpt in recipients]
         await self._js.publish_many(first + archive_messages(inbound) + unroutable + outbound)
         self._count(suppressed=len(suppressed), failed=len(bad))
         log.debug("router.routed", message_id=inbound.message_id, domains=len(groups),
                   recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
 
-    async def _prepare(self, inbound: envelope_pb2.InboundMessage) -> tuple[envelope_pb2.Body, str]:
-        """The body to deliver (transformed, and signed unless tracked) and the tracking nonce."""
+    async def _prepare(self, inbound: envelope_pb2.InboundMessage, copies: int) -> Routable:
+        """The body to deliver (transformed, and signed unless tracked or personalised), the tracking
+        nonce, and a personalised message's per-recipient variables."""
+        if inbound.HasField("personalisation"):
+            return await self._personalised(inbound, copies)
         prepared = await self._body_for_delivery(inbound)
         if prepared.nonce:
             await self._remember_links(inbound, prepared.links)
-            return prepared.body, prepared.nonce
-        return await self._signed(inbound, prepared.body, prepared.content), ""
+            return Routable(await self._shared(inbound, prepared.body, copies), prepared.nonce)
+        signed = await self._signed(inbound, prepared.body, prepared.content)
+        return Routable(await self._shared(inbound, signed, copies))
+
+    async def _shared(self, inbound: envelope_pb2.InboundMessage, body: envelope_pb2.Body,
+                      copies: int) -> envelope_pb2.Body:
+        """``body``, moved to the object store when its copies in every OutboundMessage would be large."""
+        if body.WhichOneof("location") != "inline" or body.size * copies <= SHARED_INLINE_MAX:
+            return body
+        return await self._bodies.put(f"{inbound.message_id}/shared", body.inline, inline_max=0)
+
+    async def _personalised(self, inbound: envelope_pb2.InboundMessage, copies: int) -> Routable:
+        """A personalised message is rendered by the sender, per recipient. Here its HTML gets the CSS
+        inlined (and links tracked) once, around the template's tags; the recipients' own variables
+        are taken out, each to travel in its recipient's OutboundMessage. Signing waits for the
+        rendered message (the sender)."""
+        content = envelope_pb2.PersonalisedMessage.FromString(await self._bodies.get(inbound.body))
+        own = dict(content.recipient_data)
+        content.ClearField("recipient_data")
+        nonce = ""
+        opts = inbound.options
+        if content.HasField("html") and not content.inlined and (
+                opts.inline_css or opts.track_clicks or opts.track_opens):
+            prepared = await self._transform_template(inbound, content)
+            if prepared is not None and prepared.content is not None:
+                content.html, content.inlined = prepared.content.decode("utf-8"), True
+                if prepared.nonce:
+                    await self._remember_links(inbound, prepared.links)
+                    nonce = prepared.nonce
+        data = content.SerializeToString()
+        inline_max = 0 if len(data) * copies > SHARED_INLINE_MAX else None
+        body = await self._bodies.put(f"{inbound.message_id}/personalised", data, inline_max=inline_max)
+        return Routable(body, nonce, own)
+
+    async def _transform_template(self, inbound: envelope_pb2.InboundMessage,
+                                  content: envelope_pb2.PersonalisedMessage) -> Prepared | None:
+        """The template's HTML with the CSS inlined and links tracked, its tags kept as written
+        (TransformOptions.template); None when the transformer left it as it was."""
+        opts = inbound.options
+        tracked = opts.track_clicks or opts.track_opens
+        nonce = tracking.nonce_for(self._tracking_key, inbound.message_id) if tracked else ""
+        sender = getattr(content, "from")
+        head = f"From: {sender}\r\n" if sender.isascii() and "\n" not in sender and "{" not in sender else ""
+        mime = (head.encode() + b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\n"
+                + base64.encodebytes(content.html.encode("utf-8")).replace(b"\n", b"\r\n"))
+        options = transformer_pb2.TransformOptions(
+            inline_css=opts.inline_css, css_engine=css_engine(opts.css_engine),
+            track_clicks=opts.track_clicks, track_opens=opts.track_opens, prevent_scam=opts.prevent_scam,
+            nonce=nonce, template=True)
+        if tracked:
+            base = await self._tracking_base(inbound.account_id, mime)
+            options.click_url_prefix = base + tracking.CLICK_PATH
+            options.open_url_prefix = base + tracking.OPEN_PATH
+        result = await self._transformer.transform(mime, options)
+        if result is None or not result.changed:
+            return None
+        part = message_from_bytes(result.mime, policy=policy.default)
+        assert isinstance(part, EmailMessage)
+        html = str(part.get_content()).encode("utf-8")
+        if not result.links and not result.open_pixel:
+            return Prepared(inbound.body, html)
+        return Prepared(inbound.body, html, nonce, list(result.links))
 
     @staticmethod
     def _count(*, suppressed: int, failed: int) -> None:
@@ -300,7 +385,8 @@ class Router:
                             message_id=message_id_of(inbound, rcpt), recipient=rcpt,
                             mail_from=inbound.mail_from, subject=inbound.subject, size=inbound.body.size,
                             source=inbound.source, tags=list(inbound.tags),
-                            metadata=dict(inbound.metadata))
+                            metadata=dict(inbound.metadata),
+                            template_id=inbound.personalisation.template_id)
             if inbound.HasField("accepted_at"):
                 ev.at.CopyFrom(inbound.accepted_at)
             if inbound.HasField("dsn"):
@@ -319,13 +405,18 @@ class Router:
                 for rcpt, reply in failures]
 
     def _outbound(self, inbound: envelope_pb2.InboundMessage, domain: str, recipient: str,
-                  body: envelope_pb2.Body, nonce: str, index: int) -> Publish:
+                  routable: Routable, index: int) -> Publish:
         message_id = message_id_of(inbound, recipient)
+        nonce = routable.nonce
         out = envelope_pb2.OutboundMessage(
             message_id=message_id, account_id=inbound.account_id,
-            mail_from=self._mail_from(inbound, recipient), domain=domain, recipients=[recipient], body=body,
-            tags=list(inbound.tags), attempt=0,
+            mail_from=self._mail_from(inbound, recipient), domain=domain, recipients=[recipient],
+            body=routable.body, tags=list(inbound.tags), attempt=0,
             metadata=dict(inbound.metadata))
+        if inbound.HasField("personalisation"):
+            out.personalised.CopyFrom(envelope_pb2.Personalised(
+                data=routable.own_data.get(recipient, b""),
+                template_id=inbound.personalisation.template_id))
         if inbound.HasField("accepted_at"):
             out.accepted_at.CopyFrom(inbound.accepted_at)
         else:  # the lifetime counts from acceptance; an envelope without it starts the clock now

@@ -53,6 +53,7 @@ from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.dkim import KeysUnavailable
 from postwire.dispatcher.outcomes import Reply, local
 from postwire.dispatcher.personalise import Personaliser
+from postwire.dispatcher.rendering import RENDER_FAILED, Renderer, RenderFailed
 from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.smtp_client import DsnParams
 from postwire.dispatcher.throttle import Budget, BudgetFull, Shaper
@@ -113,7 +114,8 @@ def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> st
 class Sender:
     def __init__(self, js: PipelinedJetStream, bodies: BodyStore, deliverer: Deliverer, policy: RetryPolicy,
                  shaper: Shaper, *, shards: int, heartbeat_s: float,
-                 personaliser: Personaliser | None = None, body_memory_max: int = 64 * 2**20) -> None:
+                 personaliser: Personaliser | None = None, renderer: Renderer | None = None,
+                 body_memory_max: int = 64 * 2**20) -> None:
         self._js = js
         self._shaper = shaper
         self._bodies = bodies
@@ -123,6 +125,7 @@ class Sender:
         self.heartbeats = Heartbeats(heartbeat_s)  # run() by the service beside the consumers
         self._body_memory = ByteBudget(body_memory_max)
         self._personaliser = personaliser
+        self._renderer = renderer
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -182,9 +185,18 @@ class Sender:
 
     async def _read_and_deliver(self, out: envelope_pb2.OutboundMessage) -> dict[str, Reply] | None:
         try:
-            data = await self._bodies.get(out.body)
-            if out.tracking.nonce and self._personaliser is not None:
-                data = await self._personaliser.prepare(out, data)
+            if out.HasField("personalised"):
+                try:
+                    data = await self._rendered(out)
+                except RenderFailed as e:  # the same data fails the same way: final, never retried
+                    log.info("sender.render_failed", message_id=out.message_id, error=str(e))
+                    return dict.fromkeys(out.recipients, local(RENDER_FAILED, f"template: {e}"))
+                if self._personaliser is not None:
+                    data = await self._personaliser.sign(out, data)
+            else:
+                data = await self._bodies.get(out.body)
+                if out.tracking.nonce and self._personaliser is not None:
+                    data = await self._personaliser.prepare(out, data)
         except ObjectNotFoundError:
             return dict.fromkeys(out.recipients, local("5.3.0", "message body not found in the object store"))
         except (nats.errors.Error, TimeoutError, OSError, KeysUnavailable) as e:
@@ -193,6 +205,15 @@ class Sender:
             return None
         return await self._deliverer.deliver(out.domain, out.mail_from, list(out.recipients), data,
                                              dsn=dsn_params(out))
+
+    async def _rendered(self, out: envelope_pb2.OutboundMessage) -> bytes:
+        """The recipient's MIME; the body is read only when this process has not compiled it yet. In a
+        thread: a runaway template takes up to its step limit (about a second) to fail."""
+        if self._renderer is None:
+            raise RenderFailed("this sender cannot render personalised messages")
+        compiled = self._renderer.lookup(out.body)
+        return await asyncio.to_thread(self._renderer.render, out,
+                                       compiled if compiled is not None else await self._bodies.get(out.body))
 
     async def _settle(self, msg: Msg, out: envelope_pb2.OutboundMessage, attempt: int,
                       replies: dict[str, Reply], expired: bool = False) -> None:
@@ -233,7 +254,7 @@ class Sender:
                                          "reason": EXPIRED, "hardbounce": False}
         return make_event(outcome, account_id=out.account_id, message_id=out.message_id, recipient=rcpt,
                           attempt=attempt, mx_host=reply.mx_host, tags=list(out.tags),
-                          metadata=dict(out.metadata), **fields)
+                          metadata=dict(out.metadata), template_id=out.personalised.template_id, **fields)
 
     def _count(self, out: envelope_pb2.OutboundMessage, outcome: str, reply: Reply) -> None:
         metrics.DELIVERIES.labels(outcome).inc()

@@ -38,6 +38,7 @@ from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.dkim import DkimSigner, make_signer
 from postwire.dispatcher.mx import MxResolver, make_resolver
 from postwire.dispatcher.personalise import Personaliser
+from postwire.dispatcher.rendering import Renderer
 from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.router import make_router
 from postwire.dispatcher.sender import Sender
@@ -74,7 +75,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
     nc = await natsconn.connect(settings.nats_url, "postwire-dispatcher", stop=stop)
     js = jetstream(nc)
     await Topology.from_settings(settings).apply(js)
-    bodies = BodyStore(js, settings.inline_body_max)
+    bodies = BodyStore(js, settings.inline_body_max, cache_bytes=settings.body_cache_max)
     transformer = TransformerClient.from_settings(settings)
     pool = ConnectionPool(_client_config(settings), idle_s=settings.connection_idle_s)
     shaper.on_change(pool.budget_changed)
@@ -154,10 +155,10 @@ async def _sender_consumers(js: PipelinedJetStream, bodies: BodyStore, pool: Con
     deliverer = Deliverer(MxResolver(make_resolver(settings.nameservers, settings.dns_timeout_s)), pool,
                           shaper, settings.mx_port)
     policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
-    personaliser = Personaliser(tracking_key(verp_secret_bytes(settings)), signer)
+    key = tracking_key(verp_secret_bytes(settings))
     sender = Sender(js, bodies, deliverer, policy, shaper, shards=settings.shards,
-                    heartbeat_s=settings.ack_wait_s / 3, personaliser=personaliser,
-                    body_memory_max=settings.body_memory_max)
+                    heartbeat_s=settings.ack_wait_s / 3, personaliser=Personaliser(key, signer),
+                    renderer=Renderer(key), body_memory_max=settings.body_memory_max)
     handler: Handler = sender.handle
     fresh_slots, retry_slots = Slots(settings.max_concurrency), Slots(settings.retry_concurrency)
     consumers = []

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from postwire.core.settings import PostwireSettings
 
@@ -101,6 +101,10 @@ class DispatcherSettings(PostwireSettings):
     # bytes of message bodies read from the object store (those over inline_body_max) that senders hold
     # at once; a message waits for room, one larger than the whole budget goes alone
     body_memory_max: PositiveInt = 64 * 2**20
+    # bytes of bodies read from the object store that are kept for the next reader: a message to many
+    # recipients (its body stored once, postwire.dispatcher.router.SHARED_INLINE_MAX) is read once, not
+    # per recipient; 0 keeps none
+    body_cache_max: NonNegativeInt = 32 * 2**20
     # how often the queue-depth gauge is refreshed from consumer info
     queue_sample_s: PositiveFloat = 15.0
     # --- suppressions (docs/suppressions.md): how long the router trusts a "suppressed" answer from the

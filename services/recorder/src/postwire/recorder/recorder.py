@@ -121,12 +121,15 @@ ON CONFLICT DO NOTHING
 RETURNING event_id
 """)
 _INSERT_MESSAGES = text("""
-INSERT INTO messages (id, account_id, mail_from, subject, size, source, tags, metadata, created_at)
-SELECT m.id, m.account_id, m.mail_from, m.subject, m.size, m.source, m.tags::jsonb, m.metadata::jsonb, m.at
+INSERT INTO messages (id, account_id, mail_from, subject, size, source, tags, metadata, template_id,
+                      created_at)
+SELECT m.id, m.account_id, m.mail_from, m.subject, m.size, m.source, m.tags::jsonb, m.metadata::jsonb,
+       m.template_id, m.at
 FROM unnest(CAST(:id AS text[]), CAST(:account_id AS text[]), CAST(:mail_from AS text[]),
             CAST(:subject AS text[]), CAST(:size AS bigint[]), CAST(:source AS text[]),
-            CAST(:tags AS text[]), CAST(:metadata AS text[]), CAST(:at AS timestamptz[]))
-     AS m(id, account_id, mail_from, subject, size, source, tags, metadata, at)
+            CAST(:tags AS text[]), CAST(:metadata AS text[]), CAST(:template_id AS bigint[]),
+            CAST(:at AS timestamptz[]))
+     AS m(id, account_id, mail_from, subject, size, source, tags, metadata, template_id, at)
 ON CONFLICT DO NOTHING
 """)
 _INSERT_QUEUED = text("""
@@ -180,13 +183,15 @@ async def _insert_events(session: AsyncSession, events: Sequence[envelope_pb2.Ev
 
 async def _record_accepted(session: AsyncSession, accepted: Sequence[tuple[envelope_pb2.Event, datetime]],
                            ) -> None:
-    """The message rows and their recipients as ``queued`` (kept when a state is there already)."""
+    """The message rows (with the stored template the message was built from, NULL for none) and their
+    recipients as ``queued`` (kept when a state is there already)."""
     if not accepted:
         return
     messages = {ev.message_id: {
         "id": ev.message_id, "account_id": ev.account_id, "mail_from": ev.mail_from, "subject": ev.subject,
         "size": ev.size, "source": ev.source, "tags": _json(list(ev.tags)),
-        "metadata": _json(dict(ev.metadata)), "at": at} for ev, at in reversed(accepted)}
+        "metadata": _json(dict(ev.metadata)), "template_id": ev.template_id or None, "at": at}
+        for ev, at in reversed(accepted)}
     await session.execute(_INSERT_MESSAGES, _columns(list(messages.values())))
     await session.execute(_INSERT_QUEUED, _columns([
         {"message_id": ev.message_id, "address": ev.recipient, "account_id": ev.account_id, "at": at}
