@@ -102,6 +102,13 @@ async def test_stored_template_with_data_per_recipient(stack: LocalStack, sink: 
         click = await browser.get(tracked)
     assert click.status_code == 302 and click.headers["location"] == "https://shop.example/"
 
+    # the archive shows each recipient's own copy (as accepted: before inlining)
+    bob_id = next(mid for mid, rcpt in answer.items() if rcpt == "bob@dest.test")
+    r = await api.get(f"/v1/html/{bob_id}")
+    assert r.status_code == 200 and "&lt;fig&gt;" in r.text and "Sent to bob@dest.test" in r.text
+    r = await api.get(f"/v1/mime/{bob_id}")
+    assert r.status_code == 200 and "Subject: Hello Bob & Co" in r.text
+
     events = await eventually(lambda: _deliveries(api, "template", str(tid), 3))
     assert {e["recipient"] for e in events} == {"ann@dest.test", "bob@dest.test", "cy@dest.test"}
     assert all(e["templateid"] == tid for e in events)

@@ -3,7 +3,9 @@ calls. Another account's id is a 404 like an unknown one, so ids never leak acro
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import UTC
 from typing import Final
 
 import nats.errors
@@ -11,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import ObjectNotFoundError
 
 from postwire.api_gateway.errors import ApiError
-from postwire.core import archive
+from postwire.core import archive, personalised
 from postwire.core.bodies import BodyStore
 from postwire.v1 import envelope_pb2
 
@@ -33,8 +35,26 @@ async def archived_message(js: JetStreamContext, account_id: str,
     return found
 
 
+async def archived_copy(bodies: BodyStore, message: envelope_pb2.InboundMessage, message_id: str) -> bytes:
+    """The MIME of ``message_id`` as it was accepted (before CSS inlining, tracking and DKIM): for a
+    personalised message, its recipient's copy rendered from the template and data it was sent with."""
+    raw = await archived_body(bodies, message, message_id)
+    if not message.HasField("personalisation"):
+        return raw
+    rcpt = next((r for r in message.recipients
+                 if message.recipient_ids.get(r, message.message_id) == message_id), message.recipients[0])
+    at = message.accepted_at.ToDatetime(UTC)
+    try:  # in a thread: a runaway template takes up to its step limit to fail
+        compiled = await asyncio.to_thread(personalised.read, raw)
+        own = envelope_pb2.PersonalisedMessage.FromString(raw).recipient_data.get(rcpt, b"")
+        return await asyncio.to_thread(personalised.mime_for, compiled, rcpt, own, message_id, at)
+    except personalised.RenderFailed as e:
+        raise ApiError(404, "not_found", f"message {message_id!r} was never sent: its template could not "
+                       f"be rendered for its recipient ({e})") from None
+
+
 async def archived_body(bodies: BodyStore, message: envelope_pb2.InboundMessage, message_id: str) -> bytes:
-    """The message as it was accepted (before CSS inlining, tracking and DKIM)."""
+    """The body as it was accepted: MIME, or a personalised message's template and data."""
     try:
         return await bodies.get(message.body)
     except ObjectNotFoundError:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from postwire.api_gateway import archived_parts as parts
 from postwire.api_gateway.accept import deps_of
-from postwire.api_gateway.archived import archived_body, archived_message
+from postwire.api_gateway.archived import archived_copy, archived_message
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.v1 import envelope_pb2
@@ -62,7 +62,7 @@ def archive_router() -> APIRouter:
                                                                                  bytes]:
         deps = deps_of(request)
         message = await archived_message(deps.js, account_id, message_id)
-        return message, await archived_body(deps.bodies, message, message_id)
+        return message, await archived_copy(deps.bodies, message, message_id)
 
     @router.get("/recipient/{message_id}", response_class=Response, responses=found,
                 summary="The recipient of a sent message (text/plain)")
