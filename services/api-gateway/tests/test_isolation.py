@@ -127,6 +127,14 @@ async def send_smtpeter(w: World) -> None:
     assert r.status_code == 200, r.text
     assert "Idempotent-Replayed" not in r.headers
     await _only_b_queued(w, set(r.json()))
+    # A's template, by id or by name, does not exist for B: nothing is built from it
+    before = await w.inbound.count()
+    for ref in (w.template_id, TEMPLATE["name"]):
+        for path, send in (("/v1/send", {"recipient": RCPT, "template": ref, "data": {"x": 1}}),
+                           ("/v1/messages", {"to": [RCPT], "template": ref})):
+            r = await w.b_call("POST", path, json=send)
+            assert r.status_code == 422 and r.json()["detail"][0]["type"] == "unknown_template", r.text
+    assert await w.inbound.count() == before
 
 
 @covers("POST /v1/resend")
