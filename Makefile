@@ -36,11 +36,13 @@ test: install
 	$(UV) run ruff check .
 	$(UV) run mypy
 	$(UV) run lint-imports
+	scripts/browser-deps
 	$(UV) run pytest --durations=10
 
 # the quick part, while working: every test not marked slow (no whole-system, chaos, cluster or image
 # runs); `make test` is what CI runs
 test-quick: install
+	scripts/browser-deps
 	$(UV) run pytest -m "not slow"
 
 lint:

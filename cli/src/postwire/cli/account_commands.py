@@ -1,15 +1,19 @@
-"""`postwire account create` and `postwire smtp-login set|show`."""
+"""`postwire account create`, `postwire smtp-login set|show` and `postwire user create` (console users)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from postwire.db import console_users
 from postwire.db.accounts import NewCredentials, SmtpLogin, get_smtp_login, set_smtp_login_defaults
 from postwire.db.accounts import create_account as _create
+from postwire.db.console_users import User
 from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.db.models import Account
 
 
 class AccountExists(Exception):
@@ -65,3 +69,24 @@ def login_as_text(login: SmtpLogin) -> str:
     for name, on in login.defaults.as_dict().items():
         lines.append(f"{name.replace('_', '-'):<15}{'on' if on else 'off'}")
     return "\n".join(lines)
+
+
+class AccountNotFound(Exception):
+    pass
+
+
+async def create_console_user(database_url: str, account: str, email: str, role: str,
+                              password: str | None = None) -> tuple[User, str]:
+    """A console user of the account named (or with the id) ``account``, and its password (shown once).
+    Raises AccountNotFound, EmailTaken, or ValueError for an address that is not one."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            found = (await session.execute(select(Account).where(
+                (Account.name == account) | (Account.id == account)))).scalar()
+            if found is None:
+                raise AccountNotFound(account)
+            return await console_users.create_user(session, found.id, email,
+                                                   "admin" if role == "admin" else "viewer", password)
+    finally:
+        await engine.dispose()

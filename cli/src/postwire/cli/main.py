@@ -108,6 +108,33 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
     return 0
 
 
+def cmd_user_create(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.account_commands import AccountNotFound, create_console_user
+    from postwire.db.console_users import EmailTaken
+
+    try:
+        with _database(settings) as url:
+            user, password = asyncio.run(create_console_user(url, args.account, args.email, args.role))
+    except AccountNotFound:
+        print(f"postwire: no account {args.account!r}", file=sys.stderr)
+        return 1
+    except EmailTaken:
+        print(f"postwire: a console user {args.email!r} exists already", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"postwire: {e}", file=sys.stderr)
+        return 1
+    found = {"id": user.id, "account_id": user.account_id, "email": user.email, "role": user.role,
+             "password": password}
+    if args.json:
+        print(json.dumps(found))
+    else:
+        print(f"console user {user.email} ({user.role}) of account {user.account_id}\n"
+              f"password     {password}\n"
+              "The password is shown once; only its hash is stored. Log in at /console/login.")
+    return 0
+
+
 def cmd_smtp_login_set(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.account_commands import LoginNotFound, login_as_json, login_as_text, set_login
 
@@ -211,6 +238,14 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
     create.set_defaults(func=cmd_account_create)
+    user = sub.add_parser("user", help="console users (docs/console.md)").add_subparsers(dest="action",
+                                                                                          required=True)
+    user_create = user.add_parser("create", help="create a console user of an account; prints its password")
+    user_create.add_argument("--account", required=True, help="the account's name or id")
+    user_create.add_argument("email")
+    user_create.add_argument("--role", choices=("admin", "viewer"), default="admin")
+    user_create.add_argument("--json", action="store_true", help="print the user as one JSON object")
+    user_create.set_defaults(func=cmd_user_create)
     smtp_login = sub.add_parser(
         "smtp-login", help="an SMTP login's default switches",
         description="Each SMTP login has default switches for the messages it submits; a message's "

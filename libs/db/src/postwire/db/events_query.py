@@ -244,6 +244,13 @@ async def list_window(session: AsyncSession, account_id: str, f: EventFilter, li
     )).scalars().all())
 
 
+async def recent(session: AsyncSession, account_id: str, f: EventFilter, limit: int) -> list[Event]:
+    """The account's newest events matching ``f``, newest first (the console's lists)."""
+    return list((await session.execute(
+        select(Event).where(*_conditions(account_id, f)).order_by(Event.at.desc(), Event.seq.desc())
+        .limit(limit))).scalars().all())
+
+
 async def template_ids(session: AsyncSession, account_id: str, message_ids: Iterable[str]) -> dict[str, int]:
     """The stored template of each of these messages of the account that was built from one (others are
     left out), in one query. Only ``accepted`` events carry the template; this gives it to the events of

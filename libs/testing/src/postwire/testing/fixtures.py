@@ -1,4 +1,5 @@
-"""pytest plugin (loaded from the root config): real NATS, PostgreSQL, DNS and SMTP on loopback."""
+"""pytest plugin (loaded from the root config): real NATS, PostgreSQL, DNS and SMTP on loopback, and a
+headless browser confined to loopback (postwire.testing.browser)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from postwire.testing.dns import DnsServer
 from postwire.testing.nats import NatsServer
 from postwire.testing.postgres import create_database, start_postgres
 from postwire.testing.smtp import SmtpSink
+
+# the browser fixtures (browser, browser_context, page, blocked_requests) live in their own module
+pytest_plugins = ["postwire.testing.browser"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -30,6 +30,7 @@ from postwire.api_gateway import (
     routes_webhooks,
 )
 from postwire.api_gateway.auth import Authenticator, KeyCache, redact_access_logs
+from postwire.api_gateway.console import routes as console
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.idempotency import IdempotencyStore
 from postwire.api_gateway.ratelimit import RequestRate, SendQuota
@@ -80,6 +81,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)
     app.include_router(ops.router)
+    console.install(app)
     app.add_middleware(request_limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
     app.add_middleware(ops.RequestMetrics)
     app.openapi = _with_schemas(app, SmtpeterSend, SmtpeterResend)  # type: ignore[method-assign]

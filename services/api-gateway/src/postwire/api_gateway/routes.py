@@ -147,7 +147,7 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                             "ago may briefly answer 404.")
     async def get_message(request: Request, account_id: Account,
                           message_id: Annotated[str, Path(max_length=40)]) -> MessageDetail:
-        detail = await _load(deps_of(request), account_id, message_id)
+        detail = await load_message(deps_of(request), account_id, message_id)
         if detail is None:
             raise ApiError(404, "not_found", f"no message {message_id!r} in this account")
         return detail
@@ -229,7 +229,8 @@ def _queued(message_id: str, sub: Submission) -> dict[str, Any]:
     return answer.model_dump()
 
 
-async def _load(deps: Deps, account_id: str, message_id: str) -> MessageDetail | None:
+async def load_message(deps: Deps, account_id: str, message_id: str) -> MessageDetail | None:
+    """A message and its recipients' states (GET /v1/messages/{id} and the console's message page)."""
     async with deps.sessions() as s:
         msg = (await s.execute(select(Message).where(
             Message.id == message_id, Message.account_id == account_id))).scalar()

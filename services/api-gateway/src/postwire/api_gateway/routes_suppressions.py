@@ -161,15 +161,8 @@ def suppressions_router() -> APIRouter:
                  description="Adding an address that is already suppressed updates its reason and expiry "
                              "and keeps its creation time. Takes effect for the next message routed.")
     async def create(payload: SuppressionCreate, request: Request, account_id: Account) -> SuppressionOut:
-        async with _deps(request).sessions.begin() as s:
-            info = await store.add(s, account_id, payload.address, payload.reason, "manual",
-                                   expires_at=payload.expires_at)
-        try:
-            await _mirror(request).put(info)
-        except MirrorUnavailable as e:
-            raise _kv_unavailable(e) from None
-        log.info("api.suppression_added", account_id=account_id, reason=info.reason)
-        return SuppressionOut.of(info)
+        return SuppressionOut.of(await add_manual(request, account_id, payload.address, payload.reason,
+                                                  payload.expires_at))
 
     @router.get("/export.csv", responses={200: {"content": {"text/csv": {}}}, **responses(401, 503)},
                 summary="Every suppressed address as CSV",
@@ -195,18 +188,38 @@ def suppressions_router() -> APIRouter:
                    description="Mail to it is routed again within the dispatchers' cache time "
                                "(POSTWIRE_SUPPRESSION_CACHE_TTL_S, 10 s by default).")
     async def remove(request: Request, account_id: Account, address: Address) -> Response:
-        async with _deps(request).sessions.begin() as s:
-            deleted = await store.remove(s, account_id, address)
-        try:  # also when nothing was deleted: a retry after a 503 finishes the KV half
-            await _mirror(request).delete(account_id, address)
-        except MirrorUnavailable as e:
-            raise _kv_unavailable(e) from None
-        if not deleted:
+        if not await remove_manual(request, account_id, address):
             raise ApiError(404, "not_found", "this address is not suppressed in this account")
-        log.info("api.suppression_removed", account_id=account_id)
         return Response(status_code=204)
 
     return router
+
+
+async def add_manual(request: Request, account_id: str, address: str, reason: str,
+                     expires_at: datetime | None) -> SuppressionInfo:
+    """Suppress ``address`` (the API's POST and the console's form): the table, then the KV mirror the
+    routers read (503 when it cannot be written)."""
+    async with _deps(request).sessions.begin() as s:
+        info = await store.add(s, account_id, address, reason, "manual", expires_at=expires_at)
+    try:
+        await _mirror(request).put(info)
+    except MirrorUnavailable as e:
+        raise _kv_unavailable(e) from None
+    log.info("api.suppression_added", account_id=account_id, reason=info.reason)
+    return info
+
+
+async def remove_manual(request: Request, account_id: str, address: str) -> bool:
+    """Remove ``address`` from the list; False when it was not on it."""
+    async with _deps(request).sessions.begin() as s:
+        deleted = await store.remove(s, account_id, address)
+    try:  # also when nothing was deleted: a retry after a 503 finishes the KV half
+        await _mirror(request).delete(account_id, address)
+    except MirrorUnavailable as e:
+        raise _kv_unavailable(e) from None
+    if deleted:
+        log.info("api.suppression_removed", account_id=account_id)
+    return deleted
 
 
 async def _csv(pages: AsyncIterator[list[SuppressionInfo]]) -> AsyncIterator[str]:

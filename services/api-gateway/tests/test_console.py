@@ -1,0 +1,214 @@
+"""The console over HTTP against the real gateway, NATS and PostgreSQL: logging in, what each page shows
+(the same numbers and rows as the API), and what a viewer, a stale form or another account cannot do.
+The browser tests (test_console_browser.py) drive the same pages in Chromium."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest_asyncio
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from postwire.core.events import make_event
+from postwire.core.ids import new_message_id
+from postwire.db import console_users
+from postwire.db.accounts import NewCredentials
+from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.db.events_query import event_proto_data
+from postwire.db.models import Event, Message, Recipient
+
+Sessions = async_sessionmaker[AsyncSession]
+PASSWORD = "correct horse battery staple"
+
+
+@pytest_asyncio.fixture
+async def sessions(pg_url: str) -> AsyncIterator[Sessions]:
+    engine = make_engine(pg_url, pool_size=5)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def _user(sessions: Sessions, account: NewCredentials, role: str = "admin") -> str:
+    email = f"{role}-{new_message_id()[-8:]}@example.test"
+    async with sessions.begin() as s:
+        await console_users.create_user(s, account.account_id, email,
+                                        "admin" if role == "admin" else "viewer", PASSWORD)
+    return email
+
+
+@asynccontextmanager
+async def _login(gateway: Any, email: str, password: str = PASSWORD) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=str(gateway.http.base_url)) as client:
+        r = await client.post("/console/login", data={"username": email, "password": password})
+        assert r.status_code == 303, r.text
+        yield client
+
+
+async def _sent(sessions: Sessions, account_id: str, subject: str, rcpt: str,
+                *events: tuple[str, dict[str, Any]]) -> str:
+    """A message as the recorder leaves it: its row, its recipient, and its events."""
+    mid = new_message_id()
+    now = datetime.now(UTC)
+    async with sessions.begin() as s:
+        s.add(Message(id=mid, account_id=account_id, mail_from="shop@example.com", subject=subject, size=10,
+                      source="api", tags=["spring"], metadata_={}))
+        s.add(Recipient(message_id=mid, address=rcpt, account_id=account_id, status="delivered", attempts=1,
+                        updated_at=now))
+        for i, (type_, fields) in enumerate(events):
+            ev = make_event(type_, account_id=account_id, message_id=mid, recipient=rcpt, attempt=i, **fields)
+            await s.execute(insert(Event).values(
+                event_id=ev.event_id, account_id=account_id, message_id=mid, recipient=rcpt, type=type_,
+                at=ev.at.ToDatetime(tzinfo=UTC), data=event_proto_data(ev)))
+    return mid
+
+
+def _metric(html: str, name: str) -> int:
+    found = re.search(rf'data-metric="{name}">([\d,]+)<', html)
+    assert found, name
+    return int(found.group(1).replace(",", ""))
+
+
+async def test_login_logout_and_pages_need_a_session(gateway: Any, account: NewCredentials,
+                                                     sessions: Sessions) -> None:
+    email = await _user(sessions, account)
+    async with httpx.AsyncClient(base_url=str(gateway.http.base_url)) as anonymous:
+        for path in ("/console/", "/console/messages", "/console/bounces", "/console/suppressions"):
+            r = await anonymous.get(path)
+            assert r.status_code == 303 and r.headers["location"] == "/console/login", path
+        wrong = await anonymous.post("/console/login", data={"username": email, "password": "nope"})
+        assert wrong.status_code == 401 and "Wrong login name or password" in wrong.text
+        assert "set-cookie" not in wrong.headers
+        unknown = await anonymous.post("/console/login",
+                                       data={"username": "who@example.test", "password": "x"})
+        assert unknown.status_code == 401
+    async with _login(gateway, email) as client:
+        cookie = client.cookies.jar
+        [c] = [c for c in cookie if c.name == "pw_console"]
+        assert c.path == "/console" and c.has_nonstandard_attr("HttpOnly")
+        r = await client.get("/console/")
+        assert r.status_code == 200
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert email in r.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', r.text)
+        assert csrf
+        r = await client.post("/console/logout", data={"csrf": csrf.group(1)})
+        assert r.status_code == 303
+        client.cookies.set("pw_console", c.value or "", path="/console")  # the old cookie, replayed
+        assert (await client.get("/console/")).status_code == 303  # the session is gone
+
+
+async def test_overview_counts_are_the_apis(gateway: Any, account: NewCredentials,
+                                            sessions: Sessions) -> None:
+    aid = account.account_id
+    await _sent(sessions, aid, "One", "a@example.org", ("accepted", {}), ("delivered", {"smtp_code": 250}),
+                ("opened", {}))
+    await _sent(sessions, aid, "Two", "b@example.org", ("accepted", {}),
+                ("failed", {"smtp_code": 550, "reason": "userunknown", "hardbounce": True}))
+    async with _login(gateway, await _user(sessions, account)) as client:
+        html = (await client.get("/console/", params={"period": "7d"})).text
+    api = (await gateway.http.get("/v1/stats", headers=gateway.auth(account))).json()["stats"]
+    for name in ("accepted", "delivered", "failed", "opened", "bounced"):
+        assert _metric(html, name) == sum(d[name] for d in api), name
+    assert (_metric(html, "accepted"), _metric(html, "delivered"), _metric(html, "failed")) == (2, 1, 1)
+    assert 'data-chart="volume"' in html and "<svg" in html
+
+
+async def test_message_log_search_and_timeline(gateway: Any, account: NewCredentials, make_account: Any,
+                                               sessions: Sessions) -> None:
+    aid = account.account_id
+    mid = await _sent(sessions, aid, "Your invoice 42", "jane@example.org", ("accepted", {}),
+                      ("deferred", {"smtp_code": 451, "response": "451 4.7.1 try later", "mx_host": "mx.ex"}),
+                      ("delivered", {"smtp_code": 250, "response": "250 ok", "mx_host": "mx.ex"}))
+    other = await _sent(sessions, aid, "Newsletter", "joe@example.org", ("accepted", {}))
+    async with _login(gateway, await _user(sessions, account)) as client:
+        for q in ("invoice", "jane@example.org", "JANE@example.org", mid):
+            page = (await client.get("/console/messages", params={"q": q})).text
+            assert f'data-message-id="{mid}"' in page and f'data-message-id="{other}"' not in page, q
+        both = (await client.get("/console/messages", params={"q": "spring"})).text
+        assert f'data-message-id="{mid}"' in both and f'data-message-id="{other}"' in both
+        detail = (await client.get(f"/console/messages/{mid}")).text
+        assert re.findall(r'data-event-type="(\w+)"', detail) == ["accepted", "deferred", "delivered"]
+        assert "451 4.7.1 try later" in detail
+    stranger = await make_account()
+    async with _login(gateway, await _user(sessions, stranger)) as client:
+        assert (await client.get(f"/console/messages/{mid}")).status_code == 404
+        found = (await client.get("/console/messages", params={"q": mid})).text
+        assert f'data-message-id="{mid}"' not in found
+        assert "jane@example.org" not in (await client.get("/console/messages")).text
+
+
+async def test_bounces_with_reasons_and_csv(gateway: Any, account: NewCredentials,
+                                            sessions: Sessions) -> None:
+    aid = account.account_id
+    await _sent(sessions, aid, "x", "gone@example.org", ("accepted", {}),
+                ("failed", {"smtp_code": 550, "reason": "userunknown", "hardbounce": True,
+                            "response": "550 5.1.1 no such user"}))
+    await _sent(sessions, aid, "y", "full@example.org", ("accepted", {}),
+                ("bounced", {"reason": "mailboxfull", "hardbounce": False}))
+    async with _login(gateway, await _user(sessions, account, "viewer")) as client:
+        page = (await client.get("/console/bounces")).text
+        assert len(re.findall(r"data-bounce ", page)) == 2
+        assert "the mailbox does not exist" in page  # the reason explained
+        only = (await client.get("/console/bounces", params={"reason": "userunknown"})).text
+        assert len(re.findall(r"data-bounce ", only)) == 1 and "gone@example.org" in only
+        csv = await client.get("/console/bounces.csv")
+        assert csv.headers["content-type"].startswith("text/csv")
+        lines = csv.text.strip().splitlines()
+        assert lines[0].startswith("at,type,recipient") and len(lines) == 3
+        assert any("gone@example.org" in line and "userunknown" in line for line in lines)
+
+
+async def test_suppressions_need_an_admin_and_the_forms_token(gateway: Any, account: NewCredentials,
+                                                              sessions: Sessions) -> None:
+    h = gateway.auth(account)
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        page = (await admin.get("/console/suppressions")).text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token
+        stale = await admin.post("/console/suppressions", data={"address": "x@example.org"})
+        assert stale.status_code == 403
+        assert (await gateway.http.get("/v1/suppressions/x@example.org", headers=h)).status_code == 404
+        added = await admin.post("/console/suppressions", data={"address": "x@example.org",
+                                                                 "csrf": token.group(1)})
+        assert added.status_code == 303
+        assert (await gateway.http.get("/v1/suppressions/x@example.org", headers=h)).status_code == 200
+        assert 'data-suppression="x@example.org"' in (await admin.get("/console/suppressions")).text
+        bad = await admin.post("/console/suppressions", data={"address": "not an address",
+                                                               "csrf": token.group(1)})
+        assert bad.status_code == 422 and "data-error" in bad.text
+        exported = await admin.get("/console/suppressions.csv")
+        assert "x@example.org" in exported.text
+    async with _login(gateway, await _user(sessions, account, "viewer")) as viewer:
+        page = (await viewer.get("/console/suppressions")).text
+        assert 'data-suppression="x@example.org"' in page
+        assert 'action="/console/suppressions/remove"' not in page  # no remove buttons for a viewer
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token  # the logout form's
+        refused = await viewer.post("/console/suppressions/remove", data={"address": "x@example.org",
+                                                                          "csrf": token.group(1)})
+        assert refused.status_code == 403
+    assert (await gateway.http.get("/v1/suppressions/x@example.org", headers=h)).status_code == 200
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        token = re.search(r'name="csrf" value="([^"]+)"', (await admin.get("/console/suppressions")).text)
+        assert token
+        r = await admin.post("/console/suppressions/remove", data={"address": "x@example.org",
+                                                                    "csrf": token.group(1)})
+        assert r.status_code == 303
+    assert (await gateway.http.get("/v1/suppressions/x@example.org", headers=h)).status_code == 404
+
+
+async def test_login_attempts_are_limited(gateway: Any, account: NewCredentials, sessions: Sessions) -> None:
+    email = await _user(sessions, account)
+    async with httpx.AsyncClient(base_url=str(gateway.http.base_url)) as client:
+        guess = {"username": email, "password": "guess"}
+        codes = [(await client.post("/console/login", data=guess)).status_code for _ in range(12)]
+        assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+        # even the right password waits now: a guesser cannot tell it found it
+        r = await client.post("/console/login", data={"username": email, "password": PASSWORD})
+        assert r.status_code == 429 and "set-cookie" not in r.headers
