@@ -1,6 +1,7 @@
-"""The console over HTTP against the real gateway, NATS and PostgreSQL: logging in, what each page shows
-(the same numbers and rows as the API), and what a viewer, a stale form or another account cannot do.
-The browser tests (test_console_browser.py) drive the same pages in Chromium."""
+"""The console against the real gateway, NATS and PostgreSQL: over HTTP, logging in, what each page shows
+(the same numbers and rows as the API), and what a viewer, a stale form or another account cannot do;
+then the same pages in a real headless Chromium (postwire.testing.browser), which must fetch nothing from
+any host but Postwire's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest_asyncio
+from playwright.async_api import Page, expect
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -212,3 +214,86 @@ async def test_login_attempts_are_limited(gateway: Any, account: NewCredentials,
         # even the right password waits now: a guesser cannot tell it found it
         r = await client.post("/console/login", data={"username": email, "password": PASSWORD})
         assert r.status_code == 429 and "set-cookie" not in r.headers
+
+
+# ---------------------------------------------------------------------------------------- in a browser
+
+
+async def _log_in(page: Page, gateway: Any, email: str) -> str:
+    base = str(gateway.http.base_url).rstrip("/")
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=username]", email)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    return base
+
+
+async def test_a_day_in_the_console(page: Page, blocked_requests: list[str], gateway: Any,
+                                    account: NewCredentials, sessions: Sessions) -> None:
+    aid = account.account_id
+    mid = await _sent(sessions, aid, "Your order 7", "jane@example.org", ("accepted", {}),
+                      ("delivered", {"smtp_code": 250, "response": "250 2.0.0 queued",
+                                     "mx_host": "mx.example"}))
+    await _sent(sessions, aid, "Hello", "gone@example.org", ("accepted", {}),
+                ("failed", {"smtp_code": 550, "reason": "userunknown", "hardbounce": True}))
+    base = str(gateway.http.base_url).rstrip("/")
+
+    await page.goto(f"{base}/console/login")
+    await page.fill("input[name=username]", await _user(sessions, account))
+    await page.fill("input[name=password]", "wrong")
+    await page.click("button[type=submit]")
+    await expect(page.locator("[data-error]")).to_contain_text("Wrong login name or password")
+    assert [c for c in await page.context.cookies() if c["name"] == "pw_console"] == []
+
+    await _log_in(page, gateway, await _user(sessions, account))
+    await expect(page).to_have_url(f"{base}/console/")
+    stats = (await gateway.http.get("/v1/stats", headers=gateway.auth(account))).json()["stats"]
+    for name in ("accepted", "delivered", "failed"):
+        shown = await page.locator(f'[data-metric="{name}"]').inner_text()
+        assert int(shown.replace(",", "")) == sum(d[name] for d in stats), name
+    await expect(page.locator('[data-chart="volume"] svg')).to_be_visible()
+
+    await page.click("text=Messages")
+    await page.fill("input[name=q]", "jane@example.org")
+    await page.press("input[name=q]", "Enter")
+    await expect(page.locator("[data-message-id]")).to_have_count(1)
+    await page.locator(f'[data-message-id="{mid}"] a').first.click()
+    await expect(page).to_have_url(f"{base}/console/messages/{mid}")
+    await expect(page.locator('[data-event-type="delivered"]')).to_contain_text("250 2.0.0 queued")
+
+    await page.click("text=Bounces")
+    await expect(page.locator("[data-bounce]")).to_have_count(1)
+    await expect(page.locator("[data-bounce]")).to_contain_text("userunknown")
+
+    await page.click("text=Suppressions")
+    await page.fill("input[name=address]", "stop@example.org")
+    await page.get_by_role("button", name="Suppress", exact=True).click()
+    await expect(page.locator('[data-suppression="stop@example.org"]')).to_be_visible()
+    h = gateway.auth(account)
+    assert (await gateway.http.get("/v1/suppressions/stop@example.org", headers=h)).status_code == 200
+    await page.locator('[data-suppression="stop@example.org"] button').click()
+    await expect(page.locator('[data-suppression="stop@example.org"]')).to_have_count(0)
+    assert (await gateway.http.get("/v1/suppressions/stop@example.org", headers=h)).status_code == 404
+
+    await page.click("text=Log out")
+    await page.goto(f"{base}/console/")
+    await expect(page).to_have_url(f"{base}/console/login")
+    assert blocked_requests == []  # nothing fetched from any other host
+
+
+async def test_a_viewer_reads_but_changes_nothing(page: Page, gateway: Any, account: NewCredentials,
+                                                  make_account: Any, sessions: Sessions) -> None:
+    other = await make_account()
+    theirs = await _sent(sessions, other.account_id, "Secret", "them@example.org", ("accepted", {}))
+    base = await _log_in(page, gateway, await _user(sessions, account, "viewer"))
+    await page.goto(f"{base}/console/suppressions")
+    await expect(page.locator("input[name=address]")).to_have_count(0)
+    # a hand-made POST with the page's own token is still refused
+    token = await page.locator("input[name=csrf]").first.get_attribute("value")
+    answer = await page.request.post(f"{base}/console/suppressions",
+                                     form={"address": "x@example.org", "csrf": token or ""})
+    assert answer.status == 403
+    await page.goto(f"{base}/console/messages/{theirs}")
+    await expect(page.locator("[data-error]")).to_contain_text("No message")
+    await page.goto(f"{base}/console/messages")
+    assert not re.search("them@example.org", await page.content())
