@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.core.events import make_event
 from postwire.core.ids import new_message_id
-from postwire.db import console_users
+from postwire.db import accounts, console_users
 from postwire.db.accounts import NewCredentials
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
@@ -214,6 +214,51 @@ async def test_login_attempts_are_limited(gateway: Any, account: NewCredentials,
         # even the right password waits now: a guesser cannot tell it found it
         r = await client.post("/console/login", data={"username": email, "password": PASSWORD})
         assert r.status_code == 429 and "set-cookie" not in r.headers
+
+
+async def _token(client: httpx.AsyncClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', (await client.get(path)).text)
+    assert found
+    return found.group(1)
+
+
+async def test_access_keys_logins_and_users_shown_once(gateway: Any, account: NewCredentials,
+                                                       sessions: Sessions) -> None:
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        token = await _token(admin, "/console/access")
+        made = await admin.post("/console/access/keys", data={"csrf": token})
+        key = re.search(r"data-new-api-key>([^<]+)<", made.text)
+        assert made.status_code == 200 and key
+        new_key = key.group(1)
+        assert (await gateway.http.get("/v1/suppressions", headers={"Authorization": f"Bearer {new_key}"})
+                ).status_code == 200
+        again = (await admin.get("/console/access")).text
+        assert new_key not in again  # shown once
+        key_id = new_key.split("_")[1]
+        assert f'data-api-key="{key_id}"' in again
+        r = await admin.post("/console/access/keys/revoke", data={"csrf": token, "key_id": key_id})
+        assert r.status_code == 303 and "revoked" in (await admin.get("/console/access")).text
+
+        login = await admin.post("/console/access/logins", data={"csrf": token})
+        username = re.search(r"data-new-smtp-username>([^<]+)<", login.text)
+        password = re.search(r"data-new-smtp-password>([^<]+)<", login.text)
+        assert username and password
+        async with sessions() as s:
+            assert await accounts.account_for_smtp_login(s, username.group(1), password.group(1)) == \
+                account.account_id
+        await admin.post("/console/access/logins/remove", data={"csrf": token, "username": username.group(1)})
+        async with sessions() as s:
+            assert await accounts.get_smtp_login(s, username.group(1)) is None
+
+        made_user = await admin.post("/console/access/users", data={"csrf": token, "role": "viewer",
+                                                                     "email": "new.viewer@example.test"})
+        user_password = re.search(r"data-new-user-password>([^<]+)<", made_user.text)
+        assert user_password
+    async with _login(gateway, "new.viewer@example.test", user_password.group(1)) as viewer:
+        page = (await viewer.get("/console/access")).text
+        assert "New API key" not in page and 'data-user="new.viewer@example.test"' in page
+        refused = await viewer.post("/console/access/keys", data={"csrf": await _token(viewer, "/console/")})
+        assert refused.status_code == 403
 
 
 # ---------------------------------------------------------------------------------------- in a browser

@@ -13,9 +13,11 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwire.core.ids import new_id
@@ -145,3 +147,66 @@ async def set_smtp_login_defaults(session: AsyncSession, username: str,
         setattr(row, name, bool(value))
     await session.flush()
     return _login(row)
+
+
+# ------------------------------------------------------------------------- managing credentials (console)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as it may be shown again: its id (the key's public part), never the secret."""
+
+    id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+async def api_keys(session: AsyncSession, account_id: str) -> list[KeyInfo]:
+    rows = await session.execute(select(ApiKey).where(ApiKey.account_id == account_id)
+                                 .order_by(ApiKey.created_at))
+    return [KeyInfo(r.id, r.created_at, r.revoked_at) for r in rows.scalars()]
+
+
+async def create_api_key(session: AsyncSession, account_id: str) -> str:
+    """A new key of the account: the whole token, shown once."""
+    key_id, key_secret = new_id(), secrets.token_urlsafe(32)
+    session.add(ApiKey(id=key_id, account_id=account_id, secret_hash=_sha256(key_secret)))
+    await session.flush()
+    return f"{API_KEY_PREFIX}{key_id}_{key_secret}"
+
+
+async def revoke_api_key(session: AsyncSession, account_id: str, key_id: str) -> bool:
+    """Revoke the account's key ``key_id`` (kept, marked); False when it has no such live key. Gateways
+    honour it once their cache forgets the key (POSTWIRE_API_KEY_CACHE_TTL_S)."""
+    result = await session.execute(update(ApiKey).where(
+        ApiKey.account_id == account_id, ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now()))
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def smtp_logins(session: AsyncSession, account_id: str) -> list[SmtpLogin]:
+    rows = await session.execute(select(SmtpCredential).where(SmtpCredential.account_id == account_id)
+                                 .order_by(SmtpCredential.created_at))
+    return [_login(r) for r in rows.scalars()]
+
+
+async def create_smtp_login(session: AsyncSession, account_id: str, account_name: str) -> tuple[str, str]:
+    """A new SMTP login of the account: its username and password, the password shown once."""
+    username, password = f"{account_name}-{secrets.token_hex(3)}", secrets.token_urlsafe(18)
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    session.add(SmtpCredential(username=username, account_id=account_id, password_hash=password_hash))
+    await session.flush()
+    return username, password
+
+
+async def delete_smtp_login(session: AsyncSession, account_id: str, username: str) -> bool:
+    """Remove the account's login; False when it has none by that name. ingest-smtp keeps a verified
+    login for POSTWIRE_SMTP_AUTH_CACHE_TTL_S (60 s): it stops working within that."""
+    result = await session.execute(delete(SmtpCredential).where(
+        SmtpCredential.account_id == account_id, SmtpCredential.username == username))
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def account_name(session: AsyncSession, account_id: str) -> str:
+    row = await session.get(Account, account_id)
+    return row.name if row is not None else account_id

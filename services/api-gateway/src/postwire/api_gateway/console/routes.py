@@ -11,17 +11,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from postwire.api_gateway.archived import archived_copy
 from postwire.api_gateway.console import charts
+from postwire.api_gateway.console.access import access_router
+from postwire.api_gateway.console.pages import HERE, SECURITY_HEADERS, deps_of, page
 from postwire.api_gateway.console.sessions import (
     COOKIE,
     LIFETIME,
@@ -47,56 +47,20 @@ from postwire.db.events_query import EventFilter, daily_counts, list_window, rec
 
 log = structlog.get_logger(__name__)
 
-HERE: Final = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
 METRICS: Final = ("accepted", "delivered", "deferred", "failed", "bounced", "opened", "clicked", "complained")
 PERIODS: Final = {"today": 1, "7d": 7, "30d": 30}
 PAGE: Final = 50
-# what a console page may load: itself only (no CDN, no font, no remote image); previews of customer
-# HTML sit in a sandboxed iframe without scripts, under this same policy
-CSP: Final = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-              "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-SECURITY_HEADERS: Final = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                           "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
-# one-line explanations of the bounce reasons (Sisimai's vocabulary, docs/bounces.md)
-REASONS: Final = {
-    "userunknown": "the mailbox does not exist",
-    "hostunknown": "the domain does not exist or has no mail server",
-    "mailboxfull": "the mailbox is full", "filtered": "refused by the recipient's filter or settings",
-    "rejected": "the sender was refused", "blocked": "the sending IP or domain is blocked",
-    "spamdetected": "the message was judged to be spam", "policyviolation": "against the receiver's policy",
-    "securityerror": "authentication (SPF, DKIM, DMARC, TLS) failed", "virusdetected": "a virus was found",
-    "toomanyconn": "too many connections or messages at once", "exceedlimit": "the message is too large",
-    "mesgtoobig": "the message is too large", "suspend": "the mailbox is suspended or disabled",
-    "hasmoved": "the recipient has moved", "expired": "could not be delivered within the delivery window",
-    "networkerror": "the receiver could not be reached", "systemerror": "an error on the receiving system",
-    "notaccept": "the domain accepts no mail", "syntaxerror": "the receiver did not understand the command",
-    "contenterror": "the content was refused", "norelaying": "the receiver does not relay for this domain",
-    "feedback": "the recipient marked it as spam (complaint)", "onhold": "not classified yet",
-    "undefined": "no reason given", "vacation": "an auto-reply",
-    "template": "the template could not be rendered",
-    "failedstarttls": "TLS was required and failed", "speeding": "sent too fast for the receiver",
-    "suppressed": "the address is on the suppression list",
-}
 
 
 def _deps(request: Request) -> Deps:
-    deps: Deps = request.app.state.deps
-    return deps
-
-
-def page(request: Request, name: str, session: Session | None, status_code: int = 200,
-         **context: Any) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, {"session": session, "reasons": REASONS, **context},
-                                          status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    return deps_of(request)
 
 
 def install(app: FastAPI) -> None:
     """The console's routes, its static files and the answers for a missing session or right."""
     app.state.login_limiter = LoginLimiter(_deps_of_app(app).limits)
     app.include_router(console_router())
+    app.include_router(access_router())
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(NotLoggedIn)
