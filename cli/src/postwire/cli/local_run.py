@@ -4,6 +4,12 @@ Starts the embedded NATS (JetStream; not when POSTWIRE_NATS_EXTERNAL_URL names o
 PostgreSQL, applies migrations, makes sure a demo account exists, then runs every service as its own
 process, restarting one that exits with backoff. SIGINT or SIGTERM stops the services (ingest first, so
 nothing new is accepted while the rest drains), then NATS and PostgreSQL, leaving no process behind.
+
+Unless POSTWIRE_SANDBOX=false it also runs the sandbox (``postwire.cli.sandbox``), a catch-all MX on
+loopback, and makes it the dispatcher's relay host: every message, to any domain, is delivered there and
+kept in ``<data dir>/sandbox`` for the console. Webhooks may point at plain http and loopback addresses
+(POSTWIRE_WEBHOOK_ALLOW_HTTP / _PRIVATE, unless the environment sets them), so a receiver on this machine
+gets them.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import json
 import logging
 import os
@@ -18,6 +25,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -39,30 +47,62 @@ class Service:
     env: dict[str, str]
 
 
+def sandbox_host(settings: CliSettings) -> str:
+    """Where the sandbox listens: the run's address when that is a loopback one, else 127.0.0.1 (it
+    takes mail from anyone who reaches it, so never from the network)."""
+    try:
+        return settings.host if ipaddress.ip_address(settings.host).is_loopback else "127.0.0.1"
+    except ValueError:
+        return "127.0.0.1"
+
+
+def sandbox_address(settings: CliSettings) -> str:
+    host = sandbox_host(settings)
+    return f"[{host}]:{settings.sandbox_smtp_port}" if ":" in host else f"{host}:{settings.sandbox_smtp_port}"
+
+
+def sandbox_dir(settings: CliSettings) -> Path:
+    return settings.data_dir.resolve() / "sandbox"
+
+
+# webhooks to a receiver on this machine: plain http and loopback addresses, unless the environment says
+WEBHOOKS_TO_LOOPBACK = ("POSTWIRE_WEBHOOK_ALLOW_HTTP", "POSTWIRE_WEBHOOK_ALLOW_PRIVATE")
+
+
 def services(settings: CliSettings, nats_url: str, database_url: str) -> list[Service]:
-    """The services in stop order: intake first, the recorder last."""
+    """The services in stop order: intake first, the recorder last, then the sandbox, where the
+    dispatcher delivers."""
     h = settings.host
     base = {"POSTWIRE_NATS_URL": nats_url, "POSTWIRE_DATABASE_URL": database_url,
             "POSTWIRE_DATA_DIR": str(settings.data_dir.resolve()), "POSTWIRE_OPS_HOST": h}
+    webhooks = {name: os.environ.get(name, "true") for name in WEBHOOKS_TO_LOOPBACK}
+    sandbox = ({"POSTWIRE_SANDBOX_DIR": str(sandbox_dir(settings))} if settings.sandbox else {})
     specs = [
         ("ingest-smtp", "postwire.ingest_smtp", {
             "POSTWIRE_SMTP_HOST": h, "POSTWIRE_SMTP_PORT": str(settings.smtp_port),
             "POSTWIRE_SMTPS_PORT": str(settings.smtps_port),
             "POSTWIRE_SMTP_ALLOW_INSECURE_AUTH": str(settings.dev_insecure_auth).lower()}),
+        # the gateway checks webhook URLs at registration, so it gets the notifier's switches too
         ("api-gateway", "postwire.api_gateway", {
-            "POSTWIRE_HTTP_HOST": h, "POSTWIRE_HTTP_PORT": str(settings.http_port)}),
+            "POSTWIRE_HTTP_HOST": h, "POSTWIRE_HTTP_PORT": str(settings.http_port), **webhooks, **sandbox}),
         ("dispatcher", "postwire.dispatcher", {
             "POSTWIRE_TRANSFORMER_ADDR": f"{h}:{settings.grpc_port}",
             # tracking links point at the local API unless the environment names a public URL
             "POSTWIRE_TRACKING_BASE_URL": os.environ.get("POSTWIRE_TRACKING_BASE_URL",
-                                                         f"http://{h}:{settings.http_port}")}),
+                                                         f"http://{h}:{settings.http_port}"),
+            **({"POSTWIRE_RELAY_HOST": sandbox_address(settings)} if settings.sandbox else {})}),
         ("transformer", "postwire.transformer", {
             "POSTWIRE_GRPC_HOST": h, "POSTWIRE_GRPC_PORT": str(settings.grpc_port)}),
         ("bounce-receiver", "postwire.bounce_receiver", {
             "POSTWIRE_BOUNCE_SMTP_HOST": h, "POSTWIRE_BOUNCE_SMTP_PORT": str(settings.bounce_smtp_port)}),
-        ("webhook-notifier", "postwire.webhook_notifier", {}),
+        ("webhook-notifier", "postwire.webhook_notifier", webhooks),
         ("recorder", "postwire.recorder", {}),
     ]
+    if settings.sandbox:
+        specs.append(("sandbox", "postwire.cli.sandbox", {
+            "POSTWIRE_SANDBOX_SMTP_HOST": sandbox_host(settings),
+            "POSTWIRE_SANDBOX_SMTP_PORT": str(settings.sandbox_smtp_port),
+            "POSTWIRE_SANDBOX_MAX_MESSAGES": str(settings.sandbox_max_messages), **sandbox}))
     return [
         Service(name, module, {**base, "POSTWIRE_OPS_PORT": str(settings.ops_base_port + i), **extra})
         for i, (name, module, extra) in enumerate(specs, start=1)
@@ -143,6 +183,9 @@ async def _wait_for_port(host: str, port: int, stop: asyncio.Event, timeout: flo
 
 def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
     h = settings.host
+    sandbox = (f"  Sandbox MX       {sandbox_address(settings)}  (every message is delivered here, kept in "
+               f"{sandbox_dir(settings)}; POSTWIRE_SANDBOX=false delivers for real)\n" if settings.sandbox
+               else "  Delivery         for real, to each domain's MX (POSTWIRE_SANDBOX=false)\n")
     return (
         "\nPostwire is running.\n"
         f"  SMTP submission  {h}:{settings.smtp_port}  (AUTH PLAIN/LOGIN; STARTTLS offered)\n"
@@ -150,6 +193,7 @@ def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
         f"  HTTP API         http://{h}:{settings.http_port}/v1   docs: http://{h}:{settings.http_port}/docs\n"
         f"  Transformer gRPC {h}:{settings.grpc_port}\n"
         f"  Bounce MX        {h}:{settings.bounce_smtp_port}  (DSNs to VERP return paths)\n"
+        f"{sandbox}"
         f"  NATS             {nats_url}\n"
         f"  Data and logs    {settings.data_dir.resolve()}\n"
         f"Demo account ({settings.data_dir.resolve() / 'demo-account.json'}):\n"
@@ -195,8 +239,14 @@ async def _run(settings: CliSettings, pg: EmbeddedPostgres, nats_url: str,
     tasks = [asyncio.create_task(supervise(s, settings, stop)) for s in services(settings, nats_url, pg.url)]
     if nats:
         tasks.append(asyncio.create_task(supervise_nats(settings, nats, stop)))
-    if await _wait_for_port(settings.host, settings.http_port, stop) and await _wait_for_port(
-            settings.host, settings.smtp_port, stop):
+    # the banner says the run is ready: with the sandbox, only once mail sent now can be delivered
+    listening = [(settings.host, settings.http_port), (settings.host, settings.smtp_port)]
+    if settings.sandbox:
+        listening.append((sandbox_host(settings), settings.sandbox_smtp_port))
+    for host, port in listening:
+        if not await _wait_for_port(host, port, stop):
+            break
+    else:
         print(_banner(settings, nats_url, demo), flush=True)
     await stop.wait()
     log.info("run.stopping")

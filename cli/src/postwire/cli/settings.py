@@ -6,6 +6,9 @@ import os
 import tomllib
 from pathlib import Path
 
+from pydantic import Field
+
+from postwire.core.sandbox_store import DEFAULT_KEEP
 from postwire.core.settings import PostwireSettings
 
 LOCAL_DATA = ".data"  # the local run's data, at the root of the checkout
@@ -24,6 +27,12 @@ class CliSettings(PostwireSettings):
     bounce_smtp_port: int = 2526  # the bounce receiver, the MX of the bounce domain
     ops_base_port: int = 9100  # service i gets ops_base_port + i for /metrics and /healthz
     dev_insecure_auth: bool = True  # the local run allows SMTP AUTH without TLS
+    # the sandbox (postwire.cli.sandbox): a catch-all MX on loopback that every message is delivered to
+    # instead of its recipients' MX hosts, kept in <data dir>/sandbox for the console; false: deliver
+    # for real
+    sandbox: bool = True
+    sandbox_smtp_port: int = 2527
+    sandbox_max_messages: int = Field(default=DEFAULT_KEEP, gt=0)  # the newest kept, older ones removed
     restart_backoff_max_s: float = 30.0
 
 

@@ -1,5 +1,8 @@
 """The whole system as `make run` starts it (`postwire run` in a subprocess), pointed at a loopback
-DNS server and SMTP destination. End-to-end tests and benchmarks use it."""
+DNS server and SMTP destination. End-to-end tests and benchmarks use it.
+
+The local run's sandbox (every message delivered to its own catch-all MX) is off here unless asked for
+(``sandbox=True``): the tests and benchmarks deliver through DNS to their own destinations."""
 
 from __future__ import annotations
 
@@ -17,13 +20,13 @@ import psutil
 
 from postwire.testing.ports import free_block, free_ports
 
-SERVICE_COUNT = 7
+SERVICE_COUNT = 8  # the processes with an ops port: the seven services and the sandbox
 
 
 @dataclass
 class LocalStack:
     data_dir: Path
-    dns_nameserver: str
+    dns_nameserver: str  # "" (with mx_port 0): the run's own DNS and port 25, as `make run` has them
     mx_port: int
     extra_env: dict[str, str] = field(default_factory=dict)
     # set (one URL or a cluster's comma-separated URLs): the run uses this NATS, not an embedded one
@@ -31,12 +34,15 @@ class LocalStack:
     host: str = "127.0.0.1"
     # the venv whose `postwire` runs the stack (bin folder); default: this interpreter's
     bin_dir: Path | None = None
+    # the local run's sandbox MX as the dispatcher's relay host (POSTWIRE_SANDBOX), caught mail in
+    # sandbox_dir
+    sandbox: bool = False
     proc: asyncio.subprocess.Process | None = None
 
     def __post_init__(self) -> None:
-        ports = free_ports(6)
+        ports = free_ports(7)
         self.nats_port, self.smtp_port, self.http_port = ports[:3]
-        self.grpc_port, self.bounce_port, self.smtps_port = ports[3:]
+        self.grpc_port, self.bounce_port, self.smtps_port, self.sandbox_port = ports[3:]
         self.ops_base_port = free_block(SERVICE_COUNT, avoid=set(ports))
 
     @property
@@ -47,15 +53,24 @@ class LocalStack:
     def nats_url(self) -> str:
         return self.nats_external_url or f"nats://{self.host}:{self.nats_port}"
 
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.data_dir / "sandbox"
+
     def env(self) -> dict[str, str]:
+        delivery = {"POSTWIRE_SANDBOX": str(self.sandbox).lower(),
+                    "POSTWIRE_SANDBOX_SMTP_PORT": str(self.sandbox_port)}
+        if self.dns_nameserver:
+            delivery["POSTWIRE_DNS_NAMESERVERS"] = self.dns_nameserver
+        if self.mx_port:
+            delivery["POSTWIRE_MX_PORT"] = str(self.mx_port)
         return {
             **os.environ,
             "POSTWIRE_DATA_DIR": str(self.data_dir), "POSTWIRE_NATS_PORT": str(self.nats_port),
             "POSTWIRE_SMTP_PORT": str(self.smtp_port), "POSTWIRE_HTTP_PORT": str(self.http_port),
             "POSTWIRE_GRPC_PORT": str(self.grpc_port),
             "POSTWIRE_BOUNCE_SMTP_PORT": str(self.bounce_port), "POSTWIRE_SMTPS_PORT": str(self.smtps_port),
-            "POSTWIRE_OPS_BASE_PORT": str(self.ops_base_port),
-            "POSTWIRE_DNS_NAMESERVERS": self.dns_nameserver, "POSTWIRE_MX_PORT": str(self.mx_port),
+            "POSTWIRE_OPS_BASE_PORT": str(self.ops_base_port), **delivery,
             "POSTWIRE_LOG_LEVEL": "INFO", "POSTWIRE_NATS_EXTERNAL_URL": self.nats_external_url,
             **self.extra_env,
         }
@@ -106,9 +121,10 @@ class LocalStack:
 
     def processes(self, component: str) -> list[psutil.Process]:
         """The live processes of one component of this run: a service by name (``dispatcher``,
-        ``ingest-smtp``, …) or ``nats`` (the embedded nats-server)."""
+        ``ingest-smtp``, …), ``sandbox`` or ``nats`` (the embedded nats-server)."""
         assert self.proc is not None
-        needle = "nats-server" if component == "nats" else f"postwire.{component.replace('-', '_')}"
+        needle = ("nats-server" if component == "nats" else "postwire.cli.sandbox" if component == "sandbox"
+                  else f"postwire.{component.replace('-', '_')}")
         found = []
         for child in psutil.Process(self.proc.pid).children(recursive=True):
             with contextlib.suppress(psutil.Error):
@@ -122,7 +138,8 @@ class LocalStack:
         if not (self.data_dir / "demo-account.json").exists():
             return "the demo account (migrations, PostgreSQL)"
         urls = [f"{self.api}/readyz"] + [
-            f"http://{self.host}:{self.ops_base_port + i}/readyz" for i in (1, 3, 4, 5, 6, 7)
+            f"http://{self.host}:{self.ops_base_port + i}/readyz"
+            for i in (1, 3, 4, 5, 6, 7, *((8,) if self.sandbox else ()))
         ]
         for url in urls:
             try:
@@ -131,12 +148,13 @@ class LocalStack:
                 return f"{url}: {type(e).__name__} {e}"
             if status != 200:
                 return f"{url} answered {status}"
-        try:
-            _, writer = await asyncio.open_connection(self.host, self.smtp_port)
-        except OSError as e:
-            return f"SMTP {self.host}:{self.smtp_port}: {e}"
-        writer.close()
-        await writer.wait_closed()
+        for port in (self.smtp_port, *((self.sandbox_port,) if self.sandbox else ())):
+            try:
+                _, writer = await asyncio.open_connection(self.host, port)
+            except OSError as e:
+                return f"SMTP {self.host}:{port}: {e}"
+            writer.close()
+            await writer.wait_closed()
         return ""
 
     async def stop(self, timeout: float = 60) -> int:

@@ -3,6 +3,10 @@
 Scoped to the caller's account: another account's webhook answers 404, like a missing one. The secret
 is shown once, in the 201 of the creation. URLs pass the SSRF policy here (https, public addresses) and
 again before every delivery, in the notifier.
+
+A test event (``POST /v1/webhooks/{id}/test``) is queued on the endpoint's own subject of WEBHOOKS, as
+the notifier's fan-out queues a real event's delivery: the notifier then signs it, checks the URL, POSTs
+and retries it exactly as it does every delivery, so a test that arrives proves the real path works.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import base64
 import binascii
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import nats.errors
@@ -23,6 +27,7 @@ from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError, InvalidInput, responses
 from postwire.core.events import EVENT_TYPES
+from postwire.core.ids import new_id
 from postwire.db import webhooks as store
 from postwire.db.models import Webhook, WebhookDeadLetter
 from postwire.db.webhooks import Delivery, UnsafeUrl, UrlPolicy
@@ -88,6 +93,23 @@ class ReplayRequest(BaseModel):
 
 class ReplayResult(BaseModel):
     replayed: int
+
+
+# the type of the event POST /v1/webhooks/{id}/test sends; never one of EVENT_TYPES, so never a real event
+TEST_EVENT_TYPE = "test"
+
+
+class QueuedTestEvent(BaseModel):
+    event_id: str = Field(description="The test event's id: `event.id` in the POSTed body and the "
+                                      "Postwire-Event-Id header.")
+    webhook_id: str
+
+
+def make_test_event(event_id: str, at: datetime) -> dict[str, Any]:
+    """A test event in the shape of every event's common fields; no message, no recipient."""
+    return {"id": event_id, "type": TEST_EVENT_TYPE,
+            "at": at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "message_id": "", "recipient": "", "tags": [], "metadata": {}}
 
 
 def _deps(request: Request) -> Deps:
@@ -231,5 +253,31 @@ def webhooks_router() -> APIRouter:
             await store.forget_dead_letters(s, [r.id for r in rows])
         log.info("api.webhook_replay", account_id=account_id, webhook_id=webhook_id, replayed=len(rows))
         return ReplayResult(replayed=len(rows))
+
+    @router.post("/{webhook_id}/test", status_code=202, response_model=QueuedTestEvent,
+                 responses=responses(401, 404, 503),
+                 summary="Send a signed test event",
+                 description="Queues one event of type `test` for this endpoint, whatever types it "
+                             "subscribes to. It is signed, POSTed and retried like every delivery, within "
+                             "seconds (up to POSTWIRE_WEBHOOK_RECONCILE_S for an endpoint created just "
+                             "now).")
+    async def send_test(request: Request, account_id: Account, webhook_id: WebhookId) -> QueuedTestEvent:
+        deps = _deps(request)
+        async with deps.sessions() as s:
+            row = await store.get_webhook(s, account_id, webhook_id)
+        if row is None:
+            raise _not_found(webhook_id)
+        event_id = new_id("test_")
+        body = store.body_bytes(store.payload(row.id, make_test_event(event_id, datetime.now(UTC))))
+        d = Delivery(webhook_id=row.id, account_id=account_id, event_id=event_id, body=body,
+                     first_at=time.time())
+        try:
+            await store.enqueue(deps.nc.jetstream(), d, f"{event_id}:{row.id}",
+                                timeout=deps.settings.publish_timeout_s)
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ApiError(503, "queue_unavailable", "the queue is unavailable; no test event was sent, "
+                           "retry later", headers={"Retry-After": "5"}) from e
+        log.info("api.webhook_test", account_id=account_id, webhook_id=row.id, event_id=event_id)
+        return QueuedTestEvent(event_id=event_id, webhook_id=row.id)
 
     return router

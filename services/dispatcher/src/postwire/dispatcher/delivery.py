@@ -5,6 +5,9 @@ timed-out connection, a greeting or EHLO refusal). Once a server has answered MA
 the outcome: a 4xx there means "try later", not "try my backup MX now" (which would defeat the
 receiver's throttling and bypass greylisting the same way Postfix avoids).
 
+Where the hosts come from is the ``Routes`` given: the domain's MX records (``mx.MxResolver``), or one
+relay host for every domain (``relay_host.RelayRoutes``, POSTWIRE_RELAY_HOST).
+
 Every MX host belongs to a provider budget (``throttle.Shaper``): the pool enforces its connections and
 rate, and every server reply is shown to the shaper, which cuts the budget on throttling replies (421 at
 the greeting included). A throttled recipient is simply deferred: the retry queue brings it back later.
@@ -12,10 +15,12 @@ the greeting included). A throttled recipient is simply deferred: the retry queu
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import structlog
 
 from postwire.dispatcher import metrics
-from postwire.dispatcher.mx import DnsFailure, MxResolver
+from postwire.dispatcher.mx import DnsFailure, Route
 from postwire.dispatcher.outcomes import Reply, local
 from postwire.dispatcher.smtp_client import ConnectFailure, DsnParams, Transaction
 from postwire.dispatcher.smtp_pool import ConnectionPool
@@ -27,8 +32,16 @@ log = structlog.get_logger(__name__)
 STALE_RETRIES = 2
 
 
+class Routes(Protocol):
+    """The hosts to try for a domain, and each host's addresses; both raise DnsFailure."""
+
+    async def route(self, domain: str) -> Route: ...
+
+    async def addresses(self, host: str) -> list[str]: ...
+
+
 class Deliverer:
-    def __init__(self, resolver: MxResolver, pool: ConnectionPool, shaper: Shaper, port: int) -> None:
+    def __init__(self, resolver: Routes, pool: ConnectionPool, shaper: Shaper, port: int) -> None:
         self._resolver = resolver
         self._pool = pool
         self._shaper = shaper

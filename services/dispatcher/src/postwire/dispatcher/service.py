@@ -38,6 +38,7 @@ from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.dkim import DkimSigner, make_signer
 from postwire.dispatcher.mx import MxResolver, make_resolver
 from postwire.dispatcher.personalise import Personaliser
+from postwire.dispatcher.relay_host import RelayRoutes
 from postwire.dispatcher.rendering import Renderer
 from postwire.dispatcher.retry import RetryPolicy
 from postwire.dispatcher.router import make_router
@@ -146,14 +147,23 @@ async def _router_consumer(js: PipelinedJetStream, bodies: BodyStore, transforme
                     batch=settings.fetch_batch)
 
 
+def _deliverer(settings: DispatcherSettings, pool: ConnectionPool, shaper: Shaper) -> Deliverer:
+    """To each domain's MX hosts, or to the relay host for every domain when one is set."""
+    resolver = MxResolver(make_resolver(settings.nameservers, settings.dns_timeout_s))
+    relay = settings.relay
+    if relay is None:
+        return Deliverer(resolver, pool, shaper, settings.mx_port)
+    log.info("dispatcher.relay_host", relay_host=str(relay))
+    return Deliverer(RelayRoutes(relay, resolver), pool, shaper, relay.port)
+
+
 async def _sender_consumers(js: PipelinedJetStream, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
                             settings: DispatcherSettings, signer: DkimSigner,
                             ) -> tuple[list[Consumer], Sender]:
     """Two durable consumers per owned shard: fresh mail and deferred mail, each with its own
     concurrency limit, so neither a retry backlog (pending naks) nor a wave of due retries can take
     the capacity new mail needs."""
-    deliverer = Deliverer(MxResolver(make_resolver(settings.nameservers, settings.dns_timeout_s)), pool,
-                          shaper, settings.mx_port)
+    deliverer = _deliverer(settings, pool, shaper)
     policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
     key = tracking_key(verp_secret_bytes(settings))
     sender = Sender(js, bodies, deliverer, policy, shaper, shards=settings.shards,

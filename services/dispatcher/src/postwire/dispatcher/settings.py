@@ -10,9 +10,10 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
 from postwire.core.settings import PostwireSettings
+from postwire.dispatcher.relay_host import RelayHost, parse_relay_host
 
 
 def parse_nameservers(value: str) -> list[tuple[str, int]]:
@@ -54,6 +55,9 @@ class DispatcherSettings(PostwireSettings):
     dns_nameservers: str = ""
     dns_timeout_s: PositiveFloat = 5.0
     mx_port: PositiveInt = 25
+    # host:port that receives every message instead of the recipient domain's MX hosts (Postfix's
+    # relayhost; relay_host.py); empty = off. The local run points it at its sandbox
+    relay_host: str = ""
     ehlo_hostname: str = Field(default_factory=socket.gethostname)
     replica_index: int = Field(default=0, ge=0)
     replica_count: PositiveInt = 1
@@ -111,6 +115,16 @@ class DispatcherSettings(PostwireSettings):
     # SUPPRESSIONS bucket before asking again (a removal takes effect within this); 0 = no cache
     suppression_cache_ttl_s: float = Field(default=10.0, ge=0)
 
+    @field_validator("relay_host")
+    @classmethod
+    def _relay_host_parses(cls, value: str) -> str:
+        parse_relay_host(value)  # a typo stops the dispatcher at boot
+        return value
+
     @property
     def nameservers(self) -> list[tuple[str, int]]:
         return parse_nameservers(self.dns_nameservers)
+
+    @property
+    def relay(self) -> RelayHost | None:
+        return parse_relay_host(self.relay_host)
