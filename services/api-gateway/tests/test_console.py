@@ -24,6 +24,7 @@ from postwire.db.accounts import NewCredentials
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
 from postwire.db.models import Event, Message, Recipient
+from postwire.db.suppressions import add as add_suppression
 
 Sessions = async_sessionmaker[AsyncSession]
 PASSWORD = "correct horse battery staple"
@@ -259,6 +260,65 @@ async def test_access_keys_logins_and_users_shown_once(gateway: Any, account: Ne
         assert "New API key" not in page and 'data-user="new.viewer@example.test"' in page
         refused = await viewer.post("/console/access/keys", data={"csrf": await _token(viewer, "/console/")})
         assert refused.status_code == 403
+
+
+async def test_templates_edit_preview_and_save(gateway: Any, account: NewCredentials,
+                                               sessions: Sessions) -> None:
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        token = await _token(admin, "/console/templates/new")
+        form = {"csrf": token, "name": "welcome-console", "subject": "Hi {$name|upper}",
+                "from": "shop@example.com", "html": "<p>Hello {$name}</p>", "text": "Hello {$name}",
+                "data": '{"name": "ann"}'}
+        preview = await admin.post("/console/templates/new", data={**form, "action": "preview"})
+        assert preview.status_code == 200
+        assert re.search(r"data-preview-subject>Hi ANN<", preview.text)
+        assert "&lt;p&gt;Hello ann&lt;/p&gt;" in preview.text  # in the sandboxed frame's srcdoc
+        broken = await admin.post("/console/templates/new", data={**form, "html": "<p>{if $x}</p>",
+                                                                   "action": "preview"})
+        assert broken.status_code == 422 and "line 1" in broken.text
+        saved = await admin.post("/console/templates/new", data={**form, "action": "save"})
+        assert saved.status_code == 303
+        tid = saved.headers["location"].rsplit("/", 1)[1]
+    api = await gateway.http.get(f"/v1/templates/{tid}", headers=gateway.auth(account))
+    assert api.status_code == 200 and api.json()["subject"] == "Hi {$name|upper}"
+    async with _login(gateway, await _user(sessions, account, "viewer")) as viewer:
+        token = await _token(viewer, f"/console/templates/{tid}")
+        page = await viewer.post(f"/console/templates/{tid}",
+                                 data={**form, "csrf": token, "action": "preview"})
+        assert page.status_code == 200  # a viewer may preview
+        refused = await viewer.post(f"/console/templates/{tid}",
+                                    data={**form, "csrf": token, "action": "save"})
+        assert refused.status_code == 403
+
+
+async def test_another_accounts_user_sees_none_of_it(gateway: Any, account: NewCredentials,
+                                                     make_account: Any, sessions: Sessions) -> None:
+    """Every console page takes the account from the session: A's ids mean nothing to B's user."""
+    mid = await _sent(sessions, account.account_id, "A's secret", "a-only@example.org", ("accepted", {}),
+                      ("failed", {"reason": "userunknown", "hardbounce": True}))
+    async with sessions.begin() as s:
+        await add_suppression(s, account.account_id, "a-sup@example.org", "manual", "manual")
+        key_id = (await accounts.api_keys(s, account.account_id))[0].id
+    r = await gateway.http.post("/v1/templates", headers=gateway.auth(account),
+                                json={"name": "a-template", "text": "x"})
+    tid = r.json()["id"]
+    stranger = await make_account()
+    async with _login(gateway, await _user(sessions, stranger)) as b:
+        assert (await b.get(f"/console/messages/{mid}")).status_code == 404
+        assert (await b.get(f"/console/templates/{tid}")).status_code == 404
+        for path in ("/console/", "/console/messages", "/console/bounces", "/console/bounces.csv",
+                     "/console/suppressions", "/console/suppressions.csv", "/console/templates",
+                     "/console/access"):
+            text = (await b.get(path)).text
+            for secret in ("a-only@example.org", "a-sup@example.org", "a-template", key_id):
+                assert secret not in text, (path, secret)
+        token = await _token(b, "/console/access")
+        await b.post("/console/access/keys/revoke", data={"csrf": token, "key_id": key_id})
+        await b.post("/console/suppressions/remove", data={"csrf": token, "address": "a-sup@example.org"})
+    async with sessions() as s:
+        assert [k.revoked_at for k in await accounts.api_keys(s, account.account_id)] == [None]
+    assert (await gateway.http.get("/v1/suppressions/a-sup@example.org",
+                                   headers=gateway.auth(account))).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------- in a browser

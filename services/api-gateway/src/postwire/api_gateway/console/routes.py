@@ -34,6 +34,7 @@ from postwire.api_gateway.console.sessions import (
     set_cookie,
     to_login,
 )
+from postwire.api_gateway.console.templates_page import templates_router
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError
 from postwire.api_gateway.routes import load_message
@@ -61,6 +62,7 @@ def install(app: FastAPI) -> None:
     app.state.login_limiter = LoginLimiter(_deps_of_app(app).limits)
     app.include_router(console_router())
     app.include_router(access_router())
+    app.include_router(templates_router())
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(NotLoggedIn)
