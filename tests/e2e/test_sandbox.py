@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 import pytest_asyncio
+from playwright.async_api import Page, expect
 
 from postwire.core import sandbox_store
 from postwire.testing.fixtures import eventually
@@ -124,3 +125,31 @@ async def test_a_webhook_on_this_machine_gets_a_signed_test_event(run: LocalStac
         body, signature = await eventually(the_test_event)
         assert verify(hook["secret"], body, signature)
         assert json.loads(body)["event"]["type"] == "test"
+
+
+async def test_the_console_shows_the_sandbox_inbox(run: LocalStack, page: Page,
+                                                   blocked_requests: list[str]) -> None:
+    """The README's path: `make run`, a curl, then the console (the demo's console user from
+    demo-account.json) shows the caught message rendered, and its timeline."""
+    demo = run.demo()
+    rcpt = f"newcomer@nowhere-{uuid.uuid4().hex[:8]}.example"
+    async with httpx.AsyncClient(base_url=run.api, timeout=30, trust_env=False) as http:
+        r = await http.post("/v1/messages", headers=_api_key(run), json={
+            "from": "you@example.com", "to": [rcpt], "subject": "Seen in the console",
+            "html": "<p>Hello <b>console</b></p>"})
+        assert r.status_code == 202, r.text
+        message_id = r.json()["id"]
+        await _delivered_event(http, run, message_id)
+    await page.goto(f"{run.api}/console/login")
+    await page.fill("input[name=username]", demo["console_user"])
+    await page.fill("input[name=password]", demo["console_password"])
+    await page.click("button[type=submit]")
+    await page.goto(f"{run.api}/console/sandbox")
+    row = page.locator("[data-sandbox-message]", has_text=rcpt)
+    await expect(row).to_have_count(1)
+    await row.locator("a").last.click()
+    frame = page.frame_locator("[data-sandbox-html]")
+    await expect(frame.locator("b")).to_have_text("console")
+    await page.click(f'a[href="/console/messages/{message_id}"]')
+    await expect(page.locator('[data-event-type="delivered"]')).to_contain_text("127.0.0.1")
+    assert blocked_requests == []

@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from playwright.async_api import Page, expect
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from postwire.core import sandbox_store
 from postwire.core.events import make_event
 from postwire.core.ids import new_message_id
 from postwire.db import accounts, console_users
@@ -319,6 +321,29 @@ async def test_another_accounts_user_sees_none_of_it(gateway: Any, account: NewC
         assert [k.revoked_at for k in await accounts.api_keys(s, account.account_id)] == [None]
     assert (await gateway.http.get("/v1/suppressions/a-sup@example.org",
                                    headers=gateway.auth(account))).status_code == 200
+
+
+async def test_sandbox_inbox_shows_only_the_accounts_mail(start_gateway: Any, gateway: Any,
+                                                          account: NewCredentials, make_account: Any,
+                                                          sessions: Sessions, tmp_path: Path) -> None:
+    async with _login(gateway, await _user(sessions, account)) as client:  # no sandbox configured
+        assert "delivers for real" in (await client.get("/console/sandbox")).text
+    sandboxed = await start_gateway(sandbox_dir=tmp_path)
+    other = await make_account()
+    caught = {}
+    for owner, subject in ((account, "Mine"), (other, "Theirs")):
+        mid = await _sent(sessions, owner.account_id, subject, "r@example.org", ("accepted", {}))
+        raw = (f"Message-ID: <{mid}@api.postwire.test>\r\nSubject: {subject}\r\nFrom: a@example.com\r\n"
+               "Content-Type: text/html\r\n\r\n<p>Hi</p>\r\n").encode()
+        caught[subject] = sandbox_store.store_message(tmp_path, "bounce@x.test", ["r@example.org"], raw)
+    sandbox_store.store_message(tmp_path, "x@y.test", ["r@example.org"], b"Subject: not ours\r\n\r\nx\r\n")
+    async with _login(sandboxed, await _user(sessions, account)) as client:
+        inbox = (await client.get("/console/sandbox")).text
+        assert f'data-sandbox-message="{caught["Mine"].id}"' in inbox
+        assert "Theirs" not in inbox and "not ours" not in inbox
+        assert (await client.get(f"/console/sandbox/{caught['Mine'].id}")).status_code == 200
+        assert (await client.get(f"/console/sandbox/{caught['Theirs'].id}")).status_code == 404
+        assert (await client.get("/console/sandbox/..%2f..%2fetc%2fpasswd")).status_code == 404
 
 
 # ---------------------------------------------------------------------------------------- in a browser

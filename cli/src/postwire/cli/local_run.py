@@ -21,6 +21,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,10 +30,11 @@ from pathlib import Path
 
 import structlog
 
-from postwire.cli.account_commands import create_account
+from postwire.cli.account_commands import create_account, create_console_user
 from postwire.cli.embedded import EmbeddedPostgres, start_nats, start_postgres
 from postwire.cli.settings import CliSettings
 from postwire.core.logging import configure_logging
+from postwire.db.console_users import EmailTaken
 from postwire.db.migrate import upgrade
 
 log = structlog.get_logger("postwire.run")
@@ -157,14 +159,30 @@ async def _ensure_demo_account(settings: CliSettings, database_url: str) -> dict
     """Create the demo account once; later runs reuse the credentials saved in the data dir."""
     path = settings.data_dir / "demo-account.json"
     if path.exists():
-        saved: dict[str, str] = json.loads(path.read_text())
-        return saved
-    creds = await create_account(database_url, "demo")
-    data = {"account_id": creds.account_id, "api_key": creds.api_key,
-            "smtp_username": creds.smtp_username, "smtp_password": creds.smtp_password}
+        data: dict[str, str] = json.loads(path.read_text())
+    else:
+        creds = await create_account(database_url, "demo")
+        data = {"account_id": creds.account_id, "api_key": creds.api_key,
+                "smtp_username": creds.smtp_username, "smtp_password": creds.smtp_password}
+    if "console_user" not in data:  # also for a data dir made before the console existed
+        data |= await _demo_console_user(database_url, data["account_id"])
     path.write_text(json.dumps(data, indent=2) + "\n")
     path.chmod(0o600)
     return data
+
+
+async def _demo_console_user(database_url: str, account_id: str) -> dict[str, str]:
+    """An admin of the demo account for the console (docs/console.md); its password is kept in the
+    demo account's file like the other secrets."""
+    email = "demo@postwire.local"
+    for _ in range(5):
+        try:
+            user, password = await create_console_user(database_url, account_id, email, "admin")
+        except EmailTaken:  # a data dir whose file was lost: a new address, the old user stays
+            email = f"demo-{secrets.token_hex(3)}@postwire.local"
+            continue
+        return {"console_user": user.email, "console_password": password}
+    raise RuntimeError("could not create the demo console user")
 
 
 async def _wait_for_port(host: str, port: int, stop: asyncio.Event, timeout: float = 60) -> bool:
@@ -200,6 +218,8 @@ def _banner(settings: CliSettings, nats_url: str, demo: dict[str, str]) -> str:
         f"  api_key        {demo['api_key']}\n"
         f"  smtp_username  {demo['smtp_username']}\n"
         f"  smtp_password  {demo['smtp_password']}\n"
+        f"Console          http://{h}:{settings.http_port}/console/  "
+        f"({demo['console_user']} / {demo['console_password']})\n"
         "Press Ctrl-C to stop.\n"
     )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from postwire.core.settings import PostwireSettings
@@ -26,6 +28,9 @@ class ApiSettings(PostwireSettings):
     # an Idempotency-Key is honoured this long after its request was first made; after that the key is
     # free for a new request (and the stored answer is deleted). Must outlast the lease
     idempotency_ttl_s: float = Field(default=86400.0, gt=0)
+    # the local run's sandbox folder (postwire.core.sandbox_store): the console shows its inbox; unset
+    # (as in the chart) the inbox page says there is no sandbox
+    sandbox_dir: Path | None = None
     max_recipients: int = Field(default=10_000, ge=1)
     # request body limit of the routes that carry no message (domains, webhooks, suppressions, resend,
     # replay, and any body sent to a GET); the sending routes are held to POSTWIRE_MAX_MESSAGE_SIZE

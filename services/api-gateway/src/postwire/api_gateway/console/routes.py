@@ -22,6 +22,7 @@ from postwire.api_gateway.archived import archived_copy
 from postwire.api_gateway.console import charts
 from postwire.api_gateway.console.access import access_router
 from postwire.api_gateway.console.pages import HERE, SECURITY_HEADERS, deps_of, page
+from postwire.api_gateway.console.sandbox_inbox import sandbox_router
 from postwire.api_gateway.console.sessions import (
     COOKIE,
     LIFETIME,
@@ -63,6 +64,7 @@ def install(app: FastAPI) -> None:
     app.include_router(console_router())
     app.include_router(access_router())
     app.include_router(templates_router())
+    app.include_router(sandbox_router())
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(NotLoggedIn)
