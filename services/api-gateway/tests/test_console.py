@@ -27,6 +27,7 @@ from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
 from postwire.db.models import Event, Message, Recipient
 from postwire.db.suppressions import add as add_suppression
+from postwire.testing.dns import DnsServer
 
 Sessions = async_sessionmaker[AsyncSession]
 PASSWORD = "correct horse battery staple"
@@ -344,6 +345,21 @@ async def test_sandbox_inbox_shows_only_the_accounts_mail(start_gateway: Any, ga
         assert (await client.get(f"/console/sandbox/{caught['Mine'].id}")).status_code == 200
         assert (await client.get(f"/console/sandbox/{caught['Theirs'].id}")).status_code == 404
         assert (await client.get("/console/sandbox/..%2f..%2fetc%2fpasswd")).status_code == 404
+
+
+async def test_domains_page_shows_what_is_published_now(start_gateway: Any, account: NewCredentials,
+                                                         sessions: Sessions, dns_server: DnsServer) -> None:
+    gw = await start_gateway(dns_nameservers=dns_server.nameserver, spf_include="spf.relay.test")
+    name = f"con{new_message_id()[-8:].lower()}.example"
+    created = (await gw.http.post("/v1/domains", json={"name": name}, headers=gw.auth(account))).json()
+    spf = next(r for r in created["dns_records"] if r["purpose"] == "spf")
+    dns_server.add(name, "TXT", spf["value"])
+    async with _login(gw, await _user(sessions, account)) as client:
+        page = (await client.get("/console/domains")).text
+    section = page[page.index(f'data-domain="{name}"'):]
+    assert re.search(r'data-record="spf" data-state="ok"', section)
+    assert re.search(r'data-record="dkim" data-state="missing"', section)
+    assert "needs attention" in section
 
 
 # ---------------------------------------------------------------------------------------- in a browser

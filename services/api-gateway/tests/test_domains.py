@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from postwire.db.accounts import NewCredentials
+from postwire.testing.dns import DnsServer
 
 if TYPE_CHECKING:
     from .conftest import Gateway, MakeAccount
@@ -131,3 +132,44 @@ async def test_tracking_host_is_set_shown_with_its_cname_and_cleared(gateway: Ga
                                        headers=gateway.auth(owner))
     assert cleared.json()["tracking_host"] is None
     assert all(rec["purpose"] != "tracking" for rec in cleared.json()["dns_records"])
+
+
+async def test_check_looks_the_records_up_live(start_gateway: Any, account: NewCredentials,
+                                               dns_server: DnsServer) -> None:
+    """GET /v1/domains/{name}/check against a real DNS server on loopback: each record missing, then
+    wrong, then published right, seen at once (no cache)."""
+    gw = await start_gateway(dns_nameservers=dns_server.nameserver, dns_timeout_s=2.0,
+                             spf_include="spf.relay.test", bounce_domain="bounce.relay.test",
+                             return_path_label="pm-bounces")
+    h = gw.auth(account)
+    name = f"chk{uuid.uuid4().hex[:8]}.example"
+    created = (await gw.http.post("/v1/domains", json={"name": name}, headers=h)).json()
+    records = {r["purpose"]: r for r in created["dns_records"]}
+
+    def states(body: dict[str, Any]) -> dict[str, str]:
+        return {r["purpose"]: r["state"] for r in body["records"]}
+
+    first = (await gw.http.get(f"/v1/domains/{name}/check", headers=h)).json()
+    assert first["ok"] is False
+    assert states(first) == {"dkim": "missing", "spf": "missing", "return_path": "missing",
+                             "dmarc": "missing"}
+    assert all(r["fix"] for r in first["records"])
+
+    dns_server.add(records["dkim"]["name"], "TXT", "v=DKIM1; k=rsa; p=MIIBold")
+    dns_server.add(name, "TXT", "v=spf1 include:_spf.google.com ~all")
+    dns_server.add(records["return_path"]["name"], "CNAME", "elsewhere.example")
+    dns_server.add(f"_dmarc.{name}", "TXT", "v=DMARC1; p=none")
+    wrong = (await gw.http.get(f"/v1/domains/{name}/check", headers=h)).json()
+    assert states(wrong) == {"dkim": "wrong", "spf": "wrong", "return_path": "wrong", "dmarc": "ok"}
+    spf = next(r for r in wrong["records"] if r["purpose"] == "spf")
+    assert spf["found"] == ["v=spf1 include:_spf.google.com ~all"] and "include:spf.relay.test" in spf["fix"]
+
+    for purpose in ("dkim", "return_path"):
+        dns_server.clear(records[purpose]["name"])
+    dns_server.clear(name)
+    dns_server.add(records["dkim"]["name"], "TXT", records["dkim"]["value"])  # split in 255-byte strings
+    dns_server.add(name, "TXT", "v=spf1 include:_spf.google.com include:spf.relay.test ~all")
+    dns_server.add(records["return_path"]["name"], "CNAME", "bounce.relay.test.")
+    right = (await gw.http.get(f"/v1/domains/{name}/check", headers=h)).json()
+    assert right["ok"] is True, right
+    assert (await gw.http.get("/v1/domains/other.example/check", headers=h)).status_code == 404

@@ -11,8 +11,9 @@ import dns.nameserver
 import pytest
 import pytest_asyncio
 
+from postwire.core.resolver import make_resolver
 from postwire.dispatcher.delivery import Deliverer
-from postwire.dispatcher.mx import DnsFailure, MxHost, MxResolver, make_resolver
+from postwire.dispatcher.mx import DnsFailure, MxHost, MxResolver
 from postwire.dispatcher.shaping import parse_rules
 from postwire.dispatcher.smtp_client import ClientConfig
 from postwire.dispatcher.smtp_pool import ConnectionPool

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from postwire.core.resolver import parse_nameservers
 from postwire.dispatcher.mx import MxHost, is_null_mx, order_mx
 from postwire.dispatcher.outcomes import from_server, local
 from postwire.dispatcher.recipient_domains import BadAddress, domain_of, group_by_domain
 from postwire.dispatcher.retry import MIN_DELAY_S, RetryPolicy
-from postwire.dispatcher.settings import parse_nameservers
 from postwire.dispatcher.transform import css_engine
 from postwire.v1 import transformer_pb2
 

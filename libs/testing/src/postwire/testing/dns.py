@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dnslib import AAAA, MX, QTYPE, RR, TXT, A, DNSLabel, DNSRecord
+from dnslib import AAAA, CNAME, MX, QTYPE, RR, TXT, A, DNSLabel, DNSRecord
 from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
-_CLASSES = {"A": A, "AAAA": AAAA, "MX": MX, "TXT": TXT}
+_CLASSES = {"A": A, "AAAA": AAAA, "MX": MX, "TXT": TXT, "CNAME": CNAME}
 
 
 class _ZoneResolver(BaseResolver):  # type: ignore[misc]

@@ -7,9 +7,11 @@ domain that does not exist, so names cannot be probed. Registering a name some a
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 
+import dns.asyncresolver
 import structlog
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.domain_check import check as check_records
+from postwire.api_gateway.domain_check import resolver_for
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.api_gateway.settings import ApiSettings
 from postwire.db.domains import (
@@ -95,6 +99,32 @@ class DomainOut(BaseModel):
     dns_records: list[DnsRecordOut] = Field(description="Publish these before sending from the domain.")
 
 
+class RecordCheckOut(BaseModel):
+    purpose: str = Field(description="dkim, spf, return_path, tracking or dmarc")
+    type: str
+    name: str
+    expected: str
+    found: list[str]
+    state: Literal["ok", "missing", "wrong", "unknown"]
+    fix: str = Field(description="What to change; empty when ok.")
+
+
+class DomainCheckOut(BaseModel):
+    domain: str
+    ok: bool
+    records: list[RecordCheckOut]
+
+
+def resolver(request: Request) -> dns.asyncresolver.Resolver:
+    """One resolver per app (POSTWIRE_DNS_NAMESERVERS), made on first use."""
+    found: dns.asyncresolver.Resolver | None = getattr(request.app.state, "dns_resolver", None)
+    if found is None:
+        settings = _deps(request).settings
+        found = resolver_for(settings.dns_nameservers, settings.dns_timeout_s)
+        request.app.state.dns_resolver = found
+    return found
+
+
 class DomainList(BaseModel):
     domains: list[DomainOut]
 
@@ -153,6 +183,21 @@ def domains_router(settings: ApiSettings) -> APIRouter:
         if row is None:
             raise _not_found(name)
         return _out(DomainInfo.of(row), settings)
+
+    @router.get("/{name}/check", response_model=DomainCheckOut, responses=responses(401, 404, 503),
+                summary="Whether the domain's DNS records are published right now",
+                description="Each record Postwire asks for (DKIM, SPF include, return-path CNAME, tracking "
+                            "CNAME) and the domain's DMARC record, looked up live: expected, found, "
+                            "`ok` / `missing` / `wrong` (or `unknown` when the lookup failed) and a "
+                            "one-line fix. `ok` is true when every record is ok.")
+    async def check(request: Request, account_id: Account, name: DomainName) -> DomainCheckOut:
+        async with _deps(request).sessions() as s:
+            row = await get_domain(s, account_id, name)
+        if row is None:
+            raise _not_found(name)
+        found = await check_records(row, settings, resolver(request))
+        return DomainCheckOut(domain=row.name, ok=all(c.state == "ok" for c in found),
+                              records=[RecordCheckOut(**asdict(c)) for c in found])
 
     @router.patch("/{name}", response_model=DomainOut, responses=responses(401, 404, 422, 503),
                   summary="Change a sending domain's settings (its tracking host)")

@@ -28,6 +28,10 @@ class ApiSettings(PostwireSettings):
     # an Idempotency-Key is honoured this long after its request was first made; after that the key is
     # free for a new request (and the stored answer is deleted). Must outlast the lease
     idempotency_ttl_s: float = Field(default=86400.0, gt=0)
+    # where GET /v1/domains/{name}/check and the console's Domains page look records up: comma-separated
+    # host:port (the dispatcher's setting, same name); empty means the system resolver
+    dns_nameservers: str = ""
+    dns_timeout_s: float = Field(default=3.0, gt=0)
     # the local run's sandbox folder (postwire.core.sandbox_store): the console shows its inbox; unset
     # (as in the chart) the inbox page says there is no sandbox
     sandbox_dir: Path | None = None

@@ -71,18 +71,6 @@ def is_null_mx(records: list[tuple[int, str]]) -> bool:
     return bool(records) and all(target.rstrip(".") == "" for _, target in records)
 
 
-def make_resolver(nameservers: list[tuple[str, int]], timeout_s: float) -> dns.asyncresolver.Resolver:
-    if nameservers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in nameservers]
-    else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.lifetime = timeout_s
-    resolver.timeout = timeout_s
-    resolver.cache = dns.resolver.LRUCache(max_size=50_000)
-    return resolver
-
-
 # how long a "no such record" answer is kept when the zone gives no SOA minimum with it
 NEGATIVE_TTL_S = 60.0
 _MAX_TTL_S = 3600.0

@@ -20,6 +20,7 @@ from postwire.core.bodies import BodyStore
 from postwire.core.jetstream import PipelinedJetStream, jetstream
 from postwire.core.ops import ReadyCheck, ops_app, serve_app
 from postwire.core.pull import StandingPull
+from postwire.core.resolver import make_resolver
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import owned_shards
 from postwire.core.topology import (
@@ -36,7 +37,7 @@ from postwire.db.suppressions import SuppressionMirror
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.dkim import DkimSigner, make_signer
-from postwire.dispatcher.mx import MxResolver, make_resolver
+from postwire.dispatcher.mx import MxResolver
 from postwire.dispatcher.personalise import Personaliser
 from postwire.dispatcher.relay_host import RelayRoutes
 from postwire.dispatcher.rendering import Renderer

@@ -12,26 +12,9 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
+from postwire.core.resolver import parse_nameservers
 from postwire.core.settings import PostwireSettings
 from postwire.dispatcher.relay_host import RelayHost, parse_relay_host
-
-
-def parse_nameservers(value: str) -> list[tuple[str, int]]:
-    """``"127.0.0.1:5353,[::1]:53,10.0.0.2"`` → ``[("127.0.0.1", 5353), ("::1", 53), ("10.0.0.2", 53)]``."""
-    servers: list[tuple[str, int]] = []
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else 53
-        elif item.count(":") == 1:
-            host, _, port_text = item.partition(":")
-            port = int(port_text)
-        else:  # a bare IPv4 address or a bare IPv6 address
-            host, port = item, 53
-        servers.append((host, port))
-    return servers
 
 
 class DispatcherSettings(PostwireSettings):

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from postwire.api_gateway.archived import archived_copy
 from postwire.api_gateway.console import charts
 from postwire.api_gateway.console.access import access_router
+from postwire.api_gateway.console.domains_page import domains_router
 from postwire.api_gateway.console.pages import HERE, SECURITY_HEADERS, deps_of, page
 from postwire.api_gateway.console.sandbox_inbox import sandbox_router
 from postwire.api_gateway.console.sessions import (
@@ -65,6 +66,7 @@ def install(app: FastAPI) -> None:
     app.include_router(access_router())
     app.include_router(templates_router())
     app.include_router(sandbox_router())
+    app.include_router(domains_router())
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(NotLoggedIn)
