@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.core import sandbox_store
 from postwire.core.events import make_event
 from postwire.core.ids import new_message_id
-from postwire.db import accounts, console_users
+from postwire.core.topology import WEBHOOKS
+from postwire.db import accounts, console_users, webhooks
 from postwire.db.accounts import NewCredentials
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
@@ -360,6 +361,34 @@ async def test_domains_page_shows_what_is_published_now(start_gateway: Any, acco
     assert re.search(r'data-record="spf" data-state="ok"', section)
     assert re.search(r'data-record="dkim" data-state="missing"', section)
     assert "needs attention" in section
+
+
+async def test_webhooks_page_sends_a_test_event_and_replays_dead_letters(
+        gateway: Any, account: NewCredentials, sessions: Sessions, js: Any) -> None:
+    h = gateway.auth(account)
+    hook = (await gateway.http.post("/v1/webhooks", json={"url": "https://1.1.1.1/console-hook"},
+                                    headers=h)).json()
+    async with sessions.begin() as s:
+        await webhooks.park(s, webhook_id=hook["id"], account_id=account.account_id, event_id="ev-1",
+                            payload={"webhook_id": hook["id"], "event": {"id": "ev-1"}},
+                            last_error="HTTP 500", attempts=9, created_at=datetime.now(UTC))
+
+    async def queued() -> int:
+        info = await js.stream_info(WEBHOOKS, subjects_filter=f"webhooks.{hook['id']}")
+        return sum((info.state.subjects or {}).values())
+
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        page = (await admin.get("/console/webhooks")).text
+        assert f'data-webhook="{hook["id"]}"' in page and "HTTP 500" in page
+        token = await _token(admin, "/console/webhooks")
+        sent = await admin.post(f"/console/webhooks/{hook['id']}/test", data={"csrf": token})
+        assert sent.status_code == 200 and "test event test_" in sent.text
+        assert await queued() == 1
+        replayed = await admin.post(f"/console/webhooks/{hook['id']}/replay", data={"csrf": token})
+        assert "1 dead letter(s) queued again" in replayed.text and "HTTP 500" not in replayed.text
+        assert await queued() == 2
+        other = await admin.post("/console/webhooks/wh_not_mine/test", data={"csrf": token})
+        assert other.status_code == 404
 
 
 # ---------------------------------------------------------------------------------------- in a browser

@@ -233,26 +233,8 @@ def webhooks_router() -> APIRouter:
                              "fails for the whole window again is parked again.")
     async def replay(request: Request, account_id: Account, webhook_id: WebhookId,
                      payload: Annotated[ReplayRequest | None, Body()] = None) -> ReplayResult:
-        deps = _deps(request)
-        js = deps.nc.jetstream()
-        ids = payload.ids if payload is not None else None
-        async with deps.sessions.begin() as s:
-            if await store.get_webhook(s, account_id, webhook_id) is None:
-                raise _not_found(webhook_id)
-            rows = await store.take_dead_letters(s, account_id, webhook_id, ids, REPLAY_MAX)
-            now = time.time()
-            try:
-                for r in rows:
-                    d = Delivery(webhook_id=webhook_id, account_id=account_id, event_id=r.event_id,
-                                 body=store.body_bytes(r.payload), first_at=now)
-                    await store.enqueue(js, d, f"{r.id}:replay", timeout=deps.settings.publish_timeout_s)
-            except (nats.errors.Error, TimeoutError) as e:  # the rows stay parked (rollback)
-                raise ApiError(503, "queue_unavailable", "the queue is unavailable; nothing was replayed "
-                               "(some may already be queued again), retry later",
-                               headers={"Retry-After": "5"}) from e
-            await store.forget_dead_letters(s, [r.id for r in rows])
-        log.info("api.webhook_replay", account_id=account_id, webhook_id=webhook_id, replayed=len(rows))
-        return ReplayResult(replayed=len(rows))
+        return ReplayResult(replayed=await replay_dead_letters(request, account_id, webhook_id,
+                                                               payload.ids if payload is not None else None))
 
     @router.post("/{webhook_id}/test", status_code=202, response_model=QueuedTestEvent,
                  responses=responses(401, 404, 503),
@@ -262,22 +244,53 @@ def webhooks_router() -> APIRouter:
                              "seconds (up to POSTWIRE_WEBHOOK_RECONCILE_S for an endpoint created just "
                              "now).")
     async def send_test(request: Request, account_id: Account, webhook_id: WebhookId) -> QueuedTestEvent:
-        deps = _deps(request)
-        async with deps.sessions() as s:
-            row = await store.get_webhook(s, account_id, webhook_id)
-        if row is None:
-            raise _not_found(webhook_id)
-        event_id = new_id("test_")
-        body = store.body_bytes(store.payload(row.id, make_test_event(event_id, datetime.now(UTC))))
-        d = Delivery(webhook_id=row.id, account_id=account_id, event_id=event_id, body=body,
-                     first_at=time.time())
-        try:
-            await store.enqueue(deps.nc.jetstream(), d, f"{event_id}:{row.id}",
-                                timeout=deps.settings.publish_timeout_s)
-        except (nats.errors.Error, TimeoutError) as e:
-            raise ApiError(503, "queue_unavailable", "the queue is unavailable; no test event was sent, "
-                           "retry later", headers={"Retry-After": "5"}) from e
-        log.info("api.webhook_test", account_id=account_id, webhook_id=row.id, event_id=event_id)
-        return QueuedTestEvent(event_id=event_id, webhook_id=row.id)
+        return await send_test_event(request, account_id, webhook_id)
 
     return router
+
+
+async def replay_dead_letters(request: Request, account_id: str, webhook_id: str,
+                              ids: list[str] | None) -> int:
+    """Queue the endpoint's dead letters (``ids``, or all up to REPLAY_MAX) again (the API's replay and
+    the console's button); how many were queued."""
+    deps = _deps(request)
+    js = deps.nc.jetstream()
+    async with deps.sessions.begin() as s:
+        if await store.get_webhook(s, account_id, webhook_id) is None:
+            raise _not_found(webhook_id)
+        rows = await store.take_dead_letters(s, account_id, webhook_id, ids, REPLAY_MAX)
+        now = time.time()
+        try:
+            for r in rows:
+                d = Delivery(webhook_id=webhook_id, account_id=account_id, event_id=r.event_id,
+                             body=store.body_bytes(r.payload), first_at=now)
+                await store.enqueue(js, d, f"{r.id}:replay", timeout=deps.settings.publish_timeout_s)
+        except (nats.errors.Error, TimeoutError) as e:  # the rows stay parked (rollback)
+            raise ApiError(503, "queue_unavailable", "the queue is unavailable; nothing was replayed "
+                           "(some may already be queued again), retry later",
+                           headers={"Retry-After": "5"}) from e
+        await store.forget_dead_letters(s, [r.id for r in rows])
+    log.info("api.webhook_replay", account_id=account_id, webhook_id=webhook_id, replayed=len(rows))
+    return len(rows)
+
+
+async def send_test_event(request: Request, account_id: str, webhook_id: str) -> QueuedTestEvent:
+    """Queue one signed ``test`` event for the endpoint (the API's POST …/test and the console's
+    button)."""
+    deps = _deps(request)
+    async with deps.sessions() as s:
+        row = await store.get_webhook(s, account_id, webhook_id)
+    if row is None:
+        raise _not_found(webhook_id)
+    event_id = new_id("test_")
+    body = store.body_bytes(store.payload(row.id, make_test_event(event_id, datetime.now(UTC))))
+    d = Delivery(webhook_id=row.id, account_id=account_id, event_id=event_id, body=body,
+                 first_at=time.time())
+    try:
+        await store.enqueue(deps.nc.jetstream(), d, f"{event_id}:{row.id}",
+                            timeout=deps.settings.publish_timeout_s)
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ApiError(503, "queue_unavailable", "the queue is unavailable; no test event was sent, "
+                       "retry later", headers={"Retry-After": "5"}) from e
+    log.info("api.webhook_test", account_id=account_id, webhook_id=row.id, event_id=event_id)
+    return QueuedTestEvent(event_id=event_id, webhook_id=row.id)

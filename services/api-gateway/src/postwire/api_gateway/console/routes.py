@@ -37,6 +37,7 @@ from postwire.api_gateway.console.sessions import (
     to_login,
 )
 from postwire.api_gateway.console.templates_page import templates_router
+from postwire.api_gateway.console.webhooks_page import webhooks_router
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError
 from postwire.api_gateway.routes import load_message
@@ -67,6 +68,7 @@ def install(app: FastAPI) -> None:
     app.include_router(templates_router())
     app.include_router(sandbox_router())
     app.include_router(domains_router())
+    app.include_router(webhooks_router())
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(NotLoggedIn)
