@@ -102,6 +102,10 @@ async def test_stored_template_with_data_per_recipient(stack: LocalStack, sink: 
         click = await browser.get(tracked)
     assert click.status_code == 302 and click.headers["location"] == "https://shop.example/"
 
+    # the message log shows each recipient's subject as rendered
+    ann_id = next(mid for mid, rcpt in answer.items() if rcpt == "ann@dest.test")
+    r = await api.get(f"/v1/messages/{ann_id}")
+    assert r.status_code == 200 and r.json()["subject"] == "Hello Ann", r.text
     # the archive shows each recipient's own copy (as accepted: before inlining)
     bob_id = next(mid for mid, rcpt in answer.items() if rcpt == "bob@dest.test")
     r = await api.get(f"/v1/html/{bob_id}")

@@ -344,6 +344,12 @@ async def test_sandbox_inbox_shows_only_the_accounts_mail(start_gateway: Any, ga
         assert f'data-sandbox-message="{caught["Mine"].id}"' in inbox
         assert "Theirs" not in inbox and "not ours" not in inbox
         assert (await client.get(f"/console/sandbox/{caught['Mine'].id}")).status_code == 200
+        framed = await client.get(f"/console/sandbox/{caught['Mine'].id}/html")
+        assert framed.status_code == 200 and framed.text.strip() == "<p>Hi</p>"
+        policy = framed.headers["content-security-policy"]
+        assert "sandbox" in policy and "style-src 'unsafe-inline'" in policy and "script-src" not in policy
+        assert "default-src 'none'" in policy  # nothing remote, no script
+        assert (await client.get(f"/console/sandbox/{caught['Theirs'].id}/html")).status_code == 404
         assert (await client.get(f"/console/sandbox/{caught['Theirs'].id}")).status_code == 404
         assert (await client.get("/console/sandbox/..%2f..%2fetc%2fpasswd")).status_code == 404
 

@@ -141,3 +141,26 @@ def mime_for(compiled: Compiled, recipient: str, own: bytes, message_id: str, at
     """One recipient's copy as MIME (no tracking, not signed: what the archive shows)."""
     draft = compiled.draft(compiled.variables(recipient, own))
     return build(draft, message_id, compiled.message_id_domain or "postwire.local", at)
+
+
+def subjects(content: envelope_pb2.PersonalisedMessage, recipients: list[str]) -> dict[str, str]:
+    """Each recipient's subject as rendered (for the message log and events); the subject as written
+    where it does not render (the recipient then fails at delivery, saying why)."""
+    shared = {"recipient": "", "envelope": content.envelope}
+    try:
+        part = _Part("subject", content.subject)
+        data = _object(content.data, "data")
+    except (TemplateSyntaxError, RenderFailed):
+        return dict.fromkeys(recipients, content.subject)
+    if part.template is None:
+        return dict.fromkeys(recipients, content.subject)
+    out = {}
+    for rcpt in recipients:
+        try:
+            own = content.recipient_data.get(rcpt, b"")
+            variables = {**data, **(_object(own, "recipient data") if own else {}), **shared,
+                         "recipient": rcpt}
+            out[rcpt] = part.render(variables)
+        except RenderFailed:
+            out[rcpt] = content.subject
+    return out

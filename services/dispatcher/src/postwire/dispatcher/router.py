@@ -42,7 +42,7 @@ from nats.aio.msg import Msg
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
 
-from postwire.core import settle, tracking
+from postwire.core import personalised, settle, tracking
 from postwire.core.archive import archive_messages
 from postwire.core.bodies import BodyStore
 from postwire.core.events import event_message, make_event
@@ -106,6 +106,10 @@ class Prepared:
     content: bytes | None
     nonce: str = ""
     links: list[str] = field(default_factory=list)
+
+
+class UnreadableBody(Exception):
+    """A personalised message whose body is gone or is not a PersonalisedMessage."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,8 @@ class Router:
         if suppressed:
             groups = {d: kept for d, rcpts in groups.items()
                       if (kept := [r for r in rcpts if r not in suppressed])}
-        first = self._accepted(inbound) + self._suppressed(inbound, suppressed)
+        content = await self._personalised_content(inbound)
+        first = self._accepted(inbound, content) + self._suppressed(inbound, suppressed)
         unroutable = self._failed(inbound, [(rcpt, local("5.1.3", reason)) for rcpt, reason in bad])
         if not groups:  # nothing left to deliver: skip the body work
             await self._js.publish_many(first + unroutable)
@@ -209,16 +214,16 @@ class Router:
                       recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
             return
         try:
-            routable = await self._prepare(inbound, sum(map(len, groups.values())))
+            routable = await self._prepare(inbound, sum(map(len, groups.values())), content)
         except (TransformerUnavailable, KeysUnavailable):
             await self._js.publish_many(first)  # recorded as accepted while it waits
             raise
-        except (ObjectNotFoundError, google.protobuf.message.DecodeError) as e:
+        except (ObjectNotFoundError, google.protobuf.message.DecodeError, UnreadableBody) as e:
             # the body expired or was deleted, or is not what a personalised message must be: nothing
             # will ever deliver this message
             gone = (local("5.3.0", "message body not found in the object store")
-                    if isinstance(e, ObjectNotFoundError) else local("5.6.0", "the personalised message "
-                                                                     "cannot be read"))
+                    if not isinstance(e, (google.protobuf.message.DecodeError, UnreadableBody))
+                    else local("5.6.0", "the personalised message cannot be read"))
             await self._js.publish_many(first + self._failed(inbound, [(r, gone) for r in inbound.recipients
                                                                        if r not in suppressed]))
             self._count(suppressed=len(suppressed), failed=len(inbound.recipients) - len(suppressed))
@@ -231,11 +236,25 @@ class Router:
         log.debug("router.routed", message_id=inbound.message_id, domains=len(groups),
                   recipients=len(inbound.recipients), unroutable=len(bad), suppressed=len(suppressed))
 
-    async def _prepare(self, inbound: envelope_pb2.InboundMessage, copies: int) -> Routable:
+    async def _personalised_content(self, inbound: envelope_pb2.InboundMessage,
+                                    ) -> envelope_pb2.PersonalisedMessage | None:
+        """A personalised message's body, read once for the accepted events' subjects and the routing;
+        None for other messages, or when it cannot be read (routing then fails its recipients)."""
+        if not inbound.HasField("personalisation"):
+            return None
+        try:
+            return envelope_pb2.PersonalisedMessage.FromString(await self._bodies.get(inbound.body))
+        except (ObjectNotFoundError, google.protobuf.message.DecodeError):
+            return None
+
+    async def _prepare(self, inbound: envelope_pb2.InboundMessage, copies: int,
+                       content: envelope_pb2.PersonalisedMessage | None = None) -> Routable:
         """The body to deliver (transformed, and signed unless tracked or personalised), the tracking
         nonce, and a personalised message's per-recipient variables."""
         if inbound.HasField("personalisation"):
-            return await self._personalised(inbound, copies)
+            if content is None:
+                raise UnreadableBody(inbound.message_id)
+            return await self._personalised(inbound, copies, content)
         prepared = await self._body_for_delivery(inbound)
         if prepared.nonce:
             await self._remember_links(inbound, prepared.links)
@@ -250,12 +269,12 @@ class Router:
             return body
         return await self._bodies.put(f"{inbound.message_id}/shared", body.inline, inline_max=0)
 
-    async def _personalised(self, inbound: envelope_pb2.InboundMessage, copies: int) -> Routable:
+    async def _personalised(self, inbound: envelope_pb2.InboundMessage, copies: int,
+                            content: envelope_pb2.PersonalisedMessage) -> Routable:
         """A personalised message is rendered by the sender, per recipient. Here its HTML gets the CSS
         inlined (and links tracked) once, around the template's tags; the recipients' own variables
         are taken out, each to travel in its recipient's OutboundMessage. Signing waits for the
         rendered message (the sender)."""
-        content = envelope_pb2.PersonalisedMessage.FromString(await self._bodies.get(inbound.body))
         own = dict(content.recipient_data)
         content.ClearField("recipient_data")
         nonce = ""
@@ -378,12 +397,17 @@ class Router:
         return await self._bodies.put(f"{inbound.message_id}/signed", data)
 
     @staticmethod
-    def _accepted(inbound: envelope_pb2.InboundMessage) -> list[Publish]:
+    def _accepted(inbound: envelope_pb2.InboundMessage,
+                  content: envelope_pb2.PersonalisedMessage | None = None) -> list[Publish]:
+        """An "accepted" event per recipient; a personalised message's carries the recipient's own
+        subject as rendered."""
         found = []
+        rendered = personalised.subjects(content, list(inbound.recipients)) if content is not None else {}
         for rcpt in inbound.recipients:
             ev = make_event("accepted", account_id=inbound.account_id,
                             message_id=message_id_of(inbound, rcpt), recipient=rcpt,
-                            mail_from=inbound.mail_from, subject=inbound.subject, size=inbound.body.size,
+                            mail_from=inbound.mail_from, subject=rendered.get(rcpt, inbound.subject),
+                            size=inbound.body.size,
                             source=inbound.source, tags=list(inbound.tags),
                             metadata=dict(inbound.metadata),
                             template_id=inbound.personalisation.template_id)

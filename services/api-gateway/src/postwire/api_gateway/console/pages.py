@@ -53,3 +53,16 @@ def page(request: Request, name: str, session: Session | None, status_code: int 
                                           status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
     return response
+
+
+# a customer's HTML shown in a frame: its own inline styles and data: images, nothing else (no script,
+# no remote load, no form), sandboxed even when opened on its own, framed only by the console
+PREVIEW_CSP: Final = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; "
+                      "frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
+
+
+def preview(html: str) -> HTMLResponse:
+    """``html`` to show in a console page's sandboxed frame (``<iframe sandbox src=…>``)."""
+    return HTMLResponse(html, headers={"Content-Security-Policy": PREVIEW_CSP,
+                                       "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                                       "Cache-Control": "no-store"})

@@ -22,7 +22,7 @@ from postwire.api_gateway.archived import archived_copy
 from postwire.api_gateway.console import charts
 from postwire.api_gateway.console.access import access_router
 from postwire.api_gateway.console.domains_page import domains_router
-from postwire.api_gateway.console.pages import HERE, SECURITY_HEADERS, deps_of, page
+from postwire.api_gateway.console.pages import HERE, SECURITY_HEADERS, deps_of, page, preview
 from postwire.api_gateway.console.sandbox_inbox import sandbox_router
 from postwire.api_gateway.console.sessions import (
     COOKIE,
@@ -161,7 +161,18 @@ def console_router() -> APIRouter:
         async with deps.sessions() as s:
             events = await list_window(s, session.user.account_id, f, 1000)
         headers, html = await _as_accepted(deps, session.user.account_id, detail.id)
-        return page(request, "message.html", session, m=detail, events=events, headers=headers, html=html)
+        return page(request, "message.html", session, m=detail, events=events, headers=headers,
+                    html=html is not None)
+
+    @router.get("/messages/{message_id}/html")
+    async def message_html(request: Request, session: Current, message_id: str) -> Response:
+        """The HTML as accepted, for the message page's frame (its own styles apply there)."""
+        deps = _deps(request)
+        detail = await load_message(deps, session.user.account_id, message_id[:40])
+        html = (await _as_accepted(deps, session.user.account_id, detail.id))[1] if detail else None
+        if html is None:
+            return page(request, "error.html", session, status_code=404, message="No HTML to show.")
+        return preview(html)
 
     @router.get("/bounces")
     async def bounces(request: Request, session: Current, reason: Annotated[str, Query(max_length=40)] = "",

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from postwire.api_gateway.console.pages import deps_of, page
+from postwire.api_gateway.console.pages import deps_of, page, preview
 from postwire.api_gateway.console.sessions import current
 from postwire.core import sandbox_store
 from postwire.db.console_users import Session
@@ -66,22 +66,39 @@ def sandbox_router() -> APIRouter:
         return page(request, "sandbox.html", session, enabled=True, rows=rows, page_no=page_no,
                     more=len(listed) == PAGE * 4)
 
-    @router.get("/{caught_id}")
-    async def caught(request: Request, session: Current, caught_id: str) -> Response:
+    async def _mine(request: Request, session: Session, caught_id: str,
+                    ) -> tuple[sandbox_store.CaughtMessage, str, EmailMessage] | None:
         folder = _folder(request)
         found = (sandbox_store.read_message(folder, caught_id)
                  if folder is not None and sandbox_store.is_message_id(caught_id) else None)
         pid = _postwire_id(found.raw or b"") if found is not None else None
         if found is None or pid is None or not await _owned(request, session.user.account_id, [pid]):
-            return page(request, "error.html", session, status_code=404,
-                        message="No such message in this account's sandbox inbox.")
+            return None
         msg = message_from_bytes(found.raw or b"", policy=policy.default)
         assert isinstance(msg, EmailMessage)
+        return found, pid, msg
+
+    @router.get("/{caught_id}/html")
+    async def caught_html(request: Request, session: Current, caught_id: str) -> Response:
+        """The caught HTML for the page's frame, where its own (inlined) styles apply."""
+        mine = await _mine(request, session, caught_id)
+        part = mine[2].get_body(preferencelist=("html",)) if mine is not None else None
+        if part is None:
+            return page(request, "error.html", session, status_code=404, message="No HTML to show.")
+        return preview(str(part.get_content()))
+
+    @router.get("/{caught_id}")
+    async def caught(request: Request, session: Current, caught_id: str) -> Response:
+        mine = await _mine(request, session, caught_id)
+        if mine is None:
+            return page(request, "error.html", session, status_code=404,
+                        message="No such message in this account's sandbox inbox.")
+        found, pid, msg = mine
         html_part = msg.get_body(preferencelist=("html",))
         text_part = msg.get_body(preferencelist=("plain",))
         return page(request, "sandbox_message.html", session, m=found, postwire_id=pid,
                     headers=[(k, str(v)) for k, v in msg.items()],
-                    html=str(html_part.get_content()) if html_part is not None else None,
+                    html=html_part is not None,
                     text=str(text_part.get_content()) if text_part is not None else None,
                     source=(found.raw or b"").decode("utf-8", "replace"))
 
