@@ -397,6 +397,23 @@ async def test_webhooks_page_sends_a_test_event_and_replays_dead_letters(
         assert other.status_code == 404
 
 
+async def test_suppressions_import_a_csv(gateway: Any, account: NewCredentials, sessions: Sessions) -> None:
+    h = gateway.auth(account)
+    csv_file = "address,reason\r\none@example.org,manual\r\nTWO@example.org,x\r\nnot-an-address\r\n\r\n"
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        token = await _token(admin, "/console/suppressions")
+        r = await admin.post("/console/suppressions/import", data={"csrf": token},
+                             files={"file": ("list.csv", csv_file.encode(), "text/csv")})
+        assert r.status_code == 200 and "2 address(es) suppressed" in r.text and "not-an-address" in r.text
+    for address in ("one@example.org", "two@example.org"):
+        assert (await gateway.http.get(f"/v1/suppressions/{address}", headers=h)).status_code == 200
+    async with _login(gateway, await _user(sessions, account, "viewer")) as viewer:
+        token = await _token(viewer, "/console/suppressions")
+        r = await viewer.post("/console/suppressions/import", data={"csrf": token},
+                              files={"file": ("list.csv", b"x@example.org\r\n", "text/csv")})
+        assert r.status_code == 403
+
+
 # ---------------------------------------------------------------------------------------- in a browser
 
 

@@ -8,6 +8,7 @@ halves are idempotent). Listings use keyset pagination over (created_at, address
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -235,3 +236,18 @@ async def _csv(pages: AsyncIterator[list[SuppressionInfo]]) -> AsyncIterator[str
             writer.writerow((r.address, r.reason, r.source, r.created_at.isoformat(),
                              r.expires_at.isoformat() if r.expires_at else ""))
         yield buf.getvalue()
+
+
+async def add_manual_many(request: Request, account_id: str, addresses: list[str], reason: str) -> int:
+    """Suppress many addresses at once (the console's CSV import): one transaction, then the KV mirror
+    a hundred at a time; how many were added or renewed."""
+    async with _deps(request).sessions.begin() as s:
+        infos = [await store.add(s, account_id, address, reason, "manual") for address in addresses]
+    mirror = _mirror(request)
+    try:
+        for start in range(0, len(infos), 100):
+            await asyncio.gather(*(mirror.put(info) for info in infos[start:start + 100]))
+    except MirrorUnavailable as e:
+        raise _kv_unavailable(e) from None
+    log.info("api.suppressions_imported", account_id=account_id, count=len(infos))
+    return len(infos)

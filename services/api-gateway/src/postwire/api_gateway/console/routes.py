@@ -14,7 +14,7 @@ from email.message import EmailMessage
 from typing import Annotated, Final
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -41,7 +41,7 @@ from postwire.api_gateway.console.webhooks_page import webhooks_router
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import ApiError
 from postwire.api_gateway.routes import load_message
-from postwire.api_gateway.routes_suppressions import add_manual, remove_manual
+from postwire.api_gateway.routes_suppressions import add_manual, add_manual_many, remove_manual
 from postwire.core import archive
 from postwire.core.addresses import AddressError, normalize_address
 from postwire.db import console_users, messages_query
@@ -54,6 +54,8 @@ log = structlog.get_logger(__name__)
 METRICS: Final = ("accepted", "delivered", "deferred", "failed", "bounced", "opened", "clicked", "complained")
 PERIODS: Final = {"today": 1, "7d": 7, "30d": 30}
 PAGE: Final = 50
+IMPORT_MAX_BYTES: Final = 1024 * 1024
+IMPORT_MAX_ROWS: Final = 10_000
 
 
 def _deps(request: Request) -> Deps:
@@ -243,6 +245,28 @@ def console_router() -> APIRouter:
         await remove_manual(request, session.user.account_id, address)
         return RedirectResponse("/console/suppressions", status_code=303)
 
+    @router.post("/suppressions/import")
+    async def import_suppressions(request: Request, session: Current, file: UploadFile,
+                                  csrf: Annotated[str | None, Form(max_length=100)] = None) -> Response:
+        """A CSV file (the export's format, or any file whose first column holds the addresses; a header
+        row is skipped): every valid address suppressed, the invalid ones listed."""
+        check_csrf(session, csrf)
+        require_admin(session)
+        raw = await file.read(IMPORT_MAX_BYTES + 1)
+        if len(raw) > IMPORT_MAX_BYTES:
+            return await _suppressions_with_error(request, session, f"the file is over "
+                                                  f"{IMPORT_MAX_BYTES // 1024} KB: split it")
+        valid, invalid = _addresses_of(raw.decode("utf-8", "replace"))
+        if len(valid) > IMPORT_MAX_ROWS:
+            return await _suppressions_with_error(request, session, f"at most {IMPORT_MAX_ROWS} addresses "
+                                                  "per file: split it")
+        added = await add_manual_many(request, session.user.account_id, valid, "manual") if valid else 0
+        note = f"{added} address(es) suppressed"
+        if invalid:
+            more = " …" if len(invalid) > 10 else ""
+            note += f"; not addresses, skipped: {', '.join(invalid[:10])}{more}"
+        return await _suppressions_with_error(request, session, note, status_code=200)
+
     @router.get("/suppressions.csv")
     async def suppressions_csv(request: Request, session: Current) -> Response:
         rows = suppression_store.iter_all(_deps(request).sessions, session.user.account_id,
@@ -254,11 +278,29 @@ def console_router() -> APIRouter:
     return router
 
 
-async def _suppressions_with_error(request: Request, session: Session, error: str) -> Response:
+async def _suppressions_with_error(request: Request, session: Session, error: str,
+                                   status_code: int = 422) -> Response:
     async with _deps(request).sessions() as s:
         rows = await suppression_store.list_page(s, session.user.account_id, suppression_store.Filters(),
                                                  None, 500)
-    return page(request, "suppressions.html", session, status_code=422, rows=rows, q="", error=error)
+    key = "error" if status_code >= 400 else "notice"
+    return page(request, "suppressions.html", session, status_code=status_code, rows=rows, q="",
+                **{key: error})
+
+
+def _addresses_of(text: str) -> tuple[list[str], list[str]]:
+    """The first column of each CSV row: (valid addresses, other values); a header row is skipped."""
+    valid: list[str] = []
+    invalid: list[str] = []
+    for i, row in enumerate(csv.reader(io.StringIO(text))):
+        value = row[0].strip() if row else ""
+        if not value or (i == 0 and "@" not in value):
+            continue
+        try:
+            valid.append(normalize_address(value))
+        except AddressError:
+            invalid.append(value[:80])
+    return list(dict.fromkeys(valid)), invalid
 
 
 async def _suppression_csv(pages: AsyncIterator[list[suppression_store.SuppressionInfo]],
