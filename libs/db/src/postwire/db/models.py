@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
@@ -102,7 +103,7 @@ class SmtpCredential(Base):
 class Message(Base):
     __tablename__ = "messages"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    account_id: Mapped[str] = mapped_column(String(32))
     mail_from: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text, default="")
     size: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -117,6 +118,11 @@ class Message(Base):
         # GET /v1/events/template/{id}: an account's messages of one template
         Index("ix_messages_account_template", "account_id", "template_id",
               postgresql_where=text("template_id IS NOT NULL")),
+        # the console's message log: an account's messages newest first, a page at a time (migration 0010;
+        # it serves every lookup by account alone too)
+        Index("ix_messages_account_created", "account_id", "created_at", "id"),
+        # the log's search by tag: tags @> '["tag"]'
+        Index("ix_messages_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
     )
 
 
@@ -134,6 +140,18 @@ class Recipient(Base):
     mx_host: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        # the message log's search by address: stored as the sender wrote it, found in any case (0010)
+        Index("ix_recipients_account_address_lower", "account_id", func.lower(text("address"))),
+    )
+
+
+# Bounce-like events, as customers mean them: async bounces, complaints and failures that carry a
+# classification reason. The partial index below is built on this predicate and the queries
+# (postwire.db.events_query) use the same text, so the planner can always prove the index applies; written
+# as PostgreSQL prints it back (pg_get_expr), which libs/db/tests/test_partial_indexes.py compares.
+BOUNCE_LIKE: Final = ("((type)::text = 'bounced'::text) OR ((type)::text = 'complained'::text) OR "
+                      "(((type)::text = 'failed'::text) AND ((data -> 'reason'::text) IS NOT NULL))")
 
 
 class Event(Base):
@@ -156,7 +174,33 @@ class Event(Base):
         Index("ix_events_message", "message_id"),
         # the soft-bounce policy counts one recipient's recent failures (migration 0003)
         Index("ix_events_account_recipient_at", "account_id", "recipient", "at"),
+        # the console's bounces, newest first, without reading the other events (0010)
+        Index("ix_events_account_bounces_at", "account_id", "at", "seq", postgresql_where=text(BOUNCE_LIKE)),
     )
+
+
+# the longest tag counted per tag in event_counts; a longer one (the API allows 128 characters, SMTP 100)
+# is counted from the events themselves
+COUNTED_TAG_MAX: Final = 200
+
+
+class EventCount(Base):
+    """How many events an account has per UTC day and type, over all its events (``tag`` = '') and per tag
+    of their message (each event once per distinct tag): what /v1/stats and the console's overview show,
+    read without counting up to a million rows (postwire.db.events_query.daily_counts, totals).
+
+    Kept by statement triggers on ``events`` (migration 0010), in the transaction that inserts, deletes or
+    updates the events, from the rows actually written: an event inserted again (ON CONFLICT DO NOTHING,
+    the recorder's redeliveries) is not counted again, and no writer can forget it. ``unique_n`` counts the
+    events flagged ``unique`` (a recipient's first open, first click of a link)."""
+
+    __tablename__ = "event_counts"
+    account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tag: Mapped[str] = mapped_column(Text, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    type: Mapped[str] = mapped_column(String(24), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    unique_n: Mapped[int] = mapped_column(BigInteger)
 
 
 class IdempotencyKey(Base):

@@ -182,8 +182,7 @@ def console_router() -> APIRouter:
         lo, hi, period = _period(period, None, None)
         async with _deps(request).sessions() as s:
             rows = await recent(s, session.user.account_id,
-                                EventFilter(start=lo, end=hi, bounces_only=True), 500)
-        rows = [r for r in rows if not reason or (r.data or {}).get("reason") == reason]
+                                EventFilter(start=lo, end=hi, bounces_only=True, reason=reason or None), 500)
         counts: dict[str, int] = {}
         for r in rows:
             key = str((r.data or {}).get("reason") or "undefined")
@@ -198,15 +197,14 @@ def console_router() -> APIRouter:
         lo, hi, _ = _period(period, None, None)
         async with _deps(request).sessions() as s:
             rows = await recent(s, session.user.account_id,
-                                EventFilter(start=lo, end=hi, bounces_only=True), 100_000)
+                                EventFilter(start=lo, end=hi, bounces_only=True, reason=reason or None),
+                                100_000)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(["at", "type", "recipient", "message_id", "reason", "hardbounce", "smtp_code",
                          "enhanced_status", "response"])
         for r in rows:
             d = r.data or {}
-            if reason and d.get("reason") != reason:
-                continue
             writer.writerow([r.at.isoformat(), r.type, r.recipient, r.message_id, d.get("reason", ""),
                              d.get("hardbounce", ""), d.get("smtp_code", ""), d.get("enhanced_status", ""),
                              d.get("response", "")])
