@@ -80,11 +80,11 @@ class Compiled:
             raise RenderFailed(str(e)) from None
 
     def variables(self, recipient: str, own: bytes) -> dict[str, Any]:
-        """The message's variables, the recipient's laid over them, and the two that always exist."""
-        data = {**self.data, **_object(own, "recipient data")} if own else dict(self.data)
-        data["recipient"] = recipient
-        data["envelope"] = self.envelope
-        return data
+        return variables(self.data, recipient, own, self.envelope)
+
+    def mime(self, draft: Draft, message_id: str, at: datetime) -> bytes:
+        """A rendered draft of this message as MIME, under ``message_id``."""
+        return build(draft, message_id, self.message_id_domain or "postwire.local", at)
 
     def draft(self, data: dict[str, Any]) -> Draft:
         """Every part rendered: the message as fields, checked as the API checks a send's fields."""
@@ -97,6 +97,14 @@ class Compiled:
                      reply_to=_mailboxes("replyto", self.reply_to.render(data)), subject=subject,
                      text=text if text is not None or html is not None or self.attachments else "",
                      html=html, headers=headers, attachments=self.attachments)
+
+
+def variables(shared: dict[str, Any], recipient: str, own: bytes, envelope: str) -> dict[str, Any]:
+    """The message's variables, the recipient's laid over them, and the two that always exist."""
+    data = {**shared, **_object(own, "recipient data")} if own else dict(shared)
+    data["recipient"] = recipient
+    data["envelope"] = envelope
+    return data
 
 
 def _object(raw: bytes, what: str) -> dict[str, Any]:
@@ -139,14 +147,12 @@ def read(raw: bytes) -> Compiled:
 
 def mime_for(compiled: Compiled, recipient: str, own: bytes, message_id: str, at: datetime) -> bytes:
     """One recipient's copy as MIME (no tracking, not signed: what the archive shows)."""
-    draft = compiled.draft(compiled.variables(recipient, own))
-    return build(draft, message_id, compiled.message_id_domain or "postwire.local", at)
+    return compiled.mime(compiled.draft(compiled.variables(recipient, own)), message_id, at)
 
 
 def subjects(content: envelope_pb2.PersonalisedMessage, recipients: list[str]) -> dict[str, str]:
     """Each recipient's subject as rendered (for the message log and events); the subject as written
     where it does not render (the recipient then fails at delivery, saying why)."""
-    shared = {"recipient": "", "envelope": content.envelope}
     try:
         part = _Part("subject", content.subject)
         data = _object(content.data, "data")
@@ -158,9 +164,7 @@ def subjects(content: envelope_pb2.PersonalisedMessage, recipients: list[str]) -
     for rcpt in recipients:
         try:
             own = content.recipient_data.get(rcpt, b"")
-            variables = {**data, **(_object(own, "recipient data") if own else {}), **shared,
-                         "recipient": rcpt}
-            out[rcpt] = part.render(variables)
+            out[rcpt] = part.render(variables(data, rcpt, own, content.envelope))
         except RenderFailed:
             out[rcpt] = content.subject
     return out

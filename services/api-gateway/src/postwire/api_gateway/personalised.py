@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.errors import InvalidInput
+from postwire.api_gateway.templates import compile_part
 from postwire.core.addresses import AddressError, has_line_break, parse_mailbox, split_address_list
 from postwire.core.compose import Part
 from postwire.core.sendoptions import PREFIXES
@@ -116,10 +117,7 @@ def check(content: Content, variables: Variables, loc: tuple[str, ...] = ("body"
         if "\x00" in text:
             raise InvalidInput(where, f"{part}: NUL characters are not allowed", "nul_character")
         if has_tags(text):
-            try:
-                compile_template(text, part=part)
-            except TemplateSyntaxError as e:
-                raise InvalidInput(where, f"{part}: {e}", "template_syntax") from None
+            compile_part(part, text, loc)
         else:
             _check_plain(part, text, where)
     _check_data(variables.shared, (*loc, "data"))

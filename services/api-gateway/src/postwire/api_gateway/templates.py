@@ -78,10 +78,16 @@ def check(content: Mapping[str, Any]) -> None:
         raise ApiError(413, "template_too_large", f"the template's parts hold {size} bytes; at most "
                        f"{MAX_TEMPLATE_BYTES}")
     for part, source in _parts(content).items():
-        try:
-            compile_template(source, part=part)
-        except TemplateSyntaxError as e:
-            raise InvalidInput(("body", *part.split(".", 1)), f"{part}: {e}", "template_syntax") from None
+        compile_part(part, source)
+
+
+def compile_part(part: str, source: str, loc: tuple[str, ...] = ("body",)) -> None:
+    """422 ``template_syntax`` at ``loc`` + the part (``headers.X`` as ``headers``, ``X``), naming the line,
+    when ``source`` does not compile."""
+    try:
+        compile_template(source, part=part)
+    except TemplateSyntaxError as e:
+        raise InvalidInput((*loc, *part.split(".", 1)), f"{part}: {e}", "template_syntax") from None
 
 
 def render(content: Mapping[str, Any], data: Mapping[str, Any],

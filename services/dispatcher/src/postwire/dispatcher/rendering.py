@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from postwire.core import tracking
-from postwire.core.compose import Draft, build
+from postwire.core.compose import Draft
 from postwire.core.personalised import Compiled, RenderFailed, read
 from postwire.v1 import envelope_pb2
 
@@ -89,7 +89,7 @@ class Renderer:
         if out.tracking.nonce and draft.html:
             draft = _tracked(draft, out.tracking, self._key)
         at = out.accepted_at.ToDatetime(UTC) if out.HasField("accepted_at") else datetime.now(UTC)
-        return build(draft, out.message_id, compiled.message_id_domain or "postwire.local", at)
+        return compiled.mime(draft, out.message_id, at)
 
 
 def _tracked(draft: Draft, t: envelope_pb2.Tracking, key: bytes) -> Draft:

@@ -218,12 +218,11 @@ class Router:
         except (TransformerUnavailable, KeysUnavailable):
             await self._js.publish_many(first)  # recorded as accepted while it waits
             raise
-        except (ObjectNotFoundError, google.protobuf.message.DecodeError, UnreadableBody) as e:
+        except (ObjectNotFoundError, UnreadableBody) as e:
             # the body expired or was deleted, or is not what a personalised message must be: nothing
             # will ever deliver this message
-            gone = (local("5.3.0", "message body not found in the object store")
-                    if not isinstance(e, (google.protobuf.message.DecodeError, UnreadableBody))
-                    else local("5.6.0", "the personalised message cannot be read"))
+            gone = (local("5.6.0", "the personalised message cannot be read") if isinstance(e, UnreadableBody)
+                    else local("5.3.0", "message body not found in the object store"))
             await self._js.publish_many(first + self._failed(inbound, [(r, gone) for r in inbound.recipients
                                                                        if r not in suppressed]))
             self._count(suppressed=len(suppressed), failed=len(inbound.recipients) - len(suppressed))
@@ -287,10 +286,8 @@ class Router:
                 if prepared.nonce:
                     await self._remember_links(inbound, prepared.links)
                     nonce = prepared.nonce
-        data = content.SerializeToString()
-        inline_max = 0 if len(data) * copies > SHARED_INLINE_MAX else None
-        body = await self._bodies.put(f"{inbound.message_id}/personalised", data, inline_max=inline_max)
-        return Routable(body, nonce, own)
+        body = await self._bodies.put(f"{inbound.message_id}/personalised", content.SerializeToString())
+        return Routable(await self._shared(inbound, body, copies), nonce, own)
 
     async def _transform_template(self, inbound: envelope_pb2.InboundMessage,
                                   content: envelope_pb2.PersonalisedMessage) -> Prepared | None:

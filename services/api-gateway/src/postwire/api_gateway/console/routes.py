@@ -228,11 +228,11 @@ def console_router() -> APIRouter:
         try:
             normalize_address(address)
         except AddressError as e:
-            return await _suppressions_with_error(request, session, str(e))
+            return await _suppressions_page(request, session, str(e))
         try:
             await add_manual(request, session.user.account_id, address, "manual", None)
         except ApiError as e:
-            return await _suppressions_with_error(request, session, e.message)
+            return await _suppressions_page(request, session, e.message)
         return RedirectResponse("/console/suppressions", status_code=303)
 
     @router.post("/suppressions/remove")
@@ -252,18 +252,18 @@ def console_router() -> APIRouter:
         require_admin(session)
         raw = await file.read(IMPORT_MAX_BYTES + 1)
         if len(raw) > IMPORT_MAX_BYTES:
-            return await _suppressions_with_error(request, session, f"the file is over "
+            return await _suppressions_page(request, session, f"the file is over "
                                                   f"{IMPORT_MAX_BYTES // 1024} KB: split it")
         valid, invalid = _addresses_of(raw.decode("utf-8", "replace"))
         if len(valid) > IMPORT_MAX_ROWS:
-            return await _suppressions_with_error(request, session, f"at most {IMPORT_MAX_ROWS} addresses "
+            return await _suppressions_page(request, session, f"at most {IMPORT_MAX_ROWS} addresses "
                                                   "per file: split it")
         added = await add_manual_many(request, session.user.account_id, valid, "manual") if valid else 0
         note = f"{added} address(es) suppressed"
         if invalid:
             more = " …" if len(invalid) > 10 else ""
             note += f"; not addresses, skipped: {', '.join(invalid[:10])}{more}"
-        return await _suppressions_with_error(request, session, note, status_code=200)
+        return await _suppressions_page(request, session, note, status_code=200)
 
     @router.get("/suppressions.csv")
     async def suppressions_csv(request: Request, session: Current) -> Response:
@@ -276,7 +276,7 @@ def console_router() -> APIRouter:
     return router
 
 
-async def _suppressions_with_error(request: Request, session: Session, error: str,
+async def _suppressions_page(request: Request, session: Session, error: str,
                                    status_code: int = 422) -> Response:
     async with _deps(request).sessions() as s:
         rows = await suppression_store.list_page(s, session.user.account_id, suppression_store.Filters(),
