@@ -186,7 +186,6 @@ def test_replycode_at_line_end_only_after_a_reply_introduction() -> None:
         ("Warning: message still undelivered after 4 hours", "expired"),
         ("Unable to deliver message to <a@example.jp> (and other recipients in the same domain).",
          "userunknown"),
-        ("Unable to deliver message. Please check if address is correct.", "userunknown"),
     ],
 )
 def test_wordings_added_for_the_corpus_misses(text: str, reason: str) -> None:

@@ -127,11 +127,11 @@ def test_cli_prints_one_json_line_per_recipient() -> None:
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows == [
         {"file": files[0], "recipient": "kijitora@example.jp", "reason": "userunknown", "status": "5.1.1",
-         "replycode": "550", "hardbounce": True},
+         "replycode": "550", "hardbounce": True, "confidence": "high"},
         {"file": files[0], "recipient": "sabatora@example.jp", "reason": "userunknown", "status": "5.2.1",
-         "replycode": "550", "hardbounce": True},
+         "replycode": "550", "hardbounce": True, "confidence": "medium"},
         {"file": files[2], "recipient": "kijitora@example.org", "reason": "userunknown", "status": "5.1.1",
-         "replycode": "550", "hardbounce": True},
+         "replycode": "550", "hardbounce": True, "confidence": "high"},
     ]
 
 

@@ -1,7 +1,8 @@
 """`postwire bounce classify FILE…` (and `python -m postwire.bounce_classifier FILE…`): one JSON line per
 bounced recipient, nothing for a mail that is not a bounce.
 
-`replycode` is printed as a string ("550"), like the corpus labels and Sisimai's own output.
+`replycode` is printed as a string ("550"), like the corpus labels and Sisimai's own output. `confidence`
+(high, medium, low) says which evidence decided the reason (docs/bounces.md, "How a reason is decided").
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def classify_files(paths: list[str]) -> Iterator[dict[str, object]]:
                 "status": r.status,
                 "replycode": str(r.replycode) if r.replycode is not None else None,
                 "hardbounce": r.hardbounce,
+                "confidence": r.confidence,
             }
 
 

@@ -3,23 +3,33 @@
 `classify_reply` is a pure function: the bounce parser calls it once per bounced recipient, and the
 dispatcher calls it for its own synchronous SMTP rejections, so both paths agree on what a reply means.
 
-The decision is layered, strongest evidence first:
+The decision is layered, strongest evidence first; each layer also says how sure it is (`confidence`):
 
-1. phrases in the diagnostic text (`rules.py`), because a human-written reason ("mailbox full",
-   "user unknown", "listed at spamhaus") is more specific than the code the MTA attached to it —
-   5.7.1 alone can mean blocked, rejected, spam, policy or relaying;
-2. the enhanced status code (RFC 3463, plus the later IANA registrations 5.7.20 to 5.7.30), for the
-   subjects and details that mean one thing;
-3. the bare reply code, which only says "temporary" or "permanent".
+1. a provider's own documented error code (`providers.py`): high;
+2. a precise enhanced status code (RFC 3463 and the IANA registry: 5.1.1, 5.2.2, 4.4.7, 5.7.26, ...),
+   which only a few precise phrases ("mailbox full", "listed at spamhaus") override, because MTAs do
+   pick generic codes for precise reasons: high when the text agrees, else medium;
+3. precise phrases in the text (`rules.match_text`): medium, high when the status agrees;
+4. the rest of the status as a hint; a vague one (X.0.0-like, X.7.0, X.7.1: "refused", for any
+   reason) is resolved by generic words in the text (`rules.match_weak`: "policy", "blocked",
+   "sender", "try again later"): medium for a hint alone, low when generic words decided;
+5. generic words alone, the SMTP stage (refused right after connecting: blocked), the bare reply code
+   (only says temporary or permanent, RFC 5321 4.2): low; nothing at all: onhold, low.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from postwire.bounce_classifier.providers import provider_reason
-from postwire.bounce_classifier.rules import match_text
+from postwire.bounce_classifier.rules import match_text, match_weak
+
+Confidence = Literal["high", "medium", "low"]
+HIGH: Confidence = "high"
+MEDIUM: Confidence = "medium"
+LOW: Confidence = "low"
 
 # Reasons that make an address undeliverable for good (REASONS.md: "Hard bounce").
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
@@ -65,6 +75,13 @@ _STRONG_STATUS = frozenset({
 _OVERRIDING = frozenset({"speeding", "toomanyconn", "virusdetected", "notcompliantrfc", "mailboxfull",
                          "suspend", "userunknown", "failedstarttls", "notaccept", "spamdetected", "blocked",
                          "systemfull"})
+# Statuses that say almost nothing ("other address status", "delivery not authorized"): generic words
+# in the text, when there are any, decide between their possible meanings.
+_VAGUE_STATUS = frozenset({"1.0", "2.0", "3.0", "4.0", "5.0", "7.0", "7.1"})
+# Reasons a refusal right after connecting (or at HELO) resolves to "blocked": at that stage the only
+# thing the server has judged is the client itself (REASONS.md: blocked = connection/HELO level).
+_VAGUE_AT_CONNECT = frozenset({"onhold", "systemerror", "securityerror", "rejected", "syntaxerror",
+                               "userunknown", "policyviolation"})
 # ... except these, which no phrase can override: they name who or what is wrong exactly.
 _ABSOLUTE_STATUS = frozenset({"1.6", "1.7", "1.8", "2.3", "7.13", "7.17", "7.18"})
 # A recipient refused only once the content was seen (after DATA) was refused by a content filter.
@@ -79,13 +96,16 @@ _COMMAND_RE = re.compile(
     r"|(?P<f>rcpt to|mail from|data) response\b"
     r"|smtp command:? (?P<g>data|rcpt|mail|helo|ehlo)\b"  # m-FILTER: "-------SMTP command DATA"
     r"|smtp:(?P<h>rcpt|mail|data)\b"  # "Technical details: SMTP:RCPT host …"
-    r"|does not like (?P<i>recipient)\b",  # qmail-remote: "… does not like recipient."
+    r"|does not like (?P<i>recipient)\b"  # qmail-remote: "… does not like recipient."
+    r"|(?P<j>refused to talk to me)\b"  # Postfix: the greeting itself was a refusal
+    r"|(?P<k>greeting)\b(?! (?:was|is) (?:ok|accepted))",  # "… while receiving the initial server greeting"
     re.IGNORECASE | re.MULTILINE)
 _COMMANDS = {"data": "DATA", "rcpt to": "RCPT", "rcpt_to": "RCPT", "mail from": "MAIL", "mail_from": "MAIL",
              "rcpt": "RCPT", "recipient": "RCPT", "mail": "MAIL",
-             "initial connection": "CONN", "helo": "HELO", "ehlo": "HELO"}
+             "initial connection": "CONN", "refused to talk to me": "CONN", "greeting": "CONN",
+             "helo": "HELO", "ehlo": "HELO"}
 _TEMPORARY_DNS = frozenset({"hostunknown"})
-_TEMPORARY_WORDS = re.compile(r"temporar|try again later|not found, try again", re.IGNORECASE)
+_TEMPORARY_WORDS = re.compile(r"temporar|try\s+again\s+later|not\s+found,\s+try\s+again", re.IGNORECASE)
 # qmail's give-up sentence, appended to whatever the real failure was ("Unable to contact LDAP server.
 # (#4.4.3) I'm not going to try again; this message has been in the queue too long."): the cause wins.
 _GIVE_UP = re.compile(r"i'm\s+not\s+going\s+to\s+try\s+again;\s+this\s+message\s+has\s+been\s+in\s+"
@@ -116,6 +136,8 @@ class Classification:
     hardbounce: bool
     status: str | None
     replycode: int | None
+    # which evidence decided (module docstring); not part of equality: it qualifies the verdict
+    confidence: Confidence = field(default=LOW, compare=False)
 
 
 def find_status(text: str) -> str | None:
@@ -181,38 +203,52 @@ def classify_reply(code: int | None, status: str | None, text: str, *,
     if code is None:
         code = find_replycode(text)
     if status is not None and status.startswith("2."):
-        return Classification("delivered", False, status, code)
-    reason = _reason(code, status, text, command)
+        return Classification("delivered", False, status, code, HIGH)
+    reason, confidence = _reason(code, status, text, command)
     if status is None or (status.endswith(".0.0") and reason in _REASON_STATUS):
         status = _synthetic_status(reason, status, code, text)
-    return Classification(reason, is_hardbounce(reason, status, code), status, code)
+    return Classification(reason, is_hardbounce(reason, status, code), status, code, confidence)
 
 
-def _reason(code: int | None, status: str | None, text: str, command: str | None) -> str:
-    """Precise status, then phrases, then the status as a hint, then the bare reply code."""
+def _reason(code: int | None, status: str | None, text: str, command: str | None) -> tuple[str, Confidence]:
+    """Provider code, precise status, precise phrases, the status as a hint, generic words, the stage,
+    the bare reply code: the first that speaks decides, and says how sure it is."""
     detail = status.split(".", 1)[1] if status else None
     by_provider = provider_reason(text)
     if by_provider is not None:
-        return by_provider
+        return by_provider, HIGH
     cause = _GIVE_UP.sub(" ", text)
     by_text = match_text(cause)
     if by_text is None and (cause == text or detail in (None, "0.0")):
         by_text = match_text(text)
+    by_status = _STATUS_REASONS.get(detail or "") if detail != "0.0" else None
     if detail == "4.4" and by_text == "networkerror":
-        return by_text  # "unable to route" because the name servers failed, not because the name is unknown
-    if detail in _ABSOLUTE_STATUS:
-        return _STATUS_REASONS[detail]
-    if detail in _STRONG_STATUS:
-        return by_text if by_text in _OVERRIDING else _STATUS_REASONS[detail]
+        return by_text, HIGH  # "unable to route" because the name servers failed, not an unknown name
+    if detail in _ABSOLUTE_STATUS or detail in _STRONG_STATUS:
+        # a precise status is not refined by the stage: "5.1.1" after DATA still means no such user
+        overridable = detail in _STRONG_STATUS and detail not in _ABSOLUTE_STATUS
+        reason = by_text if overridable and by_text in _OVERRIDING else _STATUS_REASONS[detail or ""]
+        if reason in _TEMPORARY_DNS and _class_digit(status, code) == "4":
+            return "networkerror", MEDIUM  # 4.1.2/4.4.4: the lookup failed for now, the name may exist
+        return reason, HIGH if by_text == by_status else MEDIUM
     if by_text is not None:
-        reason = by_text
-    elif detail is not None and detail in _STATUS_REASONS and detail != "0.0":
-        reason = _STATUS_REASONS[detail]
-    elif code is not None and code in _REPLY_REASONS:
-        reason = _REPLY_REASONS[code]
+        reason, confidence = by_text, HIGH if by_text == by_status else MEDIUM
     else:
-        return "onhold"
-    return _refine(reason, _class_digit(status, code), text, command, detail)
+        reason, confidence = _weak_reason(code, detail, by_status, cause)
+    return _refine(reason, _class_digit(status, code), text, command, detail), confidence
+
+
+def _weak_reason(code: int | None, detail: str | None, by_status: str | None,
+                 cause: str) -> tuple[str, Confidence]:
+    """No precise phrase and no precise status: a status hint, generic words, the bare reply code."""
+    weak = match_weak(cause)
+    if by_status is not None and not (detail in _VAGUE_STATUS and weak is not None):
+        return by_status, MEDIUM
+    if weak is not None:
+        return weak, LOW
+    if code is not None and code in _REPLY_REASONS:
+        return _REPLY_REASONS[code], LOW
+    return "onhold", LOW
 
 
 def _refine(reason: str, cls: str | None, text: str, command: str | None, detail: str | None = None) -> str:
@@ -223,13 +259,14 @@ def _refine(reason: str, cls: str | None, text: str, command: str | None, detail
     after_data = command == "DATA" if command else bool(_AFTER_DATA.search(text))
     if reason == "userunknown" and after_data:
         return "filtered"  # "user unknown" only after the body was sent: a content filter's verdict
-    if reason == "userunknown" and command != "RCPT" and detail is not None and detail[0] in "23467":
-        # "user unknown" under a code that says the mailbox exists (5.2.1 disabled, 5.7.1 refused):
-        # not a missing mailbox, a refusal by the recipient's filter or settings
+    if reason == "userunknown" and command != "RCPT" and detail is not None and detail[0] in "27":
+        # "user unknown" under a status that says the mailbox exists (X.2.1 disabled) or that delivery was
+        # not authorised (X.7.x), and not at RCPT where a lookup would fail: a refusal by the recipient's
+        # filter or settings, not a missing mailbox
         return "filtered"
     if command == "MAIL" and reason in ("userunknown", "hostunknown"):
         return "rejected"  # refused at MAIL FROM: it is the sender's address that does not exist
-    if command == "CONN" and reason == "onhold":
+    if command in ("CONN", "HELO") and reason in _VAGUE_AT_CONNECT:
         return "blocked"  # refused before any envelope was sent: only the client itself was judged
     if reason in _TEMPORARY_DNS and (cls == "4" or _TEMPORARY_WORDS.search(text)):
         return "networkerror"  # a temporary lookup failure says nothing about the domain's existence

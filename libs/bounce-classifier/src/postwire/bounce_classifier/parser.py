@@ -16,7 +16,14 @@ import structlog
 
 from postwire.bounce_classifier.arf import parse_feedback
 from postwire.bounce_classifier.autoreply import auto_reply_sender
-from postwire.bounce_classifier.classify import classify_reply, find_command, find_replycode, find_status
+from postwire.bounce_classifier.classify import (
+    Confidence,
+    classify_reply,
+    find_command,
+    find_replycode,
+    find_status,
+    is_hardbounce,
+)
 from postwire.bounce_classifier.delivery_status import DeliveryReport, RecipientStatus, parse_delivery_status
 from postwire.bounce_classifier.formats import (
     TextRecord,
@@ -34,6 +41,7 @@ from postwire.bounce_classifier.message_fields import (
     part_text,
     walk_leaves,
 )
+from postwire.bounce_classifier.providers import provider_enabled
 from postwire.bounce_classifier.rules import match_text
 
 log = structlog.get_logger(__name__)
@@ -57,6 +65,9 @@ class BounceResult:
     feedbacktype: str | None = None
     remote_mta: str | None = None
     action: str | None = None
+    # how sure the reason is: high (a provider code, or a precise status the text agrees with), medium
+    # (a precise status or a precise phrase alone), low (generic words, the stage, a bare reply code)
+    confidence: Confidence = "low"
 
 
 def parse_bounce(raw: bytes) -> list[BounceResult]:
@@ -86,8 +97,8 @@ def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
     """`parse_bounce` for an already parsed message."""
     feedback = parse_feedback(msg)
     if feedback is not None:
-        return [BounceResult(f.recipient, "feedback", None, None, False, feedbacktype=f.feedbacktype)
-                for f in feedback]
+        return [BounceResult(f.recipient, "feedback", None, None, False, feedbacktype=f.feedbacktype,
+                             confidence="high") for f in feedback]
     leaves = walk_leaves(msg)
     human = _human_text(leaves)
     report = _delivery_report(leaves, human)
@@ -110,16 +121,21 @@ def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
         return _behind_gateway(msg, [_from_text(r, notice) for r in records])
     sender = auto_reply_sender(msg, human)
     if sender is not None:
-        return [BounceResult(sender, "vacation", None, None, False)]
+        return [BounceResult(sender, "vacation", None, None, False, confidence="medium")]
     return []
 
 
 # Headers that content-filtering gateways (mail security appliances in front of the real mailbox
 # server) put on the notices they write: McAfee Email Gateway, SurfControl E-mail Filter, ActiveHunter,
 # m-FILTER, MailFoundry.
-_GATEWAY_HEADERS = ("X-NAI-Header", "X-SEF-Processed", "X-AHMAILID")
-_GATEWAY_MAILER = re.compile(r"surfcontrol|m-filter", re.IGNORECASE)
+# Each is tagged with its product, so the cross-validation can score a gateway's mails without it.
+_GATEWAY_HEADERS = (("mcafee", "X-NAI-Header"), ("surfcontrol", "X-SEF-Processed"),
+                    ("activehunter", "X-AHMAILID"))
+_GATEWAY_MAILER = (("surfcontrol", re.compile(r"surfcontrol", re.IGNORECASE)),
+                   ("mfilter", re.compile(r"m-filter", re.IGNORECASE)))
 _GATEWAY_RECEIVED = re.compile(r"\(MAILFOUNDRY\)", re.IGNORECASE)
+GATEWAYS: frozenset[str] = frozenset({n for n, _ in _GATEWAY_HEADERS} | {n for n, _ in _GATEWAY_MAILER}
+                                     | {"mailfoundry"})
 _MAILBOX_STATUS = re.compile(r"^[45]\.1\.[013]$")
 
 
@@ -136,15 +152,19 @@ def _behind_gateway(msg: Message, results: list[BounceResult]) -> list[BounceRes
         if plain and find_command(r.diagnostic) != "RCPT":
             # the X.1.1 synthesised for "no such user" no longer applies: keep only the class digit
             status = r.status if in_text or not r.status else f"{r.status[0]}.0.0"
-            r = replace(r, reason="filtered", hardbounce=False, status=status)
+            r = replace(r, reason="filtered", hardbounce=False, status=status, confidence="medium")
         out.append(r)
     return out
 
 
 def _is_gateway(msg: Message) -> bool:
-    if any(msg.get(h) for h in _GATEWAY_HEADERS) or _GATEWAY_MAILER.search(header(msg, "X-Mailer")):
+    if any(provider_enabled(name) and msg.get(h) for name, h in _GATEWAY_HEADERS):
         return True
-    return any(_GATEWAY_RECEIVED.search(str(v)) for v in msg.get_all("Received", []))
+    mailer = header(msg, "X-Mailer")
+    if any(provider_enabled(name) and pattern.search(mailer) for name, pattern in _GATEWAY_MAILER):
+        return True
+    received = msg.get_all("Received", [])
+    return provider_enabled("mailfoundry") and any(_GATEWAY_RECEIVED.search(str(v)) for v in received)
 
 
 def _nested_reports(leaves: list[Message], depth: int) -> list[BounceResult]:
@@ -218,7 +238,7 @@ def _from_dsn(rec: RecipientStatus, report: DeliveryReport, blocks: dict[str, st
                      find_command(block) or find_command(diagnostic))
     if rec.diagnostic_type == "x-unix" and result.reason not in ("mailboxfull", "delivered"):
         # the local delivery agent (procmail, a pipe) failed: that is the MTA's problem, not the address
-        return replace(result, reason="mailererror", hardbounce=False)
+        return replace(result, reason="mailererror", hardbounce=False, confidence="medium")
     return result
 
 
@@ -263,5 +283,20 @@ def _result(recipient: str, text: str, status: str | None, action: str | None, r
     # the status the mail itself carried is what a consumer should see, even a vague "5.0.0": the
     # classifier's refinement of it is a guess from the reason (kept when the mail carried no status)
     reported = status if status and status.endswith(".0.0") and status[0] in "45" else verdict.status
-    return BounceResult(recipient, verdict.reason, reported, verdict.replycode, verdict.hardbounce,
-                        diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta, action=action)
+    reason, confidence = verdict.reason, verdict.confidence
+    if confidence == "low" and _gave_up_retrying(action, reported, reason):
+        reason, confidence = "expired", "medium"
+    hard = is_hardbounce(reason, reported, verdict.replycode)
+    return BounceResult(recipient, reason, reported, verdict.replycode, hard,
+                        diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta, action=action,
+                        confidence=confidence)
+
+
+def _gave_up_retrying(action: str | None, status: str | None, reason: str) -> bool:
+    """A report that a message is delayed (RFC 3464 Action: delayed), or one that failed with a temporary
+    status and no cause at all (failed, 4.x.x): the MTA kept retrying and then gave up or is about to.
+    That is the reason (expired), rather than a guess from generic words or the reply code; a failure
+    whose reply code still says something (451 local error) keeps it."""
+    if action == "delayed":
+        return True
+    return action == "failed" and reason == "onhold" and bool(status) and str(status).startswith("4.")

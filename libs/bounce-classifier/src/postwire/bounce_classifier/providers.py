@@ -11,12 +11,35 @@ name, so the tables also work for the dispatcher's synchronous replies, which ca
 Each family notes where its meanings come from; the reasons are Sisimai's vocabulary
 (../shared/corpus/bounces/REASONS.md). Sisimai's rhost modules (BSD-2-Clause) were used as a
 cross-check of the readings.
+
+Every entry is tagged with its provider, so `without_providers` can switch a provider's knowledge off:
+the cross-validation (bench/bounce_crossval.py) scores each provider's mails without it, which is how
+the classifier fares on a provider nobody wrote a table for.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_DISABLED: ContextVar[frozenset[str]] = ContextVar("postwire_bounce_disabled_providers", default=frozenset())
+
+
+@contextmanager
+def without_providers(names: Iterable[str]) -> Iterator[None]:
+    """Classify as if the named providers' codes and wordings were unknown (for cross-validation)."""
+    token = _DISABLED.set(_DISABLED.get() | frozenset(names))
+    try:
+        yield
+    finally:
+        _DISABLED.reset(token)
+
+
+def provider_enabled(name: str) -> bool:
+    """Whether the knowledge tagged `name` is in use (always, outside `without_providers`)."""
+    return name not in _DISABLED.get()
 
 # --- Orange / Wanadoo / La Poste (France Télécom): "OFR_416", "OFR004_405 [405]", "LPN007_416",
 # "LPNAAA_101", "OUK_513". The last three digits are the error number. Sources: Orange's postmaster
@@ -101,6 +124,10 @@ MICROSOFT_CODES: dict[str, str] = {
     "4.4.316": "expired",       # connection refused until the message expired
     "5.4.316": "expired",
 }
+# "550 5.4.1 Recipient address rejected: Access denied": Exchange Online's directory-based edge
+# blocking, documented as "the recipient address does not exist in the organisation". The same words
+# from Postfix (an access-table REJECT, no 5.4.1) are a filter's verdict, read by rules.py.
+_MICROSOFT_DBEB = re.compile(r"5\.4\.1\b.{0,120}recipient address(?:es)? rejected ?: access denied")
 _MICROSOFT_RE = re.compile(r"(?<![\d.])([45]\.4\.31\d)(?![\d.])")
 
 # --- Provider wordings without a code. Each pattern runs on lowercased, whitespace-collapsed text.
@@ -129,9 +156,15 @@ PROVIDER_PHRASES: Sequence[tuple[str, str, str]] = (
     ("googlegroups", r"groups\.google\.com/support", "rejected"),
     # Gmail "Send mail as" through a misconfigured external SMTP server: the sender's setup is wrong.
     ("gmail", r"customfromdenied", "rejected"),
+    # Outlook.com: the sending domain's records do not list the connecting IP ("domain [x] mismatches
+    # client ip"): the client's name does not check out, a reverse-DNS-style identity failure.
+    ("microsoft", r"mismatches client ip", "requireptr"),
+    # Tencent QQ Mail (service.mail.qq.com help "subtype=1"): "Ip frequency limited": too many
+    # connections from one IP in a short time.
+    ("tencent", r"\bip frequency limited\b", "toomanyconn"),
 )
-_PHRASES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), reason) for _, pattern, reason in PROVIDER_PHRASES
+_PHRASES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (name, re.compile(pattern), reason) for name, pattern, reason in PROVIDER_PHRASES
 )
 
 
@@ -165,16 +198,23 @@ def _facebook(flat: str) -> str | None:
 
 
 def _microsoft(flat: str) -> str | None:
+    if _MICROSOFT_DBEB.search(flat):
+        return "userunknown"
     m = _MICROSOFT_RE.search(flat)
     return MICROSOFT_CODES.get(m.group(1)) if m else None
 
 
 def _phrases(flat: str) -> str | None:
-    return next((reason for pattern, reason in _PHRASES if pattern.search(flat)), None)
+    return next((reason for name, pattern, reason in _PHRASES
+                 if provider_enabled(name) and pattern.search(flat)), None)
 
 
-_FAMILIES: tuple[Callable[[str], str | None], ...] = (_orange, _spectrum, _cox, _facebook, _microsoft,
-                                                             _phrases)
+_FAMILIES: tuple[tuple[str, Callable[[str], str | None]], ...] = (
+    ("orange", _orange), ("spectrum", _spectrum), ("cox", _cox), ("facebook", _facebook),
+    ("microsoft", _microsoft), ("", _phrases),
+)
+PROVIDERS: frozenset[str] = frozenset({name for name, _ in _FAMILIES if name}
+                                      | {name for name, _, _ in PROVIDER_PHRASES})
 
 
 def provider_reason(text: str) -> str | None:
@@ -182,8 +222,8 @@ def provider_reason(text: str) -> str | None:
     if not text:
         return None
     flat = " ".join(text.lower().split())
-    for family in _FAMILIES:
-        reason = family(flat)
+    for name, family in _FAMILIES:
+        reason = family(flat) if not name or provider_enabled(name) else None
         if reason:
             return reason
     return None

@@ -6,6 +6,12 @@ Rules are checked in order and the first match wins, so the order encodes preced
 says "mailbox full" and "5.1.1" is about a full mailbox; "blocked … listed at spamhaus" is about the IP's
 reputation, not a generic block. Each pattern is a regular expression on lowercased, whitespace-collapsed
 text; keep them short and general (a phrase, not a provider's whole sentence).
+
+Two tiers. `_RULES` are phrases that name a reason by themselves ("mailbox full", "relay access denied");
+`_WEAK_RULES` are single generic words ("policy", "blocked", "sender", "try again later") that only lean
+one way, so `classify_reply` weighs them below the enhanced status code. A phrase that only one MTA or
+provider writes belongs in `providers.py`, tagged with its name, not here: the cross-validation switches
+such knowledge off for the provider's own mails, and a phrase here would escape that check.
 """
 
 from __future__ import annotations
@@ -44,23 +50,26 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     )),
     ("requireptr", (
         r"reverse dns", r"\bptr\b", r"rdns", r"no dns record for (?:your|the) (?:ip|host)",
-        r"cannot find your hostname", r"reverse (?:lookup|mapping)", r"name lookup failed for",
+        r"cannot find your (?:reverse )?host ?name", r"reverse (?:lookup|mapping)", r"name lookup failed for",
         r"ip name lookup", r"client host .* has no (?:name|hostname)", r"not resolve your address",
         r"unresolvable (?:relay )?host ?name", r"cannot resolve your (?:ip|address|host)",
         r"no (?:reverse|ptr)", r"5\.7\.25\b", r"hostname (?:does not|doesn't) match",
-        r"mismatches client ip",  # Outlook.com: the HELO/sender domain does not resolve to the client
     )),
     ("badreputation", (
         r"bad reputation", r"poor reputation", r"low reputation", r"ip reputation",
         r"sender reputation", r"reputation (?:of|is)", r"user complaints",
     )),
     ("toomanyconn", (
-        r"too many (?:concurrent |simultaneous |open )?(?:smtp )?connections", r"too many sessions",
-        r"connection (?:count|limit) (?:exceeded|reached)", r"concurrent connections? limit",
-        r"too many smtp sessions", r"connection rate limit", r"frequency limited",
+        r"too many (?:concurrent |simultaneous |open |parallel )?(?:smtp |inbound |incoming )?"
+        r"(?:connections|sessions)",
+        r"connection (?:count|limit|rate limit)s? (?:exceeded|reached)", r"concurrent connections? limit",
+        r"connection rate limit", r"(?:maximum|max) (?:number of )?(?:concurrent |simultaneous )?connections",
+        r"connections? (?:per|from) (?:this |your )?(?:ip|host|client)[^.]{0,30}(?:exceeded|limit|too many)",
+        r"exceeded (?:the )?(?:maximum |max )?(?:number of )?(?:concurrent |simultaneous )?connections",
     )),
     ("speeding", (
-        r"too many recipients (?:this|per|in the last) (?:hour|day|minute)",
+        r"too many recipients (?:this|per|in the last|from) ", r"receiving mail too quickly",
+        r"sending (?:quota|limit)s? (?:exceeded|reached)", r"(?:daily|hourly) (?:sending )?(?:quota|limit)",
         r"rate limit", r"too many (?:messages|emails|mails)(?! in)", r"sending (?:too fast|rate)",
         r"exceeded (?:the )?(?:message|sending) rate", r"throttl", r"unusual rate",
         r"too much mail", r"receiving mail at a rate", r"messages per (?:hour|minute|second|day)",
@@ -81,10 +90,14 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("blocked", (
         r"use the smtp server of your isp", r"use your (?:isp|provider)'?s? (?:smtp|mail|outgoing) server",
         r"blacklist", r"block ?list", r"spamhaus", r"spamcop", r"\bdnsbl\b", r"\brbl\b",
-        r"listed (?:at|on|in|by) ", r"banned sending ip", r"invalid ip for sending",
-        r"client host (?:\[[^\]]*\] )?(?:rejected|blocked)", r"(?:helo|ehlo|my name) (?:was )?rejected",
-        r"messages from \d+\.\d+\.\d+\.\d+", r"ip (?:address )?(?:has been |is )?(?:blocked|banned)",
-        r"adresse ip source bloquee",
+        r"listed (?:at|on|in|by) ", r"(?:banned|invalid|blocked) (?:sending|source|client|connecting) ip",
+        r"(?:sending|source|client|connecting) ip (?:address )?(?:is |has been )?(?:banned|blocked|invalid)",
+        r"for sending\b.{0,20}\bip\b|\bip\b.{0,20}for sending",
+        r"client host (?:\[[^\]]*\] )?(?:rejected|blocked)",
+        r"(?:helo|ehlo|my name)(?: command)? (?:was )?rejected",
+        r"\bip\b[^.]{0,40}\bnot (?:in (?:the |our )?(?:whitelist|allow ?list)|authori[sz]ed|allowed"
+        r"|permitted)",
+        r"ip (?:address )?(?:has been |is )?(?:blocked|banned)", r"blocked (?:using|by) ",
     )),
     ("rejected", (
         r"sender (?:address )?(?:was |is )?"
@@ -92,7 +105,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"(?:from|sender|envelope) address (?:rejected|invalid|refused)", r"domain of sender",
         r"sender domain (?:rejected|invalid|unknown|does not)", r"sender verif", r"unverified sender",
         r"not (?:a )?member", r"not allowed to post", r"not permitted to post",
-        r"only (?:members|subscribers)", r"permission to post", r"provide a valid from",
+        r"only (?:members|subscribers)", r"permission to post",
+        r"(?:provide|use) a valid (?:from|sender)", r"invalid (?:from|sender)(?: address)?\b",
     )),
     ("systemfull", (
         r"system (?:is )?full", r"insufficient (?:disk|system) (?:space|storage)",
@@ -107,6 +121,14 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("exceedlimit", (
         r"quota exceeded .*daily", r"exceeds? (?:the )?limit", r"limit exceeded",
         r"message too large for (?:this|the) (?:mailbox|recipient)",
+    )),
+    ("filtered", (  # the recipient's own filter or settings refused the mail (the mailbox exists)
+        r"recipient address rejected: access denied", r"rejected by (?:the )?(?:recipient|user|filter)",
+        r"refused by (?:the )?(?:recipient|user)", r"(?:receiver|recipient|user) has blocked",
+        r"blocked by (?:the )?(?:recipient|user)",
+        r"due to (?:the )?recipient'?s? (?:preferences|settings|polic)",
+        r"recipient'?s? (?:preferences|settings|filter)", r"only accept(?:s|ing)? mail from",
+        r"message filtered", r"user rejected",
     )),
     ("mailboxfull", (
         r"mailbox (?:is )?(?:full|over ?quota)", r"over ?quota", r"quota (?:exceeded|full|violation)",
@@ -162,19 +184,19 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"(?:recipient|user|mailbox) not (?:found|known)",
         r"not (?:a )?(?:known|valid) (?:user|recipient|mailbox)", r"bad recipient", r"user not listed",
         r"no mailbox", r"mailbox (?:is )?not (?:available|present)", r"no valid recipients",
-        r"recipient address rejected: (?:user unknown|undeliverable|access denied|unknown)",
+        r"recipient address rejected: (?:user unknown|undeliverable|unknown)",
         r"address unknown", r"undeliverable address", r"address (?:couldn't|could not|can't|cannot) be found",
         r"invalid (?:final delivery )?user ?id", r"unknown or illegal alias",
-        r"addressee unknown", r"recipient rejected", r"not our customer", r"user not found",
+        r"addressee unknown", r"not our customer", r"user not found",
         r"account (?:does not|doesn't) exist", r"no account by that name", r"doesn't have a .* account",
         r"does not have an account", r"name is not recognized", r"recipient not found",
         r"email address (?:could not be|wasn't|was not) found", r"not listed in",
-        r"mailbox (?:name )?not allowed", r"unknown or invalid", r"no longer (?:valid|available|exists?)",
-        r"destination address (?:does not|doesn't) exist", r"the email account that you tried to reach",
-        r"this user doesn't have", r"recipientnotfound", r"no such file or directory",
-        r"has no local mailbox", r"invalid address", r"sorry, no mailbox here",
+        r"mailbox (?:name )?not allowed", r"unknown or invalid",
+        r"destination address (?:does not|doesn't) exist",
+        r"the email account that you tried to reach does not exist",
+        r"this user doesn't have", r"recipientnotfound", r"recipient not found by",
+        r"has no local mailbox", r"sorry, no mailbox here",
         r"not a valid (?:mailbox|user|recipient)", r"user invalid",
-        r"check (?:if|that|whether) (?:the )?(?:e-?mail )?address is correct",
     )),
     ("expired", (
         r"delivery time expired", r"(?:message|mail) (?:has been )?(?:expired|timed out)",
@@ -187,38 +209,36 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"queue too long", r"failing for a long time", r"will be retried for", r"envelope expired",
         r"continue trying", r"still undelivered after", r"will keep trying until",
         r"message (?:could not|couldn't) be delivered within", r"lifetime",
+        r"delivery attempts will continue", r"will (?:continue to )?(?:retry|try)", r"not yet been delivered",
+        r"still (?:trying|retrying|undeliverable)", r"undelivered for \d+", r"in the queue for",
+        r"max(?:imum)? (?:number of )?(?:retries|delivery attempts)", r"retries exceeded", r"retry limit",
+        r"expired after",
     )),
     ("policyviolation", (
         r"content presents a potential(?: security issue)?",  # Gmail's attachment/content policy
         r"policy (?:violation|reasons|rejection)", r"violat(?:es|ed|ion) (?:of )?(?:our|the|local) "
         r"(?:policy|policies|terms)", r"prohibited (?:content|attachment)", r"content policy",
         r"not allowed by (?:local )?policy", r"message (?:rejected|refused) (?:by|due to) (?:local )?policy",
-        r"acceptable use", r"\bpolicy\b", r"\bviolation\b",
+        r"acceptable use", r"(?:local|site|security|anti-?spam|content|mail) polic(?:y|ies)",
     )),
     ("spamdetected", (
         r"\bspam\b", r"message content rejected", r"scored as spam", r"junk mail", r"unsolicited",
         r"bulk (?:e-?)?mail", r"spamassassin",
         r"looks like spam", r"content filter(?:ing)? (?:rejected|detected)", r"message (?:content )?rejected",
         r"detected as spam", r"scored too high", r"\buce\b", r"classified as spam", r"spam score",
-        r"suspicious", r"phish",
+        r"phish", r"rejected due to content", r"due to (?:its |the )?content",
     )),
     ("blocked", (
-        r"blocked (?:using|by|because)", r"sorbs", r"barracuda",
+        r"blocked because", r"sorbs", r"barracuda",
         r"(?:ip|host|client|connection) (?:address )?(?:has been |is |was )?(?:blocked|"
-        r"rejected|refused|denied|banned|blacklisted)", r"access denied", r"connection refused",
-        r"not allowed to (?:connect|send)", r"rejected due to", r"your ip", r"your (?:host|network|server)",
-        r"refused to talk", r"poor reputation", r"dynamic ip", r"residential", r"dial-?up",
-        r"has been (?:temporarily )?blocked", r"\bblocked\b", r"\bbanned\b",
-    )),
-    ("rejected", (
-        r"return path", r"envelope sender", r"sender is not", r"\bsender\b",
+        r"rejected|refused|denied|banned|blacklisted)",
+        r"not allowed to (?:connect|send)", r"your ip", r"refused to talk", r"poor reputation", r"dynamic ip",
+        r"residential", r"dial-?up",
     )),
     ("filtered", (
         r"header (?:error|rejected|check)", r"filtered", r"content (?:rejected|refused)",
-        r"rejected by (?:the )?(?:recipient|user|filter)", r"refused by (?:the )?(?:recipient|user)",
-        r"not accepting mail from", r"receiver has blocked", r"recipient has blocked",
-        r"refuse(?:d|s) to accept", r"due to (?:the )?recipient'?s? (?:preferences|settings)",
-        r"domain restriction", r"mail filter", r"restricted",
+        r"not accepting mail from", r"refuse(?:d|s) to accept", r"domain restriction", r"mail filter",
+        r"content filter",
     )),
     ("contenterror", (
         r"content (?:error|problem)", r"invalid (?:mime|header|content)", r"8bit",
@@ -229,6 +249,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"syntax error", r"malformed address",
         r"command (?:not )?(?:recognized|unrecognized|not implemented)",
         r"bad sequence of commands", r"line too long", r"invalid command", r"unrecognized command",
+        r"protocol violation",
         r"parameter (?:not )?(?:recognized|implemented)",
     )),
     ("networkerror", (
@@ -246,18 +267,51 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"local delivery failed", r"program (?:exited|failed)", r"x-unix;",
     )),
     ("systemerror", (
-        r"system error", r"internal (?:server )?error", r"server error",
-        r"temporary (?:local )?(?:problem|failure)",
-        r"local error", r"configuration error", r"misconfigur", r"try (?:again )?later",
-        r"service (?:is )?(?:currently |temporarily )?(?:not available|unavailable)",
-        r"transaction failed", r"resources? (?:temporarily )?unavailable",
-        r"too many recipients", r"mailing list expansion",
+        r"system error", r"internal (?:server )?error", r"local error", r"configuration error",
+        r"misconfigur",
+        r"resources? (?:temporarily )?unavailable", r"too many recipients", r"mailing list expansion",
+        r"error in processing", r"queue file write error", r"i/o error", r"out of memory",
+        r"^\W*(?:\d{3} )?transaction failed\W*$",  # RFC 5321's own text for a bare 554, nothing else said
     )),
 )
 
-_COMPILED: tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] = tuple(
-    (reason, tuple(re.compile(p) for p in patterns)) for reason, patterns in _RULES
+# Generic words: they say something only when nothing more precise did. `classify_reply` consults
+# them after the enhanced status (an X.7.1 is then resolved to blocked, rejected, spam or policy by
+# them) and before the bare reply code.
+_WEAK_RULES: Sequence[tuple[str, Sequence[str]]] = (
+    ("spamdetected", (r"suspicious", r"\bjunk\b")),
+    ("policyviolation", (r"\bpolicy\b", r"\bpolicies\b", r"\bviolation\b", r"\bprohibited\b")),
+    ("rejected", (r"return path", r"envelope sender", r"sender is not", r"\bsender\b", r"mail from\b")),
+    ("blocked", (
+        r"access denied", r"rejected due to", r"your (?:host|network|server|ip|address)",
+        r"\bblocked\b", r"\bbanned\b", r"denied",
+        r"messages from \d+\.\d+\.\d+\.\d+", r"(?:from|for) \[\d+\.\d+\.\d+\.\d+\]",
+    )),
+    ("filtered", (r"restricted",)),
+    ("userunknown", (
+        r"recipient rejected", r"no longer (?:valid|available|exists?)", r"invalid address",
+        r"not listed in", r"unknown address",
+        # RFC 5321's text for 550 also covers "no access" and policy refusals: a hint, not a verdict
+        r"mailbox (?:is )?unavailable", r"requested action not taken: mailbox",
+    )),
+    ("expired", (r"\bdeferred\b", r"\bdelayed\b", r"retry", r"\bqueued\b")),
+    ("networkerror", (r"timed out", r"timeout", r"connection refused", r"unreachable")),
+    ("systemerror", (
+        r"server error", r"temporary (?:local )?(?:problem|failure|error)", r"try (?:again )?later",
+        r"service (?:is )?(?:currently |temporarily )?(?:not available|unavailable)", r"transaction failed",
+        r"temporar",
+    )),
 )
+
+_Compiled = tuple[tuple[str, tuple[re.Pattern[str], ...]], ...]
+
+
+def _compile(rules: Sequence[tuple[str, Sequence[str]]]) -> _Compiled:
+    return tuple((reason, tuple(re.compile(p) for p in patterns)) for reason, patterns in rules)
+
+
+_COMPILED = _compile(_RULES)
+_COMPILED_WEAK = _compile(_WEAK_RULES)
 
 
 # "550-5.7.1 " continuation prefixes of multi-line replies split phrases in two: drop them.
@@ -270,11 +324,23 @@ def normalise(text: str) -> str:
 
 
 def match_text(text: str) -> str | None:
-    """The first reason whose phrases occur in `text`, or None when the text names no reason."""
+    """The first reason whose precise phrases occur in `text`, or None when the text names no reason."""
+    return _first(_COMPILED, text)
+
+
+def match_weak(text: str) -> str | None:
+    """The first reason a generic word in `text` leans to ("policy", "blocked", "try again later").
+
+    Weaker evidence than an enhanced status code: use it only when neither a phrase nor the status decided.
+    """
+    return _first(_COMPILED_WEAK, text)
+
+
+def _first(rules: _Compiled, text: str) -> str | None:
     if not text:
         return None
     flat = normalise(_REPLY_PREFIX.sub(" ", normalise(text)))
-    for reason, patterns in _COMPILED:
+    for reason, patterns in rules:
         if any(p.search(flat) for p in patterns):
             return reason
     return None
