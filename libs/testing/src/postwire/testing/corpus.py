@@ -25,6 +25,8 @@ SOURCES = {
     "bounces": "labelled bounce mails (Sisimai's set-of-emails: eml/, not-bounce/, labels.jsonl)",
     "css": "juice's CSS inlining test cases (Automattic/juice test/cases, as css/juice-cases/)",
     "templates": "real HTML email templates",
+    "dmarc": "real DMARC aggregate reports with parsedmarc's labels (aggregate/, extract_report/, failure/, "
+             "smtp_tls/)",
 }
 
 
