@@ -1,7 +1,8 @@
-"""inline_html: both engines inline, keep @media, and never fetch anything."""
+"""inline_html: both engines inline, keep @media, and never fetch anything; the default engine's cascade."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from postwire.transformer.inline import CSS_INLINE, ENGINES, PREMAILER, InlineError, inline_html
+from postwire.transformer.inline_options import InlineOptions
 
 DOC = """<html><head><style>
 p { color: red; }
@@ -97,3 +99,135 @@ def test_unknown_engine_is_a_clear_error() -> None:
 def test_non_ascii_text_survives() -> None:
     out = inline_html("<html><head><style>p{color:red}</style></head><body><p>café 日本語</p></body></html>")
     assert "café 日本語" in out
+
+
+# --- what a reader of the mail notices: the cascade, kept rules and attributes (css-inline engine) ---
+
+
+def _style_of(out: str, marker: str) -> str:
+    """The style attribute of the first tag from ``marker`` on (a tag's start or one of its attributes)."""
+    match = re.search(rf'{re.escape(marker)}[^>]*?\sstyle="([^"]*)"', out)
+    assert match, f"no styled tag with {marker!r} in {out}"
+    return match.group(1)
+
+
+def _head(out: str) -> str:
+    return out.partition("</head>")[0]
+
+
+def test_hover_and_focus_rules_stay_in_style() -> None:
+    css = "a { color: blue } a:hover { color: red } input:focus { outline: none } p::before { content: 'x' }"
+    out = inline_html(f"<style>{css}</style><a href='#'>x</a><input><p>y</p>")
+    assert _style_of(out, "href") == "color: blue;"
+    for rule in ("a:hover", "input:focus", "p::before"):
+        assert rule in _head(out)
+    assert "color: red" not in out.partition("</head>")[2]
+
+
+def test_fallback_declarations_are_kept_in_order() -> None:
+    out = inline_html("<style>p { color: red; color: rgba(255, 0, 0, 0.5) }</style><p class=x>x</p>")
+    assert _style_of(out, "class") == "color: red;color: rgba(255, 0, 0, 0.5);"
+
+
+@pytest.mark.parametrize(
+    ("css", "expected"),
+    [
+        (".a { padding: 10px } .a.b { padding-top: 0 }", "padding: 10px;padding-top: 0;"),
+        (".a.b { padding-top: 0 } .a { padding: 10px }", "padding: 10px;padding-top: 0;"),
+        (".a { padding-top: 0; padding: 10px }", "padding-top: 0;padding: 10px;"),
+    ],
+)
+def test_shorthand_and_longhand_are_written_in_cascade_order(css: str, expected: str) -> None:
+    assert _style_of(inline_html(f"<style>{css}</style><div class='a b'>x</div>"), "class") == expected
+
+
+def test_inline_important_is_dropped_so_media_rules_still_override() -> None:
+    html = """<style>td { padding: 8px !important; color: red }
+    @media (max-width: 600px) { td { padding: 4px !important } }</style>
+    <table><tr><td style="color: blue">x</td></tr></table>"""
+    out = inline_html(html)
+    assert _style_of(out, "<td") == "color: blue;padding: 8px;"
+    assert "padding: 4px !important" in _head(out)
+    kept = inline_html(html, options=InlineOptions(preserve_important=True))
+    assert _style_of(kept, "<td") == "color: blue;padding: 8px !important;"
+
+
+def test_sizes_and_colours_become_attributes_for_clients_without_css() -> None:
+    html = """<style>img { width: 120px } table { width: 100% }
+    td { background-color: #eee; text-align: right }
+    p { width: 50px }</style><table><tr><td><img src="a.png"></td></tr></table><p>x</p>"""
+    out = inline_html(html)
+    assert re.search(r'<img src="a.png" style="width: 120px;" width="120">', out)
+    assert 'width="100%"' in out and 'bgcolor="#eee"' in out and 'align="right"' in out
+    assert "<p style" in out and 'width="50"' not in out  # only on img, table, td, th
+    plain = InlineOptions(
+        apply_width_attributes=False, apply_height_attributes=False, apply_attributes_table_elements=False
+    )
+    assert "bgcolor" not in inline_html(html, options=plain) and 'width="120"' not in inline_html(
+        html, options=plain
+    )
+
+
+def test_css_nesting_is_flattened() -> None:
+    html = """<style>.card { color: #333; & .title { font-weight: bold } .body & { margin: 0 }
+    @media (max-width: 600px) { color: red !important } }</style>
+    <div class="body"><div class="card"><h1 class="title">x</h1></div></div>"""
+    out = inline_html(html)
+    assert _style_of(out, 'class="title"') == "font-weight: bold;"
+    assert _style_of(out, 'class="card"') == "color: #333;margin: 0;"
+    assert re.search(r"@media \(max-width: 600px\) \{\s*\.card \{ color: red !important; \}", _head(out))
+
+
+def test_extra_css_keeps_its_at_rules_but_not_its_hover_rules() -> None:
+    """juice's documented behaviour: only @media/@font-face/@keyframes of the extra CSS are inserted."""
+    extra = (
+        "p { color: red } p:hover { color: blue } @media (max-width: 600px) { p { color: green !important } }"
+    )
+    out = inline_html("<html><head></head><body><p>x</p></body></html>", extra)
+    assert "@media" in _head(out) and ":hover" not in out
+
+
+def test_a_closing_style_tag_in_extra_css_cannot_end_the_style_block() -> None:
+    out = inline_html("<p>x</p>", "@media print { p { content: '</style><script>alert(1)</script>' } }")
+    assert out.count("</style>") == 1 and "</style><script>" not in out
+
+
+def test_outlook_conditional_styles_and_data_embed_are_left_alone() -> None:
+    html = """<head><style data-embed>.keep { color: red }</style></head><body>
+    <!--[if mso]><style>.mso { color: blue }</style><![endif]--><p class="keep mso">x</p></body>"""
+    out = inline_html(html)
+    assert "<style>.keep { color: red }</style>" in out
+    assert "<!--[if mso]><style>.mso { color: blue }</style><![endif]-->" in out
+    assert 'class="keep mso">' in out  # neither block was inlined
+
+
+def test_css_variables_are_resolved_for_clients_without_var() -> None:
+    css = ":root { --brand: #f60 } p { --gap: 4px; color: var(--brand); margin: var(--gap) var(--x, 2px) }"
+    html = f"<style>{css}</style><p>x</p>"
+    out = inline_html(html)
+    assert '<p style="color: #f60;margin: 4px 2px;">' in out
+    assert "var(--brand)" in _style_of(
+        inline_html(html, options=InlineOptions(resolve_css_variables=False)), "<p"
+    )
+
+
+def test_juice_option_names_are_understood() -> None:
+    options = InlineOptions.from_juice(
+        {"preserveMediaQueries": False, "preserveImportant": True, "url": "./"}
+    )
+    assert options == InlineOptions(preserve_media_queries=False, preserve_important=True)
+    out = inline_html(
+        "<style>@media print { p { color: red } } p { margin: 0 }</style><p>x</p>", options=options
+    )
+    assert "@media" not in out
+
+
+def test_a_customers_own_marker_like_properties_are_not_taken_for_rules() -> None:
+    """The cascade finds css-inline's matches through marker properties; HTML that writes look-alikes
+    (in a style attribute, a comment, a textarea) is inlined like any other, never an error."""
+    forged = ('<html><head><style>p { color: red }</style></head><body>'
+              '<p style="--pw-rule-99999: 1; --pw-rule-x: 2">a</p><!-- <p style="--pw-rule-0:1"> -->'
+              '<textarea><p style="--pw-rule-0:1"></textarea></body></html>')
+    out = inline_html(forged)
+    assert '<p style="color: red;' in out
+    assert '<!-- <p style="--pw-rule-0:1"> -->' in out and "&lt;p style=" in out

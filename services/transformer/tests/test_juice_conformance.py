@@ -5,8 +5,10 @@ the project in the same form (fixtures/css), which always run.
 Each case NAME has NAME.html (input), NAME.css (extra CSS), optional NAME.json (juice options) and NAME.out
 (juice's output). Outputs are compared as parsed HTML, not bytes: the element sequence with attributes,
 each element's style declarations, the text, and the rules left in <style> blocks, all normalised.
-Cases where juice's policy is wrong for email, or relies on juice options we do not offer, are listed in
-EXPECTED_DIFFERENCES with the reason; the test fails if one of them starts to match (the list is stale).
+The juice options in NAME.json are passed on (InlineOptions.from_juice). Cases where juice's policy is wrong
+for email, or that need what we do not implement, are listed in EXPECTED_DIFFERENCES with the reason (the
+same list is in docs/inlining.md); the test fails if one of them starts to match (the list is stale). The
+score ("juice cases: 35/40 pass") is printed at the end of the run by conftest.py.
 
 Run this file directly to print every case's normalised difference.
 """
@@ -15,61 +17,37 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from postwire.testing.corpus import corpus_dir, corpus_params, corpus_path
 from postwire.transformer.inline import inline_html
+from postwire.transformer.inline_options import InlineOptions
 
 CASES_DIR = corpus_dir() / "css" / "juice-cases"
 # the same form, expected outputs written by hand for the project: specificity, !important, @media, extra CSS
 OWN_CASES_DIR = Path(__file__).parent / "fixtures" / "css"
+JUICE_MATCH: Final = "juice_match"  # the user property conftest.py reads
 
 EXPECTED_DIFFERENCES: dict[str, str] = {
     # --- juice's policy is wrong (or merely different) for email; ours is deliberate ---
-    "identical-important": "juice strips !important from inline styles; we keep it so inline styles "
-    "still beat webmail clients' own !important rules",
-    "juice-content/important": "juice adds width/bgcolor attributes (applyAttributesTableElements); "
-    "css-inline does not write presentational attributes",
-    "inline-specificity": "same rendering (padding-top 5px), but we keep !important where juice drops it",
-    "pseudo-specificity": "juice gets :first-child/:not() specificity wrong; css-inline follows "
-    "Selectors Level 4 (background blue, padding 10px)",
-    "ignore-pseudos": "css-inline matches :link statically (an <a href> is an unvisited link) and inlines "
-    "it; juice never inlines pseudo-classes",
-    "media": "the extra CSS's @media holds bare declarations (invalid); juice drops it, css-inline keeps "
-    "at-rules verbatim and every client ignores it",
-    "juice-content/media-preserve": "juice option preserveFontFaces=false; we keep every at-rule, "
-    "@font-face included",
-    "juice-content/font-face-preserve": "juice option preserveMediaQueries=false; we always keep @media "
-    "so responsive rules keep working",
-    "juice-content/non-visual": "css-inline also writes `*` styles onto head/meta/script; clients ignore "
-    "style there, so only bytes differ",
-    "hbs": "raw Handlebars with '<' in text is re-escaped by the HTML5 serialiser (juice's own output "
-    "mangles it to '< =')",
-    # --- juice options we do not offer ---
-    "css-variables": "juice option resolveCSSVariables; we keep var() for the client (and the stray <td> "
-    "outside a table is dropped by HTML5 parsing)",
-    "juice-content/height-attr": "juice option applyHeightAttributes",
-    "juice-content/pseudo-elements": "juice option inlinePseudoElements (turns ::before/::after into spans)",
+    "pseudo-specificity": "juice counts :first-child and :not() like type selectors; we follow Selectors "
+    "Level 4, as every client does when it applies the <style> block (background blue, padding 10px)",
     "juice-content/embed": "juice loads the <link data-embed> stylesheet; we never load linked "
     "stylesheets (the same CSS passed as extra CSS is inlined instead)",
-    "juice-content/prevent-css-gradient-in-attribute-issue319": "juice writes background= attributes "
-    "from background-image; css-inline writes no presentational attributes",
-    # --- css-inline limitations (juice is right; tracked, not endorsed) ---
-    "juice-content/pseudo-selector-preserve": "LIMITATION: css-inline drops non-inlinable rules "
-    "(a:hover etc.) unless they sit in an at-rule; juice keeps them in <style>",
-    "multiple-properties-occourences": "LIMITATION: css-inline keeps only the last declaration of a "
-    "property, so fallback chains (color: red; color: rgba(...)) lose their fallback",
-    "propertyorder": "LIMITATION: css-inline merges rules per property and keeps the first rule's order, "
-    "so `padding-top: 0` ends up after `padding: 10px` and wins (juice keeps cascade order)",
-    "juice-content/nesting-atrule": "LIMITATION: css-inline does not support CSS nesting (@media inside "
-    "a rule is lost)",
-    "juice-content/nesting-basic": "LIMITATION: css-inline does not support CSS nesting (nested rule "
-    "not inlined)",
+    # --- HTML parsing: we parse as HTML5 (as clients do), juice keeps the source's shape ---
+    "hbs": "raw Handlebars with '<' in text is re-escaped by the HTML5 serialiser (juice's own output "
+    "mangles it to '< =')",
+    "css-variables": "the variables resolve as juice's do; the stray <td> outside a table is dropped by "
+    "HTML5 parsing (as in every client), so its bgcolor has nowhere to go",
+    # --- known gap ---
+    "juice-content/pseudo-elements": "GAP: option inlinePseudoElements (::before/::after turned into "
+    "<span>s, with counters) is not implemented; the rules stay in <style> instead",
 }
 
 
@@ -161,7 +139,7 @@ def run_case(name: str, cases_dir: Path = CASES_DIR) -> tuple[Normalised, Normal
     options_file = base.with_suffix(".json")
     options = json.loads(options_file.read_text(encoding="utf-8")) if options_file.exists() else {}
     extra_css += options.get("extraCss", "")
-    ours = inline_html(html, extra_css or None)
+    ours = inline_html(html, extra_css or None, options=InlineOptions.from_juice(options))
     return normalise(ours), normalise(base.with_suffix(".out").read_text(encoding="utf-8"))
 
 
@@ -183,8 +161,9 @@ def test_corpus_is_present() -> None:
 
 
 @pytest.mark.parametrize("name", corpus_params(case_names(), CASES_DIR))
-def test_juice_case(name: str) -> None:
+def test_juice_case(name: str, record_property: Callable[[str, object], None]) -> None:
     ours, juice = run_case(name)
+    record_property(JUICE_MATCH, ours == juice)  # counted by conftest.py for the score line
     if name in EXPECTED_DIFFERENCES:
         assert ours != juice, f"{name} now matches juice: remove it from EXPECTED_DIFFERENCES"
     else:
@@ -207,4 +186,4 @@ if __name__ == "__main__":
         for attr in ("elements", "text", "style_rules"):
             if getattr(mine, attr) != getattr(theirs, attr):
                 print(f"  {attr}:\n    ours : {getattr(mine, attr)}\n    juice: {getattr(theirs, attr)}")
-    print(f"{passed}/{len(case_names())} match")
+    print(f"juice cases: {passed}/{len(case_names())} pass")

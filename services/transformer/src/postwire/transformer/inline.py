@@ -1,10 +1,14 @@
 """CSS inlining of one HTML document, with two engines and one safety policy: nothing is ever fetched.
 
-css-inline (Rust, the default) is faster and matches juice, the reference email inliner, on more cases.
-premailer (Python + lxml + cssutils) is an opt-in for senders that depend on its output. Both are
+css-inline (Rust, the default) does the selector matching; the cascade around it follows juice, the
+reference email inliner (:mod:`postwire.transformer.css_sheet` splits the CSS, :mod:`postwire.transformer.
+css_cascade` writes each element's style, see docs/inlining.md). premailer (Python + lxml + cssutils) is an
+opt-in for senders that depend on its output; it ignores :class:`InlineOptions`. Both are
 configured so that no stylesheet, @import or other resource is loaded from the network or the disk: the
 transformer runs inside the cluster, and a customer's HTML must not be able to make it open connections.
-At-rules such as @media stay in a <style> block, so responsive rules still override inline styles.
+At-rules such as @media, and rules such as a:hover, stay in a <style> block, so responsive rules still
+override inline styles (when they say !important, as responsive email CSS does: inline styles are written
+without !important so that they can be overridden).
 
 Hostile documents: css-inline recurses once per nesting level somewhere in its native code, so a document
 nested deeply enough overflows the stack of the thread running it (about 12 000 levels on a default 8 MB
@@ -26,11 +30,25 @@ from typing import Final
 
 import css_inline
 
+from postwire.transformer.css_cascade import CascadePlan, apply_cascade, build_plan
+from postwire.transformer.css_sheet import (
+    CONTAINER,
+    FONT_FACE,
+    KEYFRAMES,
+    MEDIA,
+    OTHER_AT_RULE,
+    PSEUDO,
+    Sheet,
+    parse_sheet,
+)
+from postwire.transformer.inline_options import DEFAULT_OPTIONS, InlineOptions
+
 CSS_INLINE: Final = "css-inline"
 PREMAILER: Final = "premailer"
 ENGINES: Final = (CSS_INLINE, PREMAILER)
 MAX_HTML_TAGS: Final = 120_000  # start tags in one document; more is refused (see the module doc)
 _START_TAG: Final = re.compile(r"<[A-Za-z]")  # where a start tag can begin (in comments too: an upper bound)
+_DATA_EMBED: Final = re.compile(r"\sdata-embed\b", re.I)
 
 
 class InlineError(ValueError):
@@ -50,16 +68,19 @@ def check_html_limits(html: str) -> None:
             raise HtmlTooComplex(f"the HTML has more than {MAX_HTML_TAGS} tags")
 
 
-def inline_html(html: str, extra_css: str | None = None, engine: str = CSS_INLINE) -> str:
+def inline_html(
+    html: str, extra_css: str | None = None, engine: str = CSS_INLINE, *, options: InlineOptions | None = None
+) -> str:
     """Return ``html`` with its <style> rules (and ``extra_css``) moved into style attributes.
 
-    At-rules (@media, @font-face, ...) are kept in a <style> block in <head>. Raises :class:`InlineError`
-    (:class:`HtmlTooComplex` for a document beyond the limits described in the module doc).
+    What cannot be inlined (@media, @font-face, a:hover...) is kept in a <style> block in <head>;
+    ``options`` switches juice's behaviours on and off (the css-inline engine only). Raises
+    :class:`InlineError` (:class:`HtmlTooComplex` for a document beyond the limits in the module doc).
     """
     if engine in ENGINES:
         check_html_limits(html)
     if engine == CSS_INLINE:
-        return _inline_css_inline(html, extra_css)
+        return _inline_css_inline(html, extra_css, options or DEFAULT_OPTIONS)
     if engine == PREMAILER:
         # imported here: premailer, lxml and cssutils cost each worker some 20 MB, and it is opt-in
         from postwire.transformer.premailer_engine import inline_premailer
@@ -68,22 +89,112 @@ def inline_html(html: str, extra_css: str | None = None, engine: str = CSS_INLIN
     raise InlineError(f"unknown CSS engine {engine!r}; expected one of {', '.join(ENGINES)}")
 
 
+class _Plan:
+    """Everything derived from one document's CSS, reused while the same template is sent again."""
+
+    def __init__(self, styles: tuple[str, ...], extra_css: str, options: InlineOptions) -> None:
+        sheets = [parse_sheet(css) for css in styles] if options.apply_style_tags else []
+        extra = parse_sheet(extra_css) if extra_css else None
+        self.cascade: CascadePlan = build_plan([*sheets, *([extra] if extra else [])], options)
+        kept = [text for css in styles for text in _kept(parse_sheet(css), options, pseudos=True)]
+        if not options.remove_style_tags:
+            kept = list(styles)
+        if extra and options.insert_preserved_extra_css:
+            kept += _kept(extra, options, pseudos=False)
+        kept.sort(key=lambda text: not text.startswith("@import"))  # clients ignore an @import after rules
+        self.kept_css = "\n".join(text for text in kept if text.strip()).replace("</", "<\\/")
+        self.inliner = css_inline.CSSInliner(
+            inline_style_tags=False,  # the CSS goes in as marker rules (css_cascade), not as written
+            keep_style_tags=False,  # what must stay is written back after the cascade
+            keep_link_tags=False,  # a <link rel=stylesheet> is dropped, never followed
+            load_remote_stylesheets=False,
+            base_url=None,
+            extra_css=self.cascade.marker_css or None,
+        )
+
+
 @functools.lru_cache(maxsize=16)
-def _css_inliner(extra_css: str | None) -> css_inline.CSSInliner:
-    """One configured inliner per extra CSS: building it parses that CSS, so reuse it."""
-    return css_inline.CSSInliner(
-        inline_style_tags=True,
-        keep_style_tags=False,
-        keep_at_rules=True,  # @media etc. stay in <style>: inline styles cannot express them
-        keep_link_tags=False,  # a <link rel=stylesheet> is dropped, never followed
-        load_remote_stylesheets=False,
-        base_url=None,
-        extra_css=extra_css or None,
-    )
+def _plan(styles: tuple[str, ...], extra_css: str, options: InlineOptions) -> _Plan:
+    return _Plan(styles, extra_css, options)
 
 
-def _inline_css_inline(html: str, extra_css: str | None) -> str:
+def _kept(sheet: Sheet, options: InlineOptions, *, pseudos: bool) -> list[str]:
+    """The parts of ``sheet`` that stay in <style>, as ``options`` choose.
+
+    ``pseudos``: whether rules such as a:hover are kept too; juice keeps them from <style> blocks, and
+    only the at-rules (@media, @font-face, @keyframes) of the extra CSS.
+    """
+    wanted = {
+        MEDIA: options.preserve_media_queries,
+        FONT_FACE: options.preserve_font_faces,
+        KEYFRAMES: options.preserve_key_frames,
+        CONTAINER: options.preserve_container_queries,
+        PSEUDO: pseudos and options.preserve_pseudos,
+        OTHER_AT_RULE: pseudos,
+    }
+    return [kept.text for kept in sheet.kept if wanted[kept.kind]]
+
+
+def _style_blocks(html: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(CSS of each <style> to inline, whole <style data-embed> elements to keep as they are).
+
+    <style> elements as an HTML parser finds them: not inside comments (``<!--[if mso]><style>`` is for
+    Outlook alone), ended by the first ``</style``.
+    """
+    styles: list[str] = []
+    embedded: list[str] = []
+    lower = html.lower()  # str.find is many times faster than a case-insensitive regex over the document
+    pos = 0
+    while (start := lower.find("<style", pos)) >= 0:
+        comment = lower.rfind("<!--", pos, start)
+        if comment >= 0 and lower.find("-->", comment + 4, start) < 0:  # this <style is commented out
+            pos = lower.find("-->", start)
+            if pos < 0:
+                break
+            continue
+        tag_end = lower.find(">", start)
+        if tag_end < 0:
+            break
+        end = lower.find("</style", tag_end)
+        end = len(html) if end < 0 else end
+        pos = end
+        attributes, css = html[start + 6 : tag_end], html[tag_end + 1 : end]
+        if attributes[:1] not in ("", " ", "\t", "\n", "\r", "\f", "/"):
+            continue  # <styles>, <style-x>: another element
+        if _DATA_EMBED.search(attributes):
+            embedded.append(f"<style{_DATA_EMBED.sub('', attributes)}>{css}</style>")
+        else:
+            styles.append(css)
+    return tuple(styles), tuple(embedded)
+
+
+def _insertion_point(document: str) -> int:
+    """Where kept <style> blocks go in css-inline's output: the end of <head>, else the start of <body>."""
+    head_end = document.find("</head>")
+    if head_end >= 0:
+        return head_end
+    body = document.find("<body")
+    return document.index(">", body) + 1 if body >= 0 else 0
+
+
+def _insert(document: str, blocks: str) -> str:
+    split = _insertion_point(document)
+    return document[:split] + blocks + document[split:]
+
+
+def _inline_css_inline(html: str, extra_css: str | None, options: InlineOptions) -> str:
+    styles, embedded = _style_blocks(html)
+    plan = _plan(styles, extra_css or "", options)
     try:
-        return str(_css_inliner(extra_css).inline(html))
+        marked = str(plan.inliner.inline(html))
     except (ValueError, TypeError) as exc:  # css_inline.InlineError is a ValueError
         raise InlineError(f"css-inline failed: {exc}") from exc
+    blocks = "".join(embedded) + (f"<style>\n{plan.kept_css}\n</style>" if plan.kept_css else "")
+    if not plan.cascade.marker_css:
+        return _insert(marked, blocks) if blocks else marked
+    if not blocks:
+        return apply_cascade(marked, plan.cascade)
+    split = _insertion_point(marked)  # rewrite around it: one copy of a document that can be megabytes
+    return "".join(
+        (apply_cascade(marked[:split], plan.cascade), blocks, apply_cascade(marked[split:], plan.cascade))
+    )

@@ -1,0 +1,78 @@
+"""css_sheet: the CSS pre-pass (what is inlined, what stays in <style>, specificity, nesting)."""
+
+from __future__ import annotations
+
+import pytest
+
+from postwire.transformer.css_sheet import (
+    MAX_NESTING,
+    MEDIA,
+    PSEUDO,
+    is_stateful,
+    parse_sheet,
+    specificity,
+    split_selectors,
+)
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("p", (0, 0, 1)),
+        ("*", (0, 0, 0)),
+        ("#lead p.note", (1, 1, 1)),
+        ("a[href^='http:']:first-child", (0, 2, 1)),
+        (".a:not(div)", (0, 1, 1)),  # :not() counts its argument (Selectors Level 4)
+        (".a:is(#x, p)", (1, 1, 0)),  # the most specific argument
+        (".a:where(#x)", (0, 1, 0)),
+        ("p::first-line", (0, 0, 2)),
+        ("p:before", (0, 0, 2)),  # legacy one-colon pseudo-element
+        ("td:nth-child(2n+1)", (0, 1, 1)),
+    ],
+)
+def test_specificity(selector: str, expected: tuple[int, int, int]) -> None:
+    assert specificity(selector) == expected
+
+
+def test_selector_lists_split_outside_brackets_only() -> None:
+    assert split_selectors("a, b:is(c, d), [title='x,y']") == ["a", "b:is(c, d)", "[title='x,y']"]
+
+
+@pytest.mark.parametrize(
+    ("selector", "stateful"),
+    [("a:hover", True), ("#t:checked + .panel", True), ("p::-webkit-scrollbar", True),
+     ("td:first-child", False), (".md\\:hover", False), (".hover\\:underline:hover", True),
+     ("a[href='mailto:hover']", False)],
+)  # fmt: skip
+def test_stateful_selectors_are_recognised(selector: str, stateful: bool) -> None:
+    assert is_stateful(selector) is stateful
+
+
+def test_each_selector_of_a_list_is_a_rule_and_stateful_ones_are_kept() -> None:
+    sheet = parse_sheet(".a, a:hover { color: red !important; margin: 0 }")
+    assert [rule.selector for rule in sheet.rules] == [".a"]
+    assert [(d.name, d.value, d.important) for d in sheet.rules[0].declarations] == [
+        ("color", "red", True),
+        ("margin", "0", False),
+    ]
+    assert [(kept.kind, kept.text) for kept in sheet.kept] == [
+        (PSEUDO, "a:hover { color: red !important; margin: 0; }")
+    ]
+
+
+def test_css_wrapped_in_an_html_comment_is_read() -> None:
+    sheet = parse_sheet("<!-- p { color: red } a { content: '<!--' } -->")
+    found = [(rule.selector, rule.declarations[0].value) for rule in sheet.rules]
+    assert found == [("p", "red"), ("a", "'<!--'")]
+
+
+def test_declarations_outside_any_rule_in_media_are_dropped() -> None:
+    assert parse_sheet("@media screen { color: blue; }").kept == []
+    assert parse_sheet("@media screen { p { color: blue } }").kept[0].kind == MEDIA
+
+
+def test_blocks_nested_too_deeply_are_dropped_not_recursed() -> None:
+    deep = (
+        "@media screen{" * (MAX_NESTING * 100) + "p{color:red}" + "}" * (MAX_NESTING * 100) + "b{color:red}"
+    )
+    assert [rule.selector for rule in parse_sheet(deep).rules] == ["b"]
