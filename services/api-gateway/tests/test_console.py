@@ -24,6 +24,7 @@ from postwire.core.ids import new_message_id
 from postwire.core.topology import WEBHOOKS
 from postwire.db import accounts, console_users, webhooks
 from postwire.db.accounts import NewCredentials
+from postwire.db.domains import add_domain
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
 from postwire.db.models import Event, Message, Recipient
@@ -58,12 +59,12 @@ async def _login(gateway: Any, email: str, password: str = PASSWORD) -> AsyncIte
 
 
 async def _sent(sessions: Sessions, account_id: str, subject: str, rcpt: str,
-                *events: tuple[str, dict[str, Any]]) -> str:
+                *events: tuple[str, dict[str, Any]], sender: str = "shop@example.com") -> str:
     """A message as the recorder leaves it: its row, its recipient, and its events."""
     mid = new_message_id()
     now = datetime.now(UTC)
     async with sessions.begin() as s:
-        s.add(Message(id=mid, account_id=account_id, mail_from="shop@example.com", subject=subject, size=10,
+        s.add(Message(id=mid, account_id=account_id, mail_from=sender, subject=subject, size=10,
                       source="api", tags=["spring"], metadata_={}))
         s.add(Recipient(message_id=mid, address=rcpt, account_id=account_id, status="delivered", attempts=1,
                         updated_at=now))
@@ -124,6 +125,39 @@ async def test_overview_counts_are_the_apis(gateway: Any, account: NewCredential
         assert _metric(html, name) == sum(d[name] for d in api), name
     assert (_metric(html, "accepted"), _metric(html, "delivered"), _metric(html, "failed")) == (2, 1, 1)
     assert 'data-chart="volume"' in html and "<svg" in html
+
+
+async def test_overview_by_sending_domain_is_the_apis(gateway: Any, account: NewCredentials,
+                                                     make_account: Any, sessions: Sessions) -> None:
+    aid = account.account_id
+    ours, theirs = (f"{new_message_id()[-10:].lower()}.{kind}.example" for kind in ("shop", "news"))
+    async with sessions.begin() as s:
+        for name in (ours, theirs):
+            await add_domain(s, aid, name, "ed25519-sha256")
+    delivered = ("delivered", {"smtp_code": 250})
+    await _sent(sessions, aid, "One", "a@example.org", ("accepted", {"tags": ["spring"]}), delivered,
+                ("opened", {}), sender=f"shop@{ours.upper()}")
+    await _sent(sessions, aid, "Two", "b@example.org", ("accepted", {}), delivered, sender=f"info@{ours}")
+    await _sent(sessions, aid, "Three", "c@example.org", ("accepted", {}),
+                ("failed", {"smtp_code": 550, "reason": "userunknown", "hardbounce": True}),
+                sender=f"news@{theirs}")
+    other = await make_account()  # the same sending domain in another account's messages: not counted
+    await _sent(sessions, other.account_id, "Four", "d@example.org", ("accepted", {}), sender=f"x@{ours}")
+    async with _login(gateway, await _user(sessions, account)) as client:
+        for domain, expected in ((ours, (2, 2, 0)), (theirs, (1, 0, 1)), ("", (3, 2, 1))):
+            html = (await client.get("/console/", params={"period": "7d", "domain": domain})).text
+            api = (await gateway.http.get("/v1/stats", headers=gateway.auth(account),
+                                          params={"domain": domain} if domain else {})).json()["stats"]
+            for name in ("accepted", "delivered", "failed", "opened"):
+                assert _metric(html, name) == sum(d[name] for d in api), (domain, name)
+            shown = (_metric(html, "accepted"), _metric(html, "delivered"), _metric(html, "failed"))
+            assert shown == expected, domain
+            # a GET form: the select lists the account's sending domains and keeps the one shown
+            options = re.findall(r'<option value="([^"]*)" ?(selected)?>', html.split('name="domain"')[1])
+            assert {value for value, _ in options} == {"", ours, theirs}, domain
+            assert [value for value, chosen in options if chosen] == ([domain] if domain else []), domain
+        both = (await client.get("/console/", params={"domain": ours, "tag": "spring"})).text
+        assert (_metric(both, "accepted"), _metric(both, "delivered")) == (1, 0) and 'value="spring"' in both
 
 
 async def test_message_log_search_and_timeline(gateway: Any, account: NewCredentials, make_account: Any,

@@ -21,7 +21,7 @@ from postwire.core.events import make_event
 from postwire.core.ids import new_message_id
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
-from postwire.db.models import Event
+from postwire.db.models import Event, Message
 from postwire.v1 import envelope_pb2
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -192,6 +192,55 @@ async def test_stats_count_per_day_and_type(gateway, account, sessions) -> None:
     assert (tagged[0]["delivered"], tagged[0]["accepted"], tagged[1]["bounced"]) == (1, 1, 1)
     default = (await gateway.http.get("/v1/stats", headers=h)).json()["stats"]
     assert len(default) == 30 and default[-1]["day"] == datetime.now(UTC).date().isoformat()
+
+
+async def _sent_from(sessions: Sessions, account_id: str, sender: str, day: datetime, *types: str,
+                     tags: tuple[str, ...] = ()) -> None:
+    """A message from ``sender`` as the recorder stores it (its row, then its events) on ``day``."""
+    mid = new_message_id()
+    async with sessions.begin() as s:
+        await s.execute(insert(Message).values(id=mid, account_id=account_id, mail_from=sender, subject="",
+                                               size=1, source="api", tags=list(tags), metadata={}))
+    await _store(sessions, *(_event(type_, account_id, at=day + timedelta(minutes=k), message_id=mid,
+                                    tags=list(tags)) for k, type_ in enumerate(types)))
+
+
+async def test_stats_by_sending_domain(gateway, account, make_account, sessions) -> None:
+    aid, h = account.account_id, gateway.auth(account)
+    d1, d2 = datetime(2026, 10, 1, 9, tzinfo=UTC), datetime(2026, 10, 2, 22, tzinfo=UTC)
+    await _sent_from(sessions, aid, "shop@Shop.example", d1, "accepted", "delivered", "opened",
+                     tags=("news",))
+    await _sent_from(sessions, aid, "shop@shop.example", d2, "accepted", "delivered")
+    await _sent_from(sessions, aid, "info@news.example", d1, "accepted", "failed", tags=("news",))
+    await _sent_from(sessions, aid, "", d1, "accepted", "delivered")  # the null sender: no domain
+    await _store(sessions, _event("opened", aid, at=d1))  # no message recorded: no domain
+    other = await make_account()  # the same domain, another account: never counted here
+    await _sent_from(sessions, other.account_id, "x@shop.example", d1, "accepted", "delivered")
+
+    async def stats(path: str = "/v1/stats", **params: str) -> dict[str, Any]:
+        r = await gateway.http.get(path, headers=h, params={
+            "start": "2026-10-01T00:00:00Z", "end": "2026-10-03T00:00:00Z", **params})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    shop, news, every = await stats(domain="shop.example"), await stats(domain="news.example"), await stats()
+    assert shop["domain"] == "shop.example" and every["domain"] is None
+    assert (shop["totals"]["messages"], shop["totals"]["deliveries"], shop["totals"]["opens"]) == (2, 2, 1)
+    assert (news["totals"]["messages"], news["totals"]["deliveries"], news["totals"]["bounces"]) == (1, 0, 1)
+    assert (every["totals"]["messages"], every["totals"]["opens"]) == (4, 2)
+    assert [(d["day"], d["accepted"]) for d in shop["stats"]] == [("2026-10-01", 1), ("2026-10-02", 1)]
+    assert (await stats(domain="SHOP.Example"))["totals"] == shop["totals"]
+    assert (await stats(domain="other.example"))["totals"]["messages"] == 0
+    # with a tag: the messages with both, by query or path
+    both = await stats(domain="shop.example", tag="news")
+    assert both["totals"] == (await stats("/v1/stats/news", domain="shop.example"))["totals"]
+    assert (both["totals"]["messages"], both["totals"]["opens"], both["tag"]) == (1, 1, "news")
+    # a range that cuts days: the partial ones are counted from the events, the same way
+    cut = await stats(domain="shop.example", start="2026-10-01T08:00:00Z", end="2026-10-02T23:00:00Z")
+    assert cut["totals"] == shop["totals"]
+    assert (await stats(domain="shop.example", end="2026-10-02T21:00:00Z"))["totals"]["messages"] == 1
+    r = await gateway.http.get("/v1/stats", headers=h, params={"domain": "a" * 254})
+    assert r.status_code == 422
 
 
 async def test_bounces_json_and_csv(gateway, account, sessions) -> None:

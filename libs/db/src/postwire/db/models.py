@@ -185,18 +185,23 @@ COUNTED_TAG_MAX: Final = 200
 
 
 class EventCount(Base):
-    """How many events an account has per UTC day and type, over all its events (``tag`` = '') and per tag
-    of their message (each event once per distinct tag): what /v1/stats and the console's overview show,
-    read without counting up to a million rows (postwire.db.events_query.daily_counts, totals).
+    """How many events an account has per UTC day and type, over all its events (``tag`` = '',
+    ``domain`` = '') and per tag and sending domain of their message (each event under every pair of ''
+    or one of its distinct tags and '' or its sending domain): what /v1/stats and the console's overview
+    show, read without counting up to a million rows (postwire.db.events_query.daily_counts, totals).
 
-    Kept by statement triggers on ``events`` (migration 0010), in the transaction that inserts, deletes or
-    updates the events, from the rows actually written: an event inserted again (ON CONFLICT DO NOTHING,
-    the recorder's redeliveries) is not counted again, and no writer can forget it. ``unique_n`` counts the
-    events flagged ``unique`` (a recipient's first open, first click of a link)."""
+    Kept by statement triggers on ``events`` and ``messages`` (migrations 0010, 0011), in the transaction
+    that writes them, from the rows actually written: an event inserted again (ON CONFLICT DO NOTHING, the
+    recorder's redeliveries) is not counted again, and no writer can forget it. The sending domain is the
+    message's (events_query.sending_domain); an event stored before its message is counted under it when
+    the message comes. ``unique_n`` counts the events flagged ``unique`` (a recipient's first open, first
+    click of a link)."""
 
     __tablename__ = "event_counts"
     account_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tag: Mapped[str] = mapped_column(Text, primary_key=True)
+    # '' = every sending domain (and events without one)
+    domain: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     type: Mapped[str] = mapped_column(String(24), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)

@@ -43,6 +43,10 @@ TypeParam = Annotated[list[str] | None, Query(
 Recipient = Annotated[str | None, Query(max_length=320)]
 MessageId = Annotated[str | None, Query(max_length=40)]
 TagParam = Annotated[str | None, Query(min_length=1, max_length=128)]
+DomainParam = Annotated[str | None, Query(
+    min_length=1, max_length=253,
+    description="Only messages sent from this domain (any case): the part of their sender (`from`) after "
+                "the last `@`. Exactly that domain, not its subdomains.")]
 Start = Annotated[datetime | None, Query(description="ISO 8601, inclusive; UTC when no offset is given.")]
 End = Annotated[datetime | None, Query(description="ISO 8601, exclusive; UTC when no offset is given.")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -78,6 +82,7 @@ class StatsList(BaseModel):
     start: datetime = Field(description="The range counted: from (inclusive) …")
     end: datetime = Field(description="… to (exclusive).")
     tag: str | None = Field(default=None, description="Only messages with this tag were counted.")
+    domain: str | None = Field(default=None, description="Only messages sent from this domain were counted.")
 
 
 def _deps(request: Request) -> Deps:
@@ -126,16 +131,16 @@ async def _page(request: Request, account_id: str, f: EventFilter, limit: int,
 
 
 async def _stats(request: Request, account_id: str, start: datetime | None, end: datetime | None,
-                 tag: str | None) -> StatsList:
+                 tag: str | None, domain: str | None) -> StatsList:
     lo, hi = default_range(_utc(start, "start"), _utc(end, "end"))
     if lo >= hi:
         raise InvalidInput(("query", "end"), "end must be after start", "invalid_range")
     if hi - lo > timedelta(days=MAX_STATS_DAYS):
         raise InvalidInput(("query", "start"), f"at most {MAX_STATS_DAYS} days per request", "range_too_long")
     async with _deps(request).sessions() as s:
-        days = await daily_counts(s, account_id, lo, hi, tag)
-        sums = await totals(s, account_id, lo, hi, tag)
-    return StatsList(stats=days, totals=StatsTotals(**sums), start=lo, end=hi, tag=tag)
+        days = await daily_counts(s, account_id, lo, hi, tag, domain)
+        sums = await totals(s, account_id, lo, hi, tag, domain)
+    return StatsList(stats=days, totals=StatsTotals(**sums), start=lo, end=hi, tag=tag, domain=domain)
 
 
 def _csv(page: EventPage) -> Response:
@@ -189,17 +194,19 @@ def events_router() -> APIRouter:
                 summary="Event counts per UTC day and type, and totals",
                 description="Default range: the last 30 UTC days including today. Every day of the range "
                             "is listed, with 0 for types that did not occur; `totals` sums the range up "
-                            "(messages, deliveries, bounces, opens and clicks, all and unique).")
+                            "(messages, deliveries, bounces, opens and clicks, all and unique). `tag` and "
+                            "`domain` (the sending domain) count only the messages with that tag, sent "
+                            "from that domain; both together, those with both.")
     async def stats(request: Request, account_id: Account, start: Start = None, end: End = None,
-                    tag: TagParam = None) -> StatsList:
-        return await _stats(request, account_id, start, end, tag)
+                    tag: TagParam = None, domain: DomainParam = None) -> StatsList:
+        return await _stats(request, account_id, start, end, tag, domain)
 
     @router.get("/stats/{tag}", response_model=StatsList, responses=responses(401, 422, 503),
                 summary="Event counts and totals of the messages with one tag",
-                description="As GET /v1/stats?tag=….")
+                description="As GET /v1/stats?tag=… (and `domain`, the sending domain).")
     async def stats_for_tag(request: Request, account_id: Account,
                             tag: Annotated[str, Path(min_length=1, max_length=128)],
-                            start: Start = None, end: End = None) -> StatsList:
-        return await _stats(request, account_id, start, end, tag)
+                            start: Start = None, end: End = None, domain: DomainParam = None) -> StatsList:
+        return await _stats(request, account_id, start, end, tag, domain)
 
     return router

@@ -5,7 +5,11 @@ At least once in, exactly once stored: events are inserted with ON CONFLICT DO N
 stable event id, and a batch is acked only after its transaction committed. While the database is
 down, nothing is acked, so JetStream keeps every event until it is back. A batch (up to
 POSTWIRE_RECORDER_BATCH events) costs a handful of set-based statements (unnest of arrays), not a few
-per event: the events, the new messages, their recipients, and the recipients' outcomes.
+per event: the messages of its ``accepted`` events, the events, the new recipients, and the recipients'
+outcomes, in that order. The messages go first because the events' triggers count each event under its
+message's sending domain (event_counts, migration 0011), looking the message up as the events are
+inserted: an event whose message is not there yet costs its trigger a lock on the message id, and is
+counted under its domain only when the message comes, by the messages' trigger.
 
 Suppressions (docs/suppressions.md) are added in the same transaction as the event that causes them: a
 hard failure or bounce, a complaint, or — when POSTWIRE_SOFT_BOUNCE_LIMIT is set — the N-th soft one
@@ -181,10 +185,12 @@ async def _insert_events(session: AsyncSession, events: Sequence[envelope_pb2.Ev
     return {row[0] for row in result}
 
 
-async def _record_accepted(session: AsyncSession, accepted: Sequence[tuple[envelope_pb2.Event, datetime]],
+async def _insert_messages(session: AsyncSession, accepted: Sequence[tuple[envelope_pb2.Event, datetime]],
                            ) -> None:
-    """The message rows (with the stored template the message was built from, NULL for none) and their
-    recipients as ``queued`` (kept when a state is there already)."""
+    """The message rows of these ``accepted`` events (with the stored template the message was built
+    from, NULL for none), from the first event of each message; a message stored already is kept as it
+    is, so the accepted events of a redelivery, stored already too, change nothing. In id order: two
+    recorders given the same messages (a redelivery) wait for each other rather than deadlock."""
     if not accepted:
         return
     messages = {ev.message_id: {
@@ -192,7 +198,15 @@ async def _record_accepted(session: AsyncSession, accepted: Sequence[tuple[envel
         "size": ev.size, "source": ev.source, "tags": _json(list(ev.tags)),
         "metadata": _json(dict(ev.metadata)), "template_id": ev.template_id or None, "at": at}
         for ev, at in reversed(accepted)}
-    await session.execute(_INSERT_MESSAGES, _columns(list(messages.values())))
+    await session.execute(_INSERT_MESSAGES, _columns([messages[mid] for mid in sorted(messages)]))
+
+
+async def _insert_queued(session: AsyncSession, accepted: Sequence[tuple[envelope_pb2.Event, datetime]],
+                         ) -> None:
+    """The recipients of newly stored ``accepted`` events as ``queued`` (kept when a state is there
+    already)."""
+    if not accepted:
+        return
     await session.execute(_INSERT_QUEUED, _columns([
         {"message_id": ev.message_id, "address": ev.recipient, "account_id": ev.account_id, "at": at}
         for ev, at in accepted]))
@@ -272,6 +286,10 @@ async def record_batch(sessions: async_sessionmaker[AsyncSession], events: Seque
     returns, once the transaction has committed, the suppressions to mirror into the KV bucket and the
     events that were not stored before.
 
+    The messages of the batch's ``accepted`` events are inserted before the events, so that the events'
+    triggers find each event's sending domain (its message's) while counting it; the messages of
+    redelivered events are there already and stay as they are.
+
     An event seen before (a redelivery) has its effects applied already and is skipped, except that a
     suppression it caused is mirrored again: its KV put may be what failed the first time."""
     done = Recorded()
@@ -279,6 +297,8 @@ async def record_batch(sessions: async_sessionmaker[AsyncSession], events: Seque
         return done
     at = [ev.at.ToDatetime(tzinfo=UTC) for ev in events]
     async with sessions.begin() as session:
+        await _insert_messages(session, [(ev, when) for ev, when in zip(events, at, strict=True)
+                                         if ev.type == "accepted"])
         new_ids = await _insert_events(session, events, at)
         fresh: list[tuple[envelope_pb2.Event, datetime]] = []
         for ev, when in zip(events, at, strict=True):
@@ -288,7 +308,7 @@ async def record_batch(sessions: async_sessionmaker[AsyncSession], events: Seque
                 done.new.append(ev)
             elif _suppresses(ev, policy):
                 await _remirror(session, ev, done.mirror)
-        await _record_accepted(session, [(ev, when) for ev, when in fresh if ev.type == "accepted"])
+        await _insert_queued(session, [(ev, when) for ev, when in fresh if ev.type == "accepted"])
         await _record_outcomes(session, [(ev, when) for ev, when in fresh if ev.type in STATUS_OF])
         for ev, when in fresh:
             if _suppresses(ev, policy) and (added := await _suppress(session, ev, when, policy)) is not None:

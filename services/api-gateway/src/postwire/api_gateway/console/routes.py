@@ -47,6 +47,7 @@ from postwire.core.addresses import AddressError, normalize_address
 from postwire.db import console_users, messages_query
 from postwire.db import suppressions as suppression_store
 from postwire.db.console_users import Session
+from postwire.db.domains import list_domains
 from postwire.db.events_query import EventFilter, daily_counts, list_window, recent
 
 log = structlog.get_logger(__name__)
@@ -131,17 +132,25 @@ def console_router() -> APIRouter:
                        period: Annotated[str, Query(max_length=10)] = "7d",
                        start: Annotated[str | None, Query(max_length=10)] = None,
                        end: Annotated[str | None, Query(max_length=10)] = None,
-                       tag: Annotated[str | None, Query(max_length=128)] = None) -> Response:
+                       tag: Annotated[str | None, Query(max_length=128)] = None,
+                       domain: Annotated[str | None, Query(max_length=253)] = None) -> Response:
         lo, hi, period = _period(period, start, end)
+        domain = (domain or "").strip().lower()
         async with _deps(request).sessions() as s:
-            days = await daily_counts(s, session.user.account_id, lo, hi, tag or None)
+            days = await daily_counts(s, session.user.account_id, lo, hi, tag or None, domain or None)
+            # the select's choices: the account's sending domains, and the one asked for (a subdomain
+            # typed into the address) so that the form shows the filter the figures are for
+            names = [d.name for d in await list_domains(s, session.user.account_id)]
+        if domain and domain not in names:
+            names.append(domain)
         totals = {m: sum(int(d.get(m, 0)) for d in days) for m in METRICS}
         accepted = totals["accepted"] or 1
         rates = {"delivery": 100 * totals["delivered"] / accepted,
                  "bounce": 100 * (totals["bounced"] + totals["failed"]) / accepted}
         return page(request, "overview.html", session, totals=totals, rates=rates, days=days,
                     chart=charts.volume(days), period=period, start=lo.date().isoformat(),
-                    end=(hi - timedelta(days=1)).date().isoformat(), tag=tag or "", metrics=METRICS)
+                    end=(hi - timedelta(days=1)).date().isoformat(), tag=tag or "", domain=domain,
+                    domains=names, metrics=METRICS)
 
     @router.get("/messages")
     async def messages(request: Request, session: Current, q: Annotated[str, Query(max_length=320)] = "",
