@@ -403,7 +403,7 @@ async def test_domains_page_shows_what_is_published_now(start_gateway: Any, acco
     assert "needs attention" in section
 
 
-async def test_webhooks_page_sends_a_test_event_and_replays_dead_letters(
+async def test_webhooks_page_shows_deliveries_sends_a_test_event_and_replays_dead_letters(
         gateway: Any, account: NewCredentials, sessions: Sessions, js: Any) -> None:
     h = gateway.auth(account)
     hook = (await gateway.http.post("/v1/webhooks", json={"url": "https://1.1.1.1/console-hook"},
@@ -412,6 +412,11 @@ async def test_webhooks_page_sends_a_test_event_and_replays_dead_letters(
         await webhooks.park(s, webhook_id=hook["id"], account_id=account.account_id, event_id="ev-1",
                             payload={"webhook_id": hook["id"], "event": {"id": "ev-1"}},
                             last_error="HTTP 500", attempts=9, created_at=datetime.now(UTC))
+        await webhooks.record_attempts(s, [webhooks.AttemptRecord(
+            webhook_id=hook["id"], account_id=account.account_id, event_id=event_id, event_type="delivered",
+            attempt=attempt, outcome=outcome, http_status=status, error=error, duration_ms=12,
+            at=datetime.now(UTC)) for event_id, attempt, outcome, status, error in (
+                ("ev-2", 1, "failed", 503, "HTTP 503"), ("ev-2", 2, "delivered", 204, ""))])
 
     async def queued() -> int:
         info = await js.stream_info(WEBHOOKS, subjects_filter=f"webhooks.{hook['id']}")
@@ -420,6 +425,9 @@ async def test_webhooks_page_sends_a_test_event_and_replays_dead_letters(
     async with _login(gateway, await _user(sessions, account)) as admin:
         page = (await admin.get("/console/webhooks")).text
         assert f'data-webhook="{hook["id"]}"' in page and "HTTP 500" in page
+        assert re.findall(r'data-delivery="(ev-\d)" data-outcome="(\w+)"', page) == [
+            ("ev-2", "delivered"), ("ev-2", "failed")], "newest first"
+        assert "204 delivered" in page and "HTTP 503" in page
         token = await _token(admin, "/console/webhooks")
         sent = await admin.post(f"/console/webhooks/{hook['id']}/test", data={"csrf": token})
         assert sent.status_code == 200 and "test event test_" in sent.text

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -30,9 +31,11 @@ from postwire.core.ids import new_message_id
 from postwire.core.ops import serve_app
 from postwire.core.topology import EVENTS, WEBHOOKS
 from postwire.db.accounts import NewCredentials, create_account
+from postwire.db.webhooks import AttemptRecord
 from postwire.testing.fixtures import eventually
 from postwire.testing.nats import NatsServer
 from postwire.webhook_notifier import WebhookSettings, run_notifier
+from postwire.webhook_notifier.attempt_log import AttemptLog
 from postwire.webhook_notifier.subscriptions import FANOUT_CONSUMER, covers
 from postwire.webhook_notifier.webhook_signature import HEADER, verify
 
@@ -410,6 +413,58 @@ async def test_dead_letter_after_the_window_then_replay(api, js, make_account, m
     assert left.json()["dead_letters"] == []
 
 
+async def test_recent_deliveries_show_every_post_with_its_status(api, js, make_account, make_receiver,
+                                                                  start_notifier) -> None:
+    creds = await make_account()
+    rec = await make_receiver(status=500)
+    hook = await api.create(creds, rec.url)
+    await start_notifier()
+    [event_id] = await _publish(js, creds.account_id, 1, "bounced")
+    await eventually(lambda: rec.attempts >= 2)
+    rec.status = 200
+    await eventually(lambda: rec.requests)
+
+    async def logged() -> list[dict[str, Any]] | None:
+        r = await api.http.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth(creds))
+        assert r.status_code == 200, r.text
+        rows: list[dict[str, Any]] = r.json()["deliveries"]
+        return rows if rows and rows[0]["outcome"] == "delivered" else None
+
+    rows = await eventually(logged)
+    assert {r["event_id"] for r in rows} == {event_id} and {r["event_type"] for r in rows} == {"bounced"}
+    newest, *earlier = rows
+    assert newest["http_status"] == 200 and newest["error"] == "" and newest["attempt"] == len(rows)
+    assert [r["attempt"] for r in rows] == list(range(len(rows), 0, -1)), "newest first"
+    assert earlier and all(r["outcome"] == "failed" and r["http_status"] == 500 and r["error"] == "HTTP 500"
+                           for r in earlier)
+    limited = await api.http.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth(creds),
+                                 params={"limit": 1})
+    assert [r["attempt"] for r in limited.json()["deliveries"]] == [newest["attempt"]]
+
+
+async def test_the_attempts_log_forgets_old_attempts_and_deleted_endpoints(api, sessions,
+                                                                          make_account) -> None:
+    creds = await make_account()
+    kept = await api.create(creds, "https://127.0.0.1/a")
+    deleted = await api.create(creds, "https://127.0.0.1/b")
+    now = datetime.now(UTC)
+
+    def record(webhook_id: str, age: timedelta) -> AttemptRecord:
+        return AttemptRecord(webhook_id=webhook_id, account_id=creds.account_id, event_id=str(age),
+                             event_type="delivered", attempt=1, outcome="delivered", http_status=200,
+                             error="", duration_ms=3, at=now - age)
+
+    assert (await api.http.delete(f"/v1/webhooks/{deleted['id']}", headers=auth(creds))).status_code == 204
+    log = AttemptLog(sessions, flush_s=1.0, keep_days=7)
+    for age in (timedelta(days=8), timedelta(days=6)):
+        log.add_record(record(kept["id"], age))
+    log.add_record(record(deleted["id"], timedelta(0)))  # deleted before the flush: left out, not an error
+    await log.flush()
+    await log.prune()
+    r = await api.http.get(f"/v1/webhooks/{kept['id']}/deliveries", headers=auth(creds))
+    assert [d["event_id"] for d in r.json()["deliveries"]] == [str(timedelta(days=6))]
+
+
 async def test_registration_refuses_private_and_plain_http(start_api, make_account, make_receiver) -> None:
     strict = await start_api(webhook_allow_private=False, webhook_allow_http=False)
     creds = await make_account()
@@ -452,7 +507,7 @@ async def test_account_cannot_see_or_touch_another_accounts_webhooks(api, make_a
     listed = (await api.http.get("/v1/webhooks", headers=auth(owner))).json()["webhooks"]
     assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
     assert (await api.http.get("/v1/webhooks", headers=auth(other))).json() == {"webhooks": []}
-    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/dead-letters"),
+    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/dead-letters"), ("GET", "/deliveries"),
                          ("POST", "/dead-letters/replay")):
         r = await api.http.request(method, f"/v1/webhooks/{hook['id']}{path}", headers=auth(other))
         assert r.status_code == 404, (method, path, r.text)

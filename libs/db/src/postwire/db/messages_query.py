@@ -7,9 +7,11 @@ case-insensitively); newest first, a page at a time.
 Each kind of match is its own query with the index that serves it (the primary key,
 ix_recipients_account_address_lower, ix_messages_tags, ix_messages_account_created), each giving at most
 the newest ``offset + limit`` ids, and the page is cut from their union: one query OR-ing the four could
-use none of them and read every message of the account. The subject has no index (a substring needs
-pg_trgm, which not every PostgreSQL has): it is a scan of the account's messages, newest first, that
-stops at the page's last match, so only a rare or absent word reads them all (docs/console.md, "Speed").
+use none of them and read every message of the account. A substring of the subject is served by the
+trigram index ix_messages_subject_trgm where PostgreSQL has pg_trgm (migration 0013; the planner picks it
+for a rare word). Without it, as in the embedded PostgreSQL, it is a scan of the account's messages,
+newest first, that stops at the page's last match, so only a rare or absent word reads them all
+(docs/console.md, "Speed").
 """
 
 from __future__ import annotations

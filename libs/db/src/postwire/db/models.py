@@ -281,6 +281,29 @@ class WebhookDeadLetter(Base):
     )
 
 
+class WebhookAttempt(Base):
+    """One POST to an endpoint and how it ended: the "recent deliveries" of the API and the console.
+    Written in batches by the notifier, best effort (a log, not the delivery's state: that lives in
+    JetStream), and pruned after POSTWIRE_WEBHOOK_LOG_DAYS."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(450))
+    event_type: Mapped[str] = mapped_column(String(24), default="")
+    attempt: Mapped[int] = mapped_column(Integer)  # 1 for the first POST of a delivery
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | failed | refused
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_webhook_attempts_webhook_id", "webhook_id", "id"),
+        Index("ix_webhook_attempts_at", "at"),
+    )
+
+
 class Template(Base):
     """A stored message template (postwire.db.templates, docs/templates.md). Integer ids, as SMTPeter's
     API hands them out; ``version`` is the current one. A deleted template keeps its versions (messages

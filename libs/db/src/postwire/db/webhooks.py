@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 
 from nats.js import JetStreamContext
 from nats.js.api import Header
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwire.core.ids import new_id
 from postwire.core.topology import webhook_retry_subject, webhook_subject
-from postwire.db.models import Webhook, WebhookDeadLetter
+from postwire.db.models import Webhook, WebhookAttempt, WebhookDeadLetter
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL = 2048
@@ -227,6 +227,55 @@ async def take_dead_letters(session: AsyncSession, account_id: str, webhook_id: 
 async def forget_dead_letters(session: AsyncSession, ids: Sequence[str]) -> None:
     if ids:
         await session.execute(delete(WebhookDeadLetter).where(WebhookDeadLetter.id.in_(list(ids))))
+
+
+# --------------------------------------------------------------------------------- attempts log
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One POST as the notifier saw it (a row of webhook_attempts)."""
+
+    webhook_id: str
+    account_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    outcome: str  # delivered | failed | refused
+    http_status: int | None
+    error: str
+    duration_ms: int
+    at: datetime
+
+
+async def record_attempts(session: AsyncSession, records: Sequence[AttemptRecord]) -> None:
+    """One INSERT for a batch; attempts of an endpoint deleted meanwhile are left out (the foreign key
+    would refuse the whole batch)."""
+    if not records:
+        return
+    ids = list({r.webhook_id for r in records})
+    existing = set((await session.execute(select(Webhook.id).where(Webhook.id.in_(ids)))).scalars())
+    rows = [{"webhook_id": r.webhook_id, "account_id": r.account_id, "event_id": r.event_id[:450],
+             "event_type": r.event_type[:24], "attempt": r.attempt, "outcome": r.outcome,
+             "http_status": r.http_status, "error": r.error[:2000], "duration_ms": r.duration_ms,
+             "at": r.at} for r in records if r.webhook_id in existing]
+    if rows:
+        await session.execute(insert(WebhookAttempt), rows)
+
+
+async def recent_attempts(session: AsyncSession, account_id: str, webhook_id: str,
+                          limit: int) -> Sequence[WebhookAttempt]:
+    """The endpoint's latest attempts, newest first."""
+    return (await session.execute(select(WebhookAttempt).where(
+        WebhookAttempt.webhook_id == webhook_id, WebhookAttempt.account_id == account_id)
+        .order_by(WebhookAttempt.id.desc()).limit(limit))).scalars().all()
+
+
+async def prune_attempts(session: AsyncSession, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` attempts older than ``before`` (a bounded statement: the caller repeats)."""
+    oldest = select(WebhookAttempt.id).where(WebhookAttempt.at < before).limit(limit).scalar_subquery()
+    result = await session.execute(delete(WebhookAttempt).where(WebhookAttempt.id.in_(oldest)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------- the queue

@@ -1,4 +1,5 @@
-"""/v1/webhooks: endpoints that receive signed event POSTs, and their dead letters (docs/webhooks.md).
+"""/v1/webhooks: endpoints that receive signed event POSTs, their recent deliveries and their dead letters
+(docs/webhooks.md).
 
 Scoped to the caller's account: another account's webhook answers 404, like a missing one. The secret
 is shown once, in the 201 of the creation. URLs pass the SSRF policy here (https, public addresses) and
@@ -29,7 +30,7 @@ from postwire.api_gateway.errors import ApiError, InvalidInput, responses
 from postwire.core.events import EVENT_TYPES
 from postwire.core.ids import new_id
 from postwire.db import webhooks as store
-from postwire.db.models import Webhook, WebhookDeadLetter
+from postwire.db.models import Webhook, WebhookAttempt, WebhookDeadLetter
 from postwire.db.webhooks import Delivery, UnsafeUrl, UrlPolicy
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,22 @@ class DeadLetterList(BaseModel):
     next_cursor: str | None
 
 
+class AttemptOut(BaseModel):
+    event_id: str
+    event_type: str = Field(description="The delivered event's type (`test` for a test event).")
+    attempt: int = Field(description="1 for a delivery's first POST, 2 for its first retry, ...")
+    outcome: str = Field(description="`delivered` (a 2xx), `failed` (another status, a timeout, a "
+                                     "refused connection), `refused` (the URL policy stopped it).")
+    http_status: int | None = Field(description="The endpoint's status; null when it did not answer.")
+    error: str
+    duration_ms: int
+    at: datetime
+
+
+class AttemptList(BaseModel):
+    deliveries: list[AttemptOut]
+
+
 # printable ASCII: a NUL reached PostgreSQL and came back as a 503 (fuzzer finding)
 DeadLetterId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
 
@@ -125,6 +142,12 @@ def _out(row: Webhook) -> WebhookOut:
 def _dead_out(row: WebhookDeadLetter) -> DeadLetterOut:
     return DeadLetterOut(id=row.id, event_id=row.event_id, payload=row.payload, last_error=row.last_error,
                          attempts=row.attempts, created_at=row.created_at, parked_at=row.parked_at)
+
+
+def _attempt_out(row: WebhookAttempt) -> AttemptOut:
+    return AttemptOut(event_id=row.event_id, event_type=row.event_type, attempt=row.attempt,
+                      outcome=row.outcome, http_status=row.http_status, error=row.error,
+                      duration_ms=row.duration_ms, at=row.at)
 
 
 def _not_found(webhook_id: str) -> ApiError:
@@ -212,6 +235,17 @@ def webhooks_router() -> APIRouter:
         log.info("api.webhook_deleted", account_id=account_id, webhook_id=webhook_id)
         return Response(status_code=204)
 
+    @router.get("/{webhook_id}/deliveries", response_model=AttemptList,
+                responses=responses(401, 404, 422, 503),
+                summary="The endpoint's recent POSTs, newest first",
+                description="Every attempt of the last POSTWIRE_WEBHOOK_LOG_DAYS (7 by default): outcome, "
+                            "the endpoint's HTTP status or the error, and how long it took. Written by the "
+                            "notifier in batches, so an attempt shows about a second after it was made.")
+    async def deliveries(request: Request, account_id: Account, webhook_id: WebhookId,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> AttemptList:
+        return AttemptList(deliveries=[_attempt_out(r) for r in
+                                       await recent_deliveries(request, account_id, webhook_id, limit)])
+
     @router.get("/{webhook_id}/dead-letters", response_model=DeadLetterList,
                 responses=responses(401, 404, 422, 503),
                 summary="Deliveries given up after the retry window, oldest first")
@@ -247,6 +281,16 @@ def webhooks_router() -> APIRouter:
         return await send_test_event(request, account_id, webhook_id)
 
     return router
+
+
+async def recent_deliveries(request: Request, account_id: str, webhook_id: str,
+                            limit: int) -> list[WebhookAttempt]:
+    """The endpoint's latest attempts (the API's list and the console's table); 404 for another
+    account's endpoint, like a missing one."""
+    async with _deps(request).sessions() as s:
+        if await store.get_webhook(s, account_id, webhook_id) is None:
+            raise _not_found(webhook_id)
+        return list(await store.recent_attempts(s, account_id, webhook_id, limit))
 
 
 async def replay_dead_letters(request: Request, account_id: str, webhook_id: str,

@@ -51,6 +51,7 @@ from postwire.db.events_query import event_proto_json
 from postwire.db.webhooks import Delivery, UnsafeUrl
 from postwire.v1 import envelope_pb2
 from postwire.webhook_notifier import metrics, webhook_signature
+from postwire.webhook_notifier.attempt_log import AttemptLog
 from postwire.webhook_notifier.settings import WebhookSettings
 from postwire.webhook_notifier.ssrf import http_client, pinned_request
 from postwire.webhook_notifier.subscriptions import FANOUT_CONSUMER, HookRef, Subscriptions
@@ -59,6 +60,7 @@ log = structlog.get_logger(__name__)
 
 FRESH_PREFIX, RETRY_PREFIX = "wh-", "whr-"
 USER_AGENT = "Postwire-Webhooks/1"
+REFUSED = "refused: "  # the error of an attempt the URL policy stopped before connecting
 TRANSIENT = (OperationalError, DBAPIError, OSError, nats.errors.Error, TimeoutError)
 
 
@@ -107,6 +109,7 @@ class Context:
     cache: EndpointCache
     subscriptions: Subscriptions
     stop: asyncio.Event
+    attempts: AttemptLog
 
 
 # ------------------------------------------------------------------------------ endpoint worker
@@ -184,35 +187,41 @@ class EndpointWorker:
         await settle.give_back(msg, delay=self._ctx.settings.webhook_backoff_max_s)
 
     async def _attempt(self, ep: Endpoint, d: Delivery) -> str | None:
-        """One signed POST; None when the endpoint answered 2xx, else why not."""
+        """One signed POST, logged; None when the endpoint answered 2xx, else why not."""
+        start = time.perf_counter()
+        status, error = await self._post(ep, d)
+        elapsed = time.perf_counter() - start
+        outcome = "refused" if error and error.startswith(REFUSED) else "failed" if error else "delivered"
+        metrics.ATTEMPTS.labels(outcome).inc()
+        if outcome != "refused":
+            metrics.ATTEMPT_SECONDS.observe(elapsed)
+        self._ctx.attempts.add(d, outcome, status, error or "", elapsed)
+        if error is None:
+            log.info("webhooks.delivered", webhook_id=ep.id, event_id=d.event_id, attempt=d.attempts + 1,
+                     status=status)
+        return error
+
+    async def _post(self, ep: Endpoint, d: Delivery) -> tuple[int | None, str | None]:
+        """(the endpoint's HTTP status if it answered, the error unless it answered 2xx)."""
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    webhook_signature.HEADER: webhook_signature.sign(ep.secret, d.body),
                    "Postwire-Webhook-Id": ep.id,
                    "Postwire-Event-Id": d.event_id, "Postwire-Delivery-Attempt": str(d.attempts + 1)}
-        start = time.perf_counter()
         try:
             request = await pinned_request(self._client, ep.url, self._ctx.settings.url_policy(), d.body,
                                            headers)
         except UnsafeUrl as e:
-            metrics.ATTEMPTS.labels("refused").inc()
             log.warning("webhooks.refused", webhook_id=ep.id, event_id=d.event_id, error=str(e))
-            return f"refused: {e}"
+            return None, f"{REFUSED}{e}"
         try:
             async with asyncio.timeout(self._ctx.settings.webhook_timeout_s):
                 response = await self._client.send(request, stream=True)  # the body is never read
                 await response.aclose()
         except (httpx.HTTPError, TimeoutError, OSError) as e:
-            metrics.ATTEMPTS.labels("failed").inc()
-            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        finally:
-            metrics.ATTEMPT_SECONDS.observe(time.perf_counter() - start)
+            return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         if 200 <= response.status_code < 300:
-            metrics.ATTEMPTS.labels("delivered").inc()
-            log.info("webhooks.delivered", webhook_id=ep.id, event_id=d.event_id, attempt=d.attempts + 1,
-                     status=response.status_code)
-            return None
-        metrics.ATTEMPTS.labels("failed").inc()
-        return f"HTTP {response.status_code}"
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}"
 
     async def _failed(self, msg: Msg, d: Delivery, error: str) -> None:
         """Schedule the next attempt on the retry subject, or park it once the window is over."""
@@ -404,9 +413,12 @@ async def run_notifier(settings: WebhookSettings, js: JetStreamContext,
 
     The WEBHOOKS stream must exist (``Topology.apply``)."""
     halt = asyncio.Event()  # ours: a failing stage stops the notifier, not the caller's service
+    attempts = AttemptLog(sessions, settings.webhook_log_flush_s, settings.webhook_log_days)
     ctx = Context(settings, js, sessions, EndpointCache(sessions, settings.webhook_cache_ttl_s),
-                  Subscriptions(js, sessions, settings.webhook_fanout_max_subjects), halt)
+                  Subscriptions(js, sessions, settings.webhook_fanout_max_subjects), halt, attempts)
     workers = Workers(ctx)
+    log_done = asyncio.Event()  # set once the workers are done: the log's last flush has every attempt
+    log_task = asyncio.create_task(attempts.run(log_done), name="webhook-attempt-log")
 
     async def follow_stop() -> None:
         await stop.wait()
@@ -421,4 +433,6 @@ async def run_notifier(settings: WebhookSettings, js: JetStreamContext,
     finally:
         halt.set()
         await workers.drain()
+        log_done.set()
+        await log_task
         log.info("webhooks.notifier_stopped")

@@ -36,5 +36,9 @@ class WebhookSettings(PostwireSettings):
     # how long an idle endpoint's pull request waits; bounds shutdown time too
     webhook_fetch_wait_s: float = Field(default=2.0, gt=0)
 
+    # the attempts log ("recent deliveries", webhook_attempts): written in batches this often, kept this long
+    webhook_log_flush_s: float = Field(default=1.0, gt=0)
+    webhook_log_days: float = Field(default=7.0, gt=0)
+
     def url_policy(self) -> UrlPolicy:
         return UrlPolicy(allow_http=self.webhook_allow_http, allow_private=self.webhook_allow_private)

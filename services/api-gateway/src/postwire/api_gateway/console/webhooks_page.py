@@ -1,4 +1,5 @@
-"""The console's Webhooks page: the account's endpoints, their dead letters (deliveries given up after
+"""The console's Webhooks page: the account's endpoints, their recent deliveries (every POST with its
+status), their dead letters (deliveries given up after
 the retry window) with a replay button, and a button that sends a signed test event — the same
 functions as the API's routes (routes_webhooks: replay_dead_letters, send_test_event)."""
 
@@ -19,6 +20,7 @@ from postwire.db.console_users import Session
 Current = Annotated[Session, Depends(current)]
 Csrf = Annotated[str | None, Form(max_length=100)]
 SHOWN_DEAD: Final = 20
+SHOWN_RECENT: Final = 20
 
 
 async def _page(request: Request, session: Session, status_code: int = 200, **notice: str) -> Response:
@@ -26,8 +28,9 @@ async def _page(request: Request, session: Session, status_code: int = 200, **no
     async with deps_of(request).sessions() as s:
         hooks = await store.list_webhooks(s, aid)
         dead = {h.id: await store.list_dead_letters(s, aid, h.id, SHOWN_DEAD, None) for h in hooks}
+        recent = {h.id: await store.recent_attempts(s, aid, h.id, SHOWN_RECENT) for h in hooks}
     return page(request, "webhooks.html", session, status_code=status_code, hooks=hooks, dead=dead,
-                notice=notice)
+                recent=recent, notice=notice)
 
 
 def webhooks_router() -> APIRouter:
