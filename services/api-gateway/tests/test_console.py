@@ -5,9 +5,11 @@ any host but Postwire's."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from csv import DictReader
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -200,9 +202,13 @@ async def test_bounces_with_reasons_and_csv(gateway: Any, account: NewCredential
         assert len(re.findall(r"data-bounce ", only)) == 1 and "gone@example.org" in only
         csv = await client.get("/console/bounces.csv")
         assert csv.headers["content-type"].startswith("text/csv")
-        lines = csv.text.strip().splitlines()
-        assert lines[0].startswith("at,type,recipient") and len(lines) == 3
-        assert any("gone@example.org" in line and "userunknown" in line for line in lines)
+        rows = list(DictReader(io.StringIO(csv.text)))
+        assert [(r["recipient"], r["type"], r["reason"], r["hardbounce"]) for r in rows] == [
+            ("full@example.org", "bounced", "mailboxfull", "false"),
+            ("gone@example.org", "failed", "userunknown", "true")], "newest first"
+        assert rows[1]["smtp_code"] == "550" and rows[1]["response"] == "550 5.1.1 no such user"
+        only_csv = await client.get("/console/bounces.csv", params={"reason": "mailboxfull"})
+        assert [r["recipient"] for r in DictReader(io.StringIO(only_csv.text))] == ["full@example.org"]
 
 
 async def test_suppressions_need_an_admin_and_the_forms_token(gateway: Any, account: NewCredentials,

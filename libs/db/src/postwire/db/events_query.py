@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     Boolean,
@@ -286,6 +286,25 @@ async def recent(session: AsyncSession, account_id: str, f: EventFilter, limit: 
     return list((await session.execute(
         select(Event.__table__).where(*_conditions(account_id, f))
         .order_by(Event.at.desc(), Event.seq.desc()).limit(limit))).all())
+
+
+BOUNCE_EXPORT_COLUMNS: Final = ("at", "type", "recipient", "message_id", "reason", "hardbounce", "smtp_code",
+                                 "enhanced_status", "response")
+
+
+async def bounce_export(session: AsyncSession, account_id: str, f: EventFilter, limit: int,
+                        chunk: int = 2000) -> AsyncIterator[Sequence[Row[Any]]]:
+    """The rows of a bounce CSV (BOUNCE_EXPORT_COLUMNS, newest first), ``chunk`` at a time from a
+    server-side cursor: the fields are taken out of ``data`` by PostgreSQL, so no event's whole JSON is
+    decoded in Python, and the first rows go out before the last are read."""
+    data = Event.data
+    query = (select(Event.at, Event.type, Event.recipient, Event.message_id,
+                    data["reason"].as_string(), data["hardbounce"].as_string(), data["smtp_code"].as_string(),
+                    data["enhanced_status"].as_string(), data["response"].as_string())
+             .where(*_conditions(account_id, f)).order_by(Event.at.desc(), Event.seq.desc()).limit(limit))
+    result = await session.stream(query.execution_options(yield_per=chunk))
+    async for rows in result.partitions():
+        yield rows
 
 
 async def template_ids(session: AsyncSession, account_id: str, message_ids: Iterable[str]) -> dict[str, int]:
