@@ -57,6 +57,8 @@ FAMILY_KNOWLEDGE: dict[str, frozenset[str]] = {
     "rhost-gsuite": frozenset({"gmail"}),
     "lhost-googleworkspace": frozenset({"gmail"}),
     "rhost-tencent": frozenset({"tencent"}),
+    "rhost-yahooinc": frozenset({"yahoo"}),
+    "lhost-yahoo": frozenset({"yahoo"}),
     "lhost-mcafee": frozenset({"mcafee"}),
     "lhost-surfcontrol": frozenset({"surfcontrol"}),
     "lhost-activehunter": frozenset({"activehunter"}),

@@ -117,6 +117,70 @@ def test_a_report_of_retries_given_up_is_expired() -> None:
     assert failed.reason == "expired"
 
 
+_REPORT = """From: Mail Delivery System <MAILER-DAEMON@mx.example.net>
+To: sender@example.net
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"
+
+--b
+Content-Type: text/plain
+
+{notice}
+
+--b
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; someone@example.org
+Action: {action}
+Status: {status}
+{diagnostic}
+--b--
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "diagnostic", "notice", "reason"),
+    [
+        # RFC 3463 X.4.7 "delivery time expired" from the reporting MTA: the retries ran out
+        ("failed", "5.4.7", "", "", "expired"),
+        ("failed", "4.4.7", "", "", "expired"),
+        # ... whatever transient failure the last attempt met
+        ("failed", "4.4.7", "smtp; 421 4.7.0 Try again later", "", "expired"),
+        ("failed", "5.4.7", "smtp; 451 4.3.0 Temporary failure, please try again later", "", "expired"),
+        ("failed", "4.4.7", "smtp; 421 4.4.2 Connection dropped", "", "expired"),
+        ("delayed", "4.4.7", "smtp; 450 4.7.1 Try again later", "", "expired"),
+        ("failed", "5.4.7", "smtp; 550 4.4.7 QUEUE.Expired; message expired", "", "expired"),
+        # the expiry said in words, in the diagnostic or in the notice
+        ("failed", "5.0.0", "X-Postfix; retry time exceeded", "", "expired"),
+        ("failed", "4.0.0", "smtp; delivery time expired", "", "expired"),
+        ("failed", "5.0.0", "", "This message could not be delivered for 5 days and has been returned.",
+         "expired"),
+        # a report with no cause at all, not of the retry-timeout kind: too little information
+        ("failed", "5.0.0", "", "", "onhold"),
+        ("failed", "5.0.0", "", "Your message could not be delivered.", "onhold"),
+        # a precise cause keeps its reason, even when the retries ran out too
+        ("failed", "5.4.7", "smtp; 554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using "
+         "zen.spamhaus.org", "", "blocked"),
+        ("failed", "4.4.7", "smtp; 421 4.7.0 Too many concurrent SMTP connections from this IP address; "
+         "please try again later", "", "toomanyconn"),
+        ("failed", "5.1.1", "smtp; 550 5.1.1 <someone@example.org>: Recipient address rejected: User "
+         "unknown in local recipient table", "", "userunknown"),
+        ("failed", "4.3.0", "smtp; 451 4.3.0 Local error in processing", "", "systemerror"),
+    ],
+)
+def test_report_structure_decides_expired_against_onhold(action: str, status: str, diagnostic: str,
+                                                         notice: str, reason: str) -> None:
+    field = f"Diagnostic-Code: {diagnostic}" if diagnostic else ""
+    raw = _REPORT.format(notice=notice, action=action, status=status, diagnostic=field).encode()
+    (result,) = parse_bounce(raw)
+    assert result.reason == reason, result
+    if reason == "expired":
+        assert not result.hardbounce
+
+
 def test_malformed_reports_still_get_an_answer() -> None:
     no_recipient = _DELAYED.replace(b"Final-Recipient: rfc822; someone@example.org", b"Final-Recipient:")
     assert isinstance(parse_bounce(no_recipient % b"failed"), list)
@@ -230,6 +294,244 @@ DOCUMENTED_REPLIES = [
         ("554 5.7.1 Rejected by Barracuda: spam", "spamdetected"),
         ("550 High probability of spam", "spamdetected"),
         ("550 5.7.1 Message contains prohibited attachment", "policyviolation"),
+        # Gmail (Google Workspace admin help, "Gmail SMTP errors and codes")
+        ("421 4.4.5 Server busy, try again later.", "toomanyconn"),
+        ("421 4.7.0 Try again later, closing connection.", "toomanyconn"),
+        ("421 4.7.0 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+         "address. To protect our users from spam, mail sent from your IP address has been temporarily "
+         "blocked.",
+         "blocked"),
+        ("550 5.7.1 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+         "address. To protect our users from spam, mail sent from your IP address has been blocked.",
+         "blocked"),
+        ("421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+         "address. To protect our users from spam, mail sent from your IP address has been temporarily "
+         "rate limited.",
+         "blocked"),
+        ("550 5.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP "
+         "address. To protect our users from spam, mail sent from your IP address has been blocked.",
+         "blocked"),
+        ("421 4.7.26 This mail has been rate limited because it is unauthenticated. Gmail requires all "
+         "senders to authenticate with either SPF or DKIM.",
+         "authfailure"),
+        ("550 5.7.26 Unauthenticated email from example.com is not accepted due to domain's DMARC policy.",
+         "authfailure"),
+        ("421 4.7.27 Your email has been rate limited because SPF authentication didn't pass for this "
+         "message.",
+         "authfailure"),
+        ("550 5.7.27 The sender's domain doesn't have an SPF record or the record is invalid.",
+         "authfailure"),
+        ("421 4.7.32 Your email has been rate limited because the From: header (RFC5322) in this message "
+         "isn't aligned with either the authenticated SPF or DKIM organizational domain.",
+         "authfailure"),
+        ("421 4.7.0 The IP address sending this message does not have a PTR record setup, or the "
+         "corresponding forward DNS entry does not point to the sending IP.",
+         "requireptr"),
+        ("550 5.7.1 This message is suspicious due to the very low reputation of the sending IP address.",
+         "badreputation"),
+        ("550 5.7.1 Our system has detected that this message is likely suspicious due to the very low "
+         "reputation of the sending domain.",
+         "badreputation"),
+        ("550 5.7.1 Messages with multiple addresses in From: header are not accepted.", "notcompliantrfc"),
+        ("550 5.7.1 This message does not comply with RFC 5322. It has duplicate Subject headers.",
+         "notcompliantrfc"),
+        ("552 5.3.4 Your message exceeded Google's message size limits.", "mesgtoobig"),
+        ("552 5.7.0 Our system detected an illegal attachment on your message.", "policyviolation"),
+        ("550 5.2.1 The email account that you tried to reach is inactive.", "suspend"),
+        ("452 4.5.3 Your message has too many recipients.", "exceedlimit"),
+        ("550 5.4.5 Daily user sending limit exceeded.", "speeding"),
+        ("450 4.2.1 Peak SMTP relay limit exceeded for this customer.", "speeding"),
+        ("530 5.7.0 Must issue a STARTTLS command first.", "failedstarttls"),
+        ("530 5.5.1 Authentication Required.", "securityerror"),
+        ("535 5.7.8 Username and Password not accepted.", "securityerror"),
+        ("451 4.3.0 Multiple destination domains per transaction is unsupported. Please try again.",
+         "systemerror"),
+        # Microsoft Exchange Online and Outlook.com (learn.microsoft.com NDR reference, Outlook.com
+        # postmaster pages)
+        ("550 5.1.1 RESOLVER.ADR.ExRecipNotFound; not found", "userunknown"),
+        ("550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient user@contoso.com not found by SMTP address "
+         "lookup",
+         "userunknown"),
+        ("550 5.1.8 Access denied, bad outbound sender", "rejected"),
+        ("550 5.2.2 STOREDRV.Deliver.Exception:QuotaExceededException.MapiExceptionShutoffQuotaExceeded",
+         "mailboxfull"),
+        ("550 5.2.2 Submission quota exceeded. "
+         "STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+         "speeding"),
+        ("554 5.2.2 mailbox full", "mailboxfull"),
+        ("550 5.3.4 Message size exceeds fixed maximum message size", "mesgtoobig"),
+        ("550 5.4.1 Relay Access Denied", "norelaying"),
+        ("554 5.4.6 Hop count exceeded - possible mail loop", "networkerror"),
+        ("550 5.4.316 Message expired, connection refused", "expired"),
+        ("451 4.4.0 Primary target IP address responded with: \"421 4.4.2 Connection dropped due to "
+         "SocketError.\" Attempted failover to alternate host, but that did not succeed.",
+         "networkerror"),
+        ("421 4.3.2 The maximum number of concurrent server connections has exceeded a limit, closing "
+         "transmission channel",
+         "toomanyconn"),
+        ("451 4.7.500 Server busy. Please try again later from [192.0.2.1]. (S77714)", "toomanyconn"),
+        ("550 5.7.1 Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your Internet "
+         "service provider since part of their network is on our block list (S3150).",
+         "blocked"),
+        ("550 5.7.1 Service unavailable, Client host [192.0.2.1] blocked using Spamhaus. To request "
+         "removal from this list see https://www.spamhaus.org/query/ip/192.0.2.1 (AS3130)",
+         "blocked"),
+        ("550 5.7.1 [CSR] Our system has detected an unusual amount of unsolicited email originating from "
+         "your address.",
+         "blocked"),
+        ("550 5.7.501 Access denied, spam abuse detected.", "spamdetected"),
+        ("550 5.7.703 Your message can't be delivered because messages to example.com, sent from Gmail, "
+         "are being restricted. The message was rejected due to a policy violation.",
+         "policyviolation"),
+        ("550 5.7.705 Access denied, tenant has exceeded threshold.", "blocked"),
+        ("550 5.7.57 Client not authenticated to send mail. [Exchange Online]", "securityerror"),
+        ("550 5.7.64 TenantAttribution; Relay Access Denied", "norelaying"),
+        ("550 5.7.124 Sender not in allowed-senders list.", "rejected"),
+        ("550 5.7.133 RESOLVER.RST.SenderNotAuthenticatedForGroup; authentication required; Delivery "
+         "restriction check failed as sender not authenticated.",
+         "rejected"),
+        ("550 5.7.1 RESOLVER.RST.NotAuthorized; not authorized", "rejected"),
+        ("550 5.6.11 SMTPSEND.BareLinefeedsAreIllegal; message contains bare linefeeds", "contenterror"),
+        ("550 5.7.520 Access denied, Your organization does not allow external forwarding.",
+         "policyviolation"),
+        ("550 5.7.350 Remote server returned message detected as spam", "spamdetected"),
+        ("554 5.6.0 Corrupt message content; STOREDRV.Deliver.Exception:ConversionFailedPermanentException",
+         "contenterror"),
+        # Yahoo (senders.yahooinc.com "SMTP error codes")
+        ("421 4.7.0 [TS01] Messages from 192.0.2.1 temporarily deferred due to excessive user complaints",
+         "badreputation"),
+        ("421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user "
+         "complaints",
+         "badreputation"),
+        ("421 4.7.0 [TS03] All messages from 192.0.2.1 will be permanently deferred; Retrying will NOT "
+         "succeed.",
+         "blocked"),
+        ("554 5.7.9 Message not accepted for policy reasons. See https://senders.yahooinc.com/error-codes",
+         "policyviolation"),
+        ("451 Message temporarily deferred due to unresolvable RFC.5321 from domain", "rejected"),
+        ("553 5.1.1 <a@yahoo.com>: Recipient address rejected: no such user", "userunknown"),
+        ("552 1 Requested mail action aborted, mailbox full", "mailboxfull"),
+        ("554 30 Sorry, your message size exceeds 41943040 bytes.", "mesgtoobig"),
+        ("550 5.7.9 This mail has been blocked because the sender is unauthenticated. Yahoo requires all "
+         "senders to authenticate with either SPF or DKIM.",
+         "authfailure"),
+        ("550 5.7.9 [PH01] Email not accepted for policy reasons.", "policyviolation"),
+        # Apple iCloud (support.apple.com postmaster information)
+        ("550 5.1.1 <a@icloud.com>: user does not exist", "userunknown"),
+        ("552 5.2.2 <a@icloud.com>: user is over quota", "mailboxfull"),
+        ("554 5.7.1 [CS01] Message rejected due to local policy.", "policyviolation"),
+        ("550 5.7.0 Blocked - see https://support.proofpoint.com/dnsbl-lookup.cgi?ip=192.0.2.1", "blocked"),
+        ("421 4.7.0 [HM08] Too many messages from 192.0.2.1, try again later.", "speeding"),
+        # Comcast (postmaster.comcast.net error codes)
+        ("554 resimta-po-01v.sys.comcast.net comcast 192.0.2.1 found on one or more DNSBLs, see "
+         "http://postmaster.comcast.net/smtp-error-codes.php#BL000001",
+         "blocked"),
+        ("421 resimta-ch2-16v.sys.comcast.net comcast 192.0.2.1 Too many sessions opened", "toomanyconn"),
+        ("550 5.1.1 <a@comcast.net> Not our Customer", "userunknown"),
+        ("552 5.2.2 <a@comcast.net> mailbox is full", "mailboxfull"),
+        ("554 5.7.1 <a@comcast.net> Comcast requires that all mail servers must have a PTR record with a "
+         "valid Reverse DNS entry.",
+         "requireptr"),
+        # GMX / WEB.DE (their postmaster pages)
+        ("554-gmx.net (mxgmx016) Nemesis ESMTP Service not available 554-No SMTP service 554-IP address is "
+         "block listed.",
+         "blocked"),
+        ("452 4.2.2 Mailbox quota exceeded", "mailboxfull"),
+        ("421 gmx.net (mxgmx117) Nemesis ESMTP Service not available - Too many connections from 192.0.2.1",
+         "toomanyconn"),
+        ("554 Transaction failed Reject due to policy restrictions.", "policyviolation"),
+        ("550 Sender address rejected: Sender domain has no MX or A record", "rejected"),
+        # Mail.ru, Yandex, Zoho (their postmaster help pages)
+        ("550 Message was not accepted -- invalid mailbox. Local mailbox a@mail.ru is unavailable: user "
+         "not found",
+         "userunknown"),
+        ("550 spam message rejected. Please visit http://help.mail.ru/notspam-support/id", "spamdetected"),
+        ("421 4.7.1 Sorry, the service is currently unavailable. Please come back later.", "systemerror"),
+        ("550 5.7.1 Message rejected under suspicion of SPAM; https://ya.cc/1IrBc", "spamdetected"),
+        ("552 5.2.2 Mailbox size limit exceeded", "mailboxfull"),
+        ("451 4.7.1 Sorry, the service is currently unavailable. Please come back later. Too many "
+         "connections from your IP.",
+         "toomanyconn"),
+        ("554 5.7.1 Message rejected. Sender IP is listed in blocklist", "blocked"),
+        ("550 5.4.6 Unusual sending activity detected. Please try after sometime.", "speeding"),
+        ("554 5.1.8 Email Outgoing Blocked.", "rejected"),
+        # Proofpoint, Mimecast, Barracuda, Cisco gateways (their published error-code pages)
+        ("554 5.7.1 Blocked - see https://ipcheck.proofpoint.com/?ip=192.0.2.1", "blocked"),
+        ("550 5.7.1 Message blocked due to spam content in the message.", "spamdetected"),
+        ("550 Rejected by header based Anti-Spoofing policy: a@example.com", "policyviolation"),
+        ("550 Administrative prohibition - envelope blocked", "policyviolation"),
+        ("550 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369#550", "userunknown"),
+        ("421 Too many concurrent connections from 192.0.2.1", "toomanyconn"),
+        ("554 Service unavailable; Client host [192.0.2.1] blocked using Barracuda Reputation; "
+         "http://www.barracudanetworks.com/reputation/?pr=1&ip=192.0.2.1",
+         "blocked"),
+        ("550 permanent failure for one or more recipients (a@example.org:blocked)", "blocked"),
+        ("550 #5.1.0 Address rejected a@example.org", "userunknown"),
+        ("554 Message rejected: Message contains a virus", "virusdetected"),
+        ("554 Your access to this mail system has been rejected due to the sending MTA's poor reputation.",
+         "badreputation"),
+        # Postfix defaults (postconf(5), access(5), smtpd's reject texts)
+        ("450 4.1.1 <a@example.org>: Recipient address rejected: unverified address: host mx.example.org "
+         "said: 550 5.1.1 User unknown",
+         "userunknown"),
+        ("550 5.1.1 <a@example.org>: Recipient address rejected: User unknown in local recipient table",
+         "userunknown"),
+        ("450 4.7.1 <mail.example.com>: Helo command rejected: Host not found", "blocked"),
+        ("554 5.7.1 <unknown[192.0.2.1]>: Client host rejected: Access denied", "blocked"),
+        ("554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using bl.spamcop.net; Blocked - "
+         "see http://www.spamcop.net/bl.shtml?192.0.2.1",
+         "blocked"),
+        ("450 4.1.8 <a@example.com>: Sender address rejected: Domain not found", "rejected"),
+        ("553 5.7.1 <a@example.com>: Sender address rejected: not logged in", "rejected"),
+        ("452 4.3.1 Insufficient system storage", "systemfull"),
+        ("451 4.3.0 Error: queue file write error", "systemerror"),
+        ("451 4.3.5 Server configuration error", "systemerror"),
+        ("550 5.7.0 Message content rejected", "spamdetected"),
+        ("554 5.7.1 <a@example.org>: Recipient address rejected: Mail for this user is refused by the "
+         "user's filter",
+         "filtered"),
+        # Exim defaults
+        ("550 Unrouteable address", "hostunknown"),
+        ("451 Temporary local problem - please try later", "systemerror"),
+        ("550 Verification failed for <a@example.com> Sender verify failed", "rejected"),
+        ("550 Administrative prohibition", "policyviolation"),
+        ("421 mx.example.org: Too many concurrent SMTP connections; please try again later.", "toomanyconn"),
+        ("rejected RCPT <a@example.org>: 192.0.2.1 is listed at zen.spamhaus.org", "blocked"),
+        ("retry time not reached for any host after a long failure period", "expired"),
+        # Sendmail defaults
+        ("550 5.1.1 <a@example.org>... User unknown", "userunknown"),
+        ("553 5.1.8 <a@example.com>... Domain of sender address a@example.com does not exist", "rejected"),
+        ("550 5.7.1 <a@example.org>... Relaying denied", "norelaying"),
+        ("554 5.4.6 Too many hops 26 (25 max)", "networkerror"),
+        ("451 4.4.1 reply: read error from mx.example.org.", "networkerror"),
+        ("421 4.3.2 Connection rate limit exceeded.", "toomanyconn"),
+        ("452 4.4.5 Insufficient disk space; try again later", "systemfull"),
+        ("550 5.7.1 Rejected: 192.0.2.1 listed at bl.example.org", "blocked"),
+        ("451 4.3.0 Temporary system failure. Please try again later.", "systemerror"),
+        ("451 4.3.0 Local error in processing", "systemerror"),
+        ("451 4.3.0 Internal server error", "systemerror"),
+        ("554 5.3.0 rewrite: excessive recursion (max 50), ruleset canonify", "systemerror"),
+        ("Message could not be delivered for 5 days", "expired"),
+        # qmail
+        ("Sorry. Although I'm listed as a best-preference MX or A for that host, it isn't in my "
+         "control/locals file, so I don't treat it as local. (#5.4.6)",
+         "networkerror"),
+        ("This address no longer accepts mail. (#5.1.1)", "userunknown"),
+        ("Sorry, I couldn't find any host named example.org. (#5.1.2)", "hostunknown"),
+        ("Connected to 192.0.2.1 but my name was rejected. (#5.7.1)", "blocked"),
+        ("Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)", "networkerror"),
+        ("mailbox is full (#5.2.2)", "mailboxfull"),
+        # RFC 3463 texts with their cause
+        ("550 5.2.1 Mailbox disabled, not accepting messages", "suspend"),
+        ("550 5.1.6 Mailbox has moved", "hasmoved"),
+        ("554 5.3.2 System not accepting network messages", "notaccept"),
+        ("554 5.4.7 Delivery time expired", "expired"),
+        ("421 4.4.7 Message delayed, retry timeout exceeded", "expired"),
+        ("550 5.7.13 User account disabled", "suspend"),
+        ("554 5.6.3 Conversion required but not supported", "contenterror"),
+        ("550 5.1.3 Bad destination mailbox address syntax", "userunknown"),
+        ("550 5.7.1 Recipient not authorized to receive mail", "filtered"),
+        ("550 5.7.1 Delivery not authorized, the recipient only accepts mail from its contacts", "filtered"),
 ]
 
 

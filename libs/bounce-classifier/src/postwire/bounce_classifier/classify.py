@@ -69,8 +69,10 @@ _STATUS_REASONS: dict[str, str] = {
 _STRONG_STATUS = frozenset({
     "1.1", "1.2", "1.3", "1.6", "1.7", "1.8", "1.10", "2.2", "2.3", "3.1", "3.4", "4.4", "4.5", "4.7",
     "6.0", "6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "7.13", "7.17", "7.18", "7.20", "7.21",
-    "7.22", "7.23", "7.24", "7.25", "7.26", "7.27", "7.29", "7.30",
+    "7.22", "7.23", "7.24", "7.25", "7.26", "7.29", "7.30",
 })
+# X.7.27 (RFC 7505: the sender's domain has a null MX) is left out: Gmail documents 4.7.27/5.7.27 for
+# SPF failures, so the text decides and the code is a hint.
 # Phrases that outrank even a precise status: the remote MTA picked a generic code for a precise reason.
 _OVERRIDING = frozenset({"speeding", "toomanyconn", "virusdetected", "notcompliantrfc", "mailboxfull",
                          "suspend", "userunknown", "failedstarttls", "notaccept", "spamdetected", "blocked",
@@ -222,6 +224,8 @@ def _reason(code: int | None, status: str | None, text: str, command: str | None
     if by_text is None and (cause == text or detail in (None, "0.0")):
         by_text = match_text(text)
     by_status = _STATUS_REASONS.get(detail or "") if detail != "0.0" else None
+    if by_status is None and detail is not None and detail.startswith("6."):
+        by_status = "contenterror"  # X.6.x: message content or media (RFC 3463 3.7), newer details too
     if detail == "4.4" and by_text == "networkerror":
         return by_text, HIGH  # "unable to route" because the name servers failed, not an unknown name
     if detail in _ABSOLUTE_STATUS or detail in _STRONG_STATUS:

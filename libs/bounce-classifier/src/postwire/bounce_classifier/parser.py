@@ -42,7 +42,7 @@ from postwire.bounce_classifier.message_fields import (
     walk_leaves,
 )
 from postwire.bounce_classifier.providers import provider_enabled
-from postwire.bounce_classifier.rules import match_text
+from postwire.bounce_classifier.rules import match_text, names_reason
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +105,8 @@ def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
     nested = _nested_reports(leaves, depth)
     if report.recipients:
         blocks = _blocks_by_recipient(msg, human, [r.recipient or "" for r in report.recipients])
-        results = _behind_gateway(msg, [_from_dsn(r, report, blocks) for r in report.recipients])
+        notice = notification_text(human)
+        results = _behind_gateway(msg, [_from_dsn(r, blocks, notice) for r in report.recipients])
         named = {(r.recipient or "").lower() for r in results}
         return results + [r for r in nested if (r.recipient or "").lower() not in named]
     if nested:
@@ -228,7 +229,7 @@ def _blocks_by_recipient(msg: Message, human: str, recipients: list[str]) -> dic
     return {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice, also=recipients)}
 
 
-def _from_dsn(rec: RecipientStatus, report: DeliveryReport, blocks: dict[str, str]) -> BounceResult:
+def _from_dsn(rec: RecipientStatus, blocks: dict[str, str], notice: str) -> BounceResult:
     recipient = rec.recipient or ""
     diagnostic = rec.diagnostic
     block = blocks.get(recipient.lower(), "")
@@ -236,6 +237,8 @@ def _from_dsn(rec: RecipientStatus, report: DeliveryReport, blocks: dict[str, st
     status = _best_status(rec.status, diagnostic or block)
     result = _result(recipient, text, status, rec.action, rec.remote_mta, diagnostic or block,
                      find_command(block) or find_command(diagnostic))
+    if _expired_report(rec, result, notice):
+        result = replace(result, reason="expired", hardbounce=False, confidence="medium")
     if rec.diagnostic_type == "x-unix" and result.reason not in ("mailboxfull", "delivered"):
         # the local delivery agent (procmail, a pipe) failed: that is the MTA's problem, not the address
         return replace(result, reason="mailererror", hardbounce=False, confidence="medium")
@@ -290,6 +293,29 @@ def _result(recipient: str, text: str, status: str | None, action: str | None, r
     return BounceResult(recipient, reason, reported, verdict.replycode, hard,
                         diagnostic=" ".join(diagnostic.split())[:1000], remote_mta=remote_mta, action=action,
                         confidence=confidence)
+
+
+# Reasons that only say a delivery attempt failed for now: in a report whose Status is X.4.7 ("delivery
+# time expired", RFC 3463), the retries are what ended, so the report is about the expiry.
+_TRANSIENT_CAUSES = frozenset({"onhold", "networkerror", "systemerror"})
+_RETRY_TIMEOUT = re.compile(r"^[45]\.4\.7$")
+
+
+def _expired_report(rec: RecipientStatus, result: BounceResult, notice: str) -> bool:
+    """RFC 3464 structure that says the retries ran out, where the diagnostic names no precise cause.
+
+    - the reporting MTA's own Status is X.4.7 (Action failed or delayed), and the remote reply it
+      quotes was only a transient failure (a timeout, a "try again later", a temporary local error)
+      or nothing at all: the MTA gave up because time ran out, whatever the last attempt said;
+    - nothing at all was found for the recipient, but the notice says the message expired ("could
+      not be delivered for 5 days", "retry time exceeded"): that is the cause, not "too little
+      information" (onhold).
+    A precise cause (a block list, too many connections, no such user) keeps its reason.
+    """
+    retry_timeout = rec.action in ("failed", "delayed") and bool(_RETRY_TIMEOUT.match(rec.status or ""))
+    if retry_timeout and (result.confidence == "low" or result.reason in _TRANSIENT_CAUSES):
+        return True
+    return result.reason == "onhold" and names_reason(notice, "expired")
 
 
 def _gave_up_retrying(action: str | None, status: str | None, reason: str) -> bool:

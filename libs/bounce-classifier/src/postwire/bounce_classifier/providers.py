@@ -159,6 +159,17 @@ PROVIDER_PHRASES: Sequence[tuple[str, str, str]] = (
     # Outlook.com: the sending domain's records do not list the connecting IP ("domain [x] mismatches
     # client ip"): the client's name does not check out, a reverse-DNS-style identity failure.
     ("microsoft", r"mismatches client ip", "requireptr"),
+    # Exchange Online NDR reference: "5.2.2 ... SubmissionQuotaExceededException" is the *sender's*
+    # mailbox over its sending limit (under the status 5.2.2 that otherwise means a full mailbox), and
+    # "RESOLVER.RST.NotAuthorized" / "AuthRequired" / "SenderNotAuthenticatedForGroup" are delivery
+    # restrictions on who may send to the recipient or group: the sender is refused.
+    ("microsoft", r"submissionquotaexceeded", "speeding"),
+    ("microsoft", r"\bresolver\.rst\.(?:notauthorized|authrequired|sendernotauthenticated)", "rejected"),
+    # Yahoo Mail (senders.yahooinc.com "SMTP error codes"): Yahoo looks recipients up at end of DATA,
+    # so its "554 delivery error: dd This user doesn't have a yahoo.com account" is a missing mailbox,
+    # not a content filter's verdict; "dd ... This mailbox is disabled (554.30)" is a disabled one.
+    ("yahoo", r"delivery error: dd this user doesn't have a \S+ account", "userunknown"),
+    ("yahoo", r"delivery error: dd .{0,80}this (?:mailbox|account) (?:is|has been) disabled", "suspend"),
     # Tencent QQ Mail (service.mail.qq.com help "subtype=1"): "Ip frequency limited": too many
     # connections from one IP in a short time.
     ("tencent", r"\bip frequency limited\b", "toomanyconn"),

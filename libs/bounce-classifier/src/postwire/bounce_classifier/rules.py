@@ -30,12 +30,13 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("notcompliantrfc", (
         r"(?:not |non-?)rfc ?(?:5322|2822|822)",
         r"rfc ?(?:5322|2822|822) (?:complian|violation|standard)", r"multiple addresses in",
-        r"duplicate header",
+        r"duplicate (?:[\w-]+ )?headers?", r"(?:not|doesn't|does not) comply with rfc ?(?:5322|2822|822)",
         r"not (?:rfc )?compliant", r"multiple (?:subject|from|to|date|message-id) headers",
     )),
     ("securityerror", (
         r"smtp auth(?:entication)?\b", r"without authentication", r"authentication required",
         r"unauthenticated (?:senders?|relay|users?)", r"must (?:be )?authenticate",
+        r"client (?:was )?not authenticated",
     )),
     ("failedstarttls", (
         r"starttls", r"tls (?:is )?required", r"must issue a starttls", r"requiretls",
@@ -46,6 +47,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"sender policy framework", r"not authorized to send on behalf", r"unauthenticated email",
         r"authentication (?:check|result)s? (?:failed|fail)", r"email authentication failed",
         r"does not pass (?:spf|dkim|dmarc)", r"failed? (?:spf|dkim|dmarc)",
+        r"\b(?:spf|dkim|dmarc) (?:authentication|check|validation|verification) (?:didn't|did not|does not|"
+        r"doesn't) pass",
         r"5\.7\.(?:2[0-4]|26|29)\b", r"sender (?:is )?not authenticated",
     )),
     ("requireptr", (
@@ -59,11 +62,16 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"bad reputation", r"poor reputation", r"low reputation", r"ip reputation",
         r"sender reputation", r"reputation (?:of|is)", r"user complaints",
     )),
+    ("blocked", (  # the refusal names the sending IP's traffic: a block of the client, whatever the rate
+        r"unsolicited (?:e-?)?mail originating from your (?:ip|address|network|server)",
+    )),
     ("toomanyconn", (
         r"too many (?:concurrent |simultaneous |open |parallel )?(?:smtp |inbound |incoming )?"
         r"(?:connections|sessions)",
         r"connection (?:count|limit|rate limit)s? (?:exceeded|reached)", r"concurrent connections? limit",
-        r"connection rate limit", r"(?:maximum|max) (?:number of )?(?:concurrent |simultaneous )?connections",
+        r"connection rate limit",
+        r"(?:maximum|max) (?:number of )?(?:concurrent |simultaneous )?(?:server |smtp |inbound )?"
+        r"connections",
         r"connections? (?:per|from) (?:this |your )?(?:ip|host|client)[^.]{0,30}(?:exceeded|limit|too many)",
         r"exceeded (?:the )?(?:maximum |max )?(?:number of )?(?:concurrent |simultaneous )?connections",
     )),
@@ -73,6 +81,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"rate limit", r"too many (?:messages|emails|mails)(?! in)", r"sending (?:too fast|rate)",
         r"exceeded (?:the )?(?:message|sending) rate", r"throttl", r"unusual rate",
         r"too much mail", r"receiving mail at a rate", r"messages per (?:hour|minute|second|day)",
+        r"(?:peak|relay|sending|daily|hourly) (?:smtp )?(?:relay )?limits? (?:exceeded|reached)",
+        r"unusual sending activity",
     )),
     ("norelaying", (
         r"not configured to relay", r"relay (?:mail )?(?:through|via) this server",
@@ -89,7 +99,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     )),
     ("blocked", (
         r"use the smtp server of your isp", r"use your (?:isp|provider)'?s? (?:smtp|mail|outgoing) server",
-        r"blacklist", r"block ?list", r"spamhaus", r"spamcop", r"\bdnsbl\b", r"\brbl\b",
+        r"blacklist", r"block ?list", r"spamhaus", r"spamcop", r"\bdnsbls?\b", r"\brbls?\b",
         r"listed (?:at|on|in|by) ", r"(?:banned|invalid|blocked) (?:sending|source|client|connecting) ip",
         r"(?:sending|source|client|connecting) ip (?:address )?(?:is |has been )?(?:banned|blocked|invalid)",
         r"for sending\b.{0,20}\bip\b|\bip\b.{0,20}for sending",
@@ -107,6 +117,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"not (?:a )?member", r"not allowed to post", r"not permitted to post",
         r"only (?:members|subscribers)", r"permission to post",
         r"(?:provide|use) a valid (?:from|sender)", r"invalid (?:from|sender)(?: address)?\b",
+        r"unresolvable (?:rfc\.? ?5321 )?(?:from|sender) (?:domain|address)",
     )),
     ("systemfull", (
         r"system (?:is )?full", r"insufficient (?:disk|system) (?:space|storage)",
@@ -119,7 +130,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"maximum (?:allowed )?(?:message )?size", r"message file too big",
     )),
     ("exceedlimit", (
-        r"quota exceeded .*daily", r"exceeds? (?:the )?limit", r"limit exceeded",
+        r"quota exceeded .*daily", r"too many recipients", r"exceeds? (?:the )?limit", r"limit exceeded",
         r"message too large for (?:this|the) (?:mailbox|recipient)",
     )),
     ("filtered", (  # the recipient's own filter or settings refused the mail (the mailbox exists)
@@ -129,6 +140,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"due to (?:the )?recipient'?s? (?:preferences|settings|polic)",
         r"recipient'?s? (?:preferences|settings|filter)", r"only accept(?:s|ing)? mail from",
         r"message filtered", r"user rejected",
+        r"recipient (?:is )?not (?:authori[sz]ed|allowed|permitted) to receive",
     )),
     ("mailboxfull", (
         r"mailbox (?:is )?(?:full|over ?quota)", r"over ?quota", r"quota (?:exceeded|full|violation)",
@@ -199,7 +211,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"not a valid (?:mailbox|user|recipient)", r"user invalid",
     )),
     ("expired", (
-        r"delivery time expired", r"(?:message|mail) (?:has been )?(?:expired|timed out)",
+        r"delivery time expired", r"(?:message|mail) (?:has )?(?:been )?(?:expired|timed out)",
+        r"(?:delivery|retry) (?:period|time limit|lifetime) (?:has )?(?:expired|exceeded)",
         r"retry (?:time|timeout) (?:not reached|exceeded)", r"could not be delivered for \d+",
         r"cannot send message for", r"queue ?time", r"giving up", r"gave up",
         r"too long in (?:the )?queue", r"has been delayed", r"delivery (?:is )?delayed",
@@ -220,6 +233,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"(?:policy|policies|terms)", r"prohibited (?:content|attachment)", r"content policy",
         r"not allowed by (?:local )?policy", r"message (?:rejected|refused) (?:by|due to) (?:local )?policy",
         r"acceptable use", r"(?:local|site|security|anti-?spam|content|mail) polic(?:y|ies)",
+        r"(?:illegal|forbidden|disallowed|banned) (?:file )?(?:attachment|file type)",
+        r"(?:does not|doesn't) allow (?:external )?forwarding", r"administrative prohibition",
     )),
     ("spamdetected", (
         r"\bspam\b", r"message content rejected", r"scored as spam", r"junk mail", r"unsolicited",
@@ -269,7 +284,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("systemerror", (
         r"system error", r"internal (?:server )?error", r"local error", r"configuration error",
         r"misconfigur",
-        r"resources? (?:temporarily )?unavailable", r"too many recipients", r"mailing list expansion",
+        r"resources? (?:temporarily )?unavailable", r"mailing list expansion",
         r"error in processing", r"queue file write error", r"i/o error", r"out of memory",
         r"^\W*(?:\d{3} )?transaction failed\W*$",  # RFC 5321's own text for a bare 554, nothing else said
     )),
@@ -279,6 +294,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
 # them after the enhanced status (an X.7.1 is then resolved to blocked, rejected, spam or policy by
 # them) and before the bare reply code.
 _WEAK_RULES: Sequence[tuple[str, Sequence[str]]] = (
+    # the server turns connections away for now: its load, not a failure of it (REASONS.md toomanyconn)
+    ("toomanyconn", (r"server (?:is )?(?:too )?busy", r"try (?:again )?later,? closing (?:the )?connection")),
     ("spamdetected", (r"suspicious", r"\bjunk\b")),
     ("policyviolation", (r"\bpolicy\b", r"\bpolicies\b", r"\bviolation\b", r"\bprohibited\b")),
     ("rejected", (r"return path", r"envelope sender", r"sender is not", r"\bsender\b", r"mail from\b")),
@@ -344,6 +361,14 @@ def _first(rules: _Compiled, text: str) -> str | None:
         if any(p.search(flat) for p in patterns):
             return reason
     return None
+
+
+def names_reason(text: str, reason: str) -> bool:
+    """Whether a precise phrase of `reason` occurs in `text`, whatever other reasons it also names."""
+    if not text:
+        return False
+    flat = normalise(_REPLY_PREFIX.sub(" ", normalise(text)))
+    return any(p.search(flat) for name, patterns in _COMPILED if name == reason for p in patterns)
 
 
 def reasons_in_order() -> list[str]:
