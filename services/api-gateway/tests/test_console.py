@@ -211,6 +211,33 @@ async def test_bounces_with_reasons_and_csv(gateway: Any, account: NewCredential
         assert [r["recipient"] for r in DictReader(io.StringIO(only_csv.text))] == ["full@example.org"]
 
 
+async def test_bounces_broken_down_by_reason_verdict_domain_and_provider(
+        gateway: Any, account: NewCredentials, sessions: Sessions) -> None:
+    aid = account.account_id
+    unknown = {"smtp_code": 550, "reason": "userunknown", "hardbounce": True}
+    await _sent(sessions, aid, "a", "gone@example.org", ("failed", unknown))
+    await _sent(sessions, aid, "b", "x@gmail.com",
+                ("failed", {**unknown, "mx_host": "gmail-smtp-in.l.google.com"}))
+    # a company domain whose MX is Google's: Google's mail, whatever the domain is called
+    await _sent(sessions, aid, "c", "y@company.example",
+                ("failed", {**unknown, "mx_host": "ASPMX.L.GOOGLE.COM"}))
+    await _sent(sessions, aid, "d", "z@example.org",
+                ("bounced", {"reason": "mailboxfull", "hardbounce": False, "remote_mta": "mx.example.org"}))
+    await _sent(sessions, aid, "e", "w@hotmail.com", ("complained", {"feedback_type": "abuse"}))
+    # a failure without a reason (not classified) is not a bounce
+    await _sent(sessions, aid, "f", "v@example.org", ("failed", {"smtp_code": 451}))
+    async with _login(gateway, await _user(sessions, account, "viewer")) as client:
+        page = (await client.get("/console/bounces")).text
+    assert 'data-bounce-total="5"' in page and 'data-hard="3"' in page and 'data-soft="2"' in page
+    by_reason = r'data-reason-count="(\w+)"><td><a[^>]*>\w+</a></td>\s*<td>(\d+)</td><td>(\d+)</td>'
+    assert re.findall(by_reason, page) == [
+        ("userunknown", "3", "3"), ("feedback", "1", "0"), ("mailboxfull", "1", "0")]
+    assert re.findall(r'data-domain-count="([^"]+)"><td>[^<]+</td><td>(\d+)</td>', page) == [
+        ("example.org", "2"), ("company.example", "1"), ("gmail.com", "1"), ("hotmail.com", "1")]
+    assert re.findall(r'data-provider-count="([^"]+)"><td>[^<]+</td><td>(\d+)</td>', page) == [
+        ("Google", "2"), ("other", "2"), ("Microsoft", "1")]
+
+
 async def test_suppressions_need_an_admin_and_the_forms_token(gateway: Any, account: NewCredentials,
                                                               sessions: Sessions) -> None:
     h = gateway.auth(account)

@@ -288,6 +288,35 @@ async def recent(session: AsyncSession, account_id: str, f: EventFilter, limit: 
         .order_by(Event.at.desc(), Event.seq.desc()).limit(limit))).all())
 
 
+@dataclass(frozen=True)
+class BounceGroup:
+    """Bounce-like events of one reason, verdict, recipient domain and remote host (console overview)."""
+
+    reason: str
+    hard: bool
+    domain: str
+    host: str  # the MX that refused it or the MTA that reported it; "" when unknown
+    count: int
+
+
+async def bounce_groups(session: AsyncSession, account_id: str, f: EventFilter,
+                        limit: int = 5000) -> list[BounceGroup]:
+    """The events ``f`` selects (bounce-like ones: pass ``bounces_only``) counted per reason, hard/soft,
+    recipient domain and remote host, largest groups first, in one aggregate over the partial index: the
+    console's breakdown of a whole period, not of the rows on the page."""
+    data = Event.data
+    reason = func.coalesce(data["reason"].as_string(), case((Event.type == "complained", "feedback"),
+                                                            else_="undefined"))
+    hard = func.coalesce(data["hardbounce"].as_boolean(), literal_column("false"))
+    domain = func.lower(func.split_part(Event.recipient, literal_column("'@'"), literal_column("-1")))
+    host = func.lower(func.coalesce(data["mx_host"].as_string(), data["remote_mta"].as_string(),
+                                    literal_column("''")))
+    n = func.count().label("n")
+    rows = await session.execute(select(reason, hard, domain, host, n).where(*_conditions(account_id, f))
+                                 .group_by(reason, hard, domain, host).order_by(n.desc()).limit(limit))
+    return [BounceGroup(str(r), bool(h), str(d), str(m), int(c)) for r, h, d, m, c in rows.all()]
+
+
 BOUNCE_EXPORT_COLUMNS: Final = ("at", "type", "recipient", "message_id", "reason", "hardbounce", "smtp_code",
                                  "enhanced_status", "response")
 

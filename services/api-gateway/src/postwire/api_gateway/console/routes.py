@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.api_gateway.archived import archived_copy
 from postwire.api_gateway.console import charts
 from postwire.api_gateway.console.access import access_router
+from postwire.api_gateway.console.bounce_report import summarise
 from postwire.api_gateway.console.domains_page import domains_router
 from postwire.api_gateway.console.pages import HERE, SECURITY_HEADERS, deps_of, page, preview
 from postwire.api_gateway.console.sandbox_inbox import sandbox_router
@@ -53,6 +54,7 @@ from postwire.db.events_query import (
     BOUNCE_EXPORT_COLUMNS,
     EventFilter,
     bounce_export,
+    bounce_groups,
     daily_counts,
     list_window,
     recent,
@@ -64,6 +66,7 @@ METRICS: Final = ("accepted", "delivered", "deferred", "failed", "bounced", "ope
 PERIODS: Final = {"today": 1, "7d": 7, "30d": 30}
 PAGE: Final = 50
 IMPORT_MAX_BYTES: Final = 1024 * 1024
+BOUNCES_SHOWN: Final = 500  # the newest listed on the page (the breakdown counts them all)
 BOUNCE_CSV_MAX: Final = 100_000  # rows in one bounce CSV (the API pages through any number)
 IMPORT_MAX_ROWS: Final = 10_000
 
@@ -198,15 +201,12 @@ def console_router() -> APIRouter:
     async def bounces(request: Request, session: Current, reason: Annotated[str, Query(max_length=40)] = "",
                       period: Annotated[str, Query(max_length=10)] = "30d") -> Response:
         lo, hi, period = _period(period, None, None)
+        wanted = EventFilter(start=lo, end=hi, bounces_only=True, reason=reason or None)
         async with _deps(request).sessions() as s:
-            rows = await recent(s, session.user.account_id,
-                                EventFilter(start=lo, end=hi, bounces_only=True, reason=reason or None), 500)
-        counts: dict[str, int] = {}
-        for r in rows:
-            key = str((r.data or {}).get("reason") or "undefined")
-            counts[key] = counts.get(key, 0) + 1
-        return page(request, "bounces.html", session, rows=rows, reason=reason, period=period,
-                    counts=sorted(counts.items(), key=lambda kv: -kv[1]))
+            rows = await recent(s, session.user.account_id, wanted, BOUNCES_SHOWN)
+            report = summarise(await bounce_groups(s, session.user.account_id, wanted))
+        return page(request, "bounces.html", session, rows=rows, reason=reason, period=period, report=report,
+                    shown=BOUNCES_SHOWN)
 
     @router.get("/bounces.csv")
     async def bounces_csv(request: Request, session: Current,
