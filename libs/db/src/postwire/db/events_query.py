@@ -331,7 +331,9 @@ async def bounce_export(session: AsyncSession, account_id: str, f: EventFilter, 
                     data["reason"].as_string(), data["hardbounce"].as_string(), data["smtp_code"].as_string(),
                     data["enhanced_status"].as_string(), data["response"].as_string())
              .where(*_conditions(account_id, f)).order_by(Event.at.desc(), Event.seq.desc()).limit(limit))
-    result = await session.stream(query.execution_options(yield_per=chunk))
+    # on the Core connection: the ORM's streaming adds a loading step per row that costs as much as the fetch
+    connection = await session.connection()
+    result = await connection.stream(query.execution_options(yield_per=chunk))
     async for rows in result.partitions():
         yield rows
 
