@@ -79,6 +79,28 @@ async def test_every_recipient_is_caught_and_listed(sandbox: tuple[int, Path]) -
     assert read.raw.rstrip(b"\r\n") == first.rstrip(b"\r\n")  # the bytes as sent, nothing added
 
 
+async def test_simulator_addresses_act_out_their_outcome_and_are_not_caught(
+        sandbox: tuple[int, Path]) -> None:
+    port, folder = sandbox
+
+    def talk() -> tuple[list[tuple[int, bytes]], tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.test")
+            client.mail("app@example.com")
+            rcpts = ("bounce@any.example", "Bounce+7@other.example", "full@any.example",
+                     "blocked@any.example", "defer@any.example", "reader@any.example")
+            replies = [client.rcpt(r) for r in rcpts]
+            return replies, client.data(_message("Mixed"))
+
+    replies, data = await asyncio.to_thread(talk)
+    assert [(code, text.split()[0]) for code, text in replies] == [
+        (550, b"5.1.1"), (550, b"5.1.1"), (552, b"5.2.2"), (554, b"5.7.1"), (451, b"4.2.0"), (250, b"2.1.5")]
+    assert b"User unknown" in replies[0][1] and b"<bounce@any.example>" in replies[0][1]
+    assert data[0] == 250
+    [caught] = sandbox_store.list_messages(folder)
+    assert caught.recipients == ("reader@any.example",)  # only the ordinary recipient
+
+
 async def test_the_newest_are_kept(sandbox: tuple[int, Path]) -> None:
     port, folder = sandbox
     for i in range(5):

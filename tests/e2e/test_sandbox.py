@@ -93,6 +93,31 @@ async def test_api_mail_to_a_domain_that_does_not_exist_lands_in_the_sandbox(run
         assert (state["status"], state["mx_host"]) == ("delivered", "127.0.0.1")
 
 
+async def test_a_simulated_bounce_is_classified_suppressed_and_shown(run: LocalStack) -> None:
+    rcpt = f"bounce+{uuid.uuid4().hex[:8]}@customers.example"
+    async with httpx.AsyncClient(base_url=run.api, timeout=30, trust_env=False) as http:
+        r = await http.post("/v1/messages", headers=_api_key(run), json={
+            "from": "you@example.com", "to": [rcpt], "subject": "This one bounces", "text": "Hello"})
+        assert r.status_code == 202, r.text
+        message_id = r.json()["id"]
+
+        async def failed() -> dict[str, Any] | None:
+            r = await http.get("/v1/events", params={"message_id": message_id, "type": "failed"},
+                               headers=_api_key(run))
+            events: list[dict[str, Any]] = r.json()["events"]
+            return events[0] if events else None
+
+        event = await eventually(failed)
+        assert (event["smtp_code"], event["enhanced_status"], event["reason"], event["hardbounce"]) == (
+            550, "5.1.1", "userunknown", True)
+        async def suppression() -> dict[str, Any] | None:
+            r = await http.get(f"/v1/suppressions/{rcpt}", headers=_api_key(run))
+            return r.json() if r.status_code == 200 else None
+
+        assert (await eventually(suppression))["reason"] == "userunknown"
+    assert _caught_for(run, rcpt) == []
+
+
 async def test_smtp_mail_lands_in_the_sandbox(run: LocalStack) -> None:
     demo = run.demo()
     rcpt = f"reader@nowhere-{uuid.uuid4().hex[:8]}.example"

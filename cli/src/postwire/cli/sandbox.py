@@ -7,7 +7,9 @@ transformer, DKIM, VERP, the SMTP transaction) and ends up here, and the recorde
 with this server as ``mx_host``.
 
 An SMTP server (aiosmtpd on the process's own loop): any sender, any recipient, no AUTH, no TLS,
-loopback only (it is an open sink: anyone who reaches it can fill the data dir up to the cap). Each
+loopback only (it is an open sink: anyone who reaches it can fill the data dir up to the cap). A few
+recipients act out an outcome instead (``SIMULATED``: ``bounce@``, ``full@``, ``blocked@``, ``defer@`` at
+any domain), so the failure paths can be seen as easily as a delivery. Each
 message is written to ``POSTWIRE_SANDBOX_DIR`` by ``postwire.core.sandbox_store`` (a file per message
 plus its index entry; the newest ``POSTWIRE_SANDBOX_MAX_MESSAGES`` are kept) and answered 250 only
 once it is on disk.
@@ -38,6 +40,15 @@ HOOKS = ("handle_RCPT", "handle_DATA", "handle_exception")
 TEMPORARY_ERROR = "451 4.3.0 Temporary local error, try again later"
 NO_AUTH = "502 5.5.1 AUTH not available: the sandbox takes mail from anyone on this machine"
 RCPT_OK = "250 2.1.5 OK"
+# Recipients that act out an outcome instead of being caught, by local part (any domain, any +suffix), as
+# hosted relays' simulators do: so a newcomer sees a bounce, a deferral and a full mailbox go through
+# the classifier, the events, the suppressions and the console. Replies in the wording MTAs use.
+SIMULATED: dict[str, str] = {
+    "bounce": "550 5.1.1 <{address}>: Recipient address rejected: User unknown in virtual mailbox table",
+    "full": "552 5.2.2 <{address}>: Mailbox full, quota exceeded",
+    "blocked": "554 5.7.1 Service unavailable; Client host blocked using sandbox.example (a simulated block)",
+    "defer": "451 4.2.0 <{address}>: Temporarily unavailable, try again later (simulated)",
+}
 SIZE_SLACK = 1 << 20  # what signing and tracking may add to a message of POSTWIRE_MAX_MESSAGE_SIZE
 
 
@@ -64,6 +75,14 @@ class SandboxSettings(PostwireSettings):
         return self.sandbox_dir if self.sandbox_dir is not None else self.data_dir / "sandbox"
 
 
+def simulated_reply(address: str) -> str | None:
+    """The reply a simulator address gets (``bounce@…``, ``bounce+1@…``, ``full@…``, ``blocked@…``,
+    ``defer@…``); None for every other address, which is caught."""
+    local = address.rpartition("@")[0].split("+", 1)[0].lower()
+    template = SIMULATED.get(local)
+    return template.format(address=address) if template is not None else None
+
+
 class SandboxHandler:
     """Accepts every recipient; DATA is answered 250 once the message is stored."""
 
@@ -76,6 +95,10 @@ class SandboxHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        simulated = simulated_reply(address)
+        if simulated is not None:
+            log.info("sandbox.simulated", recipient=address, reply=simulated[:3])
+            return simulated
         envelope.rcpt_tos.append(address)
         return RCPT_OK
 
