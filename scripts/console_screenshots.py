@@ -44,10 +44,15 @@ async def seed(api: str, key: str) -> str:
                 "recipient": f"order{i}@customers.example", "tags": ["orders"], "from": "shop@shop.example",
                 "subject": f"Order {1040 + i} shipped",
                 "html": f"<p>Your order {1040 + i} is on its way.</p>"})
+        for rcpt in ("bounce@customers.example", "full@example.org", "blocked@example.net"):
+            await client.post("/v1/send", json={
+                "recipient": rcpt, "tags": ["orders"], "from": "shop@shop.example", "subject": "Your receipt",
+                "text": "Thank you."})
         await client.post("/v1/suppressions", json={"address": "former@customers.example"},
                           headers={"Authorization": f"Bearer {key}"})
-        await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks"},
-                          headers={"Authorization": f"Bearer {key}"})
+        hook = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks"},
+                                 headers={"Authorization": f"Bearer {key}"})
+        await client.post(f"/v1/webhooks/{hook.json()['id']}/test", headers={"Authorization": f"Bearer {key}"})
         await client.post("/v1/domains", json={"name": "shop.example"},
                           headers={"Authorization": f"Bearer {key}"})
     await asyncio.sleep(6)  # delivered to the sandbox and recorded
