@@ -22,7 +22,7 @@ from pathlib import Path
 import css_inline
 
 from postwire.testing.corpus import corpus_dir
-from postwire.transformer import css_sheet, inline
+from postwire.transformer import inline
 
 TEMPLATES = corpus_dir() / "templates"
 
@@ -39,8 +39,7 @@ def css_inline_alone() -> Callable[[str], str]:
 
 
 def postwire_cold(html: str) -> str:
-    for cache in (inline._plan, css_sheet.parse_sheet, css_sheet.specificity, css_sheet.is_stateful):
-        cache.cache_clear()
+    inline.clear_caches()
     return inline.inline_html(html)
 
 

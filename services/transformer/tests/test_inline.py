@@ -178,13 +178,22 @@ def test_css_nesting_is_flattened() -> None:
     assert re.search(r"@media \(max-width: 600px\) \{\s*\.card \{ color: red !important; \}", _head(out))
 
 
-def test_extra_css_keeps_its_at_rules_but_not_its_hover_rules() -> None:
-    """juice's documented behaviour: only @media/@font-face/@keyframes of the extra CSS are inserted."""
+def test_extra_css_keeps_its_at_rules_as_juice_does() -> None:
+    """The extra CSS's @media stays in <style>; its a:hover and ::before rules are dropped, as juice's
+    insertPreservedExtraCss does, while the same rules in the document's own <style> are kept."""
     extra = (
-        "p { color: red } p:hover { color: blue } @media (max-width: 600px) { p { color: green !important } }"
+        "a { color: red } a:hover { color: blue } p::before { content: '>' }"
+        " @media (max-width: 600px) { a { color: green !important } }"
     )
-    out = inline_html("<html><head></head><body><p>x</p></body></html>", extra)
-    assert "@media" in _head(out) and ":hover" not in out
+    html = "<html><head></head><body><p><a href='#'>x</a></p></body></html>"
+    from_extra = inline_html(html, extra)
+    from_style = inline_html(html.replace("<head>", f"<head><style>{extra}</style>"))
+    assert "@media (max-width: 600px)" in _head(from_extra)
+    assert ":hover" not in from_extra and "::before" not in from_extra
+    for kept in ("a:hover { color: blue; }", "p::before { content: '>'; }", "@media (max-width: 600px)"):
+        assert kept in _head(from_style)
+    assert _style_of(from_extra, "href") == _style_of(from_style, "href") == "color: red;"
+    assert "<style>" not in inline_html(html, extra, options=InlineOptions(insert_preserved_extra_css=False))
 
 
 def test_a_closing_style_tag_in_extra_css_cannot_end_the_style_block() -> None:
@@ -209,6 +218,33 @@ def test_css_variables_are_resolved_for_clients_without_var() -> None:
     assert "var(--brand)" in _style_of(
         inline_html(html, options=InlineOptions(resolve_css_variables=False)), "<p"
     )
+
+
+def test_an_elements_own_custom_properties_are_kept_and_its_var_resolved() -> None:
+    """A browser sees ``--brand: red`` on the element (and its children inherit it) and paints it red:
+    the written style keeps the custom property for clients with var(), and says red for the others,
+    whether or not a <style> rule matches the element."""
+    own = '<p style="--brand: red; color: var(--brand)">x</p>'
+    matched = inline_html(f"<style>p {{ margin: 0 }}</style>{own}")
+    assert _style_of(matched, "<p") == "margin: 0;--brand: red;color: red;"
+    unmatched = inline_html(f"<style>td {{ margin: 0 }}</style>{own}<span style='color: red'>y</span>")
+    assert _style_of(unmatched, "<p") == "--brand: red;color: red;"
+    assert "<span style=\"color: red\">" in unmatched  # styles without var() are left as written
+    assert _style_of(inline_html(own), "<p") == "--brand: red;color: red;"  # no CSS at all
+
+
+def test_own_custom_properties_win_over_the_roots_and_rules_ones_are_left_out() -> None:
+    css = ":root { --brand: blue } p { --gap: 4px; color: var(--brand); margin: var(--gap) }"
+    out = inline_html(f"<style>{css}</style><p style='--brand: green'>x</p><p>y</p>")
+    assert _style_of(out, "<p") == "color: green;margin: 4px;--brand: green;"
+    assert _style_of(out, "</p><p") == "color: blue;margin: 4px;"  # juice: rules' custom properties go
+    fallback = inline_html("<style>p { margin: var(--undefined, 2px) }</style><p>x</p>")
+    assert _style_of(fallback, "<p") == "margin: 2px;"  # as a browser: --undefined has no value
+    kept = inline_html(
+        f"<style>{css}</style><p style='--brand: green'>x</p>",
+        options=InlineOptions(resolve_css_variables=False),
+    )
+    assert "color: var(--brand)" in _style_of(kept, "<p") and "--gap: 4px" in _style_of(kept, "<p")
 
 
 def test_juice_option_names_are_understood() -> None:

@@ -8,7 +8,7 @@ each element's style declarations, the text, and the rules left in <style> block
 The juice options in NAME.json are passed on (InlineOptions.from_juice). Cases where juice's policy is wrong
 for email, or that need what we do not implement, are listed in EXPECTED_DIFFERENCES with the reason (the
 same list is in docs/inlining.md); the test fails if one of them starts to match (the list is stale). The
-score ("juice cases: 35/40 pass") is printed at the end of the run by conftest.py.
+score ("juice cases: 34/40 pass") is printed at the end of the run by conftest.py.
 
 Run this file directly to print every case's normalised difference.
 """

@@ -10,19 +10,20 @@ their ``!important`` flags, and a position that keeps the cascade's source order
 CSS nesting is flattened here (``.card { & .title {...} }`` becomes ``.card .title``; an @media inside
 a rule becomes an @media around that rule), so the selector engine sees plain selectors.
 
-The parser is a small tokenizer over strings, comments, brackets and ``{};``: enough to find rules and
-declarations without validating values, which are copied as written. Parsing is cached by CSS text,
-because a sender's templates repeat.
+The parser finds rules and declarations without validating values, which are copied as written. It is
+built for the first message with a given stylesheet, which pays for parsing it: comments go in one regex
+pass, a rule without nested blocks (nearly all of them) is read by one regex match, and only the rest goes
+through a tokenizer over strings, brackets and ``{};``. Declarations and specificity are worked out when
+the cascade first needs them (:class:`InlineRule`), since most rules of a framework's stylesheet match
+nothing in a given message. Parsing is cached by CSS text, because a sender's templates repeat.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 # Pseudo-classes that depend on user state or navigation, and pseudo-elements (generated boxes): an
 # inline style cannot express them, so their rules stay in <style> (where clients that support them apply
@@ -47,11 +48,41 @@ OTHER_AT_RULE: Final = "at-rule"
 # Blocks nested deeper are dropped (no real stylesheet comes close; a hostile one must not exhaust the stack).
 MAX_NESTING: Final = 32
 
-# comments (and the <!-- --> that old templates wrap their CSS in), strings, and the characters that
-# give CSS its structure
-_TOKEN: Final = re.compile(
-    r"/\*.*?(?:\*/|\Z)|<!--|-->|\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?|[{}();\[\]]", re.S
-)
+# comments (and the <!-- --> that old templates wrap their CSS in), and the strings they cannot start in;
+# every branch starts with a literal character, so the regex engine skips quickly to the next candidate
+_NOISE: Final = re.compile(r"/\*.*?(?:\*/|\Z)|<!--|-->|\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?", re.S)
+_COMMENTS: Final = re.compile(r"/\*.*?(?:\*/|\Z)|\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?", re.S)  # no <!--
+# strings, and the characters that give CSS its structure (once comments are gone)
+_TOKEN: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?|[{}();\[\]]", re.S)
+# A rule with no block inside, read in one match: its prelude and its body, where strings and brackets
+# (three levels of parentheses: ``var(--a, var(--b, rgb(0, 0, 0)))``) may hold ``;``. Anything else
+# (an unterminated string, deeper brackets, a brace inside brackets) fails the match and goes through the
+# tokenizer. Each part is written as "plain run, then (group, plain run)*", which one text can match in
+# one way only, so a failing match backtracks in linear time.
+_STR: Final = r"\"[^\"\\]*(?:\\.[^\"\\]*)*\"|'[^'\\]*(?:\\.[^'\\]*)*'"
+
+
+def _run(plain: str, groups: str) -> str:
+    return rf"{plain}*(?:(?:{groups}){plain}*)*"
+
+
+_IN_BRACKETS: Final = r"[^()\[\]{}\"']"
+_SQUARE: Final = rf"\[{_run(_IN_BRACKETS, _STR)}\]"  # ``[class*=x]``, also inside ``:not(...)``
+_PAREN1: Final = rf"\({_run(_IN_BRACKETS, f'{_STR}|{_SQUARE}')}\)"
+_PAREN2: Final = rf"\({_run(_IN_BRACKETS, f'{_STR}|{_SQUARE}|{_PAREN1}')}\)"
+_PAREN3: Final = rf"\({_run(_IN_BRACKETS, f'{_STR}|{_SQUARE}|{_PAREN2}')}\)"
+_GROUPS: Final = f"{_STR}|{_PAREN3}|{_SQUARE}"
+_PRELUDE: Final = _run(r"[^{};()\[\]\"']", _GROUPS)
+_BODY: Final = _run(r"[^{}()\[\]\"']", _GROUPS)
+_FLAT_RULE: Final = re.compile(rf"({_PRELUDE})\{{({_BODY})\}}", re.S)
+_SIMPLE_RULE: Final = re.compile(r"([^{};()\[\]\"']*)\{([^{}()\[\]\"']*)\}")  # most rules: tried first
+_SIMPLE_RUN: Final = re.compile(r"(?:[^{};()\[\]\"']*\{[^{}()\[\]\"']*\})+")  # several in a row
+# a body whose first declaration is plainly one (most bodies): no need to split it to know it holds one
+_PLAIN_DECLARATION: Final = re.compile(r"\s*[A-Za-z-][\w-]*\s*:\s*[^\s;!]")
+# the declarations of a flat rule's body (a ``;`` outside strings and brackets ends one); empty matches too
+_DECLARATION_TEXT: Final = re.compile(_run(r"[^;()\[\]\"']", _GROUPS), re.S)
+_SELECTOR_CARE: Final = re.compile(r"[(\[\"']")  # a selector list that str.split(",") cannot split
+_NEEDS_CARE: Final = re.compile(r"[()\[\]\"']")  # a body that str.split(";") cannot split
 _IMPORTANT: Final = re.compile(r"\s*!\s*important\s*$", re.I)
 _STRING: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
 _PSEUDO_NAME: Final = re.compile(r"::?(-?[a-zA-Z][\w-]*)")
@@ -61,8 +92,7 @@ _ESCAPE: Final = re.compile(r"\\.")
 _GROUPING_AT_RULES: Final = frozenset({"media", "supports", "container", "layer", "document", "scope"})
 
 
-@dataclass(frozen=True, slots=True)
-class Declaration:
+class Declaration(NamedTuple):
     """``name: value`` as written (the value without ``!important``), with its place in the sheet."""
 
     name: str
@@ -71,13 +101,56 @@ class Declaration:
     position: int
 
 
-@dataclass(frozen=True, slots=True)
-class InlineRule:
-    """One selector and the declarations it gives the elements it matches."""
+class Body:
+    """The declarations of one rule block, split and parsed the first time they are asked for.
 
-    selector: str
-    specificity: tuple[int, int, int]
-    declarations: tuple[Declaration, ...]
+    The selectors of a list share one body. ``source`` is the block's text between its braces, or its
+    declaration texts already split; ``first_position`` numbers the declarations in sheet order.
+    """
+
+    __slots__ = ("_declarations", "first_position", "source")
+
+    def __init__(self, source: str | tuple[str, ...], first_position: int) -> None:
+        self.source = source
+        self.first_position = first_position
+        self._declarations: tuple[Declaration, ...] | None = None
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        if isinstance(self.source, str):
+            self.source = tuple(_split_body(self.source))
+        return self.source
+
+    @property
+    def declarations(self) -> tuple[Declaration, ...]:
+        if self._declarations is None:
+            self._declarations = tuple(
+                decl
+                for offset, text in enumerate(self.texts)
+                if (decl := parse_declaration(text, self.first_position + offset)) is not None
+            )
+        return self._declarations
+
+
+class InlineRule:
+    """One selector and the declarations it gives the elements it matches (both worked out when asked)."""
+
+    __slots__ = ("_specificity", "body", "selector")
+
+    def __init__(self, selector: str, body: Body) -> None:
+        self.selector = selector
+        self.body = body
+        self._specificity: tuple[int, int, int] | None = None
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        if self._specificity is None:
+            self._specificity = specificity(self.selector)
+        return self._specificity
+
+    @property
+    def declarations(self) -> tuple[Declaration, ...]:
+        return self.body.declarations
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,27 +161,77 @@ class KeptCss:
     text: str
 
 
-@dataclass(slots=True)
 class Sheet:
-    """A parsed stylesheet: what to inline and what to keep, both in source order."""
+    """A parsed stylesheet: what to inline and what to keep, both in source order.
 
-    rules: list[InlineRule] = field(default_factory=list)
-    kept: list[KeptCss] = field(default_factory=list)
+    The inlinable rules are kept as two parallel lists (a selector, the body it shares with the other
+    selectors of its list), which is all the marker stylesheet needs; :attr:`rules` builds objects.
+    """
+
+    __slots__ = ("bodies", "kept", "selectors")
+
+    def __init__(self) -> None:
+        self.selectors: list[str] = []
+        self.bodies: list[Body] = []
+        self.kept: list[KeptCss] = []
+
+    @property
+    def rules(self) -> list[InlineRule]:
+        return [
+            InlineRule(selector, body) for selector, body in zip(self.selectors, self.bodies, strict=True)
+        ]
 
 
 @dataclass(slots=True)
 class _Block:
     prelude: str
-    items: list[str | _Block] = field(default_factory=list)
+    items: list[_Item] = field(default_factory=list)
+    has_blocks: bool = False  # whether some item is a _Block or a flat rule
+
+
+# A block's items: declaration (or statement) texts, blocks, and flat rules as (prelude, body text), which
+# become blocks only where one is needed (_flat_block).
+_Item = str | _Block | tuple[str, str]
+
+
+def _flat_block(item: tuple[str, str]) -> _Block:
+    return _Block(item[0], [*_split_body(item[1])])
+
+
+def _blocks(items: list[_Item]) -> list[str | _Block]:
+    return [_flat_block(item) if isinstance(item, tuple) else item for item in items]
+
+
+def _split_body(body: str) -> list[str]:
+    parts = _DECLARATION_TEXT.findall(body) if _NEEDS_CARE.search(body) else body.split(";")
+    return [text for part in parts if (text := part.strip())]
 
 
 @functools.lru_cache(maxsize=64)
 def parse_sheet(css: str) -> Sheet:
     """Split ``css`` into inlinable rules and kept CSS (cached: the result must not be changed)."""
     sheet = Sheet()
-    positions = itertools.count()
+    positions = [0]
+    selectors, bodies = sheet.selectors, sheet.bodies
+    plain_declaration = _PLAIN_DECLARATION.match
     for item in _parse_blocks(css).items:
-        if isinstance(item, str):
+        if isinstance(item, tuple):
+            prelude, text = item
+            if prelude.startswith("@"):
+                _add_at_rule(sheet, _flat_block(item), None)
+            elif ":" in prelude or plain_declaration(text) is None:
+                _add_flat_rule(sheet, split_selectors(prelude), text, positions)
+            else:  # the common case, _add_flat_rule without the stateful selectors and the odd bodies
+                body = Body(text, positions[0])
+                positions[0] += text.count(";") + 1
+                if "," in prelude:
+                    listed = split_selectors(prelude)
+                    selectors += listed
+                    bodies += [body] * len(listed)
+                elif prelude:
+                    selectors.append(prelude)
+                    bodies.append(body)
+        elif isinstance(item, str):
             if item.startswith("@") and item[1:7].lower() == "import":
                 sheet.kept.append(KeptCss(OTHER_AT_RULE, item + ";"))  # the client may load it; we never do
         elif item.prelude.startswith("@"):
@@ -118,75 +241,119 @@ def parse_sheet(css: str) -> Sheet:
     return sheet
 
 
+def _keep_strings(match: re.Match[str]) -> str:
+    text = match.group()
+    return text if text[0] in "\"'" else " "
+
+
 def _parse_blocks(css: str) -> _Block:
     """The block tree of ``css``: comments dropped, strings and bracketed text kept whole."""
+    if "<!--" in css or "-->" in css:
+        css = _NOISE.sub(_keep_strings, css)
+    elif "/*" in css:  # "-" is frequent in CSS, "<!--" rare: a regex that does not stop at each "-"
+        css = _COMMENTS.sub(_keep_strings, css)
     root = _Block("")
     stack = [root]
-    chunk: list[str] = []
-    depth = pos = skipped = 0
-    for match in _TOKEN.finditer(css):
-        chunk.append(css[pos : match.start()])
+    depth = skipped = 0
+    start = pos = 0  # css[start:] is the text since the last structural token
+    simple_run, simple_rules = _SIMPLE_RUN.match, _SIMPLE_RULE.findall
+    flat_rule, token_search = _FLAT_RULE.match, _TOKEN.search
+    while True:
+        if pos == start and not depth and not skipped and len(stack) <= MAX_NESTING:
+            run = simple_run(css, pos)
+            if run is not None:  # rules without brackets or strings, one after another: read at once
+                found = simple_rules(css, pos, run.end())
+                stack[-1].items += [(" ".join(prelude.split()), body) for prelude, body in found]
+                stack[-1].has_blocks = True
+                pos = start = run.end()
+            flat = flat_rule(css, pos)
+            if flat is not None:
+                prelude, body = flat.groups()
+                stack[-1].items.append((" ".join(prelude.split()), body))
+                stack[-1].has_blocks = True
+                pos = start = flat.end()
+                continue
+        match = token_search(css, pos)
+        if match is None:
+            break
         pos = match.end()
         token = match.group()
         if skipped:  # inside a block nested beyond MAX_NESTING: only its braces count
-            skipped += {"{": 1, "}": -1}.get(token, 0)
-            chunk = []
-        elif token.startswith("/*") or token in ("<!--", "-->"):
-            chunk.append(" ")
-        elif token in "([" or token.startswith(("'", '"')):
-            depth += token in "(["
-            chunk.append(token)
-        elif token in ")]":
+            if token == "{":
+                skipped += 1
+            elif token == "}":
+                skipped -= 1
+            start = pos
+        elif token in ("(", "["):
+            depth += 1
+        elif token in (")", "]"):
             depth = max(0, depth - 1)
-            chunk.append(token)
-        elif depth:
-            chunk.append(token)
+        elif depth or token[0] in "\"'":  # bracketed text, or a string
+            pass
         elif token == "{" and len(stack) > MAX_NESTING:
-            skipped, chunk = 1, []
+            skipped, start = 1, pos
         elif token == "{":
-            block = _Block(_squash("".join(chunk)))
+            block = _Block(_squash(css[start : match.start()]))
             stack[-1].items.append(block)
+            stack[-1].has_blocks = True
             stack.append(block)
-            chunk = []
+            start = pos
         else:  # ";" or "}"
-            _flush(stack[-1], chunk)
-            chunk = []
+            _flush(stack[-1], css[start : match.start()])
+            start = pos
             if token == "}" and len(stack) > 1:
                 stack.pop()
-    chunk.append(css[pos:])
-    _flush(stack[-1], chunk)
+    _flush(stack[-1], css[start:])
     return root
 
 
-def _flush(block: _Block, chunk: list[str]) -> None:
-    text = "".join(chunk).strip()
+def _flush(block: _Block, text: str) -> None:
+    text = text.strip()
     if text:
         block.items.append(text)
 
 
 def _squash(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())  # str.split() and re's \s agree on what whitespace is
 
 
-def _add_style_rule(sheet: Sheet, selectors: list[str], block: _Block, positions: Iterator[int]) -> None:
+def _add_flat_rule(sheet: Sheet, selectors: list[str], body: str, positions: list[int]) -> None:
+    """A rule without nested blocks: its body is split only if the cascade needs it."""
+    first = positions[0]
+    positions[0] = first + body.count(";") + 1  # at least as many as it has declarations: order is kept
+    if _PLAIN_DECLARATION.match(body) is None and not any(_is_declaration(t) for t in _split_body(body)):
+        return
+    _add_selectors(sheet, selectors, Body(body, first))
+
+
+def _add_selectors(sheet: Sheet, selectors: list[str], body: Body) -> None:
+    stateful = [selector for selector in selectors if ":" in selector and is_stateful(selector)]
+    if not stateful:
+        sheet.selectors += selectors
+        sheet.bodies += [body] * len(selectors)
+        return
+    for selector in selectors:
+        if selector not in stateful:
+            sheet.selectors.append(selector)
+            sheet.bodies.append(body)
+    kept = "".join(f"{d.name}: {d.value}{' !important' if d.important else ''}; " for d in body.declarations)
+    sheet.kept.append(KeptCss(PSEUDO, f"{', '.join(stateful)} {{ {kept}}}"))
+
+
+def _add_style_rule(sheet: Sheet, selectors: list[str], block: _Block, positions: list[int]) -> None:
     """Declarations of ``block`` for each selector, then its nested rules and at-rules, flattened."""
-    declarations = tuple(
-        decl
-        for item in block.items
-        if isinstance(item, str) and (decl := parse_declaration(item, next(positions))) is not None
-    )
-    if declarations:
-        stateful = [sel for sel in selectors if is_stateful(sel)]
-        for selector in selectors:
-            if selector not in stateful:
-                sheet.rules.append(InlineRule(selector, specificity(selector), declarations))
-        if stateful:
-            body = "".join(
-                f"{d.name}: {d.value}{' !important' if d.important else ''}; " for d in declarations
-            )
-            sheet.kept.append(KeptCss(PSEUDO, f"{', '.join(stateful)} {{ {body}}}"))
+    texts = tuple(item for item in block.items if isinstance(item, str))
+    first = positions[0]
+    positions[0] += len(texts)
+    if any(_is_declaration(text) for text in texts):
+        _add_selectors(sheet, selectors, Body(texts, first))
     for item in block.items:
-        if isinstance(item, _Block):
+        if isinstance(item, tuple):
+            if item[0].startswith("@"):
+                _add_at_rule(sheet, _flat_block(item), selectors)
+            else:
+                _add_flat_rule(sheet, nest_selectors(selectors, split_selectors(item[0])), item[1], positions)
+        elif isinstance(item, _Block):
             if item.prelude.startswith("@"):
                 _add_at_rule(sheet, item, selectors)
             else:
@@ -214,9 +381,10 @@ def _at_name(prelude: str) -> str:
     return re.sub(r"^-[a-z]+-", "", name)
 
 
-def _serialise_rules(items: list[str | _Block], parents: list[str] | None) -> str:
+def _serialise_rules(group: list[_Item], parents: list[str] | None) -> str:
     """Rules of a conditional group, nesting resolved against ``parents`` (the enclosing rule, if any)."""
     out: list[str] = []
+    items = _blocks(group)
     declarations = [item for item in items if isinstance(item, str)]
     if declarations and parents:  # declarations directly in a nested @media apply to the parent rule
         out.append(f"{', '.join(parents)} {{ {'; '.join(declarations)}; }}\n")
@@ -237,7 +405,8 @@ def _serialise_rules(items: list[str | _Block], parents: list[str] | None) -> st
     return "".join(out)
 
 
-def _serialise_verbatim(items: list[str | _Block]) -> str:
+def _serialise_verbatim(block: list[_Item]) -> str:
+    items = _blocks(block)
     parts = [
         f"{item.prelude} {{ {_serialise_verbatim(item.items)}}}\n"
         if isinstance(item, _Block)
@@ -251,19 +420,32 @@ def parse_declaration(text: str, position: int) -> Declaration | None:
     """``color: red !important`` -> Declaration; None for text that is not a declaration."""
     name, sep, value = text.partition(":")
     name = name.strip()
-    if not sep or not name or not value.strip() or not (name[0].isalpha() or name[0] in "-_*"):
+    if not sep or not name or not (name[0].isalpha() or name[0] in "-_*"):
         return None
-    value, important = _IMPORTANT.subn("", value)
+    important = 0
+    if "!" in value:
+        value, important = _IMPORTANT.subn("", value)
     value = value.strip()
     if not value:
         return None
     return Declaration(name if name.startswith("--") else name.lower(), value, bool(important), position)
 
 
+def _is_declaration(text: str) -> bool:
+    """Whether :func:`parse_declaration` reads ``text`` (stripped) as a declaration, without building it."""
+    colon = text.find(":")
+    if colon <= 0 or colon == len(text) - 1 or not (text[0].isalpha() or text[0] in "-_*"):
+        return False
+    return "!" not in text or bool(_IMPORTANT.sub("", text[colon + 1 :]).strip())
+
+
 def split_selectors(prelude: str) -> list[str]:
     """``a, b:is(c, d)`` -> ``["a", "b:is(c, d)"]``: commas inside brackets or strings do not split."""
-    if not any(char in prelude for char in "([\"'"):
-        return [sel for sel in (part.strip() for part in prelude.split(",")) if sel]
+    if "," not in prelude:
+        prelude = prelude.strip()
+        return [prelude] if prelude else []
+    if _SELECTOR_CARE.search(prelude) is None:
+        return [sel for part in prelude.split(",") if (sel := part.strip())]
     out: list[str] = []
     depth = start = 0
     quote = ""
@@ -297,7 +479,9 @@ def is_stateful(selector: str) -> bool:
     """Whether ``selector`` uses a pseudo-class or pseudo-element that an inline style cannot express."""
     if ":" not in selector:
         return False
-    plain = _ESCAPE.sub("_", _STRING.sub('""', selector))  # .sm\:hover is a class, not :hover
+    plain = selector
+    if "\\" in plain or '"' in plain or "'" in plain:
+        plain = _ESCAPE.sub("_", _STRING.sub('""', selector))  # .sm\:hover is a class, not :hover
     for name in _PSEUDO_NAME.findall(plain):
         name = name.lower()
         if name in STATEFUL_PSEUDOS or name.startswith("-"):  # vendor pseudos: ::-webkit-..., :-moz-...
@@ -309,6 +493,8 @@ _SPEC_TOKEN: Final = re.compile(
     r"(?P<id>#(?:[\w-]|\\.)+)|(?P<cls>\.(?:[\w-]|\\.)+)|(?P<attr>\[[^\]]*\])"
     r"|(?P<pseudo>::?(?:[\w-]|\\.)+)(?P<open>\()?|(?P<type>(?:[a-zA-Z_]|\\.)(?:[\w-]|\\.)*|\*)"
 )
+_SPEC_NEEDS_CARE: Final = re.compile(r"[:\[\\\"'(]")
+_SIMPLE_SPEC_TOKEN: Final = re.compile(r"#[\w-]+|\.[\w-]+|[a-zA-Z_][\w-]*|\*")  # _SPEC_TOKEN without the rest
 _LEGACY_ELEMENTS: Final = frozenset({"before", "after", "first-line", "first-letter"})
 
 
@@ -318,6 +504,16 @@ def specificity(selector: str, depth: int = 0) -> tuple[int, int, int]:
 
     Selector arguments nested deeper than :data:`MAX_NESTING` count as one pseudo-class.
     """
+    if _SPEC_NEEDS_CARE.search(selector) is None:  # no pseudo, attribute, escape or string: count tokens
+        ids = classes = types = 0
+        for token in _SIMPLE_SPEC_TOKEN.findall(selector):
+            if token[0] == "#":
+                ids += 1
+            elif token[0] == ".":
+                classes += 1
+            elif token != "*":
+                types += 1
+        return ids, classes, types
     ids = classes = types = 0
     text = _STRING.sub('""', selector)
     pos = 0

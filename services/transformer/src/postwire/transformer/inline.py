@@ -39,7 +39,9 @@ from postwire.transformer.css_sheet import (
     OTHER_AT_RULE,
     PSEUDO,
     Sheet,
+    is_stateful,
     parse_sheet,
+    specificity,
 )
 from postwire.transformer.inline_options import DEFAULT_OPTIONS, InlineOptions
 
@@ -49,6 +51,7 @@ ENGINES: Final = (CSS_INLINE, PREMAILER)
 MAX_HTML_TAGS: Final = 120_000  # start tags in one document; more is refused (see the module doc)
 _START_TAG: Final = re.compile(r"<[A-Za-z]")  # where a start tag can begin (in comments too: an upper bound)
 _DATA_EMBED: Final = re.compile(r"\sdata-embed\b", re.I)
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class InlineError(ValueError):
@@ -90,17 +93,24 @@ def inline_html(
 
 
 class _Plan:
-    """Everything derived from one document's CSS, reused while the same template is sent again."""
+    """Everything derived from one document's CSS, reused while the same template is sent again.
 
-    def __init__(self, styles: tuple[str, ...], extra_css: str, options: InlineOptions) -> None:
+    ``var_styles``: whether some element's own style uses var() (it is then resolved, see css_cascade).
+    """
+
+    def __init__(
+        self, styles: tuple[str, ...], extra_css: str, options: InlineOptions, var_styles: bool
+    ) -> None:
         sheets = [parse_sheet(css) for css in styles] if options.apply_style_tags else []
         extra = parse_sheet(extra_css) if extra_css else None
-        self.cascade: CascadePlan = build_plan([*sheets, *([extra] if extra else [])], options)
-        kept = [text for css in styles for text in _kept(parse_sheet(css), options, pseudos=True)]
+        self.cascade: CascadePlan = build_plan(
+            [*sheets, *([extra] if extra else [])], options, var_styles=var_styles
+        )
+        kept = [text for css in styles for text in _kept(parse_sheet(css), options)]
         if not options.remove_style_tags:
             kept = list(styles)
         if extra and options.insert_preserved_extra_css:
-            kept += _kept(extra, options, pseudos=False)
+            kept += _kept(extra, options, extra=True)
         kept.sort(key=lambda text: not text.startswith("@import"))  # clients ignore an @import after rules
         self.kept_css = "\n".join(text for text in kept if text.strip()).replace("</", "<\\/")
         self.inliner = css_inline.CSSInliner(
@@ -114,28 +124,35 @@ class _Plan:
 
 
 @functools.lru_cache(maxsize=16)
-def _plan(styles: tuple[str, ...], extra_css: str, options: InlineOptions) -> _Plan:
-    return _Plan(styles, extra_css, options)
+def _plan(styles: tuple[str, ...], extra_css: str, options: InlineOptions, var_styles: bool) -> _Plan:
+    return _Plan(styles, extra_css, options, var_styles)
 
 
-def _kept(sheet: Sheet, options: InlineOptions, *, pseudos: bool) -> list[str]:
+def clear_caches() -> None:
+    """Forget every parsed stylesheet and plan, as in a fresh process (for benchmarks of the cold path)."""
+    for cache in (_plan, parse_sheet, specificity, is_stateful):
+        cache.cache_clear()
+
+
+def _kept(sheet: Sheet, options: InlineOptions, extra: bool = False) -> list[str]:
     """The parts of ``sheet`` that stay in <style>, as ``options`` choose.
 
-    ``pseudos``: whether rules such as a:hover are kept too; juice keeps them from <style> blocks, and
-    only the at-rules (@media, @font-face, @keyframes) of the extra CSS.
+    From the extra CSS only the at-rules are kept, as juice's insertPreservedExtraCss does (its a:hover,
+    ::before... rules are dropped): juice is the reference senders compare with, and a state rule that
+    matters belongs in the document's own <style>, which keeps it.
     """
     wanted = {
         MEDIA: options.preserve_media_queries,
         FONT_FACE: options.preserve_font_faces,
         KEYFRAMES: options.preserve_key_frames,
         CONTAINER: options.preserve_container_queries,
-        PSEUDO: pseudos and options.preserve_pseudos,
-        OTHER_AT_RULE: pseudos,
+        PSEUDO: options.preserve_pseudos and not extra,
+        OTHER_AT_RULE: True,
     }
     return [kept.text for kept in sheet.kept if wanted[kept.kind]]
 
 
-def _style_blocks(html: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _style_blocks(html: str, lower: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(CSS of each <style> to inline, whole <style data-embed> elements to keep as they are).
 
     <style> elements as an HTML parser finds them: not inside comments (``<!--[if mso]><style>`` is for
@@ -143,8 +160,7 @@ def _style_blocks(html: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """
     styles: list[str] = []
     embedded: list[str] = []
-    lower = html.lower()  # str.find is many times faster than a case-insensitive regex over the document
-    pos = 0
+    pos = 0  # ``lower`` is html.lower(), searched with str.find
     while (start := lower.find("<style", pos)) >= 0:
         comment = lower.rfind("<!--", pos, start)
         if comment >= 0 and lower.find("-->", comment + 4, start) < 0:  # this <style is commented out
@@ -183,8 +199,12 @@ def _insert(document: str, blocks: str) -> str:
 
 
 def _inline_css_inline(html: str, extra_css: str | None, options: InlineOptions) -> str:
-    styles, embedded = _style_blocks(html)
-    plan = _plan(styles, extra_css or "", options)
+    lower = html.lower()  # str.find is many times faster than a case-insensitive regex over the document
+    if len(lower) != len(html):  # "İ".lower() is two characters: lower only ASCII, so positions agree
+        lower = html.translate(_ASCII_LOWER)
+    styles, embedded = _style_blocks(html, lower)
+    var_styles = options.resolve_css_variables and "var(" in lower  # some style may use var()
+    plan = _plan(styles, extra_css or "", options, var_styles)
     try:
         marked = str(plan.inliner.inline(html))
     except (ValueError, TypeError) as exc:  # css_inline.InlineError is a ValueError

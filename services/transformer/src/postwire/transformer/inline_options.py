@@ -26,8 +26,9 @@ class InlineOptions:
     preserve_key_frames: bool = True
     # juice leaves @container out unless asked; it is a responsive rule like @media, so it is kept.
     preserve_container_queries: bool = True
-    preserve_pseudos: bool = True  # a:hover, :focus, ::before... (from <style> blocks, as juice does)
-    # Put the extra CSS's kept at-rules (@media, @font-face, @keyframes) into the document.
+    preserve_pseudos: bool = True  # a:hover, :focus, ::before... (from <style> blocks and the extra CSS)
+    # Put what the extra CSS keeps into the document, as for <style> blocks. juice inserts only its @media,
+    # @font-face and @keyframes and drops its a:hover rules, which clients that read <style> would apply.
     insert_preserved_extra_css: bool = True
     # Presentational attributes that clients without CSS support (Outlook's Word engine) still read.
     apply_width_attributes: bool = True  # width="600" on img/table/td/th
