@@ -321,12 +321,13 @@ async def webhooks_list_and_create(w: World) -> None:
 
 @covers("GET /v1/webhooks/{webhook_id}", "DELETE /v1/webhooks/{webhook_id}",
         "GET /v1/webhooks/{webhook_id}/dead-letters", "POST /v1/webhooks/{webhook_id}/dead-letters/replay",
-        "POST /v1/webhooks/{webhook_id}/test")
+        "POST /v1/webhooks/{webhook_id}/test", "GET /v1/webhooks/{webhook_id}/deliveries")
 async def webhook_by_id(w: World) -> None:
     hook = f"/v1/webhooks/{w.webhook_id}"
     _not_found(await w.b_call("GET", hook))
     _not_found(await w.b_call("POST", f"{hook}/test"))
     _not_found(await w.b_call("GET", f"{hook}/dead-letters"))
+    _not_found(await w.b_call("GET", f"{hook}/deliveries"))
     _not_found(await w.b_call("POST", f"{hook}/dead-letters/replay", json={"ids": [w.dead_letter_id]}))
     _not_found(await w.b_call("POST", f"{hook}/dead-letters/replay"))
     _not_found(await w.b_call("DELETE", hook))
@@ -342,6 +343,38 @@ async def webhook_by_id(w: World) -> None:
 
 
 # --------------------------------------------------------------------------------------------- test
+
+
+def _dmarc_report(domain: str) -> bytes:
+    """A small RFC 7489 aggregate report about ``domain``."""
+    return f"""<?xml version="1.0"?><feedback><report_metadata><org_name>reporter.example</org_name>
+<email>dmarc@reporter.example</email><report_id>iso-{domain}</report_id>
+<date_range><begin>1765000000</begin><end>1765086399</end></date_range></report_metadata>
+<policy_published><domain>{domain}</domain><adkim>r</adkim><aspf>r</aspf><p>none</p><sp>none</sp><pct>100</pct>
+</policy_published><record><row><source_ip>192.0.2.1</source_ip><count>3</count><policy_evaluated>
+<disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row>
+<identifiers><header_from>{domain}</header_from></identifiers><auth_results><dkim><domain>{domain}</domain>
+<selector>s1</selector><result>pass</result></dkim><spf><domain>{domain}</domain><result>pass</result></spf>
+</auth_results></record></feedback>""".encode()
+
+
+@covers("POST /v1/dmarc/reports", "GET /v1/dmarc/reports", "GET /v1/dmarc/summary", "GET /v1/dmarc",
+        "GET /v1/dmarc/{day}/{reporter}/{domain}", "GET /v1/dmarc/{day}/{reporter}/{domain}/{index}")
+async def dmarc_reports(w: World) -> None:
+    # B cannot file a report about A's domain, nor read or summarise A's
+    r = await w.b_call("POST", "/v1/dmarc/reports", content=_dmarc_report(w.domain),
+                       headers={"Content-Type": "application/xml"})
+    assert r.status_code == 422 and r.json()["error"] == "unknown_domain", r.text
+    r = await w.b_call("GET", "/v1/dmarc/reports", params={"domain": w.domain})
+    assert r.status_code == 200 and r.json()["reports"] == []
+    period = {"start": "2025-12-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    r = await w.b_call("GET", "/v1/dmarc/summary", params={"domain": w.domain, **period})
+    assert r.status_code == 200 and r.json()["sources"] == []
+    r = await w.b_call("GET", "/v1/dmarc")
+    assert r.status_code == 200 and r.json() == []
+    for path in (f"/v1/dmarc/2025-12-06/reporter.example/{w.domain}",
+                 f"/v1/dmarc/2025-12-06/reporter.example/{w.domain}/0"):
+        _not_found(await w.b_call("GET", path))
 
 
 def test_every_route_is_covered() -> None:
@@ -364,6 +397,9 @@ async def _seed(w: World, sessions: async_sessionmaker[AsyncSession], js: JetStr
     assert r.status_code == 201, r.text
     r = await gw.http.patch(f"/v1/domains/{w.domain}", json={"tracking_host": f"t.{w.domain}"}, headers=h)
     assert r.status_code == 200, r.text
+    r = await gw.http.post("/v1/dmarc/reports", content=_dmarc_report(w.domain),
+                           headers={**h, "Content-Type": "application/xml"})
+    assert r.status_code == 201, r.text
     r = await gw.http.post("/v1/webhooks", json={"url": "https://1.1.1.1/a-hook"}, headers=h)
     assert r.status_code == 201, r.text
     w.webhook_id = r.json()["id"]

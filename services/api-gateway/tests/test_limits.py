@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from postwire.api_gateway.errors import ApiError, InvalidInput
 from postwire.api_gateway.ratelimit import HOUR, RequestRate, SendQuota
 from postwire.api_gateway.routes import MESSAGE_ROUTES, RAW_ROUTES
+from postwire.api_gateway.routes_dmarc import MAX_REPORT_BYTES, REPORTS_PATH
 from postwire.core.sharedlimits import SharedBuckets
 from postwire.db.accounts import NewCredentials
 
@@ -33,6 +34,8 @@ def _every_route() -> list[tuple[str, str]]:
 
 
 def _limit(path: str) -> int:
+    if path == REPORTS_PATH:  # a DMARC report may be as large as the parser takes (10 MiB)
+        return MAX_REPORT_BYTES
     if path in RAW_ROUTES:
         return MAX_MESSAGE
     if path in MESSAGE_ROUTES:

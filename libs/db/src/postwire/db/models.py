@@ -358,3 +358,45 @@ class ConsoleSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class DmarcReport(Base):
+    """A DMARC aggregate report about one of an account's sending domains (postwire.db.dmarc_reports,
+    docs/dmarc.md). The reporter's (org_name, report_id) names a report, so a report sent twice (or once
+    by mail and once through the API) is stored once per account. ``policy`` is the published policy as
+    the API shows it: ``{"p", "sp", "adkim", "aspf", "pct"}`` (and ``np`` when the report has it)."""
+
+    __tablename__ = "dmarc_reports"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    domain: Mapped[str] = mapped_column(String(253))
+    org_name: Mapped[str] = mapped_column(String(255))
+    org_email: Mapped[str] = mapped_column(String(320))
+    report_id: Mapped[str] = mapped_column(String(255))
+    begin: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    received_at: Mapped[datetime] = _now()
+    __table_args__ = (
+        Index("ix_dmarc_reports_account_org_report", "account_id", "org_name", "report_id", unique=True),
+        # the listing (newest first by end, then id) and the summary (reports overlapping a window)
+        Index("ix_dmarc_reports_account_domain_end", "account_id", "domain", "end", "id"),
+    )
+
+
+class DmarcRecord(Base):
+    """One row of a report: ``count`` messages from ``source_ip`` evaluated alike. ``position`` keeps the
+    report's order; the authentication results are the API's lists of objects."""
+
+    __tablename__ = "dmarc_records"
+    report_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("dmarc_reports.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_ip: Mapped[str] = mapped_column(String(45))
+    count: Mapped[int] = mapped_column(BigInteger)
+    disposition: Mapped[str] = mapped_column(String(32))
+    dkim: Mapped[str] = mapped_column(String(32))
+    spf: Mapped[str] = mapped_column(String(32))
+    header_from: Mapped[str] = mapped_column(String(255))
+    dkim_results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    spf_results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)

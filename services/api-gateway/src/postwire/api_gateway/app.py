@@ -21,6 +21,7 @@ from postwire.api_gateway import (
     request_limits,
     routes,
     routes_archive,
+    routes_dmarc,
     routes_domains,
     routes_events,
     routes_smtpeter,
@@ -80,9 +81,11 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_tracking.tracking_router(deps.settings))
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)
+    app.include_router(routes_dmarc.dmarc_router(), **v1)
     app.include_router(ops.router)
     console.install(app)
-    app.add_middleware(request_limits.BodyLimit, limit_for=routes.body_limit(deps.settings))
+    limit_for = routes_dmarc.body_limit(routes.body_limit(deps.settings))  # report uploads: 10 MiB
+    app.add_middleware(request_limits.BodyLimit, limit_for=limit_for)
     app.add_middleware(ops.RequestMetrics)
     app.openapi = _with_schemas(app, SmtpeterSend, SmtpeterResend)  # type: ignore[method-assign]
     return app

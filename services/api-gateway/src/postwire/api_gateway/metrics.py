@@ -16,6 +16,10 @@ postwire_api_messages_rejected_total{reason}
     ``quota_exceeded`` (429, ratelimit.py; any /v1 request for the former).
 postwire_api_idempotent_replays_total
     Requests answered from a stored Idempotency-Key answer instead of sending again.
+postwire_api_dmarc_reports_total{outcome}
+    DMARC aggregate reports posted to /v1/dmarc/reports: ``stored``, ``duplicate`` (the same report was
+    stored before: answered with it), ``unknown_domain`` (not a sending domain of the account), or the
+    refusal's code (``failure_report``, ``zip_bomb``, …: postwire.dmarc.errors.CODES).
 """
 
 from __future__ import annotations
@@ -34,3 +38,7 @@ ACCEPT_SECONDS = Histogram("postwire_api_accept_seconds",
 REJECTED = Counter("postwire_api_messages_rejected_total", "Submissions refused, by reason.", ["reason"])
 REPLAYS = Counter("postwire_api_idempotent_replays_total",
                   "Requests answered from a stored Idempotency-Key answer.")
+DMARC_REPORTS = Counter("postwire_api_dmarc_reports_total",
+                        "DMARC aggregate reports posted, by outcome: stored, duplicate (stored before), "
+                        "unknown_domain, or the parser's refusal code (postwire.dmarc.errors.CODES).",
+                        ["outcome"])

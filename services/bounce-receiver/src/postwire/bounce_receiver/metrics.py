@@ -15,8 +15,16 @@ RECEIVED = Counter(
 REJECTED = Counter(
     "postwire_bounce_rejected_total",
     "Refusals by cause: not_bounce_domain, unknown_address, invalid_return_path (forged or altered VERP), "
-    "unknown_message, message_not_recorded, lookup_unavailable, queue_unavailable, too_big, error.",
+    "unknown_message, message_not_recorded, lookup_unavailable, queue_unavailable, report_store_unavailable, "
+    "too_big, error.",
     ["cause"],
+)
+DMARC_REPORTS = Counter(
+    "postwire_bounce_dmarc_reports_total",
+    "Mail to dmarc@<bounce domain> by outcome: stored, duplicate (stored before), unknown_domain (no "
+    "account sends from the report's domain: dropped), store_unavailable (451), or the refusal's code "
+    "(postwire.dmarc.errors.CODES: not a report, dropped).",
+    ["outcome"],
 )
 REASONS = Counter(
     "postwire_bounce_reasons_total", "Published bounced/complained events by Sisimai reason.", ["reason"]

@@ -9,6 +9,11 @@ Accept means durable: the answer to DATA is 250 only after JetStream confirmed e
 is down, so the remote MTA keeps the bounce and retries). Event ids are derived from the bounce mail
 itself, so a DSN re-sent after a lost 250 is stored once.
 
+It is also the address DMARC aggregate reports are mailed to, ``dmarc@<bounce domain>``
+(:mod:`postwire.bounce_receiver.dmarc_mail`): such a mail is answered 250 only after its report is
+committed to PostgreSQL (451 while it cannot be), and dropped, never bounced, when it is no report or
+no account sends from its domain.
+
 Served with ``loop.create_server`` on the service's own loop, like ingest-smtp (not aiosmtpd's threaded
 ``Controller``, whose loop is not the NATS client's and which cannot bind port 0). aiosmtpd finds hooks by
 name, so ``HOOKS`` lists the ones here and a test checks them against what aiosmtpd calls.
@@ -36,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.bounce_classifier.parser import BounceResult, parse_bounce
 from postwire.bounce_classifier.vocabulary import bounded
-from postwire.bounce_receiver import metrics
+from postwire.bounce_receiver import dmarc_mail, metrics
 from postwire.core import verp
 from postwire.core.events import make_event, publish_event
 from postwire.db.models import Message, Recipient
@@ -123,11 +128,13 @@ def id_age_s(message_id: str, now_ms: int) -> float | None:
 
 
 class BounceEnvelope(Envelope):
-    """aiosmtpd's envelope plus the original recipient found for each accepted return path."""
+    """aiosmtpd's envelope plus the original recipient found for each accepted return path, and whether
+    the DMARC report address is a recipient."""
 
     def __init__(self) -> None:
         super().__init__()
         self.originals: list[Original] = []
+        self.dmarc = False
 
 
 Publish = Callable[[envelope_pb2.Event], Awaitable[None]]
@@ -151,6 +158,7 @@ class BounceHandler:
     js: JetStreamContext
     queue_connected: Callable[[], bool]
     on_event: OnEvent | None = None  # told of each published event (bounce forwarding)
+    reports: dmarc_mail.ReportStore | None = None  # None: dmarc@ is an unknown address like any other
     closing: bool = False
     in_data: int = 0  # transactions between DATA and its answer (publishing)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -168,10 +176,16 @@ class BounceHandler:
                           rcpt_options: list[str]) -> str:
         if self.closing:
             return SHUTTING_DOWN
+        assert isinstance(envelope, BounceEnvelope)
+        if self.reports is not None and dmarc_mail.is_report_address(address, self.config.bounce_domain):
+            if not envelope.dmarc:
+                envelope.dmarc = True
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(rcpt_options)
+            return "250 2.1.5 Ok"
         verdict = await self._check_rcpt(address)
         if isinstance(verdict, str):
             return verdict
-        assert isinstance(envelope, BounceEnvelope)
         if all(o.return_path != verdict.return_path for o in envelope.originals):
             envelope.originals.append(verdict)
             envelope.rcpt_tos.append(address)
@@ -225,15 +239,26 @@ class BounceHandler:
         return reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Parse, publish one event per return path, 250 only after every PubAck."""
+        """Store a DMARC report (to dmarc@), parse, publish one event per return path; 250 only after
+        the report is committed and every PubAck."""
         assert isinstance(envelope, BounceEnvelope)
-        if not self.queue_connected():
+        if envelope.originals and not self.queue_connected():
             metrics.rejected("queue_unavailable")
             return QUEUE_UNAVAILABLE
         raw = envelope.original_content or b""
         self.in_data += 1
         self.idle.clear()
         try:
+            if envelope.dmarc:
+                assert self.reports is not None
+                try:
+                    report_reply = await dmarc_mail.take_report(raw, self.reports)
+                except dmarc_mail.StoreUnavailable as unavailable:
+                    log.warning("bounce.dmarc_store_unavailable", error=str(unavailable))
+                    metrics.rejected("report_store_unavailable")
+                    return TEMPORARY_ERROR
+                if not envelope.originals:
+                    return report_reply
             # parsing is pure CPU on untrusted input of up to the size limit: keep it off the loop
             results = await asyncio.to_thread(parse_bounce, raw)
             events = [e for o in envelope.originals if (e := self._event_for(o, results, raw)) is not None]

@@ -1,5 +1,5 @@
-"""Wiring of the bounce receiver: NATS, PostgreSQL (the recipients a return path must name), forwarding,
-the ops endpoint and the SMTP listener.
+"""Wiring of the bounce receiver: NATS, PostgreSQL (the recipients a return path must name, the DMARC
+reports mailed to dmarc@), forwarding, the ops endpoint and the SMTP listener.
 
 /readyz is ready when NATS is connected and the listener is accepting. Shutdown: the listener stops
 accepting and lets transactions in DATA finish, forwards get a grace; then NATS and the database pool are
@@ -14,6 +14,7 @@ from collections.abc import Callable
 import structlog
 
 from postwire.bounce_forwarding import forwarder_from
+from postwire.bounce_receiver.dmarc_mail import DbReportStore
 from postwire.bounce_receiver.receiver import (
     BounceHandler,
     BounceListener,
@@ -49,6 +50,7 @@ async def serve(settings: ReceiverSettings, stop: asyncio.Event,
         js=js,
         queue_connected=lambda: bool(nc.is_connected),
         on_event=forwarder,
+        reports=DbReportStore(make_sessionmaker(engine)),
     )
     listener = await start_receiver(
         handler, host=settings.bounce_smtp_host, port=settings.bounce_smtp_port,
