@@ -52,7 +52,8 @@ async def seed(api: str, key: str) -> str:
                           headers={"Authorization": f"Bearer {key}"})
         hook = await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hooks"},
                                  headers={"Authorization": f"Bearer {key}"})
-        await client.post(f"/v1/webhooks/{hook.json()['id']}/test", headers={"Authorization": f"Bearer {key}"})
+        await client.post(f"/v1/webhooks/{hook.json()['id']}/test",
+                          headers={"Authorization": f"Bearer {key}"})
         await client.post("/v1/domains", json={"name": "shop.example"},
                           headers={"Authorization": f"Bearer {key}"})
     await asyncio.sleep(6)  # delivered to the sandbox and recorded
