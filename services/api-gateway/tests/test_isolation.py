@@ -377,6 +377,33 @@ async def dmarc_reports(w: World) -> None:
         _not_found(await w.b_call("GET", path))
 
 
+@covers("GET /v1/data-requests", "GET /v1/data-requests/{address}", "DELETE /v1/data-requests/{address}",
+        "POST /v1/datarequest", "POST /v1/datarequest/{email}", "GET /v1/datarequest/{request_id}",
+        "GET /v1/datarequest/{request_id}/status")
+async def data_requests(w: World) -> None:
+    # B's export and erasure of the addresses A mailed find nothing, and change nothing of A's
+    for address in (RCPT, SHARED):
+        r = await w.b_call("GET", f"/v1/data-requests/{address}")
+        assert r.status_code == 200, r.text
+        found = r.json()
+        assert [found[k] for k in ("messages", "events", "archived")] == [[], [], []], address
+    r = await w.b_call("DELETE", f"/v1/data-requests/{SHARED}")
+    assert r.status_code == 200 and set(r.json()["erased"].values()) == {0}, r.text
+    # A's SMTPeter-style request is not B's to read; B's own one holds nothing of A's
+    r = await w.gw.http.post("/v1/datarequest", json={"email": RCPT}, headers=w.gw.auth(w.a))
+    assert r.status_code == 200, r.text
+    a_request = r.json()["id"]
+    _not_found(await w.b_call("GET", f"/v1/datarequest/{a_request}"))
+    _not_found(await w.b_call("GET", f"/v1/datarequest/{a_request}/status"))
+    for r in (await w.b_call("POST", "/v1/datarequest", json={"email": RCPT}),
+              await w.b_call("POST", f"/v1/datarequest/{RCPT}")):
+        assert r.status_code == 200, r.text
+        data = await w.b_call("GET", f"/v1/datarequest/{r.json()['id']}")
+        assert data.status_code == 200 and data.json()["data"] == [[], [], [], []]
+    listed = (await w.b_call("GET", "/v1/data-requests")).json()["data_requests"]
+    assert a_request not in {d["id"] for d in listed} and len(listed) == 5  # 2 exports, 1 erasure, 2 POSTs
+
+
 def test_every_route_is_covered() -> None:
     routes = _routes()
     assert len(routes) > 30 and "GET /v1/messages/{message_id}" in routes  # the walk found them

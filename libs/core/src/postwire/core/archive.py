@@ -4,14 +4,18 @@ The router stores each InboundMessage under ``archive.<message id>`` (ARCHIVE st
 subject, aged out after POSTWIRE_MESSAGE_RETENTION_DAYS; large bodies stay in the BODIES bucket, which
 lives at least as long). A message sent with one id per recipient (/v1/send) also gets a small alias
 entry per extra id that points at the stored message, so any id the customer was given can be resent.
+A data subject's erasure (:func:`erase_recipient`) takes one recipient out of the archive.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from nats.js import JetStreamContext
 from nats.js.api import Header
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 
+from postwire.core.bodies import BodyStore
 from postwire.core.topology import ARCHIVE, archive_subject
 from postwire.v1 import envelope_pb2
 
@@ -75,3 +79,66 @@ async def _get(js: JetStreamContext, message_id: str) -> tuple[bytes, dict[str, 
     except NotFoundError:
         return None
     return msg.data or b"", msg.headers
+
+
+async def stored_id(js: JetStreamContext, message_id: str) -> str | None:
+    """The id the message known by ``message_id`` is stored under (an alias's target, else the id
+    itself); None when unknown or aged out."""
+    entry = await _get(js, message_id)
+    if entry is None:
+        return None
+    return (entry[1] or {}).get(ALIAS_HEADER) or message_id
+
+
+async def erase_recipient(js: JetStreamContext, bodies: BodyStore, message_id: str, recipient: str,
+                          timeout: float = 5.0) -> int:
+    """Remove ``recipient`` (any case) from the archived message known by ``message_id`` (a data subject's
+    erasure, docs/data-requests.md); how many archive entries were deleted or rewritten (0: nothing of
+    theirs was left, so a repeated erasure changes nothing).
+
+    The recipient's alias entry is deleted. The stored message loses the recipient (its recipients, ids and
+    DSN parameters, and a personalised message its variables, rewritten in the BODIES bucket under the
+    same name); when nobody else is left it is deleted whole, with its stored body. A shared MIME body is
+    left as it is: the other recipients' copy is the same bytes. Rewritten entries are published without a
+    Nats-Msg-Id (the stream keeps one message per subject), so a dedup window never swallows them.
+    """
+    entry = await _get(js, message_id)
+    if entry is None:
+        return 0
+    changed = 0
+    data, headers = entry
+    target = (headers or {}).get(ALIAS_HEADER)
+    if target:
+        await js.purge_stream(ARCHIVE, subject=archive_subject(message_id))
+        changed += 1
+        stored = await _get(js, target)
+        if stored is None:
+            return changed
+        data, message_id = stored[0], target
+    found = envelope_pb2.InboundMessage.FromString(data)
+    wanted = recipient.lower()
+    mine = [r for r in found.recipients if r.lower() == wanted]
+    if not mine:
+        return changed
+    for rcpt in mine:
+        found.recipient_ids.pop(rcpt, None)
+        found.recipient_dsn.pop(rcpt, None)
+    others = [r for r in found.recipients if r.lower() != wanted]
+    if not others:
+        await js.purge_stream(ARCHIVE, subject=archive_subject(message_id))
+        with contextlib.suppress(ObjectNotFoundError):
+            await bodies.delete(found.body)
+        return changed + 1
+    del found.recipients[:]
+    found.recipients.extend(others)
+    if found.HasField("personalisation"):
+        body = envelope_pb2.PersonalisedMessage.FromString(await bodies.get(found.body))
+        for rcpt in mine:
+            body.recipient_data.pop(rcpt, None)
+        rewritten = body.SerializeToString()
+        if found.body.WhichOneof("location") == "object_name":  # same name: every reference stays valid
+            found.body.CopyFrom(await bodies.put(found.body.object_name, rewritten, inline_max=0))
+        else:
+            found.body.CopyFrom(envelope_pb2.Body(inline=rewritten, size=len(rewritten)))
+    await js.publish(archive_subject(message_id), found.SerializeToString(), timeout=timeout)
+    return changed + 1

@@ -400,3 +400,27 @@ class DmarcRecord(Base):
     header_from: Mapped[str] = mapped_column(String(255))
     dkim_results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     spf_results: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+
+
+class DataRequest(Base):
+    """One data subject request (postwire.db.data_requests, docs/data-requests.md): an export or an
+    erasure, and the audit record of it. ``subject`` is the address's pseudonym, never the address; the
+    address itself is kept only by an export made with SMTPeter's two-step call (``POST /v1/datarequest``,
+    then ``GET /v1/datarequest/{id}``), and an erasure of that address clears it. ``counts`` is what was
+    exported or erased, per kind of data."""
+
+    __tablename__ = "data_requests"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # export | erasure
+    subject: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(320))
+    requested_by: Mapped[str] = mapped_column(String(64))  # the API key's id, or console:<user id>
+    counts: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = _now()
+    __table_args__ = (
+        Index("ix_data_requests_account_created", "account_id", "created_at", "id"),
+        # an erasure clears the address of the account's pending exports of it
+        Index("ix_data_requests_account_address_lower", "account_id", func.lower(text("address")),
+              postgresql_where=text("address IS NOT NULL")),
+    )

@@ -44,6 +44,7 @@ SOURCES: tuple[Source, ...] = ("bounce", "complaint", "manual", "soft_bounce_pol
 # automatic sources never shorten or weaken what is there (see add())
 SOFT: Source = "soft_bounce_policy"
 MAX_PAGE = 1000
+HASHED_PREFIX = "sha256:"
 
 
 def normalise_address(address: str) -> str:
@@ -51,10 +52,31 @@ def normalise_address(address: str) -> str:
     return address.strip().lower()
 
 
+def hashed_address(address: str) -> str:
+    """The form an erased address is kept in (docs/data-requests.md): ``sha256:<hex digest of the stored
+    form>``. It still suppresses (same KV key) but no longer names anyone; it never holds an ``@``, so it
+    cannot be mistaken for an address."""
+    normal = normalise_address(address)
+    if is_hashed(normal):
+        return normal
+    return HASHED_PREFIX + hashlib.sha256(normal.encode("utf-8")).hexdigest()
+
+
+def is_hashed(address: str) -> bool:
+    return address.startswith(HASHED_PREFIX) and "@" not in address
+
+
+def _forms(address: str) -> tuple[str, ...]:
+    """The stored forms that mean ``address``: as written (lower-cased) and erased (hashed)."""
+    normal = normalise_address(address)
+    return (normal,) if is_hashed(normal) else (normal, hashed_address(normal))
+
+
 def kv_key(account_id: str, address: str) -> str:
     """``<account>.<sha256(address)[:32]>``: KV keys allow few characters, and a digest keeps addresses
-    out of subjects (and out of NATS monitoring output)."""
-    digest = hashlib.sha256(normalise_address(address).encode("utf-8")).hexdigest()[:32]
+    out of subjects (and out of NATS monitoring output). An erased entry's hashed form has the same key,
+    so the router, which asks by the recipient's address, still finds it."""
+    digest = hashed_address(address)[len(HASHED_PREFIX):][:32]
     return f"{account_id}.{digest}"
 
 
@@ -125,8 +147,9 @@ async def add(session: AsyncSession, account_id: str, address: str, reason: str,
     An expired entry is replaced whole, as if it had not been there.
     """
     now = now or datetime.now(UTC)
+    stored = await _stored_form(session, account_id, address)
     stmt = insert(Suppression).values(
-        account_id=account_id, address=normalise_address(address), reason=reason, source=source,
+        account_id=account_id, address=stored, reason=reason, source=source,
         source_event_id=source_event_id, created_at=now, expires_at=expires_at)
     new = stmt.excluded
     expired = _is_expired(now)
@@ -146,39 +169,54 @@ async def add(session: AsyncSession, account_id: str, address: str, reason: str,
     ).returning(Suppression)
     row = (await session.execute(upsert)).scalar_one_or_none()
     if row is None:  # the policy's add lost to a stronger entry: report what stands
-        row = await session.get(Suppression, (account_id, normalise_address(address)))
+        row = await session.get(Suppression, (account_id, stored))
         assert row is not None
     return SuppressionInfo.of(row)
 
 
+async def _stored_form(session: AsyncSession, account_id: str, address: str) -> str:
+    """Where an add for ``address`` goes: onto its erased (hashed) entry when only that one exists, so a
+    new bounce for an erased address renews the entry without writing the address down again."""
+    forms = _forms(address)
+    if len(forms) == 1:
+        return forms[0]
+    found = set(await session.scalars(select(Suppression.address).where(
+        Suppression.account_id == account_id, Suppression.address.in_(forms))))
+    return forms[1] if forms[1] in found and forms[0] not in found else forms[0]
+
+
 async def remove(session: AsyncSession, account_id: str, address: str) -> bool:
-    """Delete the account's entry for ``address``; False when it had none (another account's entry for
-    the same address is untouched)."""
+    """Delete the account's entry for ``address`` (also its erased, hashed form); False when it had none
+    (another account's entry for the same address is untouched)."""
     result = await session.execute(delete(Suppression).where(
-        Suppression.account_id == account_id, Suppression.address == normalise_address(address)))
+        Suppression.account_id == account_id, Suppression.address.in_(_forms(address))))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def get(session: AsyncSession, account_id: str, address: str,
               now: datetime | None = None) -> SuppressionInfo | None:
-    """The active entry for ``address``, if any."""
-    row = await session.get(Suppression, (account_id, normalise_address(address)))
-    if row is None:
-        return None
-    info = SuppressionInfo.of(row)
-    return info if info.active(now) else None
+    """The active entry for ``address``, if any: as written, else its erased (hashed) form."""
+    forms = _forms(address)
+    rows = {r.address: SuppressionInfo.of(r) for r in await session.scalars(select(Suppression).where(
+        Suppression.account_id == account_id, Suppression.address.in_(forms)))}
+    for form in forms:
+        info = rows.get(form)
+        if info is not None and info.active(now):
+            return info
+    return None
 
 
 async def is_suppressed_many(session: AsyncSession, account_id: str, addresses: Iterable[str],
                              now: datetime | None = None) -> set[str]:
-    """The subset of ``addresses`` (in their normalised form) with an active entry: one query."""
-    wanted = {normalise_address(a) for a in addresses}
+    """The subset of ``addresses`` (in their normalised form) with an active entry, as written or erased
+    (hashed): one query."""
+    wanted = {form: normalise_address(a) for a in addresses for form in _forms(a)}
     if not wanted:
         return set()
     rows = await session.scalars(select(Suppression.address).where(
         Suppression.account_id == account_id, Suppression.address.in_(wanted),
         _is_active(now or datetime.now(UTC))))
-    return set(rows)
+    return {wanted[r] for r in rows}
 
 
 # --- listing with an opaque cursor -----------------------------------------------------------------

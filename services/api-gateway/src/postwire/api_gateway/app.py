@@ -21,6 +21,7 @@ from postwire.api_gateway import (
     request_limits,
     routes,
     routes_archive,
+    routes_datarequest,
     routes_dmarc,
     routes_domains,
     routes_events,
@@ -82,6 +83,7 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)
     app.include_router(routes_dmarc.dmarc_router(), **v1)
+    app.include_router(routes_datarequest.datarequest_router(), **v1)
     app.include_router(ops.router)
     console.install(app)
     limit_for = routes_dmarc.body_limit(routes.body_limit(deps.settings))  # report uploads: 10 MiB
