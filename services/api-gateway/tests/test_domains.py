@@ -152,15 +152,20 @@ async def test_check_looks_the_records_up_live(start_gateway: Any, account: NewC
     first = (await gw.http.get(f"/v1/domains/{name}/check", headers=h)).json()
     assert first["ok"] is False
     assert states(first) == {"dkim": "missing", "spf": "missing", "return_path": "missing",
-                             "dmarc": "missing"}
+                             "dmarc": "missing", "mx": "missing"}
     assert all(r["fix"] for r in first["records"])
 
+    for host, spf_value in (("_spf.google.com", "v=spf1 ip4:192.0.2.0/24 ~all"),
+                            ("spf.relay.test", "v=spf1 ip4:198.51.100.0/24 -all")):
+        dns_server.clear(host)  # the DNS server is the session's: other tests publish these too
+        dns_server.add(host, "TXT", spf_value)
     dns_server.add(records["dkim"]["name"], "TXT", "v=DKIM1; k=rsa; p=MIIBold")
     dns_server.add(name, "TXT", "v=spf1 include:_spf.google.com ~all")
     dns_server.add(records["return_path"]["name"], "CNAME", "elsewhere.example")
     dns_server.add(f"_dmarc.{name}", "TXT", "v=DMARC1; p=none")
     wrong = (await gw.http.get(f"/v1/domains/{name}/check", headers=h)).json()
-    assert states(wrong) == {"dkim": "wrong", "spf": "wrong", "return_path": "wrong", "dmarc": "ok"}
+    assert states(wrong) == {"dkim": "wrong", "spf": "wrong", "return_path": "wrong", "dmarc": "ok",
+                             "mx": "missing"}
     spf = next(r for r in wrong["records"] if r["purpose"] == "spf")
     assert spf["found"] == ["v=spf1 include:_spf.google.com ~all"] and "include:spf.relay.test" in spf["fix"]
 

@@ -7,9 +7,8 @@ domain that does not exist, so names cannot be probed. Registering a name some a
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import dns.asyncresolver
 import structlog
@@ -19,8 +18,8 @@ from pydantic_core import PydanticCustomError
 
 from postwire.api_gateway.auth import Account
 from postwire.api_gateway.deps import Deps
+from postwire.api_gateway.domain_check import RecordCheck, RecordName, all_ok, resolver_for
 from postwire.api_gateway.domain_check import check as check_records
-from postwire.api_gateway.domain_check import resolver_for
 from postwire.api_gateway.errors import ApiError, responses
 from postwire.api_gateway.settings import ApiSettings
 from postwire.db.domains import (
@@ -100,19 +99,30 @@ class DomainOut(BaseModel):
 
 
 class RecordCheckOut(BaseModel):
-    purpose: str = Field(description="dkim, spf, return_path, tracking or dmarc")
+    record: RecordName
+    purpose: RecordName = Field(description="The same as record (kept for earlier clients).")
     type: str
     name: str
     expected: str
     found: list[str]
     state: Literal["ok", "missing", "wrong", "unknown"]
-    fix: str = Field(description="What to change; empty when ok.")
+    fix: str = Field(description="One line on what to change; empty when there is nothing to change (an "
+                                 "`ok` record may carry a hint, e.g. DMARC p=none).")
+    required: bool = Field(description="false for informational records (mx): not counted by `ok`.")
+    details: dict[str, Any] = Field(description="What the verdict rests on (SPF lookup counts, DMARC "
+                                                "policy and alignment, ...): docs/domains.md.")
 
 
 class DomainCheckOut(BaseModel):
     domain: str
-    ok: bool
+    ok: bool = Field(description="Every required record is ok.")
     records: list[RecordCheckOut]
+
+
+def _check_out(c: RecordCheck) -> RecordCheckOut:
+    return RecordCheckOut(record=c.record, purpose=c.purpose, type=c.type, name=c.name,
+                          expected=c.expected, found=c.found, state=c.state, fix=c.fix, required=c.required,
+                          details=c.details)
 
 
 def resolver(request: Request) -> dns.asyncresolver.Resolver:
@@ -185,19 +195,20 @@ def domains_router(settings: ApiSettings) -> APIRouter:
         return _out(DomainInfo.of(row), settings)
 
     @router.get("/{name}/check", response_model=DomainCheckOut, responses=responses(401, 404, 503),
-                summary="Whether the domain's DNS records are published right now",
-                description="Each record Postwire asks for (DKIM, SPF include, return-path CNAME, tracking "
-                            "CNAME) and the domain's DMARC record, looked up live: expected, found, "
-                            "`ok` / `missing` / `wrong` (or `unknown` when the lookup failed) and a "
-                            "one-line fix. `ok` is true when every record is ok.")
+                summary="The domain's health: its DNS records as published right now",
+                description="Each record Postwire asks for (DKIM key, SPF include, return-path CNAME, "
+                            "tracking CNAME) and those receivers judge the domain by (the SPF record with "
+                            "its 10-lookup limit, the DMARC policy, alignment and rua, the MX), looked up "
+                            "live: expected, found, `ok` / `missing` / `wrong` (or `unknown` when a lookup "
+                            "failed), a one-line fix and the details. `ok` is true when every required "
+                            "record is ok (the MX is informational).")
     async def check(request: Request, account_id: Account, name: DomainName) -> DomainCheckOut:
         async with _deps(request).sessions() as s:
             row = await get_domain(s, account_id, name)
         if row is None:
             raise _not_found(name)
         found = await check_records(row, settings, resolver(request))
-        return DomainCheckOut(domain=row.name, ok=all(c.state == "ok" for c in found),
-                              records=[RecordCheckOut(**asdict(c)) for c in found])
+        return DomainCheckOut(domain=row.name, ok=all_ok(found), records=[_check_out(c) for c in found])
 
     @router.patch("/{name}", response_model=DomainOut, responses=responses(401, 404, 422, 503),
                   summary="Change a sending domain's settings (its tracking host)")
