@@ -70,11 +70,12 @@ def test_bounce_classify_prints_the_reason_of_each_bounced_recipient(tmp_path: P
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows == [  # in argument order, nothing for the mail that is not a bounce
         {"file": unknown, "recipient": "jane.roe@example.org", "reason": "userunknown", "status": "5.1.1",
-         "replycode": "550", "hardbounce": True},
+         "replycode": "550", "hardbounce": True, "confidence": "high"},
         {"file": full, "recipient": "bob.full@example.net", "reason": "mailboxfull", "status": "5.2.2",
-         "replycode": "552", "hardbounce": False},
+         "replycode": "552", "hardbounce": False, "confidence": "high"},
+        # 5.1.10 is Exchange's own code (RFC 3463 stops at 5.1.8): the text decides, so "medium"
         {"file": exchange, "recipient": "ken.doe@contoso.example", "reason": "userunknown",
-         "status": "5.1.10", "replycode": "550", "hardbounce": True},
+         "status": "5.1.10", "replycode": "550", "hardbounce": True, "confidence": "medium"},
     ]
 
 
