@@ -86,5 +86,5 @@ def test_bounce_classify_prints_one_json_line_per_bounced_recipient() -> None:
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows and all(r["file"] == str(bounce) for r in rows)  # nothing for the non-bounce
-    assert set(rows[0]) == {"file", "recipient", "reason", "status", "replycode", "hardbounce"}
+    assert set(rows[0]) == {"file", "recipient", "reason", "status", "replycode", "hardbounce", "confidence"}
     assert (rows[0]["recipient"], rows[0]["reason"]) == ("r@p351355.pool.example.ne.jp", "mailererror")
