@@ -16,13 +16,15 @@ import pytest_asyncio
 from fastapi import FastAPI
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from sqlalchemy.dialects.postgresql import insert
 
 from postwire.api_gateway.app import create_app
 from postwire.api_gateway.deps import Deps
 from postwire.api_gateway.service import serve
 from postwire.api_gateway.settings import ApiSettings
-from postwire.core.topology import INBOUND
+from postwire.core.lanes import STREAMS
+from postwire.core.topology import INBOUND, inbound_subject
 from postwire.db.accounts import NewCredentials, create_account
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.events_query import event_proto_data
@@ -123,7 +125,9 @@ class Inbound:
     async def read(self, account_id: str, n: int = 1) -> list[envelope_pb2.InboundMessage]:
         """Consume ``n`` envelopes of this account (a pull consumer, acked, then deleted)."""
         name = f"test-{uuid.uuid4().hex[:8]}"
-        sub = await self.js.pull_subscribe(f"inbound.{account_id}", durable=name, stream=INBOUND)
+        # both lanes' subjects (postwire.core.lanes): a message to several recipients travels as bulk
+        lanes = ConsumerConfig(filter_subjects=[inbound_subject(account_id, lane) for lane in STREAMS])
+        sub = await self.js.pull_subscribe("", durable=name, stream=INBOUND, config=lanes)
         out: list[envelope_pb2.InboundMessage] = []
         while len(out) < n:
             for msg in await sub.fetch(n - len(out), timeout=10):

@@ -21,7 +21,13 @@ from nats.js import JetStreamContext
 
 from postwire.core.bodies import BodyStore
 from postwire.core.topology import INBOUND
-from postwire.db.accounts import LoginDefaults, NewCredentials, SmtpLogin, set_smtp_login_defaults
+from postwire.db.accounts import (
+    LoginDefaults,
+    NewCredentials,
+    SmtpLogin,
+    set_smtp_login_defaults,
+    set_smtp_login_stream,
+)
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.ingest_smtp.auth import LoginVerifier, database_check
 from postwire.testing.fixtures import eventually
@@ -514,6 +520,49 @@ async def test_login_defaults_reach_the_message_and_option_headers_override_them
     assert rest == message(subject="overridden")  # exactly the message without the option headers
     assert b"smtpeter" not in body.lower() and b"x-postwire" not in body.lower()
     assert "(authenticated account" in received
+
+
+async def test_stream_header_chooses_the_lane_and_is_removed_else_the_defaults_hold(
+        start_ingest: StartIngest, account: NewCredentials, js: JetStreamContext) -> None:
+    ingest = await start_ingest()
+    cases = [
+        (message(subject="one"), ["a@rcpt.example.com"], "transactional"),
+        (message(subject="two"), ["a@rcpt.example.com", "b@rcpt.example.com"], "bulk"),
+        (with_headers(message(subject="list"), "List-Unsubscribe: <mailto:u@example.com>"),
+         ["a@rcpt.example.com"], "bulk"),
+        (with_headers(message(subject="asked"), "X-Postwire-Stream: Transactional"),
+         ["a@rcpt.example.com", "b@rcpt.example.com"], "transactional"),
+        (with_headers(message(subject="asked bulk"), "X-Postwire-Stream: bulk"), ["a@rcpt.example.com"],
+         "bulk"),
+        # unreadable: removed, the default holds (SMTP cannot explain a refusal as well as the API)
+        (with_headers(message(subject="odd"), "X-Postwire-Stream: newsletter"), ["a@rcpt.example.com"],
+         "transactional"),
+    ]
+    for data, rcpts, stream in cases:
+        seen = await asyncio.to_thread(send, ingest.port, account, data, rcpts)
+        assert seen.data is not None and seen.data.code == 250
+        envelope, body = await next_inbound(js)
+        assert envelope.stream == stream, envelope.subject
+        assert b"x-postwire-stream" not in body.lower()
+
+
+async def test_the_login_s_default_stream_applies_unless_the_message_names_one(
+        start_ingest: StartIngest, account: NewCredentials, pg_url: str, js: JetStreamContext) -> None:
+    engine = make_engine(pg_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            login = await set_smtp_login_stream(session, account.smtp_username, "bulk")
+            assert login is not None and login.default_stream == "bulk"
+    finally:
+        await engine.dispose()
+    ingest = await start_ingest()
+    for data, stream in [(message(subject="newsletter"), "bulk"),
+                         (with_headers(message(subject="reset"), "X-Postwire-Stream: transactional"),
+                          "transactional")]:
+        seen = await asyncio.to_thread(send, ingest.port, account, data, ["a@rcpt.example.com"])
+        assert seen.data is not None and seen.data.code == 250
+        envelope, _ = await next_inbound(js)
+        assert envelope.stream == stream
 
 
 async def test_trusted_network_mail_gets_the_standard_switches(

@@ -1,4 +1,5 @@
-"""`postwire account create`, `postwire smtp-login set|show` and `postwire user create` (console users)."""
+"""`postwire account create`, `postwire smtp-login set|show`, `postwire api-key set` and `postwire user
+create` (console users)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from postwire.db import console_users
-from postwire.db.accounts import NewCredentials, SmtpLogin, get_smtp_login, set_smtp_login_defaults
+from postwire.db.accounts import (
+    NewCredentials,
+    SmtpLogin,
+    get_smtp_login,
+    set_api_key_stream,
+    set_smtp_login_defaults,
+    set_smtp_login_stream,
+)
 from postwire.db.accounts import create_account as _create
 from postwire.db.console_users import User
 from postwire.db.engine import make_engine, make_sessionmaker
@@ -47,12 +55,21 @@ async def show_login(database_url: str, username: str) -> SmtpLogin:
     return login
 
 
-async def set_login(database_url: str, username: str, changes: Mapping[str, bool]) -> SmtpLogin:
-    """Change some default switches of a login (committed); the login as it is now."""
+# `--stream auto`: no default stream, the message decides (postwire.core.lanes)
+AUTO_STREAM = "auto"
+
+
+async def set_login(database_url: str, username: str, changes: Mapping[str, bool],
+                    stream: str | None = None) -> SmtpLogin:
+    """Change some default switches of a login and, when given, its default stream (``auto`` clears it),
+    committed; the login as it is now."""
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
             login = await set_smtp_login_defaults(session, username, changes)
+            if login is not None and stream is not None:
+                login = await set_smtp_login_stream(session, username,
+                                                    None if stream == AUTO_STREAM else stream)
     finally:
         await engine.dispose()
     if login is None:
@@ -61,14 +78,33 @@ async def set_login(database_url: str, username: str, changes: Mapping[str, bool
 
 
 def login_as_json(login: SmtpLogin) -> dict[str, Any]:
-    return {"username": login.username, "account_id": login.account_id, **login.defaults.as_dict()}
+    return {"username": login.username, "account_id": login.account_id, **login.defaults.as_dict(),
+            "stream": login.default_stream or AUTO_STREAM}
 
 
 def login_as_text(login: SmtpLogin) -> str:
     lines = [f"smtp login     {login.username} (account {login.account_id})"]
     for name, on in login.defaults.as_dict().items():
         lines.append(f"{name.replace('_', '-'):<15}{'on' if on else 'off'}")
+    lines.append(f"{'stream':<15}{login.default_stream or AUTO_STREAM}")
     return "\n".join(lines)
+
+
+class KeyNotFound(Exception):
+    pass
+
+
+async def set_key_stream(database_url: str, account_id: str, key_id: str, stream: str) -> None:
+    """Set an API key's default stream (``auto`` clears it), committed."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            found = await set_api_key_stream(session, account_id, key_id,
+                                             None if stream == AUTO_STREAM else stream)
+    finally:
+        await engine.dispose()
+    if not found:
+        raise KeyNotFound(key_id)
 
 
 class AccountNotFound(Exception):

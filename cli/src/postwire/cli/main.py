@@ -1,5 +1,5 @@
-"""`postwire` subcommands: run, account create, smtp-login set/show, domain add/list, db upgrade,
-inline-css."""
+"""`postwire` subcommands: run, account create, smtp-login set/show, api-key set, domain add/list, db
+upgrade, inline-css."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from postwire.cli.settings import CliSettings, checkout_root, local_data_dir
 
 # an SMTP login's default switches, as `smtp-login set` flags (postwire.db.accounts.SWITCHES)
 SMTP_SWITCHES = ("inline-css", "track-clicks", "track-opens", "track-bounces", "prevent-scam")
+# a login's or key's default stream (postwire.core.lanes); auto: decided by the message
+STREAM_CHOICES = ("transactional", "bulk", "auto")
 
 
 class CliError(Exception):
@@ -140,17 +142,31 @@ def cmd_smtp_login_set(args: argparse.Namespace, settings: CliSettings) -> int:
 
     given = {flag: getattr(args, flag.replace("-", "_")) for flag in SMTP_SWITCHES}
     changes = {flag.replace("-", "_"): value == "on" for flag, value in given.items() if value is not None}
-    if not changes:
+    if not changes and args.stream is None:
         print("postwire: nothing to set: give at least one of "
-              + ", ".join(f"--{flag}" for flag in SMTP_SWITCHES), file=sys.stderr)
+              + ", ".join(f"--{flag}" for flag in (*SMTP_SWITCHES, "stream")), file=sys.stderr)
         return 2
     try:
         with _database(settings) as url:
-            login = asyncio.run(set_login(url, args.username, changes))
+            login = asyncio.run(set_login(url, args.username, changes, args.stream))
     except LoginNotFound:
         print(f"postwire: no SMTP login named {args.username!r}", file=sys.stderr)
         return 1
     print(json.dumps(login_as_json(login)) if args.json else login_as_text(login))
+    return 0
+
+
+def cmd_api_key_set(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.account_commands import KeyNotFound, set_key_stream
+
+    key_id = args.key.removeprefix("pw_").partition("_")[0]  # the id, or a whole key: its id part
+    try:
+        with _database(settings) as url:
+            asyncio.run(set_key_stream(url, args.account, key_id, args.stream))
+    except KeyNotFound:
+        print(f"postwire: account {args.account!r} has no API key {key_id!r}", file=sys.stderr)
+        return 1
+    print(f"api key {key_id}: stream {args.stream}")
     return 0
 
 
@@ -259,12 +275,25 @@ def parser() -> argparse.ArgumentParser:
     login_set.add_argument("username", help="the SMTP login (smtp_username of `account create`)")
     for flag in SMTP_SWITCHES:
         login_set.add_argument(f"--{flag}", choices=["on", "off"])
+    login_set.add_argument("--stream", choices=[*STREAM_CHOICES],
+                           help="the lane of messages that name none (docs/delivery.md); auto: by the "
+                                "message")
     login_set.add_argument("--json", action="store_true", help="print the login as one JSON object")
     login_set.set_defaults(func=cmd_smtp_login_set)
     login_show = smtp_login.add_parser("show", help="print a login's account and default switches")
     login_show.add_argument("username", help="the SMTP login")
     login_show.add_argument("--json", action="store_true", help="print the login as one JSON object")
     login_show.set_defaults(func=cmd_smtp_login_show)
+    api_key = sub.add_parser("api-key", help="an API key's defaults").add_subparsers(dest="action",
+                                                                                   required=True)
+    key_set = api_key.add_parser(
+        "set", help="set an API key's default stream",
+        description="The lane (docs/delivery.md) of the messages sent with the key that name none; auto: "
+                    "decided by the message. Gateways remember a key for POSTWIRE_API_KEY_CACHE_TTL_S.")
+    key_set.add_argument("key", help="the key's id (or the whole key)")
+    key_set.add_argument("--account", required=True, help="the account id the key belongs to")
+    key_set.add_argument("--stream", required=True, choices=[*STREAM_CHOICES])
+    key_set.set_defaults(func=cmd_api_key_set)
     domain = sub.add_parser("domain", help="sending domains and their DKIM keys").add_subparsers(
         dest="action", required=True)
     add = domain.add_parser("add", help="register a domain with a new DKIM key; prints the DNS records")

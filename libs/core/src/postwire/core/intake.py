@@ -15,6 +15,7 @@ from nats.js.api import Header
 from nats.js.errors import Error as JetStreamError
 
 from postwire.core.bodies import BodyStore
+from postwire.core.lanes import Stream, default_stream, has_list_unsubscribe, lane_of
 from postwire.core.timestamps import stamp_now
 from postwire.core.topology import inbound_subject
 from postwire.v1 import envelope_pb2
@@ -46,6 +47,22 @@ class Submission:
     recipient_ids: Mapping[str, str] = field(default_factory=dict)  # /v1/send: one message id per recipient
     # set: ``raw`` is a PersonalisedMessage (a template and its data), rendered per recipient by the sender
     personalisation: envelope_pb2.Personalisation | None = None
+    # "transactional" | "bulk" as asked for (request, header, or the login's or key's default); None:
+    # decided from the message (postwire.core.lanes.default_stream)
+    stream: str | None = None
+
+    def chosen_stream(self) -> Stream:
+        if self.stream is not None:
+            return lane_of(self.stream)
+        return default_stream(len(self.recipients), self._list_unsubscribe())
+
+    def _list_unsubscribe(self) -> bool:
+        if len(self.recipients) > 1:
+            return True  # bulk whatever the headers say: not worth reading them
+        if self.personalisation is None:
+            return has_list_unsubscribe(self.raw)
+        content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
+        return any(h.name.strip().lower() == "list-unsubscribe" for h in content.headers)
 
     def options(self) -> envelope_pb2.SendOptions:
         opts = envelope_pb2.SendOptions(
@@ -69,7 +86,7 @@ class Intake:
             message_id=message_id, account_id=sub.account_id, mail_from=sub.mail_from,
             recipients=sub.recipients, source=sub.source, subject=sub.subject,
             options=sub.options(), tags=list(sub.tags), metadata=dict(sub.metadata),
-            recipient_ids=dict(sub.recipient_ids),
+            recipient_ids=dict(sub.recipient_ids), stream=sub.chosen_stream(),
         )
         if sub.dsn is not None:
             envelope.dsn.CopyFrom(sub.dsn)
@@ -80,7 +97,8 @@ class Intake:
         stamp_now(envelope.accepted_at)
         try:
             envelope.body.CopyFrom(await self._bodies.put(f"{message_id}/original", sub.raw))
-            await self._js.publish(inbound_subject(sub.account_id), envelope.SerializeToString(),
-                                   headers={Header.MSG_ID: message_id}, timeout=self._timeout)
+            await self._js.publish(inbound_subject(sub.account_id, envelope.stream),
+                                   envelope.SerializeToString(), headers={Header.MSG_ID: message_id},
+                                   timeout=self._timeout)
         except (TimeoutError, nats.errors.Error, JetStreamError, OSError) as e:
             raise QueueUnavailable(str(e) or type(e).__name__) from e

@@ -3,7 +3,8 @@ own ``X-Postwire-*``, read at acceptance and removed before the message is store
 a recipient.
 
 Recognised (case-insensitive), each with either prefix: ``inlinecss``, ``trackclicks``, ``trackopens``,
-``trackbounces``, ``preventscam`` (true/false, yes/no, on/off, 1/0) and ``tags`` (comma-separated).
+``trackbounces``, ``preventscam`` (true/false, yes/no, on/off, 1/0), ``tags`` (comma-separated) and
+``stream`` (``transactional`` or ``bulk``, the message's lane: postwire.core.lanes).
 A header with a value we cannot read is still removed and reported in :attr:`OptionHeaders.problems`;
 the login's or request's default then applies. docs/smtp.md lists them.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Final
+
+from postwire.core.lanes import parse_stream
 
 PREFIXES: Final = ("x-smtpeter-", "x-postwire-")
 SWITCHES: Final = {
@@ -36,6 +39,7 @@ class OptionHeaders:
 
     switches: dict[str, bool] = field(default_factory=dict)  # SendOptions field name → value
     tags: list[str] = field(default_factory=list)
+    stream: str | None = None  # "transactional" | "bulk"
     problems: list[str] = field(default_factory=list)
 
 
@@ -87,13 +91,20 @@ def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:
     for line in _lines(head):
         m = _FIELD.match(line.rstrip(b"\r\n"))
         name = m.group(2).decode("ascii").lower() if m else ""
-        if m is None or (name not in SWITCHES and name != "tags"):
+        if m is None or (name not in SWITCHES and name not in ("tags", "stream")):
             kept.append(line)
             continue
         removed = True
         value = re.sub(r"\r?\n[ \t]", " ", m.group(3).decode("utf-8", "replace")).strip()
         if name == "tags":
             found.tags += [t for t in parse_tags(value, found.problems) if t not in found.tags]
+            continue
+        if name == "stream":
+            stream = parse_stream(value)
+            if stream is None:
+                found.problems.append(f"{m.group(1).decode()}: {value[:40]!r} is not transactional or bulk")
+            else:
+                found.stream = stream
             continue
         switch = parse_switch(value)
         if switch is None:

@@ -1,9 +1,11 @@
 """The JetStream topology, declared in one place and applied idempotently at service start.
 
 Streams
-  INBOUND   inbound.<account>   accepted messages, one per submission (work queue: the router)
+  INBOUND   inbound.<account>   accepted messages, one per submission (work queue: the router);
+            inbound.<account>.bulk  the same for the bulk lane (own consumer; postwire.core.lanes)
   OUTBOUND  outbound.<shard>    one per message and recipient domain (work queue: the senders)
             outbound.<shard>.retry  deferred recipients waiting for their schedule (own consumer)
+            outbound.<shard>.bulk[.retry]  the same two for the bulk lane (own consumers)
   EVENTS    events.<account>.<type>   every outcome (limits: read by the recorder and the webhook notifier)
   WEBHOOKS  webhooks.<webhook id>[.retry]  one signed POST to make per endpoint and event (work queue:
             one consumer pair per endpoint, so a failing endpoint only holds up itself; docs/webhooks.md)
@@ -40,6 +42,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
+from postwire.core.lanes import BULK, TRANSACTIONAL, lane_of
 from postwire.core.settings import PostwireSettings
 
 INBOUND = "INBOUND"
@@ -59,18 +62,23 @@ DAY = 24 * 3600.0
 LIMITS_MAX_AGE_S = 2 * DAY
 
 
-def inbound_subject(account_id: str) -> str:
-    return f"inbound.{account_id}"
+# the router's consumers: transactional mail keeps the subjects it had before lanes existed (so what
+# was queued then is still consumed), bulk adds a token; the filters do not overlap (a work queue)
+INBOUND_FILTERS = {TRANSACTIONAL: "inbound.*", BULK: "inbound.*.bulk"}
 
 
-def outbound_subject(shard: int) -> str:
-    return f"outbound.{shard:03d}"
+def inbound_subject(account_id: str, stream: str = TRANSACTIONAL) -> str:
+    return f"inbound.{account_id}.bulk" if lane_of(stream) == BULK else f"inbound.{account_id}"
 
 
-def outbound_retry_subject(shard: int) -> str:
+def outbound_subject(shard: int, stream: str = TRANSACTIONAL) -> str:
+    return f"outbound.{shard:03d}.bulk" if lane_of(stream) == BULK else f"outbound.{shard:03d}"
+
+
+def outbound_retry_subject(shard: int, stream: str = TRANSACTIONAL) -> str:
     """Deferred mail of a shard: a separate subject (and consumer) so a retry backlog never holds up
-    fresh mail. ``outbound.>`` covers it; the filters ``outbound.<shard>`` and this do not overlap."""
-    return f"outbound.{shard:03d}.retry"
+    fresh mail, one per lane. ``outbound.>`` covers them; no two of a shard's four subjects overlap."""
+    return f"{outbound_subject(shard, stream)}.retry"
 
 
 def archive_subject(message_id: str) -> str:

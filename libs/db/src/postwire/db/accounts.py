@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from postwire.core.ids import new_id
+from postwire.core.lanes import STREAMS
 from postwire.db.models import Account, ApiKey, SmtpCredential
 
 _hasher = PasswordHasher()
@@ -53,11 +54,19 @@ class SmtpLogin:
     username: str
     account_id: str
     defaults: LoginDefaults
+    # the lane of its messages that name none (postwire.core.lanes); None: decided by the message
+    default_stream: str | None = None
 
 
 def _login(row: SmtpCredential) -> SmtpLogin:
     return SmtpLogin(row.username, row.account_id, LoginDefaults(**{name: bool(getattr(row, name))
-                                                                    for name in SWITCHES}))
+                                                                    for name in SWITCHES}),
+                     row.default_stream)
+
+
+def _check_stream(stream: str | None) -> None:
+    if stream is not None and stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}: {' or '.join(STREAMS)}")
 
 
 @dataclass(frozen=True)
@@ -99,13 +108,38 @@ async def create_account(session: AsyncSession, name: str) -> NewCredentials:
 
 async def account_for_api_key(session: AsyncSession, token: str) -> str | None:
     """The account id an API key belongs to, or None for an unknown, malformed or revoked key."""
+    key = await api_key_for(session, token)
+    return None if key is None else key.account_id
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Whose an API key is, and its defaults."""
+
+    account_id: str
+    default_stream: str | None = None  # the lane of its messages that name none; None: by the message
+
+
+async def api_key_for(session: AsyncSession, token: str) -> KeyOwner | None:
+    """The account of an API key and the key's defaults, or None for an unknown, malformed or revoked key."""
     parts = _split_api_key(token)
     if parts is None:
         return None
     row = await session.get(ApiKey, parts[0])
     if row is None or row.revoked_at is not None:
         return None
-    return row.account_id if hmac.compare_digest(row.secret_hash, _sha256(parts[1])) else None
+    if not hmac.compare_digest(row.secret_hash, _sha256(parts[1])):
+        return None
+    return KeyOwner(row.account_id, row.default_stream)
+
+
+async def set_api_key_stream(session: AsyncSession, account_id: str, key_id: str, stream: str | None) -> bool:
+    """Set (None: clear) the default stream of one of the account's keys; False when it has no such key.
+    The caller commits. Gateways see it once their key cache entry expires (POSTWIRE_API_KEY_CACHE_TTL_S)."""
+    _check_stream(stream)
+    result = await session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id)
+                                   .values(default_stream=stream))
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def verify_smtp_login(session: AsyncSession, username: str, password: str) -> SmtpLogin | None:
@@ -145,6 +179,18 @@ async def set_smtp_login_defaults(session: AsyncSession, username: str,
         return None
     for name, value in changes.items():
         setattr(row, name, bool(value))
+    await session.flush()
+    return _login(row)
+
+
+async def set_smtp_login_stream(session: AsyncSession, username: str, stream: str | None) -> SmtpLogin | None:
+    """Set (None: clear) a login's default stream; the login as it is now, or None when there is no such
+    login. The caller commits; ingest-smtp sees it as it sees the switches (its login cache)."""
+    _check_stream(stream)
+    row = await session.get(SmtpCredential, username)
+    if row is None:
+        return None
+    row.default_stream = stream
     await session.flush()
     return _login(row)
 

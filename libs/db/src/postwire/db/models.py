@@ -59,6 +59,8 @@ class ApiKey(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the lane of what it sends when a message names none (postwire.core.lanes); None: by the message
+    default_stream: Mapped[str | None] = mapped_column(String(16))
 
 
 class Domain(Base):
@@ -97,6 +99,8 @@ class SmtpCredential(Base):
     track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     track_bounces: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     prevent_scam: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the lane of what it sends when a message names none (postwire.core.lanes); None: by the message
+    default_stream: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = _now()
 
 

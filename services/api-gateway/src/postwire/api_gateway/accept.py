@@ -73,6 +73,8 @@ def apply_options(sub: Submission, found: OptionHeaders) -> Submission:
     if found.tags:
         tags = list(sub.tags)
         sub.tags = tags + [t for t in found.tags if t not in tags]
+    if found.stream is not None:
+        sub.stream = found.stream
     return sub
 
 
@@ -91,6 +93,8 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
         message_id = reserved.message_id
     try:
         sub = await prepare(message_id)
+        if sub.stream is None:  # not named by the request or a header: the API key's default, if any
+            sub.stream = getattr(request.state, "key_stream", None)
         check_size(sub.raw, deps.settings.max_message_size)
         if sub.personalisation is None:  # a personalised message's parts were checked one by one
             check_no_nul(sub.raw)

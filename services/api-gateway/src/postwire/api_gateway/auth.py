@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
@@ -27,7 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.api_gateway import metrics
 from postwire.api_gateway.errors import ApiError
 from postwire.api_gateway.ratelimit import RequestRate
-from postwire.db.accounts import account_for_api_key
+from postwire.db.accounts import KeyOwner, api_key_for
+
+T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiKey", bearerFormat="pw_<id>_<secret>",
                     description="An API key from `postwire account create NAME`.")
@@ -59,15 +61,15 @@ def redact_access_logs() -> None:
             logger.addFilter(RedactAccessToken())
 
 
-class KeyCache:
+class KeyCache(Generic[T]):
     """LRU with a TTL; single event loop, so no locking."""
 
     def __init__(self, ttl_s: float, max_size: int) -> None:
         self._ttl = ttl_s
         self._max = max_size
-        self._items: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
 
-    def get(self, digest: str) -> str | None:
+    def get(self, digest: str) -> T | None:
         item = self._items.get(digest)
         if item is None:
             return None
@@ -77,27 +79,32 @@ class KeyCache:
         self._items.move_to_end(digest)
         return item[1]
 
-    def put(self, digest: str, account_id: str) -> None:
-        self._items[digest] = (time.monotonic() + self._ttl, account_id)
+    def put(self, digest: str, value: T) -> None:
+        self._items[digest] = (time.monotonic() + self._ttl, value)
         self._items.move_to_end(digest)
         while len(self._items) > self._max:
             self._items.popitem(last=False)
 
 
 class Authenticator:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache[KeyOwner]) -> None:
         self._sessions = sessions
         self._cache = cache
 
     async def account_for(self, token: str) -> str | None:
+        owner = await self.key_for(token)
+        return None if owner is None else owner.account_id
+
+    async def key_for(self, token: str) -> KeyOwner | None:
+        """The key's account and defaults (its default stream)."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        account_id = self._cache.get(digest)
-        if account_id is None:
+        owner = self._cache.get(digest)
+        if owner is None:
             async with self._sessions() as s:
-                account_id = await account_for_api_key(s, token)
-            if account_id is not None:
-                self._cache.put(digest, account_id)
-        return account_id
+                owner = await api_key_for(s, token)
+            if owner is not None:
+                self._cache.put(digest, owner)
+        return owner
 
 
 def _unauthorized(message: str, invalid: bool) -> ApiError:
@@ -115,9 +122,11 @@ async def current_account(request: Request,
         raise _unauthorized("missing API key: send Authorization: Bearer <api key> (or ?access_token=)",
                             invalid=False)
     authenticator: Authenticator = request.app.state.authenticator
-    account_id = await authenticator.account_for(token)
-    if account_id is None:
+    owner = await authenticator.key_for(token)
+    if owner is None:
         raise _unauthorized("invalid or revoked API key", invalid=True)
+    account_id = owner.account_id
+    request.state.key_stream = owner.default_stream  # the sending routes' default lane (accept.py)
     rate: RequestRate = request.app.state.request_rate
     await rate.check(account_id)  # 429 once the account's request rate is used up (ratelimit.py)
     return account_id

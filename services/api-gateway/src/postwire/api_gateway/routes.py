@@ -115,7 +115,9 @@ def messages_router(settings: ApiSettings) -> APIRouter:
                              "when missing. Option headers (`x-smtpeter-inlinecss`, `-trackclicks`, "
                              "`-trackopens`, `-trackbounces`, `-preventscam` with true/false, `-tags` "
                              "comma-separated; or the same names with `X-Postwire-`) set the message's "
-                             "options and are removed before queueing.",
+                             "options and are removed before queueing; `X-Postwire-Stream: "
+                             "transactional|bulk` chooses its lane (default: bulk for several "
+                             "recipients or a List-Unsubscribe header, else transactional).",
                  openapi_extra={"requestBody": {"required": True, "content": {
                      t: {"schema": {"type": "string", "format": "binary"}, "example": RAW_EXAMPLE}
                      for t in RAW_TYPES}}})
@@ -214,7 +216,7 @@ def _submission(account_id: str, mail_from: str, recipients: list[str], raw: byt
                       css_engine=opts.css_engine or "", tags=list(payload.tags), metadata=payload.metadata,
                       track_clicks=opts.track_clicks, track_opens=opts.track_opens,
                       track_bounces=opts.track_bounces, prevent_scam=opts.prevent_scam,
-                      max_deliver_time=opts.max_deliver_time)
+                      max_deliver_time=opts.max_deliver_time, stream=payload.stream)
 
 
 def _check_raw_content_type(content_type: str | None) -> None:

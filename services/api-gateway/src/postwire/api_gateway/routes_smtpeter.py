@@ -92,8 +92,9 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
                  description="`recipient`/`recipients` decide delivery; the content is `mime` or the "
                              "fields. Options: `inlinecss` (false), `trackclicks` (true), `trackopens` "
                              "(false), `trackbounces` (true; false when `envelope` is given), "
-                             "`preventscam` (false), `tags`, `maxdelivertime`. x-smtpeter-* / X-Postwire-* "
-                             "headers in the message override them and are removed. Authenticate with "
+                             "`preventscam` (false), `tags`, `maxdelivertime`, `stream` "
+                             "(transactional|bulk). x-smtpeter-* / X-Postwire-* headers in the message "
+                             "override them and are removed. Authenticate with "
                              "`?access_token=` or the Authorization header. See docs/smtpeter.md.",
                  openapi_extra=_request_body("SmtpeterSend", FORM_NOTE))
     async def send(request: Request, account_id: Account, idempotency_key: IdemKey = None) -> JSONResponse:
@@ -129,6 +130,7 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
                 track_clicks=payload.trackclicks, track_opens=payload.trackopens,
                 track_bounces=payload.track_bounces(), prevent_scam=payload.preventscam,
                 max_deliver_time=payload.maxdelivertime, dsn=payload.dsn.envelope() if payload.dsn else None,
+                stream=payload.stream,
                 recipient_dsn={r: rdsn for r in recipients} if rdsn else {},
                 recipient_ids=recipient_ids(message_id, recipients))
             return apply_options(sub, found)
@@ -162,6 +164,7 @@ def smtpeter_router(settings: ApiSettings) -> APIRouter:
                 track_clicks=payload.trackclicks, track_opens=payload.trackopens,
                 track_bounces=payload.track_bounces(), prevent_scam=payload.preventscam,
                 max_deliver_time=payload.maxdelivertime, dsn=payload.dsn.envelope() if payload.dsn else None,
+                stream=payload.stream,
                 recipient_dsn={r: rdsn for r in recipients} if rdsn else {},
                 recipient_ids=recipient_ids(message_id, recipients),
                 personalisation=personalised.personalisation(src))
@@ -311,7 +314,8 @@ def _again(original: envelope_pb2.InboundMessage, raw: bytes, message_id: str) -
         recipient_dsn={r: original.recipient_dsn[r] for r in recipients if r in original.recipient_dsn},
         recipient_ids=recipient_ids(message_id, recipients),
         # the same template version and data: the body holds both
-        personalisation=original.personalisation if original.HasField("personalisation") else None)
+        personalisation=original.personalisation if original.HasField("personalisation") else None,
+        stream=original.stream or None)  # the original's lane; an older archive entry's is decided again
 
 
 

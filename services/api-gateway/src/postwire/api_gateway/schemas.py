@@ -246,6 +246,10 @@ class SendRequest(BaseModel):
                    Annotated[str, StringConstraints(max_length=1024)]] = Field(
         default_factory=dict, max_length=50, description="Your key/value data, echoed in events.")
     options: SendOptions = Field(default_factory=SendOptions)
+    stream: Literal["transactional", "bulk"] | None = Field(
+        default=None, description="The message's lane (docs/delivery.md): `transactional` mail never waits "
+        "behind `bulk`. Default: bulk for several recipients or a `List-Unsubscribe` header, else "
+        "transactional.")
     template: int | str | None = Field(default=None, description="A stored template (id or name) to build "
                                        "the message from; `from`, `subject`, `reply_to`, `text`, `html` "
                                        "and `headers` given beside it override its own (docs/templates.md).")

@@ -347,6 +347,15 @@ class SmtpeterSend(BaseModel):
                     "examples": ["2026-12-01 18:00:00"]}, {"type": "null"}]})] = Field(
         default=None, description="UTC, \"YYYY-MM-DD hh:mm:ss\": a recipient not delivered by then fails "
                                   "with reason `expired`. Unset: the default delivery window.")
+    stream: Literal["transactional", "bulk"] | None = Field(
+        default=None, description="The message's lane (docs/delivery.md): `transactional` mail never waits "
+        "behind `bulk`. Default: bulk for several recipients or with `unsubscribe` (List-Unsubscribe), "
+        "else transactional.")
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _empty_stream(cls, v: Any) -> Any:
+        return None if v == "" else v
 
     @field_validator("recipient", "envelope", mode="before")
     @classmethod

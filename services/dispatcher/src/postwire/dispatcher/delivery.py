@@ -15,10 +15,12 @@ the greeting included). A throttled recipient is simply deferred: the retry queu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
 
+from postwire.core.lanes import TRANSACTIONAL
 from postwire.dispatcher import metrics
 from postwire.dispatcher.mx import DnsFailure, Route
 from postwire.dispatcher.outcomes import Reply, local
@@ -48,9 +50,11 @@ class Deliverer:
         self._port = port
 
     async def deliver(self, domain: str, mail_from: str, recipients: list[str],
-                      data: bytes, *, dsn: DsnParams | None = None) -> dict[str, Reply]:
+                      data: bytes, *, dsn: DsnParams | None = None, lane: str = TRANSACTIONAL,
+                      started: Callable[[], None] | None = None) -> dict[str, Reply]:
         """A reply for every recipient (never raises for DNS or SMTP trouble). Raises BudgetFull when
-        the first MX host's provider has a full ready queue: the message must wait, not fail over."""
+        the first MX host's provider has a full ready queue for the message's ``lane``: the message must
+        wait, not fail over. ``started`` is called when a session is ready for the first transaction."""
         try:
             route = await self._resolver.route(domain)
         except DnsFailure as e:
@@ -67,7 +71,8 @@ class Deliverer:
                 continue
             budget = self._shaper.budget_for(host.name)
             try:
-                result = await self._send(budget, host.name, addresses, mail_from, recipients, data, dsn)
+                result = await self._send(budget, host.name, addresses, mail_from, recipients, data, dsn,
+                                          lane, started)
             except ConnectFailure as e:
                 self._shaper.observe(budget, e.reply)
                 failure = e.reply
@@ -77,17 +82,21 @@ class Deliverer:
         return dict.fromkeys(recipients, failure or self._unreachable(domain, route.implicit, dns_error))
 
     async def _send(self, budget: Budget, mx_host: str, addresses: list[str], mail_from: str,
-                    recipients: list[str], data: bytes, dsn: DsnParams | None) -> Transaction:
+                    recipients: list[str], data: bytes, dsn: DsnParams | None, lane: str,
+                    started: Callable[[], None] | None) -> Transaction:
         """One transaction on a session of the pool. A reused session that the server had closed shows
         as ``untouched`` (nothing of the transaction reached it): another session is taken, at most
         ``STALE_RETRIES`` times, after which the pool opens a new one anyway."""
         metrics.ATTEMPTS.labels(budget.provider).inc(len(recipients))
         for _ in range(STALE_RETRIES):
-            async with self._pool.lease(budget, mx_host, self._port, addresses) as conn:
+            async with self._pool.lease(budget, mx_host, self._port, addresses, lane=lane) as conn:
+                if started is not None:
+                    started()
+                    started = None
                 result = await conn.send(mail_from, recipients, data, dsn)
             if not result.untouched:
                 return result
-        async with self._pool.lease(budget, mx_host, self._port, addresses, fresh=True) as conn:
+        async with self._pool.lease(budget, mx_host, self._port, addresses, fresh=True, lane=lane) as conn:
             return await conn.send(mail_from, recipients, data, dsn)
 
     def _observe(self, budget: Budget, replies: dict[str, Reply]) -> None:

@@ -36,8 +36,18 @@ postwire_dispatcher_backoff_level{provider}
     the rule's backoff factor.
 postwire_dispatcher_queue_messages{queue}
     Messages waiting in this replica's sender consumers, sampled from consumer info: queue fresh
-    (outbound.<shard>) | retry (outbound.<shard>.retry, deferred mail waiting for its schedule);
-    undelivered plus delivered-but-unacked, summed over the owned shards.
+    (outbound.<shard>, transactional) | retry (outbound.<shard>.retry, deferred transactional mail
+    waiting for its schedule) | bulk (outbound.<shard>.bulk) | bulk_retry (outbound.<shard>.bulk.retry,
+    deferred and parked bulk mail); undelivered plus delivered-but-unacked, summed over the owned shards.
+postwire_dispatcher_lane_queue_seconds{lane}
+    Time in queue per lane (transactional | bulk): from acceptance (the intake's 250/202) to the start
+    of the message's first delivery attempt (a session of its provider ready for its transaction;
+    parks are not attempts). One observation per recipient.
+postwire_dispatcher_lane_messages_total{lane, outcome}
+    The sender's per-recipient outcomes (delivered | deferred | failed) by lane.
+postwire_dispatcher_lane_slots_total{stage, lane}
+    Slots (messages asked of JetStream) given to each lane by the weighted choice: stage router |
+    sender | retry.
 postwire_dispatcher_accept_to_delivered_seconds{provider}
     Time from acceptance (the intake's 250/202) to the MX's 2xx for a recipient, retries included: the
     latency customers feel.
@@ -86,7 +96,9 @@ BACKOFF_LEVEL = Gauge("postwire_dispatcher_backoff_level",
                       "Adaptive backoff cuts in force for the provider (0 = configured limits).",
                       ["provider"])
 QUEUE_MESSAGES = Gauge("postwire_dispatcher_queue_messages",
-                       "Messages waiting in the owned sender consumers (fresh|retry), sampled.", ["queue"])
+                       "Messages waiting in the owned sender consumers (fresh|retry|bulk|bulk_retry), "
+                       "sampled.",
+                       ["queue"])
 ACCEPT_TO_DELIVERED = Histogram(
     "postwire_dispatcher_accept_to_delivered_seconds",
     "From acceptance (SMTP 250 / API 202) to the recipient's MX accepting it, by provider.", ["provider"],
@@ -98,6 +110,16 @@ OPEN_CONNECTIONS = Gauge("postwire_dispatcher_smtp_connections",
                          "Outbound SMTP connections open now (in use or idle in the pool).")
 CONNECTIONS_OPENED = Counter("postwire_dispatcher_smtp_connections_opened_total",
                              "Outbound SMTP connections opened (successful greeting).")
+LANE_QUEUE = Histogram(
+    "postwire_dispatcher_lane_queue_seconds",
+    "From acceptance to the start of the first delivery attempt, by lane (transactional|bulk).", ["lane"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600))
+LANE_MESSAGES = Counter("postwire_dispatcher_lane_messages_total",
+                        "Sender per-recipient outcomes (delivered|deferred|failed) by lane.",
+                        ["lane", "outcome"])
+LANE_SLOTS = Counter("postwire_dispatcher_lane_slots_total",
+                     "Slots given to each lane by the weighted choice, by stage (router|sender|retry).",
+                     ["stage", "lane"])
 INFLIGHT = Gauge("postwire_dispatcher_inflight_messages",
                  "Messages fetched and not yet acked or nak'd, by stage (router|sender|retry).", ["stage"])
 DNS_LOOKUPS = Counter("postwire_dispatcher_dns_lookups_total",

@@ -13,7 +13,8 @@ Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: a
    this order: an "accepted" event per recipient (the recorder creates the message row from it; stable
    event ids), a "suppressed" event per suppressed recipient, the archive entry for POST /v1/resend
    (postwire.core.archive), "failed" events for recipients whose address cannot be routed at all, and an
-   OutboundMessage per recipient to outbound.<shard of its domain> with Nats-Msg-Id
+   OutboundMessage per recipient to outbound.<shard of its domain> (its lane's subject: .bulk for bulk
+   mail, postwire.core.lanes) with Nats-Msg-Id
    "<message_id>.<recipient>" and a VERP envelope sender (postwire.core.verp): one SMTP transaction per
    recipient, so an asynchronous bounce names exactly what bounced. A null sender (<>) stays null, and
    so does the customer's own sender when the message asked not to track bounces (trackbounces=false).
@@ -47,6 +48,7 @@ from postwire.core.archive import archive_messages
 from postwire.core.bodies import BodyStore
 from postwire.core.events import event_message, make_event
 from postwire.core.jetstream import PipelinedJetStream
+from postwire.core.lanes import lane_of
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import shard_for
 from postwire.core.timestamps import stamp_now
@@ -433,7 +435,7 @@ class Router:
             message_id=message_id, account_id=inbound.account_id,
             mail_from=self._mail_from(inbound, recipient), domain=domain, recipients=[recipient],
             body=routable.body, tags=list(inbound.tags), attempt=0,
-            metadata=dict(inbound.metadata))
+            metadata=dict(inbound.metadata), stream=lane_of(inbound.stream))
         if inbound.HasField("personalisation"):
             out.personalised.CopyFrom(envelope_pb2.Personalised(
                 data=routable.own_data.get(recipient, b""),
@@ -451,7 +453,7 @@ class Router:
         if nonce:
             out.tracking.CopyFrom(envelope_pb2.Tracking(nonce=nonce, group_id=inbound.message_id,
                                                         recipient_index=index))
-        return (outbound_subject(shard_for(domain, self._shards)), out.SerializeToString(),
+        return (outbound_subject(shard_for(domain, self._shards), out.stream), out.SerializeToString(),
                 {Header.MSG_ID: outbound_msg_id(inbound.message_id, recipient)})
 
     def _mail_from(self, inbound: envelope_pb2.InboundMessage, recipient: str) -> str:

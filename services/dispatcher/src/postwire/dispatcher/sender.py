@@ -1,7 +1,10 @@
 """The sender: one OUTBOUND message (a message's recipients at one domain) → SMTP → events → settle.
 
-Two consumers per shard run this handler: the fresh one (``outbound.<shard>``, what the router publishes)
-and the retry one (``outbound.<shard>.retry``, deferred mail). A message carrying ``not_before`` in the
+Two consumers per shard and lane run this handler: the fresh one (``outbound.<shard>``, what the router
+publishes) and the retry one (``outbound.<shard>.retry``, deferred mail), and the same two for bulk mail
+(``outbound.<shard>.bulk[.retry]``). A message keeps its lane (``OutboundMessage.stream``) through every
+retry and park; in the provider's budget a transactional message does not queue behind bulk ones
+(postwire.dispatcher.smtp_pool). A message carrying ``not_before`` in the
 future is nak'd with exactly the remaining delay before anything else happens, so it is never attempted
 early, whatever JetStream's redelivery timing, restarts or a replica change do: the schedule travels in
 the message.
@@ -45,6 +48,7 @@ from postwire.core import settle
 from postwire.core.bodies import BodyStore
 from postwire.core.events import event_message, make_event
 from postwire.core.jetstream import PipelinedJetStream
+from postwire.core.lanes import lane_of
 from postwire.core.sharding import shard_for
 from postwire.core.topology import outbound_retry_subject
 from postwire.core.verp import PREFIX as VERP_PREFIX
@@ -145,7 +149,7 @@ class Sender:
             return
         with self.heartbeats.keep_alive(msg):
             try:
-                replies = await self._attempt(out)
+                replies = await self._attempt(out, lane_of(out.stream))
             except BudgetFull as full:
                 await self._park(msg, out, attempt, full.budget)
                 return
@@ -159,7 +163,7 @@ class Sender:
         """The provider has a full ready queue: come back later from the retry subject instead of
         holding a slot that mail to other providers needs. Not an attempt, so no event; the attempt
         number still moves on, so the parked copy's Nats-Msg-Id is new each time it is parked."""
-        delay = budget.park_delay(waited=out.HasField("not_before"))
+        delay = budget.park_delay(waited=out.HasField("not_before"), lane=lane_of(out.stream))
         metrics.PARKED.labels(budget.provider).inc()
         log.debug("sender.parked", message_id=out.message_id, provider=budget.provider, retry_in=delay)
         parked = self._retry_message(out, list(out.recipients), attempt + 1,
@@ -176,14 +180,31 @@ class Sender:
             return 0.0
         return max(0.0, (out.not_before.ToDatetime(UTC) - datetime.now(UTC)).total_seconds())
 
-    async def _attempt(self, out: envelope_pb2.OutboundMessage) -> dict[str, Reply] | None:
+    async def _attempt(self, out: envelope_pb2.OutboundMessage, lane: str) -> dict[str, Reply] | None:
         """Replies for every recipient, or None when the body could not be read just now. A body kept in
         the object store is read only when the memory budget has room for it."""
         stored = out.body.size if out.body.WhichOneof("location") == "object_name" else 0
         async with self._body_memory.hold(stored):
-            return await self._read_and_deliver(out)
+            return await self._read_and_deliver(out, lane)
 
-    async def _read_and_deliver(self, out: envelope_pb2.OutboundMessage) -> dict[str, Reply] | None:
+    @staticmethod
+    def _queue_timer(out: envelope_pb2.OutboundMessage, lane: str) -> Callable[[], None] | None:
+        """What observes the message's time in queue when its first attempt starts (None: not its first)."""
+        if out.attempted or not out.HasField("accepted_at"):
+            return None
+        observed = False
+
+        def started() -> None:
+            nonlocal observed
+            if not observed:
+                observed = True
+                waited = (datetime.now(UTC) - out.accepted_at.ToDatetime(UTC)).total_seconds()
+                for _ in out.recipients:  # one per recipient, as the outcome counters
+                    metrics.LANE_QUEUE.labels(lane).observe(max(0.0, waited))
+        return started
+
+    async def _read_and_deliver(self, out: envelope_pb2.OutboundMessage,
+                                lane: str) -> dict[str, Reply] | None:
         try:
             if out.HasField("personalised"):
                 try:
@@ -204,7 +225,8 @@ class Sender:
                         error=str(e) or type(e).__name__)
             return None
         return await self._deliverer.deliver(out.domain, out.mail_from, list(out.recipients), data,
-                                             dsn=dsn_params(out))
+                                             dsn=dsn_params(out), lane=lane,
+                                             started=self._queue_timer(out, lane))
 
     async def _rendered(self, out: envelope_pb2.OutboundMessage) -> bytes:
         """The recipient's MIME; the body is read only when this process has not compiled it yet. In a
@@ -227,8 +249,9 @@ class Sender:
         batch = [event_message(ev) for ev in outcomes]
         if deferred and not expired:
             assert delay is not None
-            batch.append(self._retry(self._retry_message(out, deferred, attempt + 1,
-                                                         now + timedelta(seconds=delay))))
+            retry = self._retry_message(out, deferred, attempt + 1, now + timedelta(seconds=delay))
+            retry.attempted = True
+            batch.append(self._retry(retry))
         # the events and the retry copy in one write, confirmed together, retried as one (dedup ids)
         await self._durably(functools.partial(self._js.publish_many, batch))
         for ev, rcpt in zip(outcomes, out.recipients, strict=True):
@@ -258,6 +281,7 @@ class Sender:
 
     def _count(self, out: envelope_pb2.OutboundMessage, outcome: str, reply: Reply) -> None:
         metrics.DELIVERIES.labels(outcome).inc()
+        metrics.LANE_MESSAGES.labels(lane_of(out.stream), outcome).inc()
         provider = self._shaper.provider_for(reply.mx_host) if reply.mx_host else "none"
         metrics.PROVIDER_DELIVERIES.labels(provider, outcome).inc()
         if outcome == "delivered" and out.HasField("accepted_at"):
@@ -276,7 +300,8 @@ class Sender:
         return retry
 
     def _retry(self, retry: envelope_pb2.OutboundMessage) -> tuple[str, bytes, dict[str, str]]:
-        return (outbound_retry_subject(shard_for(retry.domain, self._shards)), retry.SerializeToString(),
+        return (outbound_retry_subject(shard_for(retry.domain, self._shards), retry.stream),
+                retry.SerializeToString(),
                 {Header.MSG_ID: retry_msg_id(retry.message_id, retry.recipients, retry.attempt)})
 
     @staticmethod

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from postwire.core import natsconn
 from postwire.core.bodies import BodyStore
 from postwire.core.jetstream import PipelinedJetStream, jetstream
+from postwire.core.lanes import BULK, STREAMS, TRANSACTIONAL
 from postwire.core.ops import ReadyCheck, ops_app, serve_app
 from postwire.core.pull import StandingPull
 from postwire.core.resolver import make_resolver
@@ -25,6 +26,7 @@ from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import owned_shards
 from postwire.core.topology import (
     INBOUND,
+    INBOUND_FILTERS,
     OUTBOUND,
     Topology,
     ensure_consumer,
@@ -37,6 +39,7 @@ from postwire.db.suppressions import SuppressionMirror
 from postwire.dispatcher import metrics
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.dkim import DkimSigner, make_signer
+from postwire.dispatcher.lanes import WeightedSlots
 from postwire.dispatcher.mx import MxResolver
 from postwire.dispatcher.personalise import Personaliser
 from postwire.dispatcher.relay_host import RelayRoutes
@@ -51,19 +54,21 @@ from postwire.dispatcher.smtp_pool import ConnectionPool
 from postwire.dispatcher.suppressed import KeyFilter, SuppressionCheck
 from postwire.dispatcher.throttle import Shaper
 from postwire.dispatcher.transform import TransformerClient
-from postwire.dispatcher.worker import Consumer, Handler, Slots
+from postwire.dispatcher.worker import Consumer, Handler
 
 log = structlog.get_logger(__name__)
 
-ROUTER_CONSUMER = "router"
+# per lane: transactional keeps the names (and subjects) from before lanes, so nothing queued is lost
+ROUTER_CONSUMERS = {TRANSACTIONAL: "router", BULK: "router-bulk"}
+ROUTER_CONSUMER = ROUTER_CONSUMERS[TRANSACTIONAL]
 
 
-def sender_consumer(shard: int) -> str:
-    return f"sender-{shard:03d}"
+def sender_consumer(shard: int, lane: str = TRANSACTIONAL) -> str:
+    return f"bulk-{shard:03d}" if lane == BULK else f"sender-{shard:03d}"
 
 
-def retry_consumer(shard: int) -> str:
-    return f"retry-{shard:03d}"
+def retry_consumer(shard: int, lane: str = TRANSACTIONAL) -> str:
+    return f"bulk-retry-{shard:03d}" if lane == BULK else f"retry-{shard:03d}"
 
 
 async def serve(settings: DispatcherSettings, stop: asyncio.Event,
@@ -90,7 +95,7 @@ async def serve(settings: DispatcherSettings, stop: asyncio.Event,
             suppressions = SuppressionCheck(SuppressionMirror(js), settings.suppression_cache_ttl_s,
                                             KeyFilter(js))
             background.append(asyncio.create_task(suppressions.follow()))
-            consumers.append(await _router_consumer(js, bodies, transformer, settings, signer, suppressions))
+            consumers += await _router_consumers(js, bodies, transformer, settings, signer, suppressions)
         if settings.dispatcher_role in ("all", "sender"):
             sending, sender = await _sender_consumers(js, bodies, pool, shaper, settings, signer)
             consumers += sending
@@ -139,13 +144,28 @@ async def _bind(js: JetStreamContext, stream: str, durable: str, filter_subject:
     return StandingPull(js, stream, durable)
 
 
-async def _router_consumer(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
-                           settings: DispatcherSettings, signer: DkimSigner,
-                           suppressions: SuppressionCheck) -> Consumer:
+def _lane_slots(size: int, bulk_consumers: int, settings: DispatcherSettings, stage: str) -> WeightedSlots:
+    """``size`` slots for the lanes to share, plus one for each bulk consumer's idle request (an idle
+    consumer asks for one message and holds its slot meanwhile), so that adding the bulk lane leaves
+    transactional mail as much room as it had alone."""
+    weights = {TRANSACTIONAL: settings.transactional_weight, BULK: settings.bulk_weight}
+    return WeightedSlots(size + bulk_consumers, weights, stage=stage)
+
+
+async def _router_consumers(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
+                            settings: DispatcherSettings, signer: DkimSigner,
+                            suppressions: SuppressionCheck) -> list[Consumer]:
+    """One consumer per lane (inbound.<account> and inbound.<account>.bulk), sharing the router's slots
+    by the weighted choice (postwire.dispatcher.lanes): a burst of bulk submissions waits in INBOUND,
+    not in front of a transactional message."""
     router = make_router(js, bodies, transformer, settings, signer, suppressions)
-    sub = await _bind(js, INBOUND, ROUTER_CONSUMER, None, settings)
-    return Consumer(sub, router.handle, Slots(settings.max_concurrency), stage="router",
-                    batch=settings.fetch_batch)
+    slots = _lane_slots(settings.max_concurrency, 1, settings, "router")
+    consumers = []
+    for lane in STREAMS:
+        sub = await _bind(js, INBOUND, ROUTER_CONSUMERS[lane], INBOUND_FILTERS[lane], settings)
+        consumers.append(Consumer(sub, router.handle, slots.lane(lane), stage="router",
+                                  batch=settings.fetch_batch))
+    return consumers
 
 
 def _deliverer(settings: DispatcherSettings, pool: ConnectionPool, shaper: Shaper) -> Deliverer:
@@ -161,9 +181,10 @@ def _deliverer(settings: DispatcherSettings, pool: ConnectionPool, shaper: Shape
 async def _sender_consumers(js: PipelinedJetStream, bodies: BodyStore, pool: ConnectionPool, shaper: Shaper,
                             settings: DispatcherSettings, signer: DkimSigner,
                             ) -> tuple[list[Consumer], Sender]:
-    """Two durable consumers per owned shard: fresh mail and deferred mail, each with its own
+    """Two durable consumers per owned shard and lane: fresh mail and deferred mail, each with its own
     concurrency limit, so neither a retry backlog (pending naks) nor a wave of due retries can take
-    the capacity new mail needs."""
+    the capacity new mail needs. The lanes' consumers share those limits by the weighted choice
+    (postwire.dispatcher.lanes)."""
     deliverer = _deliverer(settings, pool, shaper)
     policy = RetryPolicy(settings.retry_base_s, settings.retry_max_s, settings.message_lifetime_s)
     key = tracking_key(verp_secret_bytes(settings))
@@ -171,22 +192,29 @@ async def _sender_consumers(js: PipelinedJetStream, bodies: BodyStore, pool: Con
                     heartbeat_s=settings.ack_wait_s / 3, personaliser=Personaliser(key, signer),
                     renderer=Renderer(key), body_memory_max=settings.body_memory_max)
     handler: Handler = sender.handle
-    fresh_slots, retry_slots = Slots(settings.max_concurrency), Slots(settings.retry_concurrency)
+    shards = owned_shards(settings.replica_index, settings.replica_count, settings.shards)
+    fresh_slots = _lane_slots(settings.max_concurrency, len(shards), settings, "sender")
+    retry_slots = _lane_slots(settings.retry_concurrency, len(shards), settings, "retry")
     consumers = []
-    for shard in owned_shards(settings.replica_index, settings.replica_count, settings.shards):
-        sub = await _bind(js, OUTBOUND, sender_consumer(shard), outbound_subject(shard), settings,
-                          max_ack_pending=settings.sender_max_ack_pending)
-        consumers.append(Consumer(sub, handler, fresh_slots, stage="sender", batch=settings.fetch_batch))
-        sub = await _bind(js, OUTBOUND, retry_consumer(shard), outbound_retry_subject(shard), settings,
-                          max_ack_pending=settings.retry_max_ack_pending)
-        consumers.append(Consumer(sub, handler, retry_slots, stage="retry", batch=settings.fetch_batch))
+    for shard in shards:
+        for lane in STREAMS:
+            sub = await _bind(js, OUTBOUND, sender_consumer(shard, lane), outbound_subject(shard, lane),
+                              settings, max_ack_pending=settings.sender_max_ack_pending)
+            consumers.append(Consumer(sub, handler, fresh_slots.lane(lane), stage="sender",
+                                      batch=settings.fetch_batch))
+            sub = await _bind(js, OUTBOUND, retry_consumer(shard, lane), outbound_retry_subject(shard, lane),
+                              settings, max_ack_pending=settings.retry_max_ack_pending)
+            consumers.append(Consumer(sub, handler, retry_slots.lane(lane), stage="retry",
+                                      batch=settings.fetch_batch))
     return consumers, sender
 
 
 async def _sample_queues(js: JetStreamContext, settings: DispatcherSettings) -> None:
     """Refresh the queue-depth gauge from consumer info (pending + unacked, summed over owned shards)."""
     shards = owned_shards(settings.replica_index, settings.replica_count, settings.shards)
-    queues = {"fresh": [sender_consumer(s) for s in shards], "retry": [retry_consumer(s) for s in shards]}
+    queues = {"fresh": [sender_consumer(s) for s in shards], "retry": [retry_consumer(s) for s in shards],
+              "bulk": [sender_consumer(s, BULK) for s in shards],
+              "bulk_retry": [retry_consumer(s, BULK) for s in shards]}
     while True:
         for queue, names in queues.items():
             total = 0

@@ -52,6 +52,10 @@ class DispatcherSettings(PostwireSettings):
     # stalled destinations cannot take every sender slot; never less than its allowed connections
     provider_slot_share: float = Field(default=0.25, gt=0, le=1)
     fetch_batch: PositiveInt = 32
+    # the weighted choice between the lanes (postwire.dispatcher.lanes): while both wait, slots go
+    # transactional:bulk in this ratio; a lane alone gets them all
+    transactional_weight: PositiveInt = 8
+    bulk_weight: PositiveInt = 1
     # ack_wait of the consumers; long transactions send in_progress() well within it
     ack_wait_s: PositiveFloat = 60.0
     # per fresh sender consumer (outbound.<shard>): fetched, unsettled messages. Deferred mail no longer

@@ -14,7 +14,12 @@ hold per provider across every domain and MX host it serves:
 - a lease is granted only when ``budget.messages`` (message_rate) gives the next slot, and the caller
   holds its session while it waits, so outstanding reservations never exceed the connection limit;
 - at most ``budget.max_ready`` messages are inside leases of one budget; one more gets BudgetFull at
-  once (the sender parks it), so a slow or throttled provider cannot take every sender slot.
+  once (the sender parks it), so a slow or throttled provider cannot take every sender slot;
+- lanes (postwire.core.lanes): transactional messages have a ready queue of their own beside the
+  budget's (bulk mail cannot fill it), and a session coming free goes to a waiting transactional message
+  before any bulk one (but bulk gets one in every BULK_TURN + 1 while both wait). Both lanes share the
+  budget's connections and rate; a transactional message waits for about the sessions already lent,
+  never behind the bulk messages waiting for one.
 
 Waiting is on futures woken by releases and by budget changes (a recovery raises the limit): no polling.
 """
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from postwire.core.lanes import BULK, TRANSACTIONAL, lane_of
 from postwire.dispatcher import metrics
 from postwire.dispatcher.smtp_client import ClientConfig, ConnectFailure, SmtpConnection, TlsFailure
 from postwire.dispatcher.throttle import Budget, BudgetFull
@@ -38,6 +44,9 @@ from postwire.dispatcher.throttle import Budget, BudgetFull
 log = structlog.get_logger(__name__)
 
 HostKey = tuple[str, int]
+# within a budget, transactional messages get the sessions that come free before bulk ones, but at most
+# this many in a row while bulk waits (as the weighted choice of slots, postwire.dispatcher.lanes)
+BULK_TURN = 8
 
 
 @dataclass
@@ -46,16 +55,32 @@ class _Group:
 
     idle: dict[HostKey, list[SmtpConnection]] = field(default_factory=dict)
     count: int = 0
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    # waiting for a session, per lane: transactional ones are woken first, except that a waiting bulk
+    # one gets every (BULK_TURN + 1)th session that comes free, so neither lane starves
+    waiters: dict[str, deque[asyncio.Future[None]]] = field(
+        default_factory=lambda: {TRANSACTIONAL: deque(), BULK: deque()})
     retiring: set[asyncio.Task[None]] = field(default_factory=set)  # QUITs under way (still counted)
+    streak: int = 0  # transactional wakes in a row while bulk was waiting
 
     def wake(self, everyone: bool = False) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                if not everyone:
-                    return
+        order = (TRANSACTIONAL, BULK)
+        if self.streak >= BULK_TURN and self._live(BULK):
+            order = (BULK, TRANSACTIONAL)
+        for lane in order:
+            waiters = self.waiters[lane]
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    self.streak = self.streak + 1 if lane == TRANSACTIONAL and self._live(BULK) else 0
+                    if not everyone:
+                        return
+
+    def _live(self, lane: str) -> bool:
+        return any(not w.done() for w in self.waiters[lane])
+
+    def transactional_waiting(self) -> bool:
+        return self._live(TRANSACTIONAL)
 
     def pop_idle_elsewhere(self, key: HostKey) -> SmtpConnection | None:
         for other, conns in self.idle.items():
@@ -84,24 +109,25 @@ class ConnectionPool:
 
     @contextlib.asynccontextmanager
     async def lease(self, budget: Budget, mx_host: str, port: int, addresses: list[str],
-                    fresh: bool = False) -> AsyncIterator[SmtpConnection]:
+                    fresh: bool = False, lane: str = TRANSACTIONAL) -> AsyncIterator[SmtpConnection]:
         """A session with ``mx_host`` (reused, or new across ``addresses`` in order; always new when
         ``fresh``) whose next message is within the budget's rate; raises ConnectFailure when no address
-        gives one, and BudgetFull at once when the budget's ready queue is full."""
-        if budget.ready >= budget.max_ready:
+        gives one, and BudgetFull at once when the lane's ready queue is full."""
+        lane = lane_of(lane)
+        if not budget.admits(lane):
             raise BudgetFull(budget)
-        budget.ready += 1
+        budget.enter(lane)
         try:
-            async with self._lease(budget, mx_host, port, addresses, fresh) as conn:
+            async with self._lease(budget, mx_host, port, addresses, fresh, lane) as conn:
                 yield conn
         finally:
-            budget.ready -= 1
+            budget.leave(lane)
 
     @contextlib.asynccontextmanager
     async def _lease(self, budget: Budget, mx_host: str, port: int, addresses: list[str],
-                     fresh: bool) -> AsyncIterator[SmtpConnection]:
+                     fresh: bool, lane: str) -> AsyncIterator[SmtpConnection]:
         group = self._groups.setdefault(budget.key, _Group())
-        conn = await self._acquire(group, budget, (mx_host, port), addresses, fresh)
+        conn = await self._acquire(group, budget, (mx_host, port), addresses, fresh, lane)
         try:
             await budget.messages.take()
         except BaseException:
@@ -118,10 +144,12 @@ class ConnectionPool:
         self._release(group, budget, (mx_host, port), conn)
 
     async def _acquire(self, group: _Group, budget: Budget, key: HostKey, addresses: list[str],
-                       fresh: bool) -> SmtpConnection:
+                       fresh: bool, lane: str) -> SmtpConnection:
         # a reused session goes straight to its next MAIL: no RSET probe first (a session the server closed
         # while idle is noticed by then, or the transaction reports it untouched and the deliverer retries)
-        reused = await self._take_idle_or_slot(group, budget, key, fresh)
+        reused = await self._take_idle_or_slot(group, budget, key, fresh, lane)
+        if lane == TRANSACTIONAL and group.waiters[BULK]:
+            group.wake()  # bulk held back while we waited: let the next in line look again
         if reused is not None:
             return reused
         try:
@@ -136,15 +164,22 @@ class ConnectionPool:
         return conn
 
     async def _take_idle_or_slot(self, group: _Group, budget: Budget, key: HostKey,
-                                 fresh: bool = False) -> SmtpConnection | None:
+                                 fresh: bool = False, lane: str = TRANSACTIONAL) -> SmtpConnection | None:
         """An idle session to this host (most recently used first; not when ``fresh``), or None after
-        reserving room for a new one. No await between a check and its update, so no lock is needed."""
+        reserving room for a new one. No await between a check and its update, so no lock is needed.
+        A bulk message arriving leaves whatever is free to a transactional one that is waiting already;
+        once it has waited, the pool's wake order (``_Group.wake``) decides."""
+        queued = False
         while True:
+            if lane == BULK and not queued and group.transactional_waiting():
+                queued = True
+                await self._wait(group, lane)
+                continue
             self._shed_surplus(group, budget)
             idle = group.idle.get(key, [])
             if fresh and idle and group.count >= budget.max_connections:
                 self._retire(group, idle.pop(0))  # make room for the new session this caller needs
-                await self._wait(group)
+                await self._wait(group, lane)
                 continue
             while idle and not fresh:
                 conn = idle.pop()
@@ -159,7 +194,7 @@ class ConnectionPool:
             if other is not None:  # room for this host at the expense of an idle one elsewhere
                 self._retire(group, other)
                 continue
-            await self._wait(group)
+            await self._wait(group, lane)
 
     def _shed_surplus(self, group: _Group, budget: Budget) -> None:
         """After a cut, close idle sessions above the new limit instead of reusing them."""
@@ -170,9 +205,9 @@ class ConnectionPool:
                 self._retire(group, conns.pop(0))
 
     @staticmethod
-    async def _wait(group: _Group) -> None:
+    async def _wait(group: _Group, lane: str) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        group.waiters.append(waiter)
+        group.waiters[lane].append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 
+from postwire.core.lanes import BULK, TRANSACTIONAL
 from postwire.core.lifecycle import background
 from postwire.dispatcher import metrics
 from postwire.dispatcher.outcomes import Reply
@@ -72,6 +73,9 @@ PARK_MAX_S = 60.0
 # how long a parked message takes to come back through the retry subject when the machine is busy: the
 # queue it returns to should still hold that much work
 PARK_LEAD_S = 0.5
+# the longest a parked bulk message stays away: a backlog longer than this many seconds of the provider's
+# rate comes back (and is parked again, at the end of the line) once in this time
+BULK_PARK_MAX_S = 3600.0
 # how much one message's time in a session moves the budget's estimate of it
 SEND_TIME_WEIGHT = 0.2
 
@@ -98,6 +102,8 @@ class Budget:
         self.connects = Pacer(rule.connection_rate)
         self.last_used = time.monotonic()
         self.ready = 0  # messages inside a lease: waiting for a session or a rate slot, or sending
+        self.ready_transactional = 0  # of which transactional: they have a ready queue of their own
+        self._bulk_park_tat = 0.0  # when the last parked bulk message is due back
         self.send_s: float | None = None  # how long a message holds a session (moving average)
         self._park_tat = 0.0  # when the last parked message is due back
         self._on_change = on_change
@@ -119,6 +125,24 @@ class Budget:
             return wanted
         return max(self.max_connections, min(wanted, self.ready_cap))
 
+    def admits(self, lane: str) -> bool:
+        """Room in the ready queue for one more message of ``lane``. Bulk mail fills the budget's queue
+        (transactional messages in it count); transactional mail has a queue of the same size of its own,
+        so a bulk backlog never makes a transactional message wait in the retry subject."""
+        if lane == TRANSACTIONAL:
+            return self.ready_transactional < self.max_ready
+        return self.ready < self.max_ready
+
+    def enter(self, lane: str) -> None:
+        self.ready += 1
+        if lane == TRANSACTIONAL:
+            self.ready_transactional += 1
+
+    def leave(self, lane: str) -> None:
+        self.ready -= 1
+        if lane == TRANSACTIONAL:
+            self.ready_transactional -= 1
+
     def sent(self, seconds: float) -> None:
         """A message held a session this long (its transaction, whatever came of it)."""
         self.send_s = seconds if self.send_s is None else (
@@ -130,7 +154,7 @@ class Budget:
         holds one; None before a message was sent. (Only asked of budgets without a rate limit.)"""
         return self.max_connections / self.send_s if self.send_s else None
 
-    def park_delay(self, now: float | None = None, waited: bool = False) -> float:
+    def park_delay(self, now: float | None = None, waited: bool = False, lane: str = TRANSACTIONAL) -> float:
         """When a parked message should come back.
 
         A budget with a rate limit: about when the queue ahead of it has drained at that rate
@@ -145,6 +169,8 @@ class Budget:
         delay; a destination that takes a minute per message keeps them away for a minute."""
         now = time.monotonic() if now is None else now
         rate = self.message_rate
+        if rate is not None and lane == BULK and not waited:
+            return self._bulk_park_delay(now, rate)
         if rate is not None:
             return min(PARK_MAX_S, max(PARK_MIN_S, self.max_ready / rate)) * random.uniform(0.75, 1.5)
         capacity = self.capacity
@@ -159,6 +185,18 @@ class Budget:
             self._park_tat = due + 1 / capacity
         # a little jitter within the message's own slot: replicas parking at once do not come back at once
         return min(PARK_MAX_S, max(PARK_FLOOR_S, due - now + random.uniform(0, 0.5 / capacity)))
+
+    def _bulk_park_delay(self, now: float, rate: float) -> float:
+        """A bulk backlog is spread out at the budget's rate: each parked message is due one rate slot
+        after the one parked before it (after the usual delay when none is waiting). A backlog of
+        thousands then waits in the retry subject, each message read again about when its turn comes,
+        instead of all of them coming back every few seconds to find the queue still full. One that
+        comes back too early (``waited``) gets the usual delay: that costs about one re-read per
+        message the provider takes, not one per message of the backlog."""
+        base = min(PARK_MAX_S, max(PARK_MIN_S, self.max_ready / rate)) * random.uniform(0.75, 1.5)
+        due = max(now + base, self._bulk_park_tat)
+        self._bulk_park_tat = due + 1 / rate
+        return min(BULK_PARK_MAX_S, due - now)
 
     @property
     def message_rate(self) -> float | None:

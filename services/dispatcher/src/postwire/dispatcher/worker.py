@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from nats.aio.msg import Msg
@@ -53,6 +53,14 @@ class Slots:
             self._changed.notify_all()
 
 
+class SlotSource(Protocol):
+    """What a consumer takes its slots from: :class:`Slots`, or one lane of ``lanes.WeightedSlots``."""
+
+    async def take(self, most: int) -> int: ...
+
+    async def give(self, n: int = 1) -> None: ...
+
+
 class Consumer:
     """Runs ``handler`` for each message of one durable pull consumer until ``stop``.
 
@@ -61,7 +69,7 @@ class Consumer:
     for one message at a time; once messages flow it keeps up to ``batch`` asked for and tops up at half.
     """
 
-    def __init__(self, pull: StandingPull, handler: Handler, slots: Slots, *, stage: str, batch: int,
+    def __init__(self, pull: StandingPull, handler: Handler, slots: SlotSource, *, stage: str, batch: int,
                  tick_s: float = 1.0) -> None:
         self._pull = pull
         self._handler = handler

@@ -41,10 +41,11 @@ class Authenticated:
     account_id: str
     username: str
     defaults: LoginDefaults = field(default_factory=LoginDefaults)
+    default_stream: str | None = None
 
     @classmethod
     def of(cls, login: SmtpLogin) -> Authenticated:
-        return cls(login.account_id, login.username, login.defaults)
+        return cls(login.account_id, login.username, login.defaults, login.default_stream)
 
 
 def database_check(sessions: async_sessionmaker[AsyncSession]) -> Check:

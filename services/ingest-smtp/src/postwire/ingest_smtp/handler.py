@@ -70,6 +70,7 @@ class Submitter:
     account_id: str
     authenticated: bool
     defaults: LoginDefaults = field(default_factory=LoginDefaults)
+    default_stream: str | None = None  # the login's lane for messages that name none (postwire.core.lanes)
 
 
 class SubmissionEnvelope(Envelope):
@@ -100,7 +101,7 @@ class RelayPolicy:
         mail), or None when it may not relay."""
         if session.authenticated and isinstance(session.auth_data, Authenticated):
             auth = session.auth_data
-            return Submitter(auth.account_id, True, auth.defaults)
+            return Submitter(auth.account_id, True, auth.defaults, auth.default_stream)
         ip = peer_ip(session)
         if self.trusted_account_id and ip is not None and any(ip in net for net in self.trusted_networks):
             return Submitter(self.trusted_account_id, False)
@@ -241,6 +242,7 @@ class SubmissionHandler:
             inline_css=switches["inline_css"], track_clicks=switches["track_clicks"],
             track_opens=switches["track_opens"], track_bounces=switches["track_bounces"],
             prevent_scam=switches["prevent_scam"], dsn=state.dsn, recipient_dsn=dict(state.recipient_dsn),
+            stream=headers.stream or who.default_stream,
         )
 
     async def handle_exception(self, error: Exception) -> str:
