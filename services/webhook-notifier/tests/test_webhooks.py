@@ -392,7 +392,8 @@ async def test_dead_letter_after_the_window_then_replay(api, js, make_account, m
 
     letters = await eventually(parked)
     assert {d["event_id"] for d in letters} == set(ids)
-    assert all(d["attempts"] >= 2 and d["last_error"] == "HTTP 500" for d in letters)
+    # parked at the first failure after the 1 s window: how many attempts fit in it depends on the machine
+    assert all(d["attempts"] >= 1 and d["last_error"] == "HTTP 500" for d in letters)
     assert {d["payload"]["event"]["id"] for d in letters} == set(ids)
     page = await api.http.get(f"/v1/webhooks/{hook['id']}/dead-letters", headers=auth(creds),
                               params={"limit": 2})
