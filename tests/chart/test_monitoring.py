@@ -124,3 +124,20 @@ def test_the_packaged_chart_carries_the_rules_too(tmp_path: Path) -> None:
     docs = [d for path, text in manifests.items() if path.endswith(".yaml")
             for d in yaml.safe_load_all(text) if d]
     assert _mounted_rules(Rendered({}, docs)) == load_rules()
+
+
+def test_complaint_rate_alerts_warn_at_a_tenth_and_page_at_three_tenths_of_a_percent(
+        production_render: Rendered) -> None:
+    rule = production_render.get("PrometheusRule", "postwire")
+    [group] = [g for g in rule["spec"]["groups"] if g["name"] == "postwire.reputation"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {"PostwireComplaintRateHigh", "PostwireComplaintRateCritical"}
+    for name, severity, threshold in (("PostwireComplaintRateHigh", "warning", "0.001"),
+                                      ("PostwireComplaintRateCritical", "critical", "0.003")):
+        alert = alerts[name]
+        assert alert["labels"] == {"severity": severity}
+        expr = " ".join(alert["expr"].split())
+        assert f"postwire_account_complaint_ratio{{namespace=\"{NAMESPACE}\"}}) >= {threshold}" in expr
+        # a tiny account does not page: at least 100 delivered in the 24 hours
+        assert f"postwire_account_delivered_messages{{namespace=\"{NAMESPACE}\"}}) >= 100" in expr
+        assert "{{ $labels.account }}" in alert["annotations"]["summary"]

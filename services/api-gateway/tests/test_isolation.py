@@ -27,9 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from postwire.api_gateway.smtpeter import recipient_ids
 from postwire.core.archive import archive
 from postwire.core.bodies import BodyStore
-from postwire.core.events import make_event
+from postwire.core.events import make_event, publish_event
 from postwire.core.ids import new_id, new_message_id
 from postwire.core.topology import WEBHOOKS
+from postwire.db import bulk_pause
 from postwire.db.accounts import NewCredentials
 from postwire.db.models import Message, Recipient, WebhookDeadLetter
 from postwire.v1 import envelope_pb2
@@ -43,8 +44,10 @@ ONLY_A = "only-a@example.org"
 KEY = "same-idempotency-key-for-both"  # A and B use the same Idempotency-Key
 TEMPLATE = {"name": "iso-template", "subject": "A's {$x}", "from": "a@example.com", "text": "A's {$x}"}
 
-# routes that hold no account's data: the tracking token is its own authority (signed, opaque), probes
-NOT_ACCOUNT_SCOPED = {"GET /t/c/{token}", "GET /t/o/{token}", "GET /healthz", "GET /readyz", "GET /metrics"}
+# routes that hold no account's data: the tracking and unsubscribe tokens are their own authority (signed,
+# opaque; test_unsubscribe.py shows another account's token suppresses nothing here), probes
+NOT_ACCOUNT_SCOPED = {"GET /t/c/{token}", "GET /t/o/{token}", "GET /u/{token}", "POST /u/{token}",
+                      "GET /healthz", "GET /readyz", "GET /metrics"}
 
 
 @dataclass
@@ -404,6 +407,17 @@ async def data_requests(w: World) -> None:
     assert a_request not in {d["id"] for d in listed} and len(listed) == 5  # 2 exports, 1 erasure, 2 POSTs
 
 
+@covers("GET /v1/account/bulk", "POST /v1/account/bulk/resume")
+async def account_bulk(w: World) -> None:
+    # A's bulk lane is paused (seeded): B sees its own state, and B's resume leaves A paused
+    r = await w.b_call("GET", "/v1/account/bulk")
+    assert r.status_code == 200 and r.json()["paused"] is False
+    r = await w.b_call("POST", "/v1/account/bulk/resume")
+    assert r.status_code == 200 and r.json()["resumed"] is False
+    r = await w.gw.http.get("/v1/account/bulk", headers=w.gw.auth(w.a))
+    assert r.json()["paused"] is True
+
+
 def test_every_route_is_covered() -> None:
     routes = _routes()
     assert len(routes) > 30 and "GET /v1/messages/{message_id}" in routes  # the walk found them
@@ -473,6 +487,12 @@ async def _seed(w: World, sessions: async_sessionmaker[AsyncSession], js: JetStr
         recipients=[RCPT, SHARED], source="api", subject="A's", tags=[TAG], recipient_ids=w.rcpt_ids)
     stored.body.CopyFrom(await BodyStore(js, 1 << 20).put(f"{w.message_id}/original", raw))
     await archive(js, stored)
+
+    async def publish(ev: envelope_pb2.Event) -> None:
+        await publish_event(js, ev)
+
+    async with sessions() as s:  # last: A's own bulk mail above is not held
+        assert await bulk_pause.pause(s, w.a.account_id, "isolation test", publish) is not None
 
 
 async def _a_view(w: World) -> dict[str, Any]:

@@ -1,15 +1,19 @@
-"""`postwire account create`, `postwire smtp-login set|show`, `postwire api-key set` and `postwire user
-create` (console users)."""
+"""`postwire account create|set|resume-bulk`, `postwire smtp-login set|show`, `postwire api-key set` and
+`postwire user create` (console users)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import nats
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from postwire.db import console_users
+from postwire.core.events import publish_event
+from postwire.db import bulk_pause, console_users
 from postwire.db.accounts import (
     NewCredentials,
     SmtpLogin,
@@ -22,6 +26,7 @@ from postwire.db.accounts import create_account as _create
 from postwire.db.console_users import User
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Account
+from postwire.v1 import envelope_pb2
 
 
 class AccountExists(Exception):
@@ -125,4 +130,55 @@ async def create_console_user(database_url: str, account: str, email: str, role:
             return await console_users.create_user(session, found.id, email,
                                                    "admin" if role == "admin" else "viewer", password)
     finally:
+        await engine.dispose()
+
+
+def parse_rate(value: str) -> Decimal | None:
+    """``0.3%``, ``0.003`` or ``off`` (never pause): the complaint rate that pauses bulk mail."""
+    text = value.strip().lower()
+    if text in ("off", "never", "none"):
+        return None
+    try:
+        rate = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"not a rate: {value!r} (write 0.3% or 0.003, or off)") from None
+    if not Decimal(0) < rate <= Decimal(1):
+        raise ValueError("the rate must be above 0 and at most 100 %")
+    return rate
+
+
+async def _account_id(session: Any, account: str) -> str:
+    found = (await session.execute(select(Account.id).where(
+        (Account.name == account) | (Account.id == account)))).scalar()
+    if found is None:
+        raise AccountNotFound(account)
+    return str(found)
+
+
+async def set_pause_threshold(database_url: str, account: str, rate: Decimal | None) -> None:
+    """The account's automatic bulk pause threshold (None: never), committed."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            await bulk_pause.set_threshold(session, await _account_id(session, account), rate)
+    finally:
+        await engine.dispose()
+
+
+async def resume_bulk(database_url: str, nats_url: str, account: str) -> datetime | None:
+    """Resume the account's bulk lane and publish ``bulk_resumed``; when it had been paused (None: it
+    was not)."""
+    engine = make_engine(database_url)
+    nc = await nats.connect(nats_url, name="postwire-cli")
+    try:
+        js = nc.jetstream()
+
+        async def publish(ev: envelope_pb2.Event) -> None:
+            await publish_event(js, ev)
+
+        async with make_sessionmaker(engine)() as session:
+            return await bulk_pause.resume(session, await _account_id(session, account),
+                                           "resumed with the CLI", publish)
+    finally:
+        await nc.close()
         await engine.dispose()

@@ -110,6 +110,38 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
     return 0
 
 
+def cmd_account_set(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.account_commands import AccountNotFound, parse_rate, set_pause_threshold
+
+    try:
+        rate = parse_rate(args.pause_bulk_at)
+        with _database(settings) as url:
+            asyncio.run(set_pause_threshold(url, args.name, rate))
+    except AccountNotFound:
+        print(f"postwire: no account {args.name!r}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"postwire: {e}", file=sys.stderr)
+        return 2
+    print(f"account {args.name}: bulk mail pauses at a 24-hour complaint rate of "
+          + (f"{rate:.2%}" if rate is not None else "never (off)"))
+    return 0
+
+
+def cmd_account_resume_bulk(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.account_commands import AccountNotFound, resume_bulk
+
+    try:
+        with _database(settings) as url:
+            was = asyncio.run(resume_bulk(url, settings.nats_url, args.name))
+    except AccountNotFound:
+        print(f"postwire: no account {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"account {args.name}: bulk mail resumed (paused since {was.isoformat()})" if was is not None
+          else f"account {args.name}: bulk mail was not paused")
+    return 0
+
+
 def cmd_user_create(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.account_commands import AccountNotFound, create_console_user
     from postwire.db.console_users import EmailTaken
@@ -254,6 +286,20 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
     create.set_defaults(func=cmd_account_create)
+    account_set = account.add_parser(
+        "set", help="change an account's settings",
+        description="--pause-bulk-at: the 24-hour complaint rate at which the account's bulk mail is paused "
+                    "automatically (docs/delivery.md); 0.3%% by default, off = never.")
+    account_set.add_argument("name", help="the account's name or id")
+    account_set.add_argument("--pause-bulk-at", required=True, metavar="RATE|off",
+                             help="e.g. 0.3%% or 0.003; off: never pause")
+    account_set.set_defaults(func=cmd_account_set)
+    resume = account.add_parser(
+        "resume-bulk", help="resume an account's bulk mail after an automatic pause",
+        description="Clears the pause and publishes a bulk_resumed event (POSTWIRE_NATS_URL); the held "
+                    "bulk mail is routed again.")
+    resume.add_argument("name", help="the account's name or id")
+    resume.set_defaults(func=cmd_account_resume_bulk)
     user = sub.add_parser("user", help="console users (docs/console.md)").add_subparsers(dest="action",
                                                                                           required=True)
     user_create = user.add_parser("create", help="create a console user of an account; prints its password")

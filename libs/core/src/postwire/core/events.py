@@ -12,7 +12,7 @@ from postwire.core.topology import event_subject
 from postwire.v1 import envelope_pb2
 
 EVENT_TYPES = ("accepted", "delivered", "deferred", "failed", "bounced", "complained", "suppressed", "opened",
-               "clicked")
+               "clicked", "bulk_paused", "bulk_resumed", "unsubscribed")
 
 
 def event_id(message_id: str, recipient: str, event_type: str, attempt: int = 0) -> str:

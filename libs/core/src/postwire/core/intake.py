@@ -18,6 +18,7 @@ from postwire.core.bodies import BodyStore
 from postwire.core.lanes import Stream, default_stream, has_list_unsubscribe, lane_of
 from postwire.core.timestamps import stamp_now
 from postwire.core.topology import inbound_subject
+from postwire.core.unsubscribe import list_id_of
 from postwire.v1 import envelope_pb2
 
 
@@ -50,6 +51,10 @@ class Submission:
     # "transactional" | "bulk" as asked for (request, header, or the login's or key's default); None:
     # decided from the message (postwire.core.lanes.default_stream)
     stream: str | None = None
+    # Postwire's one-click List-Unsubscribe also when not bulk (docs/unsubscribe.md)
+    unsubscribe: bool = False
+    # the mailing list the send names; None: the message's List-Id header, if any
+    list_id: str | None = None
 
     def chosen_stream(self) -> Stream:
         if self.stream is not None:
@@ -64,10 +69,20 @@ class Submission:
         content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
         return any(h.name.strip().lower() == "list-unsubscribe" for h in content.headers)
 
+    def _list_id(self) -> str:
+        if self.list_id is not None:
+            return self.list_id
+        if self.personalisation is None:
+            return list_id_of(self.raw)
+        content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
+        found = [h.value for h in content.headers if h.name.strip().lower() == "list-id"]
+        return list_id_of(f"List-Id: {found[0]}\r\n\r\n".encode()) if found else ""
+
     def options(self) -> envelope_pb2.SendOptions:
         opts = envelope_pb2.SendOptions(
             inline_css=self.inline_css, css_engine=self.css_engine, track_clicks=self.track_clicks,
-            track_opens=self.track_opens, track_bounces=self.track_bounces, prevent_scam=self.prevent_scam)
+            track_opens=self.track_opens, track_bounces=self.track_bounces, prevent_scam=self.prevent_scam,
+            unsubscribe=self.unsubscribe, list_id=self._list_id())
         if self.max_deliver_time is not None:
             opts.max_deliver_time.FromDatetime(self.max_deliver_time.astimezone(UTC))
         return opts

@@ -3,8 +3,8 @@ own ``X-Postwire-*``, read at acceptance and removed before the message is store
 a recipient.
 
 Recognised (case-insensitive), each with either prefix: ``inlinecss``, ``trackclicks``, ``trackopens``,
-``trackbounces``, ``preventscam`` (true/false, yes/no, on/off, 1/0), ``tags`` (comma-separated) and
-``stream`` (``transactional`` or ``bulk``, the message's lane: postwire.core.lanes).
+``trackbounces``, ``preventscam``, ``unsubscribe`` (true/false, yes/no, on/off, 1/0), ``tags``
+(comma-separated) and ``stream`` (``transactional`` or ``bulk``, the message's lane: postwire.core.lanes).
 A header with a value we cannot read is still removed and reported in :attr:`OptionHeaders.problems`;
 the login's or request's default then applies. docs/smtp.md lists them.
 """
@@ -40,6 +40,8 @@ class OptionHeaders:
     switches: dict[str, bool] = field(default_factory=dict)  # SendOptions field name → value
     tags: list[str] = field(default_factory=list)
     stream: str | None = None  # "transactional" | "bulk"
+    # Postwire's one-click List-Unsubscribe although not bulk (docs/unsubscribe.md); not a login default
+    unsubscribe: bool | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -91,7 +93,7 @@ def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:
     for line in _lines(head):
         m = _FIELD.match(line.rstrip(b"\r\n"))
         name = m.group(2).decode("ascii").lower() if m else ""
-        if m is None or (name not in SWITCHES and name not in ("tags", "stream")):
+        if m is None or (name not in SWITCHES and name not in ("tags", "stream", "unsubscribe")):
             kept.append(line)
             continue
         removed = True
@@ -109,6 +111,8 @@ def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:
         switch = parse_switch(value)
         if switch is None:
             found.problems.append(f"{m.group(1).decode()}: {value[:40]!r} is not true or false")
+        elif name == "unsubscribe":
+            found.unsubscribe = switch
         else:
             found.switches[SWITCHES[name]] = switch
     if not removed:

@@ -71,6 +71,15 @@ def inbound_subject(account_id: str, stream: str = TRANSACTIONAL) -> str:
     return f"inbound.{account_id}.bulk" if lane_of(stream) == BULK else f"inbound.{account_id}"
 
 
+# bulk mail of an account whose bulk lane is paused (complaints) waits here, read by its own router
+# consumer; no other filter covers it (docs/delivery.md, "Pausing bulk mail on complaints")
+INBOUND_HELD_FILTER = "inbound.*.held"
+
+
+def inbound_held_subject(account_id: str) -> str:
+    return f"inbound.{account_id}.held"
+
+
 def outbound_subject(shard: int, stream: str = TRANSACTIONAL) -> str:
     return f"outbound.{shard:03d}.bulk" if lane_of(stream) == BULK else f"outbound.{shard:03d}"
 

@@ -63,13 +63,18 @@ FIELDS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "suppressed": ("reason",),
     "opened": _CLIENT,
     "clicked": ("url", "link_index", *_CLIENT),
+    # a one-click unsubscribe (docs/unsubscribe.md): the list, '' for all of the account's bulk mail
+    "unsubscribed": ("list_id", "client_ip", "user_agent"),
+    # of the account, not of a message: why its bulk lane was paused or resumed (postwire.db.bulk_pause)
+    "bulk_paused": ("reason",),
+    "bulk_resumed": ("reason",),
 }
 _ALL_FIELDS = (*_DELIVERY, *_CLASSIFIED, "feedback_type", "remote_mta", "url", "link_index", *_CLIENT)
 _FALSE_BY_DEFAULT = ("hardbounce", "unique")
 # proto field → data key, as the recorder stores it (recorder.event_data): non-default values only
 _PROTO_FIELDS = ("smtp_code", "enhanced_status", "response", "mx_host", "mail_from", "subject", "size",
                  "source", "reason", "feedback_type", "remote_mta", "url", "link_index", "client_ip",
-                 "user_agent", "unique", "template_id")
+                 "user_agent", "unique", "template_id", "list_id")
 
 # the transaction horizon: every transaction with a smaller id has finished
 _HORIZON = text("(pg_snapshot_xmin(pg_current_snapshot())::text::bigint)")
@@ -479,4 +484,110 @@ async def totals(session: AsyncSession, account_id: str, start: datetime, end: d
         row = (await session.execute(select(*counts).where(*where))).one()
         for name, value in zip(TOTALS, row, strict=True):
             out[name] += int(value or 0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- rates
+
+# the windows of the bounce and complaint rates (docs/events.md, "Rates"), by their name in the API
+RATE_WINDOWS: Final = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+_RATE_TYPES: Final = ("delivered", "failed", "bounced", "complained")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The outcomes of one window and the two rates mailbox providers judge a sender by.
+
+    ``complaint_rate`` = complained / delivered, as Gmail's Postmaster Tools and Yahoo compute it (spam
+    reports per message delivered); ``bounce_rate`` = (failed + bounced) / (delivered + failed): the
+    recipients that did not get the message (refused at delivery, expired, or bounced afterwards: the
+    ``bounces`` of the totals) per recipient whose delivery was attempted to the end (a deferral is
+    not an end; suppressed recipients were never attempted). An asynchronous bounce follows a
+    ``delivered`` event, so the attempt is counted once. None when nothing was delivered (attempted)."""
+
+    delivered: int
+    failed: int
+    bounced: int
+    complained: int
+
+    @property
+    def bounces(self) -> int:
+        return self.failed + self.bounced
+
+    @property
+    def attempted(self) -> int:
+        return self.delivered + self.failed
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return self.bounces / self.attempted if self.attempted else None
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return self.complained / self.delivered if self.delivered else None
+
+    def json(self) -> dict[str, Any]:
+        return {"delivered": self.delivered, "attempted": self.attempted, "bounced": self.bounces,
+                "complained": self.complained, "bounce_rate": self.bounce_rate,
+                "complaint_rate": self.complaint_rate}
+
+
+async def window_rates(session: AsyncSession, account_id: str, start: datetime, end: datetime,
+                       domain: str | None = None) -> Rates:
+    """The account's delivered, failed, bounced and complained events in [start, end) (of the messages
+    sent from ``domain`` when given): whole UTC days from event_counts, the parts of days at either end
+    from the events (ix_events_account_at), as totals."""
+    counts = dict.fromkeys(_RATE_TYPES, 0)
+    rolled, edges = _split(start, end, None, domain)
+    if rolled is not None:
+        rows = await session.execute(select(EventCount.type, func.sum(EventCount.n)).where(
+            *rolled.where(account_id), EventCount.type.in_(_RATE_TYPES)).group_by(EventCount.type))
+        for type_, n in rows.all():
+            counts[type_] += int(n or 0)
+    for lo, hi in edges:
+        where = _conditions(account_id, EventFilter(types=_RATE_TYPES, domain=domain, start=lo, end=hi))
+        rows = await session.execute(select(Event.type, func.count()).where(*where).group_by(Event.type))
+        for type_, n in rows.all():
+            counts[type_] += int(n)
+    return Rates(**counts)
+
+
+async def rates(session: AsyncSession, account_id: str, domain: str | None = None,
+                now: datetime | None = None) -> dict[str, Rates]:
+    """The account's rates over each of RATE_WINDOWS ending ``now`` (default: the current time)."""
+    end = now or datetime.now(UTC)
+    return {name: await window_rates(session, account_id, end - span, end, domain)
+            for name, span in RATE_WINDOWS.items()}
+
+
+@dataclass(frozen=True)
+class DomainRates:
+    """One account's (``domain`` '': all its mail) or one of its sending domains' rates of a window."""
+
+    account_id: str
+    domain: str
+    rates: Rates
+
+
+async def active_senders(session: AsyncSession, since: date) -> list[tuple[str, str]]:
+    """(account id, sending domain; '' for all of the account's mail) of every account that had a
+    delivery outcome on or after the UTC day ``since``: read from event_counts, a few rows per account
+    and day."""
+    rows = await session.execute(
+        select(EventCount.account_id, EventCount.domain).where(
+            EventCount.day >= since, EventCount.tag == "", EventCount.type.in_(_RATE_TYPES), EventCount.n > 0)
+        .distinct())
+    return [(a, d) for a, d in rows.all()]
+
+
+async def all_rates(session: AsyncSession, span: timedelta, now: datetime | None = None,
+                    ) -> list[DomainRates]:
+    """Every active account's rates over the last ``span``, for all its mail and per sending domain
+    (the recorder's gauges and the automatic bulk pause)."""
+    end = now or datetime.now(UTC)
+    start = end - span
+    out = []
+    for account_id, domain in await active_senders(session, start.date()):
+        out.append(DomainRates(account_id, domain,
+                               await window_rates(session, account_id, start, end, domain or None)))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     false,
@@ -48,6 +50,12 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = _now()
+    # the 24-hour complaint rate (0.003 = 0.3 %) that pauses the account's bulk lane; None: never
+    # (migration 0018, docs/delivery.md)
+    pause_bulk_at_complaint_rate: Mapped[Decimal | None] = mapped_column(
+        Numeric(6, 5), server_default=text("0.003"))
+    # when the bulk lane was paused; None while bulk mail flows
+    bulk_paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):
@@ -239,11 +247,13 @@ class Suppression(Base):
     address: Mapped[str] = mapped_column(String(320), primary_key=True)
     # a Sisimai reason (userunknown, …) or manual | complaint | unsubscribe
     reason: Mapped[str] = mapped_column(String(64))
-    # bounce | complaint | manual | soft_bounce_policy
+    # bounce | complaint | manual | soft_bounce_policy | unsubscribe
     source: Mapped[str] = mapped_column(String(24))
     source_event_id: Mapped[str | None] = mapped_column(String(450))
     created_at: Mapped[datetime] = _now()
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # what mail it blocks: all | bulk (an unsubscribe) | list:<id> (an unsubscribe from one list)
+    scope: Mapped[str] = mapped_column(String(120), default="all", server_default="all")
     __table_args__ = (
         Index("ix_suppressions_account_created", "account_id", "created_at", "address"),
     )

@@ -39,12 +39,27 @@ log = structlog.get_logger(__name__)
 
 KV_OPERATION = "KV-Operation"  # the header a KV delete or purge leaves on the key's last message
 
-Source = Literal["bounce", "complaint", "manual", "soft_bounce_policy"]
-SOURCES: tuple[Source, ...] = ("bounce", "complaint", "manual", "soft_bounce_policy")
+Source = Literal["bounce", "complaint", "manual", "soft_bounce_policy", "unsubscribe"]
+SOURCES: tuple[Source, ...] = ("bounce", "complaint", "manual", "soft_bounce_policy", "unsubscribe")
 # automatic sources never shorten or weaken what is there (see add())
 SOFT: Source = "soft_bounce_policy"
 MAX_PAGE = 1000
 HASHED_PREFIX = "sha256:"
+# what an entry blocks (docs/unsubscribe.md): every message, or an unsubscribe's bulk mail (of one list)
+ALL = "all"
+BULK = "bulk"
+LIST_PREFIX = "list:"
+
+
+def blocks(scope: str, lane: str, list_id: str = "") -> bool:
+    """Whether an entry of ``scope`` stops a message of ``lane`` (transactional | bulk) naming
+    ``list_id``: an unsubscribe stops the account's bulk mail (of that list, when it named one), never
+    its transactional mail."""
+    if scope == BULK:
+        return lane == BULK
+    if scope.startswith(LIST_PREFIX):
+        return lane == BULK and scope == LIST_PREFIX + list_id
+    return True
 
 
 def normalise_address(address: str) -> str:
@@ -89,19 +104,26 @@ class SuppressionInfo:
     source_event_id: str | None
     created_at: datetime
     expires_at: datetime | None
+    scope: str = ALL
 
     @classmethod
     def of(cls, row: Suppression) -> SuppressionInfo:
         return cls(row.account_id, row.address, row.reason, row.source, row.source_event_id,
-                   row.created_at, row.expires_at)
+                   row.created_at, row.expires_at, row.scope or ALL)
 
     def active(self, now: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (now or datetime.now(UTC))
 
+    def covers(self, scope: str) -> bool:
+        """Whether this (active) entry already blocks, for good, all that an entry of ``scope`` would."""
+        if self.scope == ALL:
+            return self.expires_at is None
+        return self.expires_at is None and self.scope in (BULK, scope)
+
     def kv_value(self) -> bytes:
         return json.dumps({
             "address": self.address, "reason": self.reason, "source": self.source,
-            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None, "scope": self.scope,
         }, separators=(",", ":")).encode()
 
 
@@ -112,13 +134,14 @@ class KvEntry:
     address: str
     reason: str
     expires_at: datetime | None
+    scope: str = ALL  # entries written before scopes existed block everything
 
     @classmethod
     def decode(cls, value: bytes) -> KvEntry:
         data = json.loads(value)
         expires = data.get("expires_at")
         return cls(data.get("address", ""), data.get("reason", ""),
-                   datetime.fromisoformat(expires) if expires else None)
+                   datetime.fromisoformat(expires) if expires else None, data.get("scope") or ALL)
 
     def active(self, now: datetime | None = None) -> bool:
         return self.expires_at is None or self.expires_at > (now or datetime.now(UTC))
@@ -137,7 +160,7 @@ def _is_active(now: datetime) -> ColumnElement[bool]:
 
 async def add(session: AsyncSession, account_id: str, address: str, reason: str, source: Source, *,
               source_event_id: str | None = None, expires_at: datetime | None = None,
-              now: datetime | None = None) -> SuppressionInfo:
+              now: datetime | None = None, scope: str = ALL) -> SuppressionInfo:
     """Insert or renew; returns the row as it now stands.
 
     Renewing an active entry keeps its ``created_at`` (the listing order must not move under a client
@@ -145,14 +168,22 @@ async def add(session: AsyncSession, account_id: str, address: str, reason: str,
     expiry replaces the old one. Automatic adds never weaken: a permanent entry stays permanent, a
     longer expiry wins, and the soft-bounce policy does not overwrite a hard bounce or a complaint.
     An expired entry is replaced whole, as if it had not been there.
+
+    Scopes: every source but ``unsubscribe`` blocks all mail (``scope`` all), and lifts an unsubscribe's
+    entry to that. An unsubscribe (scope ``bulk`` or ``list:<id>``) never narrows a permanent entry of
+    scope all; over one that expires it takes over (the unsubscribe must outlast it); two lists' make
+    the entry ``bulk``.
     """
     now = now or datetime.now(UTC)
     stored = await _stored_form(session, account_id, address)
     stmt = insert(Suppression).values(
         account_id=account_id, address=stored, reason=reason, source=source,
-        source_event_id=source_event_id, created_at=now, expires_at=expires_at)
+        source_event_id=source_event_id, created_at=now, expires_at=expires_at, scope=scope)
     new = stmt.excluded
     expired = _is_expired(now)
+    merged_scope = case((expired, new.scope), (new.scope == ALL, ALL),
+                        (Suppression.scope == new.scope, new.scope), (Suppression.scope == ALL, new.scope),
+                        else_=BULK)
     if source == "manual":
         expiry: Any = new.expires_at
     else:
@@ -160,15 +191,17 @@ async def add(session: AsyncSession, account_id: str, address: str, reason: str,
                       (or_(Suppression.expires_at.is_(None), new.expires_at.is_(None)), null()),
                       else_=func.greatest(Suppression.expires_at, new.expires_at))
     where = or_(expired, Suppression.source == SOFT) if source == SOFT else None
+    if scope != ALL:  # an unsubscribe: not over a permanent entry that blocks everything
+        where = or_(expired, Suppression.scope != ALL, Suppression.expires_at.is_not(None))
     upsert = stmt.on_conflict_do_update(
         index_elements=[Suppression.account_id, Suppression.address],
         set_={"reason": new.reason, "source": new.source, "source_event_id": new.source_event_id,
-              "expires_at": expiry,
+              "expires_at": expiry, "scope": merged_scope,
               "created_at": case((expired, new.created_at), else_=Suppression.created_at)},
         where=where,
     ).returning(Suppression)
     row = (await session.execute(upsert)).scalar_one_or_none()
-    if row is None:  # the policy's add lost to a stronger entry: report what stands
+    if row is None:  # the policy's (an unsubscribe's) add lost to a stronger entry: report what stands
         row = await session.get(Suppression, (account_id, stored))
         assert row is not None
     return SuppressionInfo.of(row)

@@ -75,6 +75,8 @@ def apply_options(sub: Submission, found: OptionHeaders) -> Submission:
         sub.tags = tags + [t for t in found.tags if t not in tags]
     if found.stream is not None:
         sub.stream = found.stream
+    if found.unsubscribe is not None:
+        sub.unsubscribe = found.unsubscribe
     return sub
 
 

@@ -20,6 +20,7 @@ from postwire.api_gateway import (
     ops,
     request_limits,
     routes,
+    routes_account,
     routes_archive,
     routes_datarequest,
     routes_dmarc,
@@ -29,6 +30,7 @@ from postwire.api_gateway import (
     routes_suppressions,
     routes_templates,
     routes_tracking,
+    routes_unsubscribe,
     routes_webhooks,
 )
 from postwire.api_gateway.auth import Authenticator, KeyCache, redact_access_logs
@@ -57,6 +59,8 @@ def create_app(deps: Deps) -> FastAPI:
                                                                      "and events (docs/smtpeter.md)."},
                                 {"name": "tracking", "description": "Click redirects and the open pixel "
                                                                      "(no auth; docs/tracking.md)."},
+                                {"name": "unsubscribe", "description": "One-click unsubscribe, RFC 8058 "
+                                                                        "(no auth; docs/unsubscribe.md)."},
                                 {"name": "ops", "description": "Probes for Kubernetes."}])
     app.state.deps = deps
     redact_access_logs()
@@ -80,10 +84,12 @@ def create_app(deps: Deps) -> FastAPI:
     app.include_router(routes_archive.archive_router(), **v1)
     app.include_router(routes_templates.templates_router(), **v1)
     app.include_router(routes_tracking.tracking_router(deps.settings))
+    app.include_router(routes_unsubscribe.unsubscribe_router(deps.settings))
     app.include_router(routes_webhooks.webhooks_router(), **v1)
     app.include_router(routes_suppressions.suppressions_router(), **v1)
     app.include_router(routes_dmarc.dmarc_router(), **v1)
     app.include_router(routes_datarequest.datarequest_router(), **v1)
+    app.include_router(routes_account.account_router(), **v1)
     app.include_router(ops.router)
     console.install(app)
     limit_for = routes_dmarc.body_limit(routes.body_limit(deps.settings))  # report uploads: 10 MiB

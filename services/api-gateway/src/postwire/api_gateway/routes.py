@@ -216,7 +216,8 @@ def _submission(account_id: str, mail_from: str, recipients: list[str], raw: byt
                       css_engine=opts.css_engine or "", tags=list(payload.tags), metadata=payload.metadata,
                       track_clicks=opts.track_clicks, track_opens=opts.track_opens,
                       track_bounces=opts.track_bounces, prevent_scam=opts.prevent_scam,
-                      max_deliver_time=opts.max_deliver_time, stream=payload.stream)
+                      max_deliver_time=opts.max_deliver_time, stream=payload.stream,
+                      unsubscribe=payload.unsubscribe, list_id=payload.list_id)
 
 
 def _check_raw_content_type(content_type: str | None) -> None:

@@ -30,6 +30,7 @@ from postwire.db.events_query import (
     daily_counts,
     default_range,
     list_events,
+    rates,
     totals,
 )
 
@@ -76,9 +77,25 @@ class StatsTotals(BaseModel):
                                            "on a link.")
 
 
+class WindowRates(BaseModel):
+    """Delivery outcomes and rates of one window ending now (docs/events.md, "Rates")."""
+
+    delivered: int = Field(description="`delivered` events.")
+    attempted: int = Field(description="`delivered` + `failed` events: recipients whose delivery ended.")
+    bounced: int = Field(description="`failed` + `bounced` events (the totals' `bounces`).")
+    complained: int = Field(description="`complained` events (ARF spam reports).")
+    bounce_rate: float | None = Field(description="bounced / attempted; null when nothing was attempted.")
+    complaint_rate: float | None = Field(description="complained / delivered, as Gmail and Yahoo count "
+                                                     "it; null when nothing was delivered.")
+
+
 class StatsList(BaseModel):
     stats: list[dict[str, Any]] = Field(description="One entry per UTC day: {\"day\", <type>: count, …}.")
     totals: StatsTotals
+    rates: dict[str, WindowRates] = Field(
+        default_factory=dict, description="Bounce and complaint rates over the last `1h`, `24h` and `7d` "
+                                          "up to now, whatever the range; of the `domain` when given, "
+                                          "of all the account's mail otherwise (not only the `tag`'s).")
     start: datetime = Field(description="The range counted: from (inclusive) …")
     end: datetime = Field(description="… to (exclusive).")
     tag: str | None = Field(default=None, description="Only messages with this tag were counted.")
@@ -140,7 +157,10 @@ async def _stats(request: Request, account_id: str, start: datetime | None, end:
     async with _deps(request).sessions() as s:
         days = await daily_counts(s, account_id, lo, hi, tag, domain)
         sums = await totals(s, account_id, lo, hi, tag, domain)
-    return StatsList(stats=days, totals=StatsTotals(**sums), start=lo, end=hi, tag=tag, domain=domain)
+        windows = await rates(s, account_id, domain)
+    return StatsList(stats=days, totals=StatsTotals(**sums),
+                     rates={name: WindowRates(**r.json()) for name, r in windows.items()},
+                     start=lo, end=hi, tag=tag, domain=domain)
 
 
 def _csv(page: EventPage) -> Response:

@@ -85,16 +85,18 @@ class SuppressionOut(BaseModel):
     address: str
     reason: str = Field(description="Bounce reason (Sisimai vocabulary), or manual | complaint | "
                                     "unsubscribe.")
-    source: str = Field(description="bounce | complaint | manual | soft_bounce_policy")
+    source: str = Field(description="bounce | complaint | manual | soft_bounce_policy | unsubscribe")
     source_event_id: str | None = Field(default=None, description="The event that caused it, if any.")
     created_at: datetime
     expires_at: datetime | None = None
+    scope: str = Field(default="all", description="What it blocks: all | bulk (an unsubscribe: bulk mail "
+                       "only) | list:<id> (bulk mail of that list) (docs/unsubscribe.md).")
 
     @classmethod
     def of(cls, info: SuppressionInfo) -> SuppressionOut:
         return cls(address=info.address, reason=info.reason, source=info.source,
                    source_event_id=info.source_event_id, created_at=info.created_at,
-                   expires_at=info.expires_at)
+                   expires_at=info.expires_at, scope=info.scope)
 
 
 class SuppressionPage(BaseModel):

@@ -250,6 +250,12 @@ class SendRequest(BaseModel):
         default=None, description="The message's lane (docs/delivery.md): `transactional` mail never waits "
         "behind `bulk`. Default: bulk for several recipients or a `List-Unsubscribe` header, else "
         "transactional.")
+    unsubscribe: bool = Field(default=False, description="Add Postwire's one-click `List-Unsubscribe` "
+                              "although the message is not bulk (bulk mail always gets it; "
+                              "docs/unsubscribe.md).")
+    list_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@+=-]{1,100}$")] | None = Field(
+        default=None, examples=["news.example.com"], description="The mailing list the message belongs "
+        "to: an unsubscribe then stops this list's bulk mail only. Default: the id of a `List-Id` header.")
     template: int | str | None = Field(default=None, description="A stored template (id or name) to build "
                                        "the message from; `from`, `subject`, `reply_to`, `text`, `html` "
                                        "and `headers` given beside it override its own (docs/templates.md).")

@@ -68,7 +68,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 ROUTED = Counter("postwire_dispatcher_routed_messages_total",
-                 "INBOUND messages handled by the router, by outcome (routed|retry|poison).", ["outcome"])
+                 "INBOUND messages handled by the router, by outcome (routed|retry|poison|held).",
+                 ["outcome"])
 TRANSFORMER_CALLS = Counter("postwire_dispatcher_transformer_calls_total",
                             "Transform RPCs by outcome (changed|unchanged|rejected|unavailable).",
                             ["outcome"])

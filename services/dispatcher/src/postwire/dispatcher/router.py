@@ -1,14 +1,20 @@
 """The router: INBOUND → (transformer) → (DKIM) → one OutboundMessage per recipient on its domain's shard.
 
 Order of effects, each idempotent so a redelivery repeats them harmlessly (P3: ack last):
+0. bulk mail of an account whose bulk lane is paused (complaints) is not routed: it is moved to
+   inbound.<account>.held, or handed back there with a delay, until the account is resumed
+   (postwire.dispatcher.bulk_hold);
 1. the suppression check: every recipient is looked up in the SUPPRESSIONS KV bucket (concurrent gets,
-   no database); a suppressed one is not routed (docs/suppressions.md);
+   no database); a suppressed one is not routed (docs/suppressions.md; an unsubscribe's entry stops bulk
+   mail only, of its list when it names one);
 2. content transforms (CSS inlining and, when asked, link/pixel rewriting for tracking: once per
    message), then the DKIM signature over the final content, stored as ``<id>/signed``
    (postwire.dispatcher.dkim: which key, cache, database-down behaviour). A tracked message is not
    signed here: its links are placeholders the sender replaces per recipient, and it signs after that
    (postwire.dispatcher.personalise); the links and recipients go to the TRACKING bucket
-   (postwire.core.tracking);
+   (postwire.core.tracking). Nor is bulk mail (or mail that asked for it): the sender adds each
+   recipient's one-click List-Unsubscribe link, then signs (postwire.core.unsubscribe). Every message gets
+   a Feedback-ID, put in before whoever signs it signs;
 3. one batch of publishes, written at once and confirmed together (PipelinedJetStream.publish_many), in
    this order: an "accepted" event per recipient (the recorder creates the message row from it; stable
    event ids), a "suppressed" event per suppressed recipient, the archive entry for POST /v1/resend
@@ -31,8 +37,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
@@ -43,12 +49,12 @@ from nats.aio.msg import Msg
 from nats.js.api import Header
 from nats.js.errors import ObjectNotFoundError
 
-from postwire.core import personalised, settle, tracking
+from postwire.core import personalised, settle, tracking, unsubscribe
 from postwire.core.archive import archive_messages
 from postwire.core.bodies import BodyStore
 from postwire.core.events import event_message, make_event
 from postwire.core.jetstream import PipelinedJetStream
-from postwire.core.lanes import lane_of
+from postwire.core.lanes import BULK, lane_of
 from postwire.core.settings import verp_secret_bytes
 from postwire.core.sharding import shard_for
 from postwire.core.timestamps import stamp_now
@@ -56,6 +62,7 @@ from postwire.core.topology import TRACKING, outbound_subject
 from postwire.core.verp import encode as verp_encode
 from postwire.db.suppressions import MirrorUnavailable
 from postwire.dispatcher import metrics
+from postwire.dispatcher.bulk_hold import BulkHold
 from postwire.dispatcher.dkim import DKIM_SIGNED, DkimSigner, KeysUnavailable, from_domain
 from postwire.dispatcher.outcomes import Reply, local
 from postwire.dispatcher.recipient_domains import group_by_domain
@@ -122,6 +129,8 @@ class Routable:
     body: envelope_pb2.Body
     nonce: str = ""
     own_data: Mapping[str, bytes] = field(default_factory=dict)
+    # what the sender adds to each copy before signing it: Feedback-ID, List-Unsubscribe (docs/unsubscribe.md)
+    headers: envelope_pb2.DeliveryHeaders | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +154,7 @@ class Router:
     def __init__(self, js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient, *,
                  shards: int, transformer_retry_s: float, signer: DkimSigner, return_path: ReturnPath,
                  signing_retry_s: float, suppressions: SuppressionCheck, tracking_key: bytes,
-                 tracking_base_url: str) -> None:
+                 tracking_base_url: str, hold: BulkHold | None = None) -> None:
         self._js = js
         self._bodies = bodies
         self._transformer = transformer
@@ -157,6 +166,7 @@ class Router:
         self._suppressions = suppressions
         self._tracking_key = tracking_key
         self._tracking_base_url = tracking_base_url.rstrip("/")
+        self._hold = hold  # bulk mail of accounts whose bulk lane is paused waits (bulk_hold.py)
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -168,6 +178,8 @@ class Router:
             return
         bound = log.bind(message_id=inbound.message_id, account_id=inbound.account_id)
         try:
+            if self._hold is not None and await self._hold.holds(msg, inbound):
+                return
             await self.route(inbound)
         except TransformerUnavailable as e:
             bound.warning("router.transformer_unavailable", error=str(e), retry_in=self._transformer_retry_s)
@@ -202,7 +214,8 @@ class Router:
         back, so it shows as queued meanwhile."""
         groups, bad = group_by_domain(list(inbound.recipients))
         suppressed = await self._suppressions.suppressed(inbound.account_id,
-                                                         [r for rcpts in groups.values() for r in rcpts])
+                                                         [r for rcpts in groups.values() for r in rcpts],
+                                                         lane_of(inbound.stream), inbound.options.list_id)
         if suppressed:
             groups = {d: kept for d, rcpts in groups.items()
                       if (kept := [r for r in rcpts if r not in suppressed])}
@@ -255,13 +268,40 @@ class Router:
         if inbound.HasField("personalisation"):
             if content is None:
                 raise UnreadableBody(inbound.message_id)
-            return await self._personalised(inbound, copies, content)
+            sender = getattr(content, "from")
+            head = f"From: {sender}\r\n\r\n".encode() if sender.isascii() and "\n" not in sender else b""
+            return replace(await self._personalised(inbound, copies, content),
+                           headers=await self._delivery_headers(inbound, lambda: head))
         prepared = await self._body_for_delivery(inbound)
-        if prepared.nonce:
-            await self._remember_links(inbound, prepared.links)
-            return Routable(await self._shared(inbound, prepared.body, copies), prepared.nonce)
-        signed = await self._signed(inbound, prepared.body, prepared.content)
-        return Routable(await self._shared(inbound, signed, copies))
+
+        async def raw() -> bytes:
+            return prepared.content if prepared.content is not None else await self._bodies.get(prepared.body)
+
+        headers = await self._delivery_headers(inbound, raw)
+        if prepared.nonce or headers.unsubscribe_base:  # personalised per recipient, signed by the sender
+            if prepared.nonce:
+                await self._remember_links(inbound, prepared.links)
+            return Routable(await self._shared(inbound, prepared.body, copies), prepared.nonce,
+                            headers=headers)
+        signed = await self._signed(inbound, prepared.body, prepared.content, headers.feedback_id)
+        if signed is not prepared.body:  # signed with its Feedback-ID: nothing left for the sender to add
+            headers.feedback_id = ""
+        return Routable(await self._shared(inbound, signed, copies), headers=headers)
+
+    async def _delivery_headers(self, inbound: envelope_pb2.InboundMessage,
+                                raw: Callable[[], Awaitable[bytes] | bytes]) -> envelope_pb2.DeliveryHeaders:
+        """Feedback-ID for every message; Postwire's one-click List-Unsubscribe for bulk mail and mail
+        whose send asked for it, at the From domain's tracking host (``raw`` gives the message's head
+        for that, read only then)."""
+        lane = lane_of(inbound.stream)
+        headers = envelope_pb2.DeliveryHeaders(
+            feedback_id=unsubscribe.feedback_id(list(inbound.tags), inbound.account_id, lane))
+        if lane == BULK or inbound.options.unsubscribe:
+            head = raw()
+            headers.unsubscribe_base = await self._tracking_base(
+                inbound.account_id, head if isinstance(head, bytes) else await head)
+            headers.list_id = inbound.options.list_id
+        return headers
 
     async def _shared(self, inbound: envelope_pb2.InboundMessage, body: envelope_pb2.Body,
                       copies: int) -> envelope_pb2.Body:
@@ -380,14 +420,15 @@ class Router:
         await kv.put(inbound.message_id, entry.to_bytes())
 
     async def _signed(self, inbound: envelope_pb2.InboundMessage, body: envelope_pb2.Body,
-                      content: bytes | None) -> envelope_pb2.Body:
-        """``body`` DKIM-signed with the account's key for the From domain, or ``body`` itself when the
-        account has no such key. Mail of accounts without domains is not even read."""
+                      content: bytes | None, feedback: str = "") -> envelope_pb2.Body:
+        """``body`` with ``Feedback-ID: feedback``, DKIM-signed with the account's key for the From domain,
+        or ``body`` itself when the account has no such key. Mail of accounts without domains is not even
+        read."""
         keys = await self._signer.keys_for(inbound.account_id)
         if not keys:
             return body
-        signed = await self._signer.sign(content if content is not None else await self._bodies.get(body),
-                                         keys)
+        raw = content if content is not None else await self._bodies.get(body)
+        signed = await self._signer.sign(unsubscribe.add_headers(raw, feedback=feedback), keys)
         if signed is None:
             return body
         data, key = signed
@@ -453,6 +494,9 @@ class Router:
         if nonce:
             out.tracking.CopyFrom(envelope_pb2.Tracking(nonce=nonce, group_id=inbound.message_id,
                                                         recipient_index=index))
+        headers = routable.headers
+        if headers is not None and (headers.feedback_id or headers.unsubscribe_base):
+            out.headers.CopyFrom(headers)
         return (outbound_subject(shard_for(domain, self._shards), out.stream), out.SerializeToString(),
                 {Header.MSG_ID: outbound_msg_id(inbound.message_id, recipient)})
 
@@ -465,7 +509,8 @@ class Router:
 
 
 def make_router(js: PipelinedJetStream, bodies: BodyStore, transformer: TransformerClient,
-                settings: DispatcherSettings, signer: DkimSigner, suppressions: SuppressionCheck) -> Router:
+                settings: DispatcherSettings, signer: DkimSigner, suppressions: SuppressionCheck,
+                hold: BulkHold | None = None) -> Router:
     """The router with its VERP return path; ``signer`` is shared with the sender, ``suppressions`` kept
     current by a task of the caller's (SuppressionCheck.follow)."""
     secret = verp_secret_bytes(settings)
@@ -473,4 +518,5 @@ def make_router(js: PipelinedJetStream, bodies: BodyStore, transformer: Transfor
     return Router(js, bodies, transformer, shards=settings.shards,
                   transformer_retry_s=settings.transformer_retry_s, signer=signer,
                   return_path=return_path, signing_retry_s=settings.dkim_retry_s, suppressions=suppressions,
-                  tracking_key=tracking.tracking_key(secret), tracking_base_url=settings.tracking_base_url)
+                  tracking_key=tracking.tracking_key(secret), tracking_base_url=settings.tracking_base_url,
+                  hold=hold)

@@ -216,8 +216,10 @@ class Sender:
                     data = await self._personaliser.sign(out, data)
             else:
                 data = await self._bodies.get(out.body)
-                if out.tracking.nonce and self._personaliser is not None:
+                if self._personaliser is not None and (out.tracking.nonce or out.headers.unsubscribe_base):
                     data = await self._personaliser.prepare(out, data)
+                elif self._personaliser is not None and out.headers.feedback_id:  # unsigned: nothing to sign
+                    data = self._personaliser.headed(out, data)
         except ObjectNotFoundError:
             return dict.fromkeys(out.recipients, local("5.3.0", "message body not found in the object store"))
         except (nats.errors.Error, TimeoutError, OSError, KeysUnavailable) as e:

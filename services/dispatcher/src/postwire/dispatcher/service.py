@@ -14,6 +14,8 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from postwire.core import natsconn
 from postwire.core.bodies import BodyStore
@@ -27,6 +29,7 @@ from postwire.core.sharding import owned_shards
 from postwire.core.topology import (
     INBOUND,
     INBOUND_FILTERS,
+    INBOUND_HELD_FILTER,
     OUTBOUND,
     Topology,
     ensure_consumer,
@@ -35,8 +38,10 @@ from postwire.core.topology import (
     work_consumer,
 )
 from postwire.core.tracking import tracking_key
+from postwire.db.engine import async_url, make_sessionmaker
 from postwire.db.suppressions import SuppressionMirror
 from postwire.dispatcher import metrics
+from postwire.dispatcher.bulk_hold import BulkHold, PausedAccounts
 from postwire.dispatcher.delivery import Deliverer
 from postwire.dispatcher.dkim import DkimSigner, make_signer
 from postwire.dispatcher.lanes import WeightedSlots
@@ -61,6 +66,7 @@ log = structlog.get_logger(__name__)
 # per lane: transactional keeps the names (and subjects) from before lanes, so nothing queued is lost
 ROUTER_CONSUMERS = {TRANSACTIONAL: "router", BULK: "router-bulk"}
 ROUTER_CONSUMER = ROUTER_CONSUMERS[TRANSACTIONAL]
+HELD_CONSUMER = "router-held"  # bulk mail of paused accounts (bulk_hold.py)
 
 
 def sender_consumer(shard: int, lane: str = TRANSACTIONAL) -> str:
@@ -157,14 +163,23 @@ async def _router_consumers(js: PipelinedJetStream, bodies: BodyStore, transform
                             suppressions: SuppressionCheck) -> list[Consumer]:
     """One consumer per lane (inbound.<account> and inbound.<account>.bulk), sharing the router's slots
     by the weighted choice (postwire.dispatcher.lanes): a burst of bulk submissions waits in INBOUND,
-    not in front of a transactional message."""
-    router = make_router(js, bodies, transformer, settings, signer, suppressions)
-    slots = _lane_slots(settings.max_concurrency, 1, settings, "router")
+    not in front of a transactional message. A third consumer reads the held bulk mail of accounts
+    whose bulk lane is paused (inbound.<account>.held, postwire.dispatcher.bulk_hold) in the bulk lane's
+    share."""
+    engine = create_async_engine(async_url(settings.database_url), poolclass=NullPool, hide_parameters=True)
+    hold = BulkHold(js, PausedAccounts(make_sessionmaker(engine), settings.bulk_pause_cache_ttl_s),
+                    settings.bulk_hold_recheck_s)
+    router = make_router(js, bodies, transformer, settings, signer, suppressions, hold)
+    slots = _lane_slots(settings.max_concurrency, 2, settings, "router")
     consumers = []
     for lane in STREAMS:
         sub = await _bind(js, INBOUND, ROUTER_CONSUMERS[lane], INBOUND_FILTERS[lane], settings)
         consumers.append(Consumer(sub, router.handle, slots.lane(lane), stage="router",
                                   batch=settings.fetch_batch))
+    sub = await _bind(js, INBOUND, HELD_CONSUMER, INBOUND_HELD_FILTER, settings,
+                      max_ack_pending=settings.bulk_hold_max_ack_pending)
+    consumers.append(Consumer(sub, router.handle, slots.lane(BULK), stage="router",
+                              batch=settings.fetch_batch))
     return consumers
 
 

@@ -101,6 +101,13 @@ class DispatcherSettings(PostwireSettings):
     # --- suppressions (docs/suppressions.md): how long the router trusts a "suppressed" answer from the
     # SUPPRESSIONS bucket before asking again (a removal takes effect within this); 0 = no cache
     suppression_cache_ttl_s: float = Field(default=10.0, ge=0)
+    # --- bulk lanes paused on complaints (docs/delivery.md): how long the router trusts its list of paused
+    # accounts (a pause or resume takes effect within this; 0 = read for every bulk message), how long a
+    # held message of a still paused account waits before it is looked at again, and how many held
+    # messages are looked at in turn (the rest wait unread)
+    bulk_pause_cache_ttl_s: float = Field(default=10.0, ge=0)
+    bulk_hold_recheck_s: PositiveFloat = 60.0
+    bulk_hold_max_ack_pending: PositiveInt = 10_000
 
     @field_validator("relay_host")
     @classmethod

@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from postwire.core.topology import SUPPRESSIONS
-from postwire.db.suppressions import SuppressionMirror, kv_key, normalise_address
+from postwire.db.suppressions import BULK, SuppressionMirror, blocks, kv_key, normalise_address
 
 log = structlog.get_logger(__name__)
 
@@ -150,21 +150,26 @@ class SuppressionCheck:
         self._keys = keys
         self._ttl = ttl_s
         self._max = max_size
-        self._hits: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
+        # (account, address) → (expiry, reason, scope)
+        self._hits: OrderedDict[tuple[str, str], tuple[float, str, str]] = OrderedDict()
 
     async def follow(self) -> None:
         """Keep the key filter current (a background task for as long as the router runs)."""
         await self._keys.run()
 
-    async def suppressed(self, account_id: str, recipients: Sequence[str]) -> dict[str, str]:
-        """``{recipient: reason}`` for the suppressed ones; raises MirrorUnavailable (retry later)."""
+    async def suppressed(self, account_id: str, recipients: Sequence[str], lane: str = BULK,
+                         list_id: str = "") -> dict[str, str]:
+        """``{recipient: reason}`` for the ones suppressed for a message of ``lane`` naming ``list_id``
+        (an unsubscribe blocks bulk mail only: postwire.db.suppressions.blocks); raises
+        MirrorUnavailable (retry later)."""
         found: dict[str, str] = {}
         ask: list[str] = []
         now = time.monotonic()
         for rcpt in recipients:
             hit = self._hits.get((account_id, normalise_address(rcpt)))
             if hit is not None and hit[0] > now:
-                found[rcpt] = hit[1]
+                if blocks(hit[2], lane, list_id):
+                    found[rcpt] = hit[1]
             else:
                 ask.append(rcpt)
         keys = self._keys
@@ -173,13 +178,14 @@ class SuppressionCheck:
         if not ask:
             return found
         for rcpt, entry in (await self._mirror.lookup_many(account_id, ask)).items():
-            found[rcpt] = entry.reason
-            self._remember(account_id, rcpt, entry.reason, now)
+            if blocks(entry.scope, lane, list_id):
+                found[rcpt] = entry.reason
+            self._remember(account_id, rcpt, entry.reason, entry.scope, now)
         return found
 
-    def _remember(self, account_id: str, rcpt: str, reason: str, now: float) -> None:
+    def _remember(self, account_id: str, rcpt: str, reason: str, scope: str, now: float) -> None:
         if self._ttl <= 0:
             return
-        self._hits[(account_id, normalise_address(rcpt))] = (now + self._ttl, reason)
+        self._hits[(account_id, normalise_address(rcpt))] = (now + self._ttl, reason, scope)
         while len(self._hits) > self._max:
             self._hits.popitem(last=False)

@@ -242,7 +242,7 @@ class SubmissionHandler:
             inline_css=switches["inline_css"], track_clicks=switches["track_clicks"],
             track_opens=switches["track_opens"], track_bounces=switches["track_bounces"],
             prevent_scam=switches["prevent_scam"], dsn=state.dsn, recipient_dsn=dict(state.recipient_dsn),
-            stream=headers.stream or who.default_stream,
+            stream=headers.stream or who.default_stream, unsubscribe=bool(headers.unsubscribe),
         )
 
     async def handle_exception(self, error: Exception) -> str:

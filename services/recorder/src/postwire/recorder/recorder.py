@@ -16,9 +16,10 @@ hard failure or bounce, a complaint, or — when POSTWIRE_SOFT_BOUNCE_LIMIT is s
 within the window. The KV mirror is written after the commit; if that fails the batch is nak'd, and the
 redelivered events, now duplicates, put their suppressions into the bucket again.
 
-Opens and clicks (``opened``, ``clicked``) are stored with their details and nothing else: they never
-move a recipient's delivery state (a click does not make a failed recipient delivered) and never
-suppress, and one for a message not recorded (yet) is stored like any other event.
+Opens, clicks and unsubscribes (``opened``, ``clicked``, ``unsubscribed``) are stored with their details
+and nothing else: they never move a recipient's delivery state (a click does not make a failed recipient
+delivered), the recorder adds no suppression for them (the api-gateway writes an unsubscribe's itself,
+docs/unsubscribe.md), and one for a message not recorded (yet) is stored like any other event.
 
 ``on_recorded`` (bounce forwarding) is told, after each commit, of the events stored for the first time:
 a redelivered event is a duplicate and is not passed on again.

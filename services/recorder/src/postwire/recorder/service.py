@@ -1,5 +1,6 @@
-"""Wiring of the event recorder: NATS, PostgreSQL, forwarding, the ops endpoint, the recorder loop and
-the queue-depth sampler (one recorder replica at a time reports it: queue_depth.py).
+"""Wiring of the event recorder: NATS, PostgreSQL, forwarding, the ops endpoint, the recorder loop, the
+queue-depth sampler (one recorder replica at a time reports it: queue_depth.py) and the accounts' rates
+and automatic bulk pause (account_rates.py, one replica too).
 
 /readyz is ready when NATS is connected. Shutdown: the recorder finishes its batch, forwards get a grace;
 then NATS and the database pool are closed.
@@ -19,6 +20,7 @@ from postwire.core.natsconn import connect
 from postwire.core.ops import ops_app, serve_app
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.recorder import account_rates
 from postwire.recorder.queue_depth import JOB, run_sampler
 from postwire.recorder.recorder import Recorder, SoftBouncePolicy
 from postwire.recorder.settings import RecorderSettings
@@ -49,6 +51,11 @@ async def serve(settings: RecorderSettings, stop: asyncio.Event,
             # one recorder replica reports queue depth; another takes over 3 intervals after it dies
             lease = LeaderLease(js, JOB, ttl_s=3 * settings.queue_sample_s)
             tg.create_task(run_sampler(js, lease, settings.queue_sample_s, stop))
+            # one replica computes the accounts' rates and pauses bulk lanes on complaints
+            rates_lease = LeaderLease(js, account_rates.JOB, ttl_s=3 * settings.rates_sample_s)
+            tg.create_task(account_rates.run_sampler(js, make_sessionmaker(engine), rates_lease,
+                                                     settings.rates_sample_s, stop,
+                                                     min_delivered=settings.rates_min_delivered))
     finally:
         if forwarder is not None:  # the recorder has stopped: nothing more is handed over
             await forwarder.close(settings.shutdown_grace_s)

@@ -39,6 +39,7 @@ REASONS: Final = {
     "template": "the template could not be rendered",
     "failedstarttls": "TLS was required and failed", "speeding": "sent too fast for the receiver",
     "suppressed": "the address is on the suppression list",
+    "unsubscribe": "the recipient unsubscribed from bulk mail",
 }
 
 
