@@ -32,7 +32,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from postwire.transformer.css_sheet import Body, Declaration, Sheet, parse_declaration, specificity
+from postwire.transformer.css_sheet import (
+    Body,
+    Declaration,
+    Sheet,
+    parse_declaration,
+    specificity,
+    split_top_level,
+)
 from postwire.transformer.inline_options import InlineOptions
 
 # random per process: a customer's own style="--pw-…" (or one in a comment) can never pass for a marker
@@ -333,23 +340,7 @@ def split_declarations(style: str) -> list[str]:
     """``a: 1; b: url(x;y)`` -> ``["a: 1", "b: url(x;y)"]``: semicolons in brackets or strings stay."""
     if "(" not in style and '"' not in style and "'" not in style:
         return [part for part in style.split(";") if part.strip()]
-    out: list[str] = []
-    depth = start = 0
-    quote = ""
-    for index, char in enumerate(style):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth = max(0, depth - 1)
-        elif char == ";" and depth == 0:
-            out.append(style[start:index])
-            start = index + 1
-    out.append(style[start:])
-    return [part for part in out if part.strip()]
+    return split_top_level(style, ";")
 
 
 @functools.lru_cache(maxsize=64)

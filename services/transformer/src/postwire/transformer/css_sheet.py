@@ -446,10 +446,16 @@ def split_selectors(prelude: str) -> list[str]:
         return [prelude] if prelude else []
     if _SELECTOR_CARE.search(prelude) is None:
         return [sel for part in prelude.split(",") if (sel := part.strip())]
+    return split_top_level(prelude, ",")
+
+
+def split_top_level(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` outside brackets and strings (selector lists, declaration lists);
+    the parts stripped, empty ones left out."""
     out: list[str] = []
     depth = start = 0
     quote = ""
-    for index, char in enumerate(prelude):
+    for index, char in enumerate(text):
         if quote:
             quote = "" if char == quote else quote
         elif char in "\"'":
@@ -457,12 +463,12 @@ def split_selectors(prelude: str) -> list[str]:
         elif char in "([":
             depth += 1
         elif char in ")]":
-            depth -= 1
-        elif char == "," and depth == 0:
-            out.append(prelude[start:index].strip())
+            depth = max(0, depth - 1)
+        elif char == separator and depth == 0:
+            out.append(text[start:index].strip())
             start = index + 1
-    out.append(prelude[start:].strip())
-    return [sel for sel in out if sel]
+    out.append(text[start:].strip())
+    return [part for part in out if part]
 
 
 def nest_selectors(parents: list[str], children: list[str]) -> list[str]:
