@@ -15,6 +15,7 @@ import pytest
 
 from postwire.dmarc import InvalidReport, Limits, parse_report
 from postwire.dmarc import errors as codes
+from postwire.testing.dmarc_files import report_mail, zipped
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MIB = 1024 * 1024
@@ -22,23 +23,6 @@ MIB = 1024 * 1024
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
-
-
-def zipped(data: bytes, name: str = "receiver.example!sender.example!1538352000!1538438399.xml") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def report_mail(attachment: bytes, subtype: str, filename: str) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = "noreply-dmarc@receiver.example"
-    mail["To"] = "dmarc-rua@sender.example"
-    mail["Subject"] = "Report Domain: sender.example Submitter: receiver.example Report-ID: <20181001.r1>"
-    mail.set_content("This is a DMARC aggregate report.")
-    mail.add_attachment(attachment, maintype="application", subtype=subtype, filename=filename)
-    return mail.as_bytes()
 
 
 def refused(data: bytes, content_type: str | None = None, limits: Limits | None = None) -> str:

@@ -13,7 +13,6 @@ import uuid
 import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.migrate import upgrade
 from postwire.dmarc import parse_report
 from postwire.testing.corpus import corpus_path
+from postwire.testing.dmarc_files import report_mail, zipped
 from postwire.testing.postgres import create_database
 
 from .conftest import Gateway, MakeAccount, StartGateway
@@ -64,23 +64,6 @@ def report(domain: str, rows: Sequence[Row], *, report_id: str | None = None, or
   </policy_published>{records}
 </feedback>
 """.encode()
-
-
-def zipped(data: bytes, name: str = "receiver.example!sender.example!1!2.xml") -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def report_mail(attachment: bytes, subtype: str, filename: str) -> bytes:
-    mail = EmailMessage()
-    mail["From"] = "noreply-dmarc@receiver.example"
-    mail["To"] = "dmarc@bounces.postwire.test"
-    mail["Subject"] = "Report Domain: sender.example Submitter: receiver.example"
-    mail.set_content("This is a DMARC aggregate report.")
-    mail.add_attachment(attachment, maintype="application", subtype=subtype, filename=filename)
-    return mail.as_bytes()
 
 
 def zip_bomb() -> bytes:
