@@ -27,7 +27,7 @@ SWITCHES: Final = {
 }
 _TRUE: Final = frozenset({"true", "yes", "on", "1"})
 _FALSE: Final = frozenset({"false", "no", "off", "0"})
-_HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
+HEADER_END: Final = re.compile(rb"\r?\n\r?\n")  # the blank line ending the header block
 _FIELD: Final = re.compile(rb"^(x-(?:smtpeter|postwire)-([a-z]+))[ \t]*:(.*)$", re.IGNORECASE | re.DOTALL)
 _TAG: Final = re.compile(r"^[^\s;]{1,100}$")
 MAX_TAGS: Final = 20
@@ -64,7 +64,7 @@ def parse_tags(value: str, problems: list[str] | None = None) -> list[str]:
     return tags[:MAX_TAGS]
 
 
-def _lines(head: bytes) -> list[bytes]:
+def header_fields(head: bytes) -> list[bytes]:
     """Header fields with their continuation lines, each with its line endings. Pieces are joined once
     per field: appending to a bytes field line by line is quadratic in a hostile folded header."""
     fields: list[list[bytes]] = []
@@ -80,7 +80,7 @@ def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:
     """``raw`` without its option headers, and what they said. Only the top-level header block is
     looked at. A message that is all header (RFC 5322 allows no body) has no empty line: its whole
     content is the header block."""
-    end = _HEADER_END.search(raw)
+    end = HEADER_END.search(raw)
     if end is None:
         if not raw.endswith(b"\n"):
             return raw, OptionHeaders()
@@ -90,7 +90,7 @@ def take_option_headers(raw: bytes) -> tuple[bytes, OptionHeaders]:
     found = OptionHeaders()
     kept: list[bytes] = []
     removed = False
-    for line in _lines(head):
+    for line in header_fields(head):
         m = _FIELD.match(line.rstrip(b"\r\n"))
         name = m.group(2).decode("ascii").lower() if m else ""
         if m is None or (name not in SWITCHES and name not in ("tags", "stream", "unsubscribe")):

@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from postwire.core.sendoptions import HEADER_END, header_fields
+
 PATH: Final = "/u/"
 ONE_CLICK: Final = b"List-Unsubscribe=One-Click"
 VERSION: Final = 1
@@ -36,7 +38,6 @@ MAX_LIST_ID: Final = 100
 _SIV_LEN: Final = 16
 _LABEL: Final = b"postwire unsubscribe v1"
 _TOKEN_CHARS: Final = re.compile(r"^[A-Za-z0-9_-]{40,1200}$")
-_HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME: Final = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _MAILTO: Final = re.compile(rb"<\s*(mailto:[^<>\s]+)\s*>", re.IGNORECASE)
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._@+/=-]")
@@ -141,7 +142,7 @@ def feedback_id(tags: list[str], account_id: str, stream: str) -> str:
 def list_id_of(head: bytes) -> str:
     """The list identifier of a ``List-Id`` header field (RFC 2919 ``Name <id>``) in the top-level
     header block of ``head``; '' when there is none."""
-    end = _HEADER_END.search(head)
+    end = HEADER_END.search(head)
     m = _LIST_ID.search(head if end is None else head[:end.start()])
     if m is None:
         return ""
@@ -156,20 +157,13 @@ def add_headers(raw: bytes, *, feedback: str = "", unsubscribe_url: str = "") ->
     applies to the https URI; two would leave a receiver to guess)."""
     if not feedback and not unsubscribe_url:
         return raw
-    end = _HEADER_END.search(raw)
+    end = HEADER_END.search(raw)
     head, rest = (raw, b"") if end is None else (raw[:end.start()], raw[end.start():])
     nl = b"\r\n" if (end is not None and end.group(0).startswith(b"\r")) or b"\r\n" in head else b"\n"
-    fields: list[list[bytes]] = []
-    for line in head.splitlines(keepends=True):
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1].append(line)
-        else:
-            fields.append([line])
     kept: list[bytes] = []
     mailtos: list[bytes] = []
     has_feedback = False
-    for pieces in fields:
-        whole = b"".join(pieces)
+    for whole in header_fields(head):
         m = _FIELD_NAME.match(whole)
         name = m.group(1).lower() if m else b""
         has_feedback = has_feedback or name == b"feedback-id"

@@ -36,6 +36,7 @@ from postwire.transformer.css_sheet import (
     Body,
     Declaration,
     Sheet,
+    closing_paren,
     parse_declaration,
     specificity,
     split_top_level,
@@ -312,7 +313,7 @@ def _resolve(value: str, variables: dict[str, str], depth: int = 0) -> str:
     for match in _VAR.finditer(value):
         if match.start() < pos:
             continue
-        end = _closing(value, match.end())
+        end = closing_paren(value, match.end())
         name, comma, fallback = value[match.end() : end].partition(",")
         found = variables.get(name.strip())
         if found is not None:
@@ -325,15 +326,6 @@ def _resolve(value: str, variables: dict[str, str], depth: int = 0) -> str:
         pos = end + 1
     out.append(value[pos:])
     return "".join(out)
-
-
-def _closing(text: str, pos: int) -> int:
-    depth = 1
-    for index in range(pos, len(text)):
-        depth += {"(": 1, ")": -1}.get(text[index], 0)
-        if depth == 0:
-            return index
-    return len(text)
 
 
 def split_declarations(style: str) -> list[str]:

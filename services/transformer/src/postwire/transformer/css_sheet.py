@@ -538,7 +538,7 @@ def specificity(selector: str, depth: int = 0) -> tuple[int, int, int]:
         else:
             name = match["pseudo"].lstrip(":").lower()
             if match["open"]:
-                end = _closing_paren(text, pos)
+                end = closing_paren(text, pos)
                 inner, pos = text[pos:end], end + 1
                 if name in ("not", "is", "matches", "has", "-webkit-any", "-moz-any") and depth < MAX_NESTING:
                     best = max((specificity(s, depth + 1) for s in split_selectors(inner)), default=(0, 0, 0))
@@ -552,7 +552,8 @@ def specificity(selector: str, depth: int = 0) -> tuple[int, int, int]:
     return ids, classes, types
 
 
-def _closing_paren(text: str, pos: int) -> int:
+def closing_paren(text: str, pos: int) -> int:
+    """Where the bracket opened just before ``pos`` closes (nested ones counted); the end if never."""
     depth = 1
     for index in range(pos, len(text)):
         depth += {"(": 1, ")": -1}.get(text[index], 0)
