@@ -14,6 +14,7 @@ import pytest
 
 from postwire.db.domains import get_domain
 from postwire.db.engine import make_engine, make_sessionmaker
+from postwire.db.sender_domains import from_policy
 
 POSTWIRE = str(Path(sys.executable).parent / "postwire")
 
@@ -103,3 +104,29 @@ def test_domain_errors_are_clear(pg_url: str) -> None:
     assert bad.returncode == 2 and "not a valid domain" in bad.stderr
     nobody = _run("domain", "list", "--account", "no-such-account", pg_url=pg_url)
     assert nobody.returncode == 1 and "no account" in nobody.stderr
+
+
+async def test_an_operator_trusts_a_domain_and_allows_an_account_any_from(pg_url: str) -> None:
+    """`domain trust` and `account set --allow-unverified-from`: what ingest-smtp and the API then honour
+    (their own tests send the mail)."""
+    acct, name = _account(pg_url), _name()
+    assert _run("domain", "add", name, "--account", acct["name"], pg_url=pg_url).returncode == 0
+    listed = json.loads(_run("domain", "list", "--account", acct["name"], "--json", pg_url=pg_url).stdout)
+    assert [d["verified_at"] for d in listed] == [None]
+    assert "verified  no" in _run("domain", "list", "--account", acct["name"], pg_url=pg_url).stdout
+
+    trusted = _run("domain", "trust", name, "--account", acct["name"], pg_url=pg_url)
+    assert trusted.returncode == 0 and "verified" in trusted.stdout, trusted.stderr
+    missing = _run("domain", "trust", _name(), "--account", acct["name"], pg_url=pg_url)
+    assert missing.returncode == 1 and "no domain" in missing.stderr
+    allowed = _run("account", "set", acct["name"], "--allow-unverified-from", "yes", pg_url=pg_url)
+    assert allowed.returncode == 0 and "any domain" in allowed.stdout, allowed.stderr
+    assert _run("account", "set", acct["name"], pg_url=pg_url).returncode == 2  # nothing to change
+
+    engine = make_engine(pg_url)
+    try:
+        async with make_sessionmaker(engine)() as s:
+            policy = await from_policy(s, acct["account_id"])
+    finally:
+        await engine.dispose()
+    assert policy.allow_any and policy.verified == {name}

@@ -512,7 +512,8 @@ async def _account(deployment: Deployment) -> dict[str, str]:
     database."""
     cli = Path(sys.executable).parent / "postwire"
     made = await asyncio.to_thread(
-        subprocess.run, [str(cli), "account", "create", f"images-{deployment.render}", "--json"],
+        subprocess.run, [str(cli), "account", "create", f"images-{deployment.render}", "--json",
+                         "--allow-unverified-from"],
         env={**os.environ, "POSTWIRE_DATABASE_URL": deployment.local.database_url}, capture_output=True,
         text=True, timeout=120)
     assert made.returncode == 0, made.stderr

@@ -79,17 +79,19 @@ async def gateway(start_gateway: StartGateway) -> Gateway:
     return await start_gateway()
 
 
-MakeAccount = Callable[[], Awaitable[NewCredentials]]
+MakeAccount = Callable[..., Awaitable[NewCredentials]]
 
 
 @pytest_asyncio.fixture
 async def make_account(pg_url: str) -> AsyncIterator[MakeAccount]:
-    """Accounts isolate tests sharing the session's database: each test makes its own."""
+    """Accounts isolate tests sharing the session's database: each test makes its own. They may send
+    From any domain unless a test asks for the default (test_from_domains.py)."""
     engine = make_engine(pg_url)
 
-    async def make() -> NewCredentials:
+    async def make(*, allow_unverified_from: bool = True) -> NewCredentials:
         async with make_sessionmaker(engine).begin() as s:
-            return await create_account(s, f"api-{uuid.uuid4().hex[:10]}")
+            return await create_account(s, f"api-{uuid.uuid4().hex[:10]}",
+                                        allow_unverified_from=allow_unverified_from)
 
     yield make
     await engine.dispose()

@@ -421,6 +421,12 @@ async def test_sandbox_inbox_shows_only_the_accounts_mail(start_gateway: Any, ga
         assert (await client.get("/console/sandbox/..%2f..%2fetc%2fpasswd")).status_code == 404
 
 
+def _csrf(page: str) -> str:
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token, "no form on the page"
+    return token.group(1)
+
+
 async def test_domains_page_shows_what_is_published_now(start_gateway: Any, account: NewCredentials,
                                                          sessions: Sessions, dns_server: DnsServer) -> None:
     gw = await start_gateway(dns_nameservers=dns_server.nameserver, spf_include="spf.relay.test")
@@ -432,10 +438,22 @@ async def test_domains_page_shows_what_is_published_now(start_gateway: Any, acco
     dns_server.add("spf.relay.test", "TXT", "v=spf1 ip4:198.51.100.0/24 -all")
     async with _login(gw, await _user(sessions, account)) as client:
         page = (await client.get("/console/domains")).text
-    section = page[page.index(f'data-domain="{name}"'):]
-    assert re.search(r'data-record="spf" data-state="ok"', section)
-    assert re.search(r'data-record="dkim" data-state="missing"', section)
-    assert "needs attention" in section
+        section = page[page.index(f'data-domain="{name}"'):]
+        assert re.search(r'data-record="spf" data-state="ok"', section)
+        assert re.search(r'data-record="dkim" data-state="missing"', section)
+        assert "needs attention" in section and 'data-verified="no"' in section
+
+        # Verify before the DKIM record is there changes nothing; after, the domain is verified
+        form = {"name": name, "csrf": _csrf(page)}
+        assert (await client.post("/console/domains/verify", data=form)).status_code == 303
+        unchanged = await gw.http.get(f"/v1/domains/{name}", headers=gw.auth(account))
+        assert unchanged.json()["verified"] is False
+        dkim = next(r for r in created["dns_records"] if r["purpose"] == "dkim")
+        dns_server.add(dkim["name"], "TXT", dkim["value"])
+        assert (await client.post("/console/domains/verify", data=form)).status_code == 303
+        page = (await client.get("/console/domains")).text
+    assert 'data-verified="yes"' in page[page.index(f'data-domain="{name}"'):]
+    assert (await gw.http.get(f"/v1/domains/{name}", headers=gw.auth(account))).json()["verified"] is True
 
 
 async def test_webhooks_page_shows_deliveries_sends_a_test_event_and_replays_dead_letters(

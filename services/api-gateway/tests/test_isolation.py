@@ -293,11 +293,12 @@ async def domains_list(w: World) -> None:
 
 
 @covers("GET /v1/domains/{name}", "PATCH /v1/domains/{name}", "DELETE /v1/domains/{name}",
-        "GET /v1/domains/{name}/check")
+        "GET /v1/domains/{name}/check", "POST /v1/domains/{name}/verify")
 async def domain_by_name(w: World) -> None:
     for name in (w.domain, w.domain.upper()):
         _not_found(await w.b_call("GET", f"/v1/domains/{name}"))
         _not_found(await w.b_call("GET", f"/v1/domains/{name}/check"))
+        _not_found(await w.b_call("POST", f"/v1/domains/{name}/verify"))
         _not_found(await w.b_call("PATCH", f"/v1/domains/{name}", json={"tracking_host": "t.evil.example"}))
         _not_found(await w.b_call("DELETE", f"/v1/domains/{name}"))
 

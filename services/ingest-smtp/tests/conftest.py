@@ -63,11 +63,13 @@ async def start_ingest(nats_server: NatsServer, pg_url: str, tmp_path: Path) -> 
 
 @pytest_asyncio.fixture
 async def account(pg_url: str) -> NewCredentials:
-    """A fresh account (committed) with its SMTP login."""
+    """A fresh account (committed) with its SMTP login, allowed to send From any domain (the check of
+    From domains has its own tests: test_from_domains.py)."""
     engine = make_engine(pg_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            creds = await create_account(session, f"ingest-{uuid.uuid4().hex[:10]}")
+            creds = await create_account(session, f"ingest-{uuid.uuid4().hex[:10]}",
+                                         allow_unverified_from=True)
             await session.commit()
     finally:
         await engine.dispose()

@@ -26,6 +26,7 @@ from postwire.db.accounts import create_account as _create
 from postwire.db.console_users import User
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Account
+from postwire.db.sender_domains import set_allow_unverified_from
 from postwire.v1 import envelope_pb2
 
 
@@ -37,11 +38,11 @@ class LoginNotFound(Exception):
     pass
 
 
-async def create_account(database_url: str, name: str) -> NewCredentials:
+async def create_account(database_url: str, name: str, allow_unverified_from: bool = False) -> NewCredentials:
     engine = make_engine(database_url)
     try:
         async with make_sessionmaker(engine).begin() as session:
-            return await _create(session, name)
+            return await _create(session, name, allow_unverified_from=allow_unverified_from)
     except IntegrityError as e:
         raise AccountExists(name) from e
     finally:
@@ -161,6 +162,16 @@ async def set_pause_threshold(database_url: str, account: str, rate: Decimal | N
     try:
         async with make_sessionmaker(engine).begin() as session:
             await bulk_pause.set_threshold(session, await _account_id(session, account), rate)
+    finally:
+        await engine.dispose()
+
+
+async def set_unverified_from(database_url: str, account: str, allow: bool) -> None:
+    """Allow (or stop allowing) the account to send From domains it has not verified, committed."""
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            await set_allow_unverified_from(session, await _account_id(session, account), allow)
     finally:
         await engine.dispose()
 

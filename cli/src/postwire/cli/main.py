@@ -97,7 +97,7 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
 
     try:
         with _database(settings) as url:
-            creds = asyncio.run(create_account(url, args.name))
+            creds = asyncio.run(create_account(url, args.name, args.allow_unverified_from))
     except AccountExists:
         print(f"postwire: an account named {args.name!r} already exists", file=sys.stderr)
         return 1
@@ -111,20 +111,35 @@ def cmd_account_create(args: argparse.Namespace, settings: CliSettings) -> int:
 
 
 def cmd_account_set(args: argparse.Namespace, settings: CliSettings) -> int:
-    from postwire.cli.account_commands import AccountNotFound, parse_rate, set_pause_threshold
+    from postwire.cli.account_commands import (
+        AccountNotFound,
+        parse_rate,
+        set_pause_threshold,
+        set_unverified_from,
+    )
 
+    if args.pause_bulk_at is None and args.allow_unverified_from is None:
+        print("postwire: nothing to change: give --pause-bulk-at or --allow-unverified-from", file=sys.stderr)
+        return 2
     try:
-        rate = parse_rate(args.pause_bulk_at)
+        rate = parse_rate(args.pause_bulk_at) if args.pause_bulk_at is not None else None
         with _database(settings) as url:
-            asyncio.run(set_pause_threshold(url, args.name, rate))
+            if args.pause_bulk_at is not None:
+                asyncio.run(set_pause_threshold(url, args.name, rate))
+            if args.allow_unverified_from is not None:
+                asyncio.run(set_unverified_from(url, args.name, args.allow_unverified_from == "yes"))
     except AccountNotFound:
         print(f"postwire: no account {args.name!r}", file=sys.stderr)
         return 1
     except ValueError as e:
         print(f"postwire: {e}", file=sys.stderr)
         return 2
-    print(f"account {args.name}: bulk mail pauses at a 24-hour complaint rate of "
-          + (f"{rate:.2%}" if rate is not None else "never (off)"))
+    if args.pause_bulk_at is not None:
+        print(f"account {args.name}: bulk mail pauses at a 24-hour complaint rate of "
+              + (f"{rate:.2%}" if rate is not None else "never (off)"))
+    if args.allow_unverified_from is not None:
+        print(f"account {args.name}: " + ("may send From any domain" if args.allow_unverified_from == "yes"
+                                          else "may send From its verified domains only"))
     return 0
 
 
@@ -237,6 +252,22 @@ def cmd_domain_add(args: argparse.Namespace, settings: CliSettings) -> int:
     return 0
 
 
+def cmd_domain_trust(args: argparse.Namespace, settings: CliSettings) -> int:
+    from postwire.cli.domain_commands import AccountNotFound, trust
+
+    try:
+        with _database(settings) as url:
+            found = asyncio.run(trust(url, args.account, args.name))
+    except AccountNotFound:
+        print(f"postwire: no account with the name or id {args.account!r}", file=sys.stderr)
+        return 1
+    if not found:
+        print(f"postwire: the account has no domain {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"domain {args.name}: verified; mail From it is accepted")
+    return 0
+
+
 def cmd_domain_list(args: argparse.Namespace, settings: CliSettings) -> int:
     from postwire.cli.domain_commands import AccountNotFound, as_json, as_text, list_all
 
@@ -285,14 +316,19 @@ def parser() -> argparse.ArgumentParser:
     create = account.add_parser("create", help="create an account with an API key and an SMTP login")
     create.add_argument("name")
     create.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
+    create.add_argument("--allow-unverified-from", action="store_true",
+                        help="let it send From domains it has not verified (docs/domains.md)")
     create.set_defaults(func=cmd_account_create)
     account_set = account.add_parser(
         "set", help="change an account's settings",
         description="--pause-bulk-at: the 24-hour complaint rate at which the account's bulk mail is paused "
-                    "automatically (docs/delivery.md); 0.3%% by default, off = never.")
+                    "automatically (docs/delivery.md); 0.3%% by default, off = never. "
+                    "--allow-unverified-from: whether it may send From domains it has not verified "
+                    "(docs/domains.md); no by default.")
     account_set.add_argument("name", help="the account's name or id")
-    account_set.add_argument("--pause-bulk-at", required=True, metavar="RATE|off",
+    account_set.add_argument("--pause-bulk-at", metavar="RATE|off",
                              help="e.g. 0.3%% or 0.003; off: never pause")
+    account_set.add_argument("--allow-unverified-from", choices=["yes", "no"])
     account_set.set_defaults(func=cmd_account_set)
     resume = account.add_parser(
         "resume-bulk", help="resume an account's bulk mail after an automatic pause",
@@ -349,6 +385,13 @@ def parser() -> argparse.ArgumentParser:
                      help="DKIM key: RSA-2048 (default; every receiver verifies it) or Ed25519 (RFC 8463)")
     add.add_argument("--json", action="store_true", help="print the domain as one JSON object")
     add.set_defaults(func=cmd_domain_add)
+    trust = domain.add_parser(
+        "trust", help="mark a domain verified without a DNS lookup (the operator vouches for it)",
+        description="Mail From the domain is accepted from then on. The API's POST /v1/domains/NAME/verify "
+                    "checks the DKIM record instead; use this for domains whose DNS this host cannot see.")
+    trust.add_argument("name", help="the domain")
+    trust.add_argument("--account", required=True, help="account name or id")
+    trust.set_defaults(func=cmd_domain_trust)
     ls = domain.add_parser("list", help="list domains with the DNS records to publish")
     ls.add_argument("--account", help="only this account's (name or id)")
     ls.add_argument("--json", action="store_true", help="print a JSON array")

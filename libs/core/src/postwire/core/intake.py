@@ -15,6 +15,7 @@ from nats.js.api import Header
 from nats.js.errors import Error as JetStreamError
 
 from postwire.core.bodies import BodyStore
+from postwire.core.from_header import address_domains, header_from_domains
 from postwire.core.lanes import Stream, default_stream, has_list_unsubscribe, lane_of
 from postwire.core.timestamps import stamp_now
 from postwire.core.topology import inbound_subject
@@ -68,6 +69,12 @@ class Submission:
             return has_list_unsubscribe(self.raw)
         content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
         return any(h.name.strip().lower() == "list-unsubscribe" for h in content.headers)
+
+    def from_domains(self) -> list[str]:
+        """The domains of the message's From (the template's From for a personalised one)."""
+        if self.personalisation is None:
+            return header_from_domains(self.raw)
+        return address_domains(getattr(envelope_pb2.PersonalisedMessage.FromString(self.raw), "from"))
 
     def _list_id(self) -> str:
         if self.list_id is not None:

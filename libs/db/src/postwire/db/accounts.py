@@ -92,9 +92,11 @@ def _split_api_key(token: str) -> tuple[str, str] | None:
     return (key_id, secret) if sep and key_id and secret else None
 
 
-async def create_account(session: AsyncSession, name: str) -> NewCredentials:
-    """Create an account with one API key and one SMTP login; the caller commits."""
-    account = Account(id=new_id("a"), name=name)
+async def create_account(session: AsyncSession, name: str, *,
+                         allow_unverified_from: bool = False) -> NewCredentials:
+    """Create an account with one API key and one SMTP login; the caller commits. It may send From its
+    verified domains only, unless ``allow_unverified_from`` (postwire.db.sender_domains)."""
+    account = Account(id=new_id("a"), name=name, allow_unverified_from=allow_unverified_from)
     key_id, key_secret = new_id(), secrets.token_urlsafe(32)
     username, password = f"{name}-{secrets.token_hex(3)}", secrets.token_urlsafe(18)
     session.add(account)

@@ -77,11 +77,12 @@ class DomainInfo:
     dkim_public_key: str
     created_at: datetime
     tracking_host: str | None = None
+    verified_at: datetime | None = None  # None: mail From it is refused (postwire.db.sender_domains)
 
     @classmethod
     def of(cls, row: Domain) -> DomainInfo:
         return cls(row.id, row.account_id, row.name, row.dkim_selector, row.dkim_algorithm,
-                   row.dkim_public_key, row.created_at, row.tracking_host)
+                   row.dkim_public_key, row.created_at, row.tracking_host, row.verified_at)
 
 
 def normalise_name(name: str) -> str:
@@ -190,6 +191,16 @@ async def set_tracking_host(session: AsyncSession, account_id: str, name: str,
         return None
     row.tracking_host = normalise_name(host) if host else None
     await session.flush()
+    return row
+
+
+async def mark_verified(session: AsyncSession, account_id: str, name: str) -> Domain | None:
+    """Record that the account's domain ``name`` is verified (its first verification time is kept);
+    None when the account has no such domain. The caller commits."""
+    row = await get_domain(session, account_id, name)
+    if row is not None and row.verified_at is None:
+        row.verified_at = datetime.now(UTC)
+        await session.flush()
     return row
 
 

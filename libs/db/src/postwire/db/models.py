@@ -56,6 +56,9 @@ class Account(Base):
         Numeric(6, 5), server_default=text("0.003"))
     # when the bulk lane was paused; None while bulk mail flows
     bulk_paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # may send From a domain that is not a verified sending domain of the account (migration 0019,
+    # postwire.db.sender_domains); false: such mail is refused at intake
+    allow_unverified_from: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiKey(Base):
@@ -92,6 +95,9 @@ class Domain(Base):
     # customer publishes); None: POSTWIRE_TRACKING_BASE_URL (docs/tracking.md)
     tracking_host: Mapped[str | None] = mapped_column(String(253))
     created_at: Mapped[datetime] = _now()
+    # when its DKIM record was found published, or an operator vouched for it; None: not verified, and
+    # mail From it is refused unless the account allows unverified From domains (migration 0019)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SmtpCredential(Base):

@@ -24,6 +24,7 @@ from postwire.api_gateway.ratelimit import SendQuota
 from postwire.core.ids import new_message_id
 from postwire.core.intake import QueueUnavailable, Submission
 from postwire.core.sendoptions import OptionHeaders, take_option_headers
+from postwire.db.sender_domains import PolicyUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +101,7 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
         check_size(sub.raw, deps.settings.max_message_size)
         if sub.personalisation is None:  # a personalised message's parts were checked one by one
             check_no_nul(sub.raw)
+        await check_from_domain(deps, sub)
         await quota.take(account_id, len(sub.recipients))  # 429 when the send quota is used up
     except Exception:  # invalid, too large, over quota, or a bug: nothing was sent, the key stays usable
         if key is not None:
@@ -124,6 +126,22 @@ async def accept(deps: Deps, request: Request, account_id: str, key: str | None,
     log.debug("api.accepted", message_id=message_id, account_id=account_id, endpoint=endpoint,
              recipients=len(sub.recipients), size=len(sub.raw))
     return JSONResponse(answer, status_code)
+
+
+async def check_from_domain(deps: Deps, sub: Submission) -> None:
+    """422 for mail From a domain the account has not verified (docs/domains.md); 503 while the database
+    cannot say which it has."""
+    try:
+        domain = await deps.from_policies.unverified(sub.account_id, sub.from_domains())
+    except PolicyUnavailable as e:
+        raise ApiError(503, "database_unavailable", "cannot check the From domain now; nothing was accepted, "
+                       "retry later", headers={"Retry-After": "5"}) from e
+    if domain is not None:
+        metrics.REJECTED.labels("unverified_from").inc()
+        raise ApiError(422, "unverified_from_domain",
+                       f"{domain} is not a verified sending domain of this account: add it "
+                       "(POST /v1/domains) and verify it (POST /v1/domains/{name}/verify), or send From one "
+                       "that is")
 
 
 async def submit(deps: Deps, sub: Submission, message_id: str, endpoint: str) -> None:

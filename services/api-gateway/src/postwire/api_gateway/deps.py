@@ -13,6 +13,7 @@ from postwire.core.bodies import BodyStore
 from postwire.core.intake import Intake
 from postwire.core.jetstream import jetstream
 from postwire.core.sharedlimits import LimitStore
+from postwire.db.sender_domains import FromPolicies
 
 
 @dataclass
@@ -28,7 +29,10 @@ class Deps:
     # derived from ``nc``: the JetStream context (archive, buckets) and the body store (resend)
     js: JetStreamContext = field(init=False)
     bodies: BodyStore = field(init=False)
+    # each account's verified From domains, cached (postwire.db.sender_domains)
+    from_policies: FromPolicies = field(init=False)
 
     def __post_init__(self) -> None:
         self.js = jetstream(self.nc)
         self.bodies = BodyStore(self.js, self.settings.inline_body_max)
+        self.from_policies = FromPolicies(self.sessions, self.settings.from_policy_ttl_s)

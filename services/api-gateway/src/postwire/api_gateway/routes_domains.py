@@ -32,9 +32,11 @@ from postwire.db.domains import (
     dns_records,
     get_domain,
     list_domains,
+    mark_verified,
     normalise_name,
     set_tracking_host,
 )
+from postwire.db.models import Domain
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +97,10 @@ class DomainOut(BaseModel):
     dkim_public_key: str = Field(description="The p= value of the DKIM record (base64).")
     created_at: datetime
     tracking_host: str | None = Field(default=None, description="Host of this domain's tracking links.")
+    verified: bool = Field(description="Mail From this domain (or a subdomain) is accepted; until then it "
+                                       "is refused unless the account allows unverified From domains "
+                                       "(docs/domains.md). Verify with POST /v1/domains/{name}/verify.")
+    verified_at: datetime | None = Field(default=None, description="When it was first verified.")
     dns_records: list[DnsRecordOut] = Field(description="Publish these before sending from the domain.")
 
 
@@ -117,6 +123,13 @@ class DomainCheckOut(BaseModel):
     domain: str
     ok: bool = Field(description="Every required record is ok.")
     records: list[RecordCheckOut]
+
+
+class DomainVerifyOut(DomainCheckOut):
+    verified: bool = Field(description="The domain is verified: its DKIM record was found as expected, now "
+                                       "or before. Mail From it is accepted from now on (within "
+                                       "POSTWIRE_FROM_POLICY_TTL_S).")
+    verified_at: datetime | None
 
 
 def _check_out(c: RecordCheck) -> RecordCheckOut:
@@ -144,7 +157,8 @@ def _out(info: DomainInfo, settings: ApiSettings) -> DomainOut:
                for r in dns_records(info, settings)]
     return DomainOut(id=info.id, name=info.name, dkim_selector=info.dkim_selector,
                      dkim_algorithm=info.dkim_algorithm, dkim_public_key=info.dkim_public_key,
-                     created_at=info.created_at, tracking_host=info.tracking_host, dns_records=records)
+                     created_at=info.created_at, tracking_host=info.tracking_host,
+                     verified=info.verified_at is not None, verified_at=info.verified_at, dns_records=records)
 
 
 def _deps(request: Request) -> Deps:
@@ -154,6 +168,26 @@ def _deps(request: Request) -> Deps:
 
 def _not_found(name: str) -> ApiError:
     return ApiError(404, "not_found", f"no domain {name!r} in this account")
+
+
+async def verify_domain(request: Request, account_id: str,
+                        name: str) -> tuple[Domain, list[RecordCheck], datetime | None] | None:
+    """Look the domain's records up and mark it verified when its DKIM record holds its key: (the domain,
+    the checks, when it was verified); None when the account has no such domain. The API's and the
+    console's Verify."""
+    deps = _deps(request)
+    async with deps.sessions() as s:
+        row = await get_domain(s, account_id, name)
+    if row is None:
+        return None
+    found = await check_records(row, deps.settings, resolver(request))
+    verified_at = row.verified_at
+    if verified_at is None and any(c.record == "dkim" and c.state == "ok" for c in found):
+        async with deps.sessions.begin() as s:
+            marked = await mark_verified(s, account_id, row.name)
+            verified_at = None if marked is None else marked.verified_at
+        log.info("api.domain_verified", account_id=account_id, domain=row.name)
+    return row, found, verified_at
 
 
 def domains_router(settings: ApiSettings) -> APIRouter:
@@ -209,6 +243,23 @@ def domains_router(settings: ApiSettings) -> APIRouter:
             raise _not_found(name)
         found = await check_records(row, settings, resolver(request))
         return DomainCheckOut(domain=row.name, ok=all_ok(found), records=[_check_out(c) for c in found])
+
+    @router.post("/{name}/verify", response_model=DomainVerifyOut, responses=responses(401, 404, 503),
+                 summary="Verify the domain: look its DKIM record up and, when it is published, accept "
+                         "mail From it",
+                 description="Runs the same live check as GET /v1/domains/{name}/check. When the DKIM "
+                             "record holds the domain's key, the domain becomes verified (and stays so); "
+                             "until then mail whose From is the domain or a subdomain is refused (422 / "
+                             "SMTP 550 5.7.1), unless the account allows unverified From domains. The other "
+                             "records are reported but not required: mail is aligned under DMARC by its "
+                             "DKIM signature.")
+    async def verify(request: Request, account_id: Account, name: DomainName) -> DomainVerifyOut:
+        verified = await verify_domain(request, account_id, name)
+        if verified is None:
+            raise _not_found(name)
+        row, found, verified_at = verified
+        return DomainVerifyOut(domain=row.name, ok=all_ok(found), records=[_check_out(c) for c in found],
+                               verified=verified_at is not None, verified_at=verified_at)
 
     @router.patch("/{name}", response_model=DomainOut, responses=responses(401, 404, 422, 503),
                   summary="Change a sending domain's settings (its tracking host)")

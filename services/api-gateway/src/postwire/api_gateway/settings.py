@@ -20,6 +20,9 @@ class ApiSettings(PostwireSettings):
     # how long an API key lookup is trusted before PostgreSQL is asked again (also: revocation delay)
     api_key_cache_ttl_s: float = Field(default=60.0, ge=0)
     api_key_cache_size: int = Field(default=10_000, ge=1)
+    # an account's verified From domains are remembered this long (docs/domains.md): a domain verified,
+    # or an account allowed unverified From domains, is honoured within it
+    from_policy_ttl_s: float = Field(default=30.0, ge=0)
     # how long JetStream may take to acknowledge a publish before the API answers 503
     publish_timeout_s: float = Field(default=5.0, gt=0)
     # a pending Idempotency-Key reservation older than this is presumed abandoned (crash) and taken over;

@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException
 
+from postwire.core.from_header import header_from_domains
 from postwire.core.ids import new_message_id
 from postwire.core.intake import Intake, QueueUnavailable, Submission
 from postwire.core.sendoptions import OptionHeaders, take_option_headers
 from postwire.db.accounts import LoginDefaults
+from postwire.db.sender_domains import PolicyUnavailable
 from postwire.ingest_smtp import metrics, replies
 from postwire.ingest_smtp.addresses import address_problem
 from postwire.ingest_smtp.auth import Authenticated
@@ -41,6 +43,10 @@ NESTED_AUTH = "503 5.5.1 AUTH not permitted during a mail transaction"
 # It stays "<>" in the envelope, because aiosmtpd tests mail_from for truth (nested MAIL, RCPT before
 # MAIL); the queued message gets "".
 NULL_SENDER = "<>"
+
+# the first of a message's From domains its account may not send as, or None (FromPolicies.unverified);
+# raises PolicyUnavailable
+UnverifiedFrom = Callable[[str, list[str]], Awaitable[str | None]]
 
 
 def peer_ip(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -119,8 +125,10 @@ def tls_info(session: Session) -> tuple[str, str] | None:
 
 class SubmissionHandler:
     def __init__(self, *, intake: Intake, policy: RelayPolicy, hostname: str, max_recipients: int,
-                 queue_connected: Callable[[], bool], max_header_size: int = 256 * 1024) -> None:
+                 queue_connected: Callable[[], bool], max_header_size: int = 256 * 1024,
+                 unverified_from: UnverifiedFrom | None = None) -> None:
         self._intake = intake
+        self._unverified_from = unverified_from
         self._policy = policy
         self._hostname = hostname
         self._max_recipients = max_recipients
@@ -209,6 +217,9 @@ class SubmissionHandler:
         content, headers = take_option_headers(raw)
         for problem in headers.problems:  # an unreadable value: the default holds, the sender is not refused
             log.info("smtp.option_header_ignored", message_id=message_id, problem=problem)
+        refusal = await self._from_refusal(who.account_id, content)
+        if refusal is not None:
+            return refusal
         submission = self._submission(session, envelope, message_id, content, who, headers)
         try:
             await self._intake.submit(submission, message_id)
@@ -222,6 +233,21 @@ class SubmissionHandler:
         log.debug("smtp.accepted", message_id=message_id, account_id=who.account_id,
                  recipients=len(envelope.rcpt_tos), size=len(raw))
         return replies.QUEUED_PREFIX + message_id
+
+    async def _from_refusal(self, account_id: str, content: bytes) -> str | None:
+        """550 5.7.1 for mail From a domain the account has not verified (docs/domains.md); 451 while
+        the database cannot say which it has."""
+        if self._unverified_from is None:
+            return None
+        try:
+            domain = await self._unverified_from(account_id, header_from_domains(content))
+        except PolicyUnavailable:
+            metrics.rejected("policy_unavailable")
+            return TEMPORARY_ERROR
+        if domain is None:
+            return None
+        metrics.rejected("unverified_from")
+        return replies.unverified_from(domain)
 
     def _submission(self, session: Session, envelope: Envelope, message_id: str, content: bytes,
                     who: Submitter, headers: OptionHeaders) -> Submission:

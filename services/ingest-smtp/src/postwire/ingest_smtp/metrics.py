@@ -47,6 +47,8 @@ REJECT_REASONS = (
     "connection_rate",      # over smtp_connection_rate_per_ip: 421 at the greeting
     "auth_locked",          # AUTH while the IP or the username is locked out: 454
     "tls_failed",           # STARTTLS handshake failed (e.g. TLS older than 1.2): connection closed
+    "unverified_from",      # From a domain the account has not verified: 550 5.7.1 (docs/domains.md)
+    "policy_unavailable",   # the database could not say which From domains are verified: 451
 )
 
 CONNECTIONS = Counter("postwire_ingest_smtp_connections", "SMTP connections accepted.")

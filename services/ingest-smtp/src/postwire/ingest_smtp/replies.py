@@ -34,6 +34,12 @@ def over_connection_limit(why: str, ip: object) -> str:
     return f"421 4.7.0 Too many connections from {ip}"
 
 
+def unverified_from(domain: str) -> str:
+    """DATA's refusal of mail From a domain the account may not send as (postwire.db.sender_domains)."""
+    return (f"550 5.7.1 Sender domain {domain} is not a verified sending domain of this account; verify it "
+            "(POST /v1/domains/{name}/verify) or send From one that is")
+
+
 def header_too_big(limit: int) -> str:
     return f"552 5.3.4 Message header block exceeds {limit} octets"
 

@@ -21,6 +21,7 @@ from postwire.core.sharedlimits import LimitStore
 from postwire.core.topology import Topology
 from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.models import Account
+from postwire.db.sender_domains import FromPolicies
 from postwire.ingest_smtp.auth import LoginVerifier, database_check
 from postwire.ingest_smtp.handler import RelayPolicy, SubmissionHandler
 from postwire.ingest_smtp.limits import ClientLimits, Exempt
@@ -117,7 +118,8 @@ async def _start(settings: IngestSmtpSettings, sessions: async_sessionmaker[Asyn
     handler = SubmissionHandler(intake=intake, policy=policy, hostname=settings.smtp_hostname,
                                 max_recipients=settings.max_recipients,
                                 max_header_size=settings.smtp_max_header_size,
-                                queue_connected=lambda: nc.is_connected)
+                                queue_connected=lambda: nc.is_connected,
+                                unverified_from=FromPolicies(sessions, settings.from_policy_ttl_s).unverified)
     tls_context = await asyncio.to_thread(load_context, settings.tls_cert_file, settings.tls_key_file,
                                           settings.data_dir, settings.smtp_hostname)
     verifier = LoginVerifier(database_check(sessions), settings.smtp_auth_cache_ttl_s)

@@ -37,6 +37,9 @@ class IngestSmtpSettings(PostwireSettings):
     smtp_allow_insecure_auth: bool = False
     # successful logins are remembered this long so repeat logins skip argon2id; 0 disables the cache
     smtp_auth_cache_ttl_s: float = 60.0
+    # an account's verified From domains are remembered this long (docs/domains.md): a domain verified,
+    # or an account allowed unverified From domains, is honoured within it
+    from_policy_ttl_s: NonNegativeFloat = 30.0
     # idle time before the server drops a client with 421 (RFC 5321 4.5.3.2 suggests 5 minutes): waiting
     # for a command, or for the rest of a command line
     smtp_timeout_s: PositiveFloat = 300.0
