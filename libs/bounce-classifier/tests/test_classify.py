@@ -162,6 +162,20 @@ def test_command_wordings_of_more_mtas() -> None:
                         "-------SMTP command DATA") == "DATA"
     assert find_command("Technical details:\nSMTP:RCPT host 192.0.2.8: 553 5.3.0 No such user") == "RCPT"
     assert find_command("<a@example.jp>: 192.0.2.153 does not like recipient.") == "RCPT"
+    # m-FILTER puts the command on the line below its heading
+    assert find_command("-------server message\n550 unknown user <a@example.com>\n\n-------SMTP command\n"
+                        "DATA\n") == "DATA"
+
+
+def test_a_sendmail_transcript_that_starts_with_the_failure_was_refused_at_the_greeting() -> None:
+    # Sendmail prints ">>> COMMAND" before each reply; a "<<<" reply with none before it is the greeting
+    transcript = ("----- Transcript of session follows -----\n... while talking to mx.example.org.:\n"
+                  "<<< 554 mx.example.org - A problem occurred. (BL)\n554 5.0.0 Service unavailable")
+    assert find_command(transcript) == "CONN"
+    assert classify_reply(None, "5.5.0", transcript, command="CONN").reason == "blocked"
+    after_rcpt = ("... while talking to mx.example.org.:\n>>> RCPT To:<a@example.org>\n"
+                  "<<< 550 5.1.1 User unknown")
+    assert find_command(after_rcpt) == "RCPT"
 
 
 def test_transcript_prefers_the_failure_over_earlier_successes() -> None:

@@ -532,12 +532,94 @@ DOCUMENTED_REPLIES = [
         ("550 5.1.3 Bad destination mailbox address syntax", "userunknown"),
         ("550 5.7.1 Recipient not authorized to receive mail", "filtered"),
         ("550 5.7.1 Delivery not authorized, the recipient only accepts mail from its contacts", "filtered"),
+        # Added with the leave-one-family-out review: documented texts the rules read wrongly before.
+        # Gmail (Google Workspace admin help, "Gmail SMTP errors and codes"): 4.7.29/5.7.29 are its TLS
+        # requirement (IANA: ARC), 4.7.30/5.7.30 its DKIM requirement (IANA: REQUIRETLS)
+        ("421 4.7.29 Your email has been rate limited because this message wasn't sent over a TLS "
+         "connection. Gmail requires all bulk email senders to use TLS/SSL for SMTP connections.",
+         "failedstarttls"),
+        ("550 5.7.29 Your email has been blocked because this message wasn't sent over a TLS connection. "
+         "Gmail requires all bulk email senders to use TLS/SSL for SMTP connections.",
+         "failedstarttls"),
+        ("421 4.7.30 Your email has been rate limited because DKIM authentication didn't pass for this "
+         "message. Gmail requires all email bulk senders to authenticate with DKIM.",
+         "authfailure"),
+        ("550 5.7.30 Your email has been blocked because DKIM authentication didn't pass for this message. "
+         "Gmail requires all email bulk senders to authenticate with DKIM.",
+         "authfailure"),
+        ("550 5.7.30 REQUIRETLS support required", "failedstarttls"),  # the IANA meaning, in words
+        ("550 5.7.1 Messages missing a valid Message-ID header are not accepted.", "notcompliantrfc"),
+        ("550 5.7.1 [192.0.2.1] Messages missing a valid address in From: header, or having no From: "
+         "header, are not accepted.",
+         "notcompliantrfc"),
+        # Exchange Online / Outlook.com (learn.microsoft.com "Email non-delivery reports and SMTP errors")
+        ("550 5.7.512 Access denied, message must be RFC 5322 section 3.6.2 compliant.", "notcompliantrfc"),
+        ("550 5.2.121 Recipient's per hour message receive limit from specific sender exceeded.",
+         "speeding"),
+        ("550 5.2.122 Recipient's per hour message receive limit exceeded.", "speeding"),
+        ("554 5.2.252 SendAsDenied; sender@example.com not allowed to send as other@example.com; "
+         "STOREDRV.Submission.Exception:SendAsDeniedException",
+         "rejected"),
+        ("421 RP-001 (COL004-MC1F30) Unfortunately, some messages from 192.0.2.1 weren't sent. Please try "
+         "again. We have limits for how many messages can be sent per hour and per day.",
+         "speeding"),
+        # Postfix (smtp(8), local(8), pipe(8), postconf(5) reject_rhsbl_sender)
+        ("connect to mx.example.org[192.0.2.1]:25: Connection refused", "networkerror"),
+        ('Command died with status 1: "/usr/bin/procmail". Command output: procmail: Couldn\'t create '
+         '"/var/mail/alice"',
+         "mailererror"),
+        ('Command time limit exceeded: "/usr/bin/procmail"', "mailererror"),
+        ("cannot update mailbox /var/mail/alice for user alice. error writing message: File too large",
+         "mailboxfull"),
+        ("mail forwarding loop for alice@example.org", "networkerror"),
+        ("554 5.7.1 Service unavailable; Sender address [a@example.com] blocked using dbl.spamhaus.org; "
+         "https://www.spamhaus.org/query/dbl?domain=example.com",
+         "rejected"),
+        # Sendmail, Exim (pipe transport), qmail (qmail-smtpd, qmail-remote), vpopmail (vdelivermail)
+        ("<a@example.org>... Deferred: Connection refused by mx.example.org.", "networkerror"),
+        ("Child process of address_pipe transport returned 127 (could mean unable to exec or command does "
+         "not exist) from command: /usr/local/bin/filter",
+         "mailererror"),
+        ("553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", "norelaying"),
+        ("CNAME lookup failed temporarily. (#4.4.3)", "networkerror"),
+        ("Sorry, the user's maildir has overdrawn his diskspace quota, please try again later.",
+         "mailboxfull"),
+        # Zoho (zoho.com mail help, "SMTP error codes"), Cisco AsyncOS (default rate-limit reply)
+        ("553 Relaying disallowed. Invalid Domain - example.org", "norelaying"),
+        ("550 5.7.1 Email rejected per SPF policy", "authfailure"),
+        ("452 Too many recipients received this hour", "speeding"),
 ]
 
 
 @pytest.mark.parametrize(("text", "reason"), DOCUMENTED_REPLIES)
 def test_documented_replies(text: str, reason: str) -> None:
     assert classify_reply(None, None, text).reason == reason
+
+
+def test_the_recipients_own_refusal_outranks_a_generic_mailbox_status() -> None:
+    # Facebook answers RCP-P2 under 5.1.1; the words say the mailbox exists and its owner refused
+    text = ("550 5.1.1 RCP-P2 http://postmaster.facebook.com/response_codes#rcp Refused due to recipient "
+            "preferences")
+    with without_providers({"facebook"}):
+        assert classify_reply(None, None, text).reason == "filtered"
+    # Gmail's preface "rejected by the recipient domain" names no one's choice: the quoted 5.1.1 decides
+    gmail = ("Google tried to deliver your message, but it was rejected by the recipient domain. The error "
+             "that the other server returned was: 550 550 5.1.1 user unknown (UserSearch)")
+    assert classify_reply(None, None, gmail).reason == "userunknown"
+
+
+def test_words_that_only_restate_the_reply_class_name_no_cause() -> None:
+    # RFC 5321: 450 is "mailbox unavailable (busy, or blocked for policy reasons)", not a full mailbox,
+    # and "temporary failure" repeats what the 4 says: too little information
+    assert classify_reply(450, "4.0.0", "450 4.0.0 Temporary failure").reason == "onhold"
+    assert classify_reply(450, None, "450 Requested mail action not taken: mailbox busy").reason == "onhold"
+    # a temporary problem of the answering host is still a system error
+    local = "451 Temporary local problem - please try later"
+    assert classify_reply(None, None, local).reason == "systemerror"
+    # a domain that takes no mail at all is notaccept; one that refuses some senders is not
+    assert classify_reply(None, None, "554 5.3.2 This domain does not accept mail").reason == "notaccept"
+    restricted = "550 5.7.1 The recipient does not accept mail from external senders"
+    assert classify_reply(None, None, restricted).reason != "notaccept"
 
 
 # Corpus labels that disagree with a rule that is right by RFC 3463/5321, REASONS.md's definitions or the
@@ -555,6 +637,9 @@ LABEL_DISAGREEMENTS: dict[str, tuple[str, str, str]] = {
     "lhost-postfix-74.eml": ("rejected", "badreputation",
                              "Yahoo TSS04 'deferred due to ... user complaints' is about the sending IP's "
                              "reputation, not the envelope sender"),
+    "lhost-receivingses-03.eml": ("onhold", "expired",
+                                  "RFC 3464 Action: failed under a 4.0.0 Status, 'Temporary failure' and no "
+                                  "cause: the MTA gave up retrying a transient failure"),
     "lhost-mfilter-04.eml": ("rejected", "filtered",
                              "'All recipient addresses rejected: Access denied', relayed by a filtering "
                              "gateway at DATA: nothing in it is about the envelope sender"),
@@ -582,5 +667,5 @@ def test_cross_validation_does_not_regress() -> None:
     finally:
         sys.path.pop(0)
     scores = crossval.crossvalidate(corpus)
-    assert crossval.pooled(scores, "reason", held_out=True) >= 84.0
-    assert crossval.pooled(scores, "hardbounce", held_out=True) >= 93.5
+    assert crossval.pooled(scores, "reason", held_out=True) >= 85.0
+    assert crossval.pooled(scores, "hardbounce", held_out=True) >= 94.0

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from postwire.bounce_classifier.providers import provider_reason
-from postwire.bounce_classifier.rules import match_text, match_weak
+from postwire.bounce_classifier.rules import match_text, match_weak, names_recipient_choice
 
 Confidence = Literal["high", "medium", "low"]
 HIGH: Confidence = "high"
@@ -69,10 +69,11 @@ _STATUS_REASONS: dict[str, str] = {
 _STRONG_STATUS = frozenset({
     "1.1", "1.2", "1.3", "1.6", "1.7", "1.8", "1.10", "2.2", "2.3", "3.1", "3.4", "4.4", "4.5", "4.7",
     "6.0", "6.1", "6.2", "6.3", "6.4", "6.5", "6.6", "7.13", "7.17", "7.18", "7.20", "7.21",
-    "7.22", "7.23", "7.24", "7.25", "7.26", "7.29", "7.30",
+    "7.22", "7.23", "7.24", "7.25", "7.26", "7.29",
 })
 # X.7.27 (RFC 7505: the sender's domain has a null MX) is left out: Gmail documents 4.7.27/5.7.27 for
-# SPF failures, so the text decides and the code is a hint.
+# SPF failures, so the text decides and the code is a hint. So is X.7.30 (RFC 8689: REQUIRETLS support
+# required), which Gmail documents as 4.7.30/5.7.30 for mail whose DKIM check did not pass.
 # Phrases that outrank even a precise status: the remote MTA picked a generic code for a precise reason.
 _OVERRIDING = frozenset({"speeding", "toomanyconn", "virusdetected", "notcompliantrfc", "mailboxfull",
                          "suspend", "userunknown", "failedstarttls", "notaccept", "spamdetected", "blocked",
@@ -96,15 +97,17 @@ _COMMAND_RE = re.compile(
     r"|did not like our (?P<d>rcpt to|mail from|data)\b"
     r"|\[(?P<e>rcpt_to|mail_from|data)\]"
     r"|(?P<f>rcpt to|mail from|data) response\b"
-    r"|smtp command:? (?P<g>data|rcpt|mail|helo|ehlo)\b"  # m-FILTER: "-------SMTP command DATA"
+    r"|smtp command:?\s+(?P<g>data|rcpt|mail|helo|ehlo)\b"  # m-FILTER: "SMTP command", the command below it
     r"|smtp:(?P<h>rcpt|mail|data)\b"  # "Technical details: SMTP:RCPT host …"
     r"|does not like (?P<i>recipient)\b"  # qmail-remote: "… does not like recipient."
     r"|(?P<j>refused to talk to me)\b"  # Postfix: the greeting itself was a refusal
-    r"|(?P<k>greeting)\b(?! (?:was|is) (?:ok|accepted))",  # "… while receiving the initial server greeting"
+    r"|(?P<k>greeting)\b(?! (?:was|is) (?:ok|accepted))"  # "… while receiving the initial server greeting"
+    # a Sendmail transcript whose first line from the server is the failure: no command was sent yet
+    r"|while talking to \S+:[ \t]*\n[ \t]*(?P<l><<<)[ \t]+[45]\d\d\b",
     re.IGNORECASE | re.MULTILINE)
 _COMMANDS = {"data": "DATA", "rcpt to": "RCPT", "rcpt_to": "RCPT", "mail from": "MAIL", "mail_from": "MAIL",
              "rcpt": "RCPT", "recipient": "RCPT", "mail": "MAIL",
-             "initial connection": "CONN", "refused to talk to me": "CONN", "greeting": "CONN",
+             "initial connection": "CONN", "refused to talk to me": "CONN", "greeting": "CONN", "<<<": "CONN",
              "helo": "HELO", "ehlo": "HELO"}
 _TEMPORARY_DNS = frozenset({"hostunknown"})
 _TEMPORARY_WORDS = re.compile(r"temporar|try\s+again\s+later|not\s+found,\s+try\s+again", re.IGNORECASE)
@@ -115,7 +118,7 @@ _GIVE_UP = re.compile(r"i'm\s+not\s+going\s+to\s+try\s+again;\s+this\s+message\s
 
 # Reply codes whose meaning is narrow enough to use when nothing else matched (RFC 5321 §4.2.3).
 _REPLY_REASONS: dict[int, str] = {
-    421: "blocked", 450: "mailboxfull", 451: "systemerror", 452: "mailboxfull",
+    421: "blocked", 451: "systemerror", 452: "mailboxfull",
     500: "syntaxerror", 501: "syntaxerror", 502: "syntaxerror", 503: "syntaxerror", 504: "syntaxerror",
     550: "userunknown", 551: "hasmoved", 552: "mailboxfull", 553: "userunknown", 554: "onhold",
 }
@@ -231,7 +234,10 @@ def _reason(code: int | None, status: str | None, text: str, command: str | None
     if detail in _ABSOLUTE_STATUS or detail in _STRONG_STATUS:
         # a precise status is not refined by the stage: "5.1.1" after DATA still means no such user
         overridable = detail in _STRONG_STATUS and detail not in _ABSOLUTE_STATUS
-        reason = by_text if overridable and by_text in _OVERRIDING else _STATUS_REASONS[detail or ""]
+        # a phrase that names the recipient's own refusal says the mailbox exists, against an X.1.1
+        chosen = by_text == "filtered" and names_recipient_choice(cause)
+        by_phrase = overridable and (by_text in _OVERRIDING or chosen)
+        reason = by_text if by_phrase and by_text else _STATUS_REASONS[detail or ""]
         if reason in _TEMPORARY_DNS and _class_digit(status, code) == "4":
             return "networkerror", MEDIUM  # 4.1.2/4.4.4: the lookup failed for now, the name may exist
         return reason, HIGH if by_text == by_status else MEDIUM

@@ -226,7 +226,12 @@ def _blocks_by_recipient(msg: Message, human: str, recipients: list[str]) -> dic
     otherwise skip the address (postmaster@…, or the bounce's own addressee).
     """
     notice = notification_text(human)
-    return {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice, also=recipients)}
+    blocks = {r.recipient.lower(): r.diagnostic for r in text_records(msg, notice, also=recipients)}
+    if len(recipients) == 1 and len(blocks) == 1 and recipients[0].lower() not in blocks:
+        # one failed recipient in the report, one in the notice, under another name (an alias the
+        # reporting MTA expanded, or the original address): the notice describes the same failure
+        return {recipients[0].lower(): next(iter(blocks.values()))}
+    return blocks
 
 
 def _from_dsn(rec: RecipientStatus, blocks: dict[str, str], notice: str) -> BounceResult:

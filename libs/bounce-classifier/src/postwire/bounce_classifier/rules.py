@@ -19,6 +19,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+# The recipient (or its mailbox's settings) chose to refuse the mail: the mailbox exists, whatever status
+# code the server attached (Facebook answers "550 5.1.1 ... Refused due to recipient preferences").
+_RECIPIENT_CHOICE: Sequence[str] = (
+    # not "rejected by the recipient domain" (Gmail's preface to whatever the remote server said)
+    r"(?:rejected|refused|blocked) by (?:the )?(?:recipient|user)\b(?! (?:domain|server|system|host))",
+    r"(?:receiver|recipient|user) has blocked",
+    r"due to (?:the )?recipient'?s? (?:preferences|settings|polic)",
+    r"recipient'?s? (?:preferences|settings|filter)", r"only accept(?:s|ing)? mail from",
+)
+
 _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("virusdetected", (
         r"virus", r"malware", r"infected", r"contains? (?:a )?(?:harmful|malicious)",
@@ -26,12 +36,17 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     )),
     ("mailererror", (
         r"pipe to \|",  # Exim's pipe transport: the local program the mail was piped to failed
+        r"command died with (?:status|signal)", r"command time limit exceeded",  # Postfix local(8), pipe(8)
+        r"child process of \S+ transport returned",  # Exim's pipe transport
     )),
     ("notcompliantrfc", (
         r"(?:not |non-?)rfc ?(?:5322|2822|822)",
         r"rfc ?(?:5322|2822|822) (?:complian|violation|standard)", r"multiple addresses in",
         r"duplicate (?:[\w-]+ )?headers?", r"(?:not|doesn't|does not) comply with rfc ?(?:5322|2822|822)",
         r"not (?:rfc )?compliant", r"multiple (?:subject|from|to|date|message-id) headers",
+        r"must be rfc ?(?:5322|2822|822)\b.{0,25}complian",  # Exchange Online 5.7.512
+        # Gmail: a header RFC 5322 requires ("missing a valid Message-ID header", "... address in From:")
+        r"missing (?:a )?(?:valid )?(?:address in (?:the )?)?(?:message-?id|date|from)\b",
     )),
     ("securityerror", (
         r"smtp auth(?:entication)?\b", r"without authentication", r"authentication required",
@@ -41,6 +56,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("failedstarttls", (
         r"starttls", r"tls (?:is )?required", r"must issue a starttls", r"requiretls",
         r"encryption required", r"(?:does not|doesn't) support tls",
+        r"(?:wasn't|was not|not) sent over (?:a )?(?:tls|secure|encrypted)",  # Gmail 4.7.29/5.7.29
     )),
     ("authfailure", (
         r"\bspf\b.*\b(?:fail|check|record|validation|reject)", r"\bdkim\b", r"\bdmarc\b",
@@ -50,6 +66,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"\b(?:spf|dkim|dmarc) (?:authentication|check|validation|verification) (?:didn't|did not|does not|"
         r"doesn't) pass",
         r"5\.7\.(?:2[0-4]|26|29)\b", r"sender (?:is )?not authenticated",
+        r"\b(?:spf|dkim|dmarc) polic(?:y|ies)",  # Zoho: "Email rejected per SPF policy"
     )),
     ("requireptr", (
         r"reverse dns", r"\bptr\b", r"rdns", r"no dns record for (?:your|the) (?:ip|host)",
@@ -76,23 +93,30 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"exceeded (?:the )?(?:maximum |max )?(?:number of )?(?:concurrent |simultaneous )?connections",
     )),
     ("speeding", (
-        r"too many recipients (?:this|per|in the last|from) ", r"receiving mail too quickly",
+        r"too many recipients (?:received )?(?:this|per|in the last|from) ", r"receiving mail too quickly",
         r"sending (?:quota|limit)s? (?:exceeded|reached)", r"(?:daily|hourly) (?:sending )?(?:quota|limit)",
         r"rate limit", r"too many (?:messages|emails|mails)(?! in)", r"sending (?:too fast|rate)",
         r"exceeded (?:the )?(?:message|sending) rate", r"throttl", r"unusual rate",
         r"too much mail", r"receiving mail at a rate", r"messages per (?:hour|minute|second|day)",
         r"(?:peak|relay|sending|daily|hourly) (?:smtp )?(?:relay )?limits? (?:exceeded|reached)",
         r"unusual sending activity",
+        r"per (?:hour|minute|second|day) (?:message )?(?:receive |send |sending |delivery )?limit",
+        r"(?:sent|send|received) per (?:hour|minute|second|day)",
     )),
     ("norelaying", (
         r"not configured to relay", r"relay (?:mail )?(?:through|via) this server",
-        r"relay(?:ing)? (?:access )?(?:denied|not (?:permitted|allowed))", r"not permitted to relay",
+        r"relay(?:ing)? (?:access )?(?:denied|disallowed|not (?:permitted|allowed))",
+        r"not permitted to relay",
         r"unable to relay", r"relay not permitted", r"we do not relay", r"relaying (?:mail )?(?:to|from) .* "
         r"(?:denied|not allowed)", r"no relaying", r"not a gateway", r"relay access",
         r"cannot relay", r"mail relay denied", r"is not (?:a )?(?:local|permitted) (?:domain|relay)",
+        r"allowed rcpthosts",  # qmail-smtpd: "that domain isn't in my list of allowed rcpthosts"
     )),
     ("rejected", (  # a block list entry for the sender's address, not for the client IP
         r"(?:from|sender) (?:an )?(?:e-?mail )?address that (?:has been|is) (?:blacklisted|blocked)",
+        r"sender (?:e-?mail )?address (?:is |has been )?(?:blacklisted|block ?listed)",
+        r"sender address \[[^\]]*\] blocked using",  # Postfix reject_rhsbl_sender: the sender's domain
+        r"not (?:allowed|permitted|authori[sz]ed) to send as\b",  # Exchange 5.2.252 SendAsDenied
     )),
     ("spamdetected", (  # a URI block list names a link in the body: the content, not the client IP
         r"blacklisted (?:url|link|uri|domain in)", r"\buribl\b", r"\bsurbl\b",
@@ -134,11 +158,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"message too large for (?:this|the) (?:mailbox|recipient)",
     )),
     ("filtered", (  # the recipient's own filter or settings refused the mail (the mailbox exists)
-        r"recipient address rejected: access denied", r"rejected by (?:the )?(?:recipient|user|filter)",
-        r"refused by (?:the )?(?:recipient|user)", r"(?:receiver|recipient|user) has blocked",
-        r"blocked by (?:the )?(?:recipient|user)",
-        r"due to (?:the )?recipient'?s? (?:preferences|settings|polic)",
-        r"recipient'?s? (?:preferences|settings|filter)", r"only accept(?:s|ing)? mail from",
+        r"recipient address rejected: access denied", r"rejected by (?:the )?filter", *_RECIPIENT_CHOICE,
         r"message filtered", r"user rejected",
         r"recipient (?:is )?not (?:authori[sz]ed|allowed|permitted) to receive",
     )),
@@ -151,6 +171,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"mailfolder is full", r"account is full", r"inbox is full", r"out of storage",
         r"mailbox (?:size )?limit", r"no space left", r"would exceed (?:the )?quota",
         r"is full", r"maildir over", r"\bmailbox full\b",
+        r"disk ?space quota",  # vpopmail: "the user's maildir has overdrawn his diskspace quota"
+        r"error writing message: file too large",  # Postfix local(8): the mailbox reached mailbox_size_limit
         r"メールボックスが一杯", r"容量", r"переполнен",
     )),
     ("hasmoved", (
@@ -168,7 +190,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"account .*(?:temporarily|permanently) (?:disabled|unavailable)",
     )),
     ("notaccept", (
-        r"does not accept (?:any )?(?:e-?)?mail", r"doesn't accept mail", r"null mx",
+        # the domain takes no mail at all; "does not accept mail from <whom>" is a restriction
+        r"does not accept (?:any )?(?:e-?)?mail(?! from)", r"doesn't accept mail(?! from)", r"null mx",
         r"not accepting (?:any )?(?:e-?)?mail", r"accepts no mail", r"no mail accepted",
         r"mail is not accepted", r"host does not receive any mail", r"no mx (?:record|found|host)",
         r"couldn't find a mail exchanger", r"indicated no smtp service",
@@ -245,8 +268,9 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
     )),
     ("blocked", (
         r"blocked because", r"sorbs", r"barracuda",
-        r"(?:ip|host|client|connection) (?:address )?(?:has been |is |was )?(?:blocked|"
+        r"(?:ip|host|client) (?:address )?(?:has been |is |was )?(?:blocked|"
         r"rejected|refused|denied|banned|blacklisted)",
+        r"connection (?:has been |is |was )?(?:blocked|rejected|denied|banned|blacklisted)",
         r"not allowed to (?:connect|send)", r"your ip", r"refused to talk", r"poor reputation", r"dynamic ip",
         r"residential", r"dial-?up",
     )),
@@ -272,9 +296,10 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"network (?:is )?(?:error|unreachable|failure)", r"no route to", r"unable to connect",
         r"could not connect", r"connect to .* failed",
         r"(?:able|unable) to establish an smtp connection", r"lost connection",
-        r"dns (?:error|failure|lookup)",
+        r"dns (?:error|failure|lookup|query)", r"(?:cname|mx) lookup failed",
         r"temporary (?:dns|lookup) failure", r"host is unreachable", r"mail (?:for .* )?loops? back",
         r"routing loop", r"too many hops", r"hop count exceeded",
+        r"forwarding loop", r"(?:mail|message) loop", r"loop detected",  # Postfix local(8): forwarding loop
         r"malformed or unexpected name server reply",
     )),
     ("mailererror", (
@@ -314,9 +339,10 @@ _WEAK_RULES: Sequence[tuple[str, Sequence[str]]] = (
     ("expired", (r"\bdeferred\b", r"\bdelayed\b", r"retry", r"\bqueued\b")),
     ("networkerror", (r"timed out", r"timeout", r"connection refused", r"unreachable")),
     ("systemerror", (
-        r"server error", r"temporary (?:local )?(?:problem|failure|error)", r"try (?:again )?later",
+        # "temporary local problem" names this host's trouble; a bare "temporary failure" only restates
+        # the 4xx class, which says nothing about the cause (onhold when nothing else is known)
+        r"server error", r"temporary (?:local |system )(?:problem|failure|error)", r"try (?:again )?later",
         r"service (?:is )?(?:currently |temporarily )?(?:not available|unavailable)", r"transaction failed",
-        r"temporar",
     )),
 )
 
@@ -369,6 +395,15 @@ def names_reason(text: str, reason: str) -> bool:
         return False
     flat = normalise(_REPLY_PREFIX.sub(" ", normalise(text)))
     return any(p.search(flat) for name, patterns in _COMPILED if name == reason for p in patterns)
+
+
+_COMPILED_CHOICE = tuple(re.compile(p) for p in _RECIPIENT_CHOICE)
+
+
+def names_recipient_choice(text: str) -> bool:
+    """Whether `text` says the recipient's own settings refused the mail: a mailbox that exists."""
+    flat = normalise(_REPLY_PREFIX.sub(" ", normalise(text))) if text else ""
+    return any(p.search(flat) for p in _COMPILED_CHOICE)
 
 
 def reasons_in_order() -> list[str]:
