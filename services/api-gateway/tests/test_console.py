@@ -333,6 +333,31 @@ async def test_access_keys_logins_and_users_shown_once(gateway: Any, account: Ne
         assert refused.status_code == 403
 
 
+async def test_access_sets_each_keys_and_logins_default_stream_of_its_own_account_only(
+        gateway: Any, account: NewCredentials, make_account: Any, sessions: Sessions) -> None:
+    other = await make_account()
+    key_id = account.api_key.split("_")[1]
+    async with _login(gateway, await _user(sessions, account)) as admin:
+        token = await _token(admin, "/console/access")
+        for path, form in (("keys/stream", {"key_id": key_id, "stream": "bulk"}),
+                           ("logins/stream", {"username": account.smtp_username, "stream": "transactional"}),
+                           ("logins/stream", {"username": other.smtp_username, "stream": "bulk"})):
+            r = await admin.post(f"/console/access/{path}", data={"csrf": token, **form})
+            assert r.status_code == 303
+        page = (await admin.get("/console/access")).text
+        assert re.search(rf'data-api-key="{key_id}">.*?data-stream="bulk"', page, re.S)
+        bad = await admin.post("/console/access/keys/stream", data={"csrf": token, "key_id": key_id,
+                                                                   "stream": "urgent"})
+        assert bad.status_code == 422
+    async with sessions() as s:
+        mine = await accounts.get_smtp_login(s, account.smtp_username)
+        theirs = await accounts.get_smtp_login(s, other.smtp_username)
+        keys = await accounts.api_keys(s, account.account_id)
+    assert mine is not None and mine.default_stream == "transactional"
+    assert theirs is not None and theirs.default_stream is None  # another account's login: untouched
+    assert [k.default_stream for k in keys] == ["bulk"]
+
+
 async def test_templates_edit_preview_and_save(gateway: Any, account: NewCredentials,
                                                sessions: Sessions) -> None:
     async with _login(gateway, await _user(sessions, account)) as admin:

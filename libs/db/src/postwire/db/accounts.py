@@ -185,12 +185,14 @@ async def set_smtp_login_defaults(session: AsyncSession, username: str,
     return _login(row)
 
 
-async def set_smtp_login_stream(session: AsyncSession, username: str, stream: str | None) -> SmtpLogin | None:
+async def set_smtp_login_stream(session: AsyncSession, username: str, stream: str | None,
+                                account_id: str | None = None) -> SmtpLogin | None:
     """Set (None: clear) a login's default stream; the login as it is now, or None when there is no such
-    login. The caller commits; ingest-smtp sees it as it sees the switches (its login cache)."""
+    login (of ``account_id``, when given). The caller commits; ingest-smtp sees it as it sees the switches
+    (its login cache)."""
     _check_stream(stream)
     row = await session.get(SmtpCredential, username)
-    if row is None:
+    if row is None or (account_id is not None and row.account_id != account_id):
         return None
     row.default_stream = stream
     await session.flush()
@@ -207,12 +209,13 @@ class KeyInfo:
     id: str
     created_at: datetime
     revoked_at: datetime | None
+    default_stream: str | None = None  # the lane of its messages that name none; None: by the message
 
 
 async def api_keys(session: AsyncSession, account_id: str) -> list[KeyInfo]:
     rows = await session.execute(select(ApiKey).where(ApiKey.account_id == account_id)
                                  .order_by(ApiKey.created_at))
-    return [KeyInfo(r.id, r.created_at, r.revoked_at) for r in rows.scalars()]
+    return [KeyInfo(r.id, r.created_at, r.revoked_at, r.default_stream) for r in rows.scalars()]
 
 
 async def create_api_key(session: AsyncSession, account_id: str) -> str:

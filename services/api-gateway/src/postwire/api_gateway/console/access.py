@@ -7,7 +7,7 @@ of the account sees the lists; only admins create and revoke.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, Form, Request
@@ -21,6 +21,8 @@ from postwire.db.console_users import EmailTaken, Session
 log = structlog.get_logger(__name__)
 Current = Annotated[Session, Depends(current)]
 Csrf = Annotated[str | None, Form(max_length=100)]
+# a key's or login's default lane (postwire.core.lanes): "auto" lets each message decide
+Stream = Annotated[Literal["auto", "transactional", "bulk"], Form()]
 
 
 async def _page(request: Request, session: Session, status_code: int = 200, **shown: str) -> Response:
@@ -31,6 +33,10 @@ async def _page(request: Request, session: Session, status_code: int = 200, **sh
         users = await console_users.users(s, aid)
     return page(request, "access.html", session, status_code=status_code, keys=keys, logins=logins,
                 users=users, shown=shown)
+
+
+def _lane(stream: str) -> str | None:
+    return None if stream == "auto" else stream
 
 
 def access_router() -> APIRouter:
@@ -57,6 +63,24 @@ def access_router() -> APIRouter:
         async with deps_of(request).sessions.begin() as s:
             await accounts.revoke_api_key(s, session.user.account_id, key_id)
         log.info("console.api_key_revoked", account_id=session.user.account_id, user_id=session.user.id)
+        return RedirectResponse("/console/access", status_code=303)
+
+    @router.post("/keys/stream")
+    async def key_stream(request: Request, session: Current, key_id: Annotated[str, Form(max_length=40)],
+                         stream: Stream, csrf: Csrf = None) -> Response:
+        check_csrf(session, csrf)
+        require_admin(session)
+        async with deps_of(request).sessions.begin() as s:
+            await accounts.set_api_key_stream(s, session.user.account_id, key_id, _lane(stream))
+        return RedirectResponse("/console/access", status_code=303)
+
+    @router.post("/logins/stream")
+    async def login_stream(request: Request, session: Current, username: Annotated[str, Form(max_length=200)],
+                           stream: Stream, csrf: Csrf = None) -> Response:
+        check_csrf(session, csrf)
+        require_admin(session)
+        async with deps_of(request).sessions.begin() as s:
+            await accounts.set_smtp_login_stream(s, username, _lane(stream), session.user.account_id)
         return RedirectResponse("/console/access", status_code=303)
 
     @router.post("/logins")
