@@ -46,7 +46,7 @@ from postwire.api_gateway.settings import ApiSettings
 from postwire.core.events import make_event
 from postwire.db import accounts, console_users
 from postwire.db.engine import make_engine, make_sessionmaker
-from postwire.db.events_query import event_proto_data
+from postwire.db.events_query import all_rates, event_proto_data, rates
 from postwire.db.migrate import upgrade
 from postwire.testing.nats import NatsServer
 from postwire.testing.postgres import start_postgres
@@ -408,6 +408,21 @@ def variants(picked: dict[str, str]) -> list[tuple[str, str]]:
     ]
 
 
+async def measure_rates(sessions: Any, account_id: str, runs: int) -> None:
+    """The recorder's rates job (every active account and sending domain over 24 h, each minute) and
+    /v1/stats' rates of one account (1 h, 24 h, 7 days): what they cost PostgreSQL at this volume."""
+    for name, job in (("rates job (all accounts, 24 h)", lambda s: all_rates(s, timedelta(hours=24))),
+                      ("/v1/stats rates (one account)", lambda s: rates(s, account_id))):
+        times = []
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            async with sessions() as s:
+                await job(s)
+            times.append((time.perf_counter() - started) * 1000)
+        times = sorted(times[1:])
+        print(f"{name:<34} p50 {statistics.median(times):7.1f} ms   max {times[-1]:7.1f} ms")
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -449,6 +464,7 @@ async def run(a: argparse.Namespace, pgdata: Path) -> None:
             print(f"  {name}: {n_events:,} events, {n_messages:,} messages, {n_rcpt:,} recipients, "
                   f"{n_supp:,} suppressions")
         await check_event_data(engine, big)
+        await measure_rates(sessions, big, a.runs)
         async with sessions.begin() as s:
             user, _ = await console_users.create_user(s, big, f"bench-{time.time_ns()}@example.test", "admin")
             token, _ = await console_users.open_session(s, user, LIFETIME)
