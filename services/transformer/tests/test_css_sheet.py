@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from postwire.transformer import css_sheet
 from postwire.transformer.css_sheet import (
     MAX_NESTING,
     MEDIA,
@@ -76,3 +77,29 @@ def test_blocks_nested_too_deeply_are_dropped_not_recursed() -> None:
         "@media screen{" * (MAX_NESTING * 100) + "p{color:red}" + "}" * (MAX_NESTING * 100) + "b{color:red}"
     )
     assert [rule.selector for rule in parse_sheet(deep).rules] == ["b"]
+
+
+@pytest.mark.parametrize(
+    "css",
+    [
+        "p { color: red } .a, .b:not([x=y]) { margin: 0 } @media screen { .c { x: 1 } a:hover { y: 2 } }",
+        "p { font-family: 'A B', \"C\" } .a, [title='x,y'] { margin: 0 !important }",  # inert strings
+        "@import url(a.css); p { a: 1 } ; q { b: url(x;y) } @font-face { font-family: X }",
+        "p { x: f(}) } q { y: 1 }",  # a brace inside brackets
+        "p { x: a)( } q { y: 1 }",  # brackets in the wrong order
+        "p { content: '}' } q { y: 1 }",  # a brace inside a string
+        "p { x: 1 }} q { y: 1 }",  # a stray brace
+        ".card { color: red; & .t { x: y } @media print { z: 1 } }"
+        " @supports (x: y) { @media print { p { a: b } } }",
+        "h1,\n  h2 { margin: 0; Margin: 0 } p { } p { foo }"
+        " td:first-child, a:visited { color: red !important }",
+    ],
+)
+def test_the_fast_reader_reads_as_the_tokenizer(css: str) -> None:
+    """A sheet cut at its braces (or sent back to the tokenizer) gives what the tokenizer alone gives."""
+    tokenized = css_sheet.Sheet()
+    css_sheet._read_items(tokenized, css_sheet._parse_blocks(css_sheet._without_comments(css)).items, [0])
+    parsed = parse_sheet(css)
+    assert [" ".join(r.selector.split()) for r in parsed.rules] == [r.selector for r in tokenized.rules]
+    assert [r.declarations for r in parsed.rules] == [r.declarations for r in tokenized.rules]
+    assert parsed.kept == tokenized.kept

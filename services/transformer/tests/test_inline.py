@@ -131,6 +131,18 @@ def test_fallback_declarations_are_kept_in_order() -> None:
 
 @pytest.mark.parametrize(
     ("css", "expected"),
+    [  # the winning rule keeps every declaration of the property, even when two of its selectors match
+        ("[class~=a], .a { margin: 1px; Margin: 2px } p { margin: 3px; padding: 0 }",
+         "padding: 0;margin: 1px;margin: 2px;"),
+        (".a { color: red !important; color: blue } p.a { color: green }", "color: red;"),  # importance first
+    ],
+)  # fmt: skip
+def test_repeated_declarations_follow_the_winning_rule(css: str, expected: str) -> None:
+    assert _style_of(inline_html(f"<style>{css}</style><p class='a'>x</p>"), "class") == expected
+
+
+@pytest.mark.parametrize(
+    ("css", "expected"),
     [
         (".a { padding: 10px } .a.b { padding-top: 0 }", "padding: 10px;padding-top: 0;"),
         (".a.b { padding-top: 0 } .a { padding: 10px }", "padding: 10px;padding-top: 0;"),

@@ -11,17 +11,22 @@ CSS nesting is flattened here (``.card { & .title {...} }`` becomes ``.card .tit
 a rule becomes an @media around that rule), so the selector engine sees plain selectors.
 
 The parser finds rules and declarations without validating values, which are copied as written. It is
-built for the first message with a given stylesheet, which pays for parsing it: comments go in one regex
-pass, a rule without nested blocks (nearly all of them) is read by one regex match, and only the rest goes
-through a tokenizer over strings, brackets and ``{};``. Declarations and specificity are worked out when
-the cascade first needs them (:class:`InlineRule`), since most rules of a framework's stylesheet match
-nothing in a given message. Parsing is cached by CSS text, because a sender's templates repeat.
+built for the first message with a given stylesheet, which pays for parsing it, so it leaves as little as
+it can to Python code run per character or per rule: comments go in one regex pass, and a sheet whose
+strings hold no ``{};()[]`` (nearly all) is cut at its ``}`` with ``str.split``, each piece a rule (pieces
+with brackets are checked by one regex). An @media holding only such rules is written out directly; other
+blocks that hold blocks (nesting, @supports in @media), and sheets with other strings, go through a
+tokenizer over strings, brackets and ``{};``. Declarations (``str.split`` again, when the body has no
+brackets or strings) and specificity are worked out when the cascade first needs them (:class:`Body`,
+:class:`InlineRule`), since most rules of a framework's stylesheet match nothing in a given message.
+Parsing is cached by CSS text, because a sender's templates repeat.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -45,6 +50,7 @@ KEYFRAMES: Final = "keyframes"
 CONTAINER: Final = "container"
 PSEUDO: Final = "pseudo"
 OTHER_AT_RULE: Final = "at-rule"
+_KINDS: Final = {"media": MEDIA, "font-face": FONT_FACE, "keyframes": KEYFRAMES, "container": CONTAINER}
 # Blocks nested deeper are dropped (no real stylesheet comes close; a hostile one must not exhaust the stack).
 MAX_NESTING: Final = 32
 
@@ -52,6 +58,7 @@ MAX_NESTING: Final = 32
 # every branch starts with a literal character, so the regex engine skips quickly to the next candidate
 _NOISE: Final = re.compile(r"/\*.*?(?:\*/|\Z)|<!--|-->|\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?", re.S)
 _COMMENTS: Final = re.compile(r"/\*.*?(?:\*/|\Z)|\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?", re.S)  # no <!--
+_BARE_COMMENT: Final = re.compile(r"/\*[^*]*(?:\*+[^*/][^*]*)*(?:\*+/|\**\Z)")  # a comment, strings not known
 # strings, and the characters that give CSS its structure (once comments are gone)
 _TOKEN: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"?|'(?:\\.|[^'\\])*'?|[{}();\[\]]", re.S)
 # A rule with no block inside, read in one match: its prelude and its body, where strings and brackets
@@ -81,11 +88,24 @@ _SIMPLE_RUN: Final = re.compile(r"(?:[^{};()\[\]\"']*\{[^{}()\[\]\"']*\})+")  # 
 _PLAIN_DECLARATION: Final = re.compile(r"\s*[A-Za-z-][\w-]*\s*:\s*[^\s;!]")
 # the declarations of a flat rule's body (a ``;`` outside strings and brackets ends one); empty matches too
 _DECLARATION_TEXT: Final = re.compile(_run(r"[^;()\[\]\"']", _GROUPS), re.S)
+_BRACKETS_WITHOUT_BRACES: Final = re.compile(_run(r"[^()\[\]\"']", _GROUPS))  # closed, no brace inside
+
+
+def _parts(separator: str) -> re.Pattern[str]:
+    """A part of a ``separator`` list and the separator after it (none at the end): split_top_level."""
+    plain = "[^" + separator + "()\\[\\]\"']"
+    return re.compile(rf"({_run(plain, _GROUPS)})({separator}|\Z)")
+
+
+_TOP_LEVEL_PARTS: Final = {separator: _parts(separator) for separator in ",;"}
 _SELECTOR_CARE: Final = re.compile(r"[(\[\"']")  # a selector list that str.split(",") cannot split
 _NEEDS_CARE: Final = re.compile(r"[()\[\]\"']")  # a body that str.split(";") cannot split
 _IMPORTANT: Final = re.compile(r"\s*!\s*important\s*$", re.I)
 _STRING: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
-_PSEUDO_NAME: Final = re.compile(r"::?(-?[a-zA-Z][\w-]*)")
+# a pseudo-class or pseudo-element in STATEFUL_PSEUDOS, or a vendor one (::-webkit-..., :-moz-...)
+_STATEFUL_PSEUDO: Final = re.compile(
+    rf"::?(?:-[a-zA-Z]|(?:{'|'.join(sorted(STATEFUL_PSEUDOS))})(?![\w-]))", re.I
+)
 _SPACE: Final = re.compile(r"\s+")
 _ESCAPE: Final = re.compile(r"\\.")
 # at-rules whose block holds style rules (nesting inside them is flattened); others are copied as written
@@ -108,12 +128,13 @@ class Body:
     declaration texts already split; ``first_position`` numbers the declarations in sheet order.
     """
 
-    __slots__ = ("_declarations", "first_position", "source")
+    __slots__ = ("_declarations", "_read", "first_position", "source")
 
     def __init__(self, source: str | tuple[str, ...], first_position: int) -> None:
         self.source = source
         self.first_position = first_position
         self._declarations: tuple[Declaration, ...] | None = None
+        self._read: Sequence[tuple[str, str, bool, int]] | None = None
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -124,12 +145,49 @@ class Body:
     @property
     def declarations(self) -> tuple[Declaration, ...]:
         if self._declarations is None:
-            self._declarations = tuple(
-                decl
-                for offset, text in enumerate(self.texts)
-                if (decl := parse_declaration(text, self.first_position + offset)) is not None
-            )
+            if self._read is not None:
+                self._declarations = tuple(map(Declaration._make, self._read))
+            else:
+                self._declarations = tuple(
+                    decl
+                    for offset, text in enumerate(self.texts)
+                    if (decl := parse_declaration(text, self.first_position + offset)) is not None
+                )
         return self._declarations
+
+    def read(self) -> Sequence[tuple[str, str, bool, int]]:
+        """The declarations as plain (name, value, important, position) tuples: the cascade reads each
+        matched rule, and needs no :class:`Declaration` objects."""
+        if self._read is None:
+            source = self.source
+            read = _read_declarations(source, self.first_position) if isinstance(source, str) else None
+            self._read = read if read is not None else self.declarations
+        return self._read
+
+
+def _read_declarations(body: str, first_position: int) -> list[tuple[str, str, bool, int]] | None:
+    """The declarations of ``body`` as :func:`_split_body` and :func:`parse_declaration` read them, without
+    building the texts; None when it has brackets or strings (a ``;`` in them does not end a declaration)."""
+    if _NEEDS_CARE.search(body) is not None:
+        return None
+    out: list[tuple[str, str, bool, int]] = []
+    position = first_position  # counts the texts that are not blank, declarations or not
+    for text in body.split(";"):
+        name, colon, value = text.partition(":")
+        if not colon:
+            if text and not text.isspace():
+                position += 1
+            continue
+        name = name.strip()
+        if name and (name[0].isalpha() or name[0] in "-_*"):
+            important = 0
+            if "!" in value:
+                value, important = _IMPORTANT.subn("", value)
+            value = value.strip()
+            if value:
+                out.append((name if name[:2] == "--" else name.lower(), value, bool(important), position))
+        position += 1
+    return out
 
 
 class InlineRule:
@@ -210,11 +268,145 @@ def _split_body(body: str) -> list[str]:
 @functools.lru_cache(maxsize=64)
 def parse_sheet(css: str) -> Sheet:
     """Split ``css`` into inlinable rules and kept CSS (cached: the result must not be changed)."""
+    css = _without_comments(css)
     sheet = Sheet()
+    if not _read_pieces(sheet, css):
+        sheet = Sheet()  # the tokenizer reads it all again, from the start
+        _read_items(sheet, _parse_blocks(css).items, [0])
+    return sheet
+
+
+def _without_comments(css: str) -> str:
+    """``css`` with each comment (and ``<!--``, ``-->``) replaced by a space; strings are kept whole.
+
+    A string may hold ``/*``, but when none is left outside comments once they are cut without looking for
+    strings, none was there to hold one (the first difference would have left its quote behind).
+    """
+    html_comment = "<!--" in css or "-->" in css
+    if "/*" not in css and not html_comment:
+        return css
+    bare = _BARE_COMMENT.sub(" ", css) if "/*" in css else css
+    if '"' in bare or "'" in bare:
+        return (_NOISE if html_comment else _COMMENTS).sub(_keep_strings, css)
+    return bare.replace("<!--", " ").replace("-->", " ") if html_comment else bare
+
+
+def _read_pieces(sheet: Sheet, css: str) -> bool:
+    """Read ``css`` cut at each ``}``; False when it needs the tokenizer after all (``sheet`` is then spoilt).
+
+    A piece with one ``{`` is a rule without nested blocks; blocks that hold blocks (@media, nesting) are
+    gathered until they close and go through the tokenizer. Strings that hold ``{};()[]``, brackets that
+    hold a brace or a ``;`` between statements, an unclosed block or a stray ``}`` send the whole sheet to
+    the tokenizer, which reads them as before.
+    """
+    quoted = '"' in css or "'" in css
+    if quoted and not _inert_strings(css):
+        return False
+    pieces = css.split("}")
+    tail = pieces.pop()  # after the last "}": statements at most
+    if "{" in tail:
+        return False
     positions = [0]
+    group: list[str] = []  # the pieces of a block that holds blocks
+    depth = 0
+    for piece in pieces:
+        opened = piece.count("{")
+        bracketed = "(" in piece or "[" in piece
+        if bracketed and _BRACKETS_WITHOUT_BRACES.fullmatch(piece) is None:
+            return False
+        if not depth and opened == 1:
+            if not _read_rule(sheet, piece, positions, careful=bracketed or quoted):
+                return False
+            continue
+        depth += opened - 1
+        if depth < 0:
+            return False
+        group.append(piece)
+        if not depth:
+            if not _keep_flat_group(sheet, group):
+                _read_items(sheet, _parse_blocks("}".join(group) + "}").items, positions)
+            group = []
+    return not depth and _read_statements(sheet, tail.split(";"))
+
+
+def _read_rule(sheet: Sheet, piece: str, positions: list[int], *, careful: bool) -> bool:
+    """Add the rule ``prelude{body`` (statements before it too); ``careful``: the piece has brackets or
+    strings, so its selector list is split by :func:`split_selectors`. False as :func:`_read_pieces`."""
+    prelude, _, body = piece.partition("{")
+    if ";" in prelude:
+        *statements, prelude = prelude.split(";")
+        if not _read_statements(sheet, statements):
+            return False
+    prelude = prelude.strip()  # whitespace inside is left as written: css-inline reads it alike
+    if not prelude:
+        return True
+    if prelude[0] == "@":
+        _add_at_rule(sheet, _flat_block((_squash(prelude), body)), None)
+    elif (":" in prelude and is_stateful(prelude)) or _PLAIN_DECLARATION.match(body) is None:
+        _add_flat_rule(sheet, split_selectors(_squash(prelude)), body, positions)
+    else:  # the common case, _add_flat_rule without the stateful selectors and the odd bodies
+        shared = Body(body, positions[0])
+        positions[0] += body.count(";") + 1
+        if "," not in prelude:
+            listed = [prelude]
+        elif careful:
+            listed = split_selectors(prelude)
+        else:  # split_selectors without looking for brackets and strings again
+            listed = [selector for part in prelude.split(",") if (selector := part.strip())]
+        sheet.selectors += listed
+        sheet.bodies += [shared] * len(listed)
+    return True
+
+
+def _keep_flat_group(sheet: Sheet, pieces: list[str]) -> bool:
+    """Keep a top-level @media (or other conditional group) that holds only flat rules, written as
+    :func:`_add_at_rule` writes it, without the tokenizer; False for any other block."""
+    head, *inner, last = pieces
+    at_prelude, _, first = head.partition("{")
+    at_prelude = _squash(at_prelude)
+    bare = _at_name(at_prelude) if at_prelude.startswith("@") else ""
+    if bare not in _GROUPING_AT_RULES or ";" in at_prelude or last.strip() or head.count("{") != 2:
+        return False
+    out: list[str] = []
+    for piece in (first, *inner):
+        prelude, _, body = piece.partition("{")
+        if "{" in body or ";" in prelude or "@" in prelude:  # deeper blocks, declarations, at-rules
+            return False
+        texts = _split_body(body)
+        listed = split_selectors(_squash(prelude))
+        if texts and listed:
+            out.append(f"{', '.join(listed)} {{ {'; '.join(texts)}; }}\n")
+    if out:
+        sheet.kept.append(KeptCss(_KINDS.get(bare, OTHER_AT_RULE), f"{at_prelude} {{\n{''.join(out)}}}"))
+    return True
+
+
+def _inert_strings(css: str) -> bool:
+    """Whether every string of ``css`` is closed and holds none of ``{};()[]`` (so cutting ignores them)."""
+    bare = _STRING.sub("", css)
+    return '"' not in bare and "'" not in bare and all(bare.count(c) == css.count(c) for c in "{};()[]")
+
+
+def _read_statements(sheet: Sheet, texts: list[str]) -> bool:
+    """Top-level statements: @import is kept, the rest dropped; False when a ``;`` may have cut brackets."""
+    for text in texts:
+        item = text.strip()
+        if ("(" in item or "[" in item) and _BRACKETS_WITHOUT_BRACES.fullmatch(item) is None:
+            return False
+        _keep_import(sheet, item)
+    return True
+
+
+def _keep_import(sheet: Sheet, statement: str) -> None:
+    if statement.startswith("@") and statement[1:7].lower() == "import":
+        sheet.kept.append(KeptCss(OTHER_AT_RULE, statement + ";"))  # the client may load it; we never do
+
+
+def _read_items(sheet: Sheet, items: list[_Item], positions: list[int]) -> None:
+    """Add the top-level items of a block tree to ``sheet``; ``positions[0]`` numbers declarations."""
     selectors, bodies = sheet.selectors, sheet.bodies
     plain_declaration = _PLAIN_DECLARATION.match
-    for item in _parse_blocks(css).items:
+    for item in items:
         if isinstance(item, tuple):
             prelude, text = item
             if prelude.startswith("@"):
@@ -232,13 +424,11 @@ def parse_sheet(css: str) -> Sheet:
                     selectors.append(prelude)
                     bodies.append(body)
         elif isinstance(item, str):
-            if item.startswith("@") and item[1:7].lower() == "import":
-                sheet.kept.append(KeptCss(OTHER_AT_RULE, item + ";"))  # the client may load it; we never do
+            _keep_import(sheet, item)
         elif item.prelude.startswith("@"):
             _add_at_rule(sheet, item, None)
         else:
             _add_style_rule(sheet, split_selectors(item.prelude), item, positions)
-    return sheet
 
 
 def _keep_strings(match: re.Match[str]) -> str:
@@ -247,11 +437,7 @@ def _keep_strings(match: re.Match[str]) -> str:
 
 
 def _parse_blocks(css: str) -> _Block:
-    """The block tree of ``css``: comments dropped, strings and bracketed text kept whole."""
-    if "<!--" in css or "-->" in css:
-        css = _NOISE.sub(_keep_strings, css)
-    elif "/*" in css:  # "-" is frequent in CSS, "<!--" rare: a regex that does not stop at each "-"
-        css = _COMMENTS.sub(_keep_strings, css)
+    """The block tree of ``css`` (comments already gone): strings and bracketed text kept whole."""
     root = _Block("")
     stack = [root]
     depth = skipped = 0
@@ -336,7 +522,7 @@ def _add_selectors(sheet: Sheet, selectors: list[str], body: Body) -> None:
         if selector not in stateful:
             sheet.selectors.append(selector)
             sheet.bodies.append(body)
-    kept = "".join(f"{d.name}: {d.value}{' !important' if d.important else ''}; " for d in body.declarations)
+    kept = "".join(f"{n}: {v}{' !important' if bang else ''}; " for n, v, bang, _ in body.read())
     sheet.kept.append(KeptCss(PSEUDO, f"{', '.join(stateful)} {{ {kept}}}"))
 
 
@@ -364,9 +550,7 @@ def _add_style_rule(sheet: Sheet, selectors: list[str], block: _Block, positions
 
 def _add_at_rule(sheet: Sheet, block: _Block, parents: list[str] | None) -> None:
     bare = _at_name(block.prelude)
-    kind = {"media": MEDIA, "font-face": FONT_FACE, "keyframes": KEYFRAMES, "container": CONTAINER}.get(
-        bare, OTHER_AT_RULE
-    )
+    kind = _KINDS.get(bare, OTHER_AT_RULE)
     if bare in _GROUPING_AT_RULES:
         body = _serialise_rules(block.items, parents)  # conditional groups hold rules: flatten them
     else:
@@ -452,6 +636,11 @@ def split_selectors(prelude: str) -> list[str]:
 def split_top_level(text: str, separator: str) -> list[str]:
     """``text`` split at ``separator`` outside brackets and strings (selector lists, declaration lists);
     the parts stripped, empty ones left out."""
+    pattern = _TOP_LEVEL_PARTS.get(separator)
+    if pattern is not None:  # one regex pass; its parts tile the text unless a bracket is left open
+        found = pattern.findall(text)
+        if sum([len(part) + len(end) for part, end in found]) == len(text):
+            return [stripped for part, _ in found if (stripped := part.strip())]
     out: list[str] = []
     depth = start = 0
     quote = ""
@@ -488,11 +677,7 @@ def is_stateful(selector: str) -> bool:
     plain = selector
     if "\\" in plain or '"' in plain or "'" in plain:
         plain = _ESCAPE.sub("_", _STRING.sub('""', selector))  # .sm\:hover is a class, not :hover
-    for name in _PSEUDO_NAME.findall(plain):
-        name = name.lower()
-        if name in STATEFUL_PSEUDOS or name.startswith("-"):  # vendor pseudos: ::-webkit-..., :-moz-...
-            return True
-    return False
+    return _STATEFUL_PSEUDO.search(plain) is not None
 
 
 _SPEC_TOKEN: Final = re.compile(
