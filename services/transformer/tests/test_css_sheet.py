@@ -6,11 +6,16 @@ import pytest
 
 from postwire.transformer import css_sheet
 from postwire.transformer.css_sheet import (
+    AFTER,
+    BEFORE,
     MAX_NESTING,
     MEDIA,
+    PLAIN,
     PSEUDO,
+    STATE,
     is_stateful,
     parse_sheet,
+    selector_kind,
     specificity,
     split_selectors,
 )
@@ -49,16 +54,41 @@ def test_stateful_selectors_are_recognised(selector: str, stateful: bool) -> Non
     assert is_stateful(selector) is stateful
 
 
-def test_each_selector_of_a_list_is_a_rule_and_stateful_ones_are_kept() -> None:
+def test_each_selector_of_a_list_is_a_rule_and_state_keeps_the_rule_as_juice_does() -> None:
+    """juice's preservePseudos keeps a rule whose *first* selector needs state, with all its selectors
+    (the plain ones are inlined too); a stateful selector later in a list is dropped, except the
+    interactive ones (:checked, :target) that juice does not list."""
     sheet = parse_sheet(".a, a:hover { color: red !important; margin: 0 }")
     assert [rule.selector for rule in sheet.rules] == [".a"]
     assert [(d.name, d.value, d.important) for d in sheet.rules[0].declarations] == [
         ("color", "red", True),
         ("margin", "0", False),
     ]
-    assert [(kept.kind, kept.text) for kept in sheet.kept] == [
-        (PSEUDO, "a:hover { color: red !important; margin: 0; }")
-    ]
+    assert sheet.kept == []
+    first = parse_sheet("a:hover, .a { color: red }")
+    assert [rule.selector for rule in first.rules] == [".a"]
+    assert [(kept.kind, kept.text) for kept in first.kept] == [(PSEUDO, "a:hover, .a { color: red; }")]
+    interactive = parse_sheet(".menu, #t:checked ~ .menu, a:focus { display: block }")
+    assert [kept.text for kept in interactive.kept] == ["#t:checked ~ .menu { display: block; }"]
+
+
+@pytest.mark.parametrize(
+    ("selector", "kind", "element"),
+    [("a::before", BEFORE, "a"), ("* a:before", BEFORE, "* a"), ("e[length]:AFTER", AFTER, "e[length]"),
+     ("a:hover::before", STATE, None), (".x\\:before", PLAIN, None), ("p::first-line", STATE, None)],
+)  # fmt: skip
+def test_before_and_after_rules_are_set_apart_for_inline_pseudo_elements(
+    selector: str, kind: str, element: str | None
+) -> None:
+    """::before/::after rules are neither inlined on their element nor kept (juice drops them, or writes
+    them as spans with inlinePseudoElements); other pseudo-elements need state and stay in <style>."""
+    assert selector_kind(selector) == kind
+    sheet = parse_sheet(f"{selector} {{ content: 'x'; color: red }}")
+    assert [(rule.selector, rule.full, rule.element) for rule in sheet.pseudo] == (
+        [(element, selector, kind)] if element else []
+    )
+    assert sheet.rules == [] or kind == PLAIN
+    assert bool(sheet.kept) is (kind == STATE)
 
 
 def test_css_wrapped_in_an_html_comment_is_read() -> None:

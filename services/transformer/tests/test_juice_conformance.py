@@ -8,7 +8,7 @@ each element's style declarations, the text, and the rules left in <style> block
 The juice options in NAME.json are passed on (InlineOptions.from_juice). Cases where juice's policy is wrong
 for email, or that need what we do not implement, are listed in EXPECTED_DIFFERENCES with the reason (the
 same list is in docs/inlining.md); the test fails if one of them starts to match (the list is stale). The
-score ("juice cases: 34/40 pass") is printed at the end of the run by conftest.py.
+score ("juice cases: 37/40 pass") is printed at the end of the run by conftest.py.
 
 Run this file directly to print every case's normalised difference.
 """
@@ -41,13 +41,8 @@ EXPECTED_DIFFERENCES: dict[str, str] = {
     "juice-content/embed": "juice loads the <link data-embed> stylesheet; we never load linked "
     "stylesheets (the same CSS passed as extra CSS is inlined instead)",
     # --- HTML parsing: we parse as HTML5 (as clients do), juice keeps the source's shape ---
-    "hbs": "raw Handlebars with '<' in text is re-escaped by the HTML5 serialiser (juice's own output "
-    "mangles it to '< =')",
     "css-variables": "the variables resolve as juice's do; the stray <td> outside a table is dropped by "
     "HTML5 parsing (as in every client), so its bgcolor has nowhere to go",
-    # --- known gap ---
-    "juice-content/pseudo-elements": "GAP: option inlinePseudoElements (::before/::after turned into "
-    "<span>s, with counters) is not implemented; the rules stay in <style> instead",
 }
 
 

@@ -12,8 +12,9 @@ juice does, what the element's style attribute says:
 - declarations are written in cascade order, so a shorthand and its longhands resolve as in a browser
   (``padding: 10px`` then ``padding-top: 0`` leaves padding-top 0);
 - ``!important`` is dropped from the written values unless asked for (see inline_options);
-- ``var()`` is resolved (see inline_options); custom properties from rules are left out, and those of the
-  element's own style attribute kept, since its descendants may inherit them in clients with var();
+- ``var()`` is resolved (see inline_options) from the custom properties the element sets or inherits
+  from its ancestors (:mod:`postwire.transformer.css_context` walks the document when an ancestor other
+  than the root sets one); custom properties are then left out of the style attribute, as juice does;
 - width/height/bgcolor/align... attributes are derived for the elements juice derives them for.
 
 Parsing css-inline's serialised output with a regex is safe because its serialiser is regular: every
@@ -37,7 +38,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from postwire.transformer import code_blocks
 from postwire.transformer.css_sheet import (
+    AFTER,
+    BEFORE,
     Body,
     Declaration,
     Sheet,
@@ -52,6 +56,11 @@ from postwire.transformer.inline_options import InlineOptions
 MARKER: Final = f"--pw-{secrets.token_hex(6)}-"
 NON_VISUAL: Final = frozenset({"head", "title", "base", "link", "style", "meta", "script", "noscript"})
 SIZED_ELEMENTS: Final = frozenset({"table", "td", "th", "img"})
+# elements without content or end tag (html5ever writes no end tag for them)
+VOID_ELEMENTS: Final = frozenset(
+    {"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "img", "input", "keygen",
+     "link", "meta", "param", "source", "track", "wbr"}
+)  # fmt: skip
 TABLE_ELEMENTS: Final = frozenset(
     {"table", "th", "tr", "td", "caption", "colgroup", "col", "thead", "tbody", "tfoot"}
 )
@@ -66,16 +75,21 @@ _ATTRIBUTE_ELEMENTS: Final = SIZED_ELEMENTS | TABLE_ELEMENTS  # the only tags gi
 _ATTRIBUTE_PROPERTIES: Final = frozenset({"width", "height", *STYLE_TO_ATTRIBUTE})  # what they derive from
 _MAX_CACHED_TAGS: Final = 5_000  # distinct (tag, style) pairs per plan; a template has a few hundred
 
-_ATTR: Final = r"(?:\s+[^\s\"'>/=]+(?:=\"[^\"]*\")?)"
-_MARKED_TAG: Final = re.compile(
-    rf"<([a-zA-Z][^\s/>]*)({_ATTR}*?)\s+style=\"([^\"]*{MARKER}[^\"]*)\"({_ATTR}*)(\s*/?)>"
+# an attribute as html5ever writes it: its name as the tokenizer read it (quotes in a name are a parse
+# error it accepts), its value double-quoted with " escaped
+ATTRIBUTE: Final = r"(?:\s+[^\s/>=]+(?:=\"[^\"]*\")?)"
+MARKED_TAG: Final = re.compile(
+    rf"<([a-zA-Z][^\s/>]*)({ATTRIBUTE}*?)\s+style=\"([^\"]*{MARKER}[^\"]*)\"({ATTRIBUTE}*)(\s*/?)>"
 )
-_MARKER_ID: Final = re.compile(rf"{MARKER}([0-9]+):[^;]*(?:;|$)")
+# juice's per-element switches, removed from every element of the output
+JUICE_CONTROL: Final = re.compile(r'\s+data-juice-(duplicates|important)(?:="([^"]*)")?(?=[\s/>]|$)', re.I)
+MARKER_ID: Final = re.compile(rf"{MARKER}([0-9]+):[^;]*(?:;|$)")
 _PIXELS: Final = re.compile(r"\d+(?:\.\d+)?px")
 _PERCENT: Final = re.compile(r"\d+(?:\.\d+)?%")
 _GRADIENT: Final = re.compile(r"(?:linear|radial)-gradient\(", re.I)
 _URL: Final = re.compile(r"""^url\(\s*(["']?)([^"']+)\1\s*\)$""", re.I)
 _VAR: Final = re.compile(r"var\(", re.I)
+_CUSTOM_DECLARATION: Final = re.compile(r"(?:^|[;{])\s*--")
 _DOUBLE_QUOTE: Final = '"'  # juice writes values with single quotes: they need no escaping in style="..."
 _SINGLE_QUOTE: Final = "'"
 
@@ -89,6 +103,7 @@ _ORDER: Final = 2 * _FIELD  # key >> _ORDER: importance and specificity alone, w
 # earlier declarations of the property in its group, see _Group). The text is written once per rule,
 # escaped; "" when it is never written, None when var() must be resolved.
 _Entry = tuple[int, str, str | None, str, bool, tuple["_Entry", ...]]
+_KEY: Final = operator.itemgetter(0)
 _PROPERTY: Final = operator.itemgetter(1)
 _RANK: Final = operator.attrgetter("rank")
 _MIXED: Final = operator.attrgetter("mixed")
@@ -160,7 +175,6 @@ def _entries(
     base: int,
     options: InlineOptions,
     *,
-    own: bool = False,
     plain: bool = False,
 ) -> list[_Entry]:
     """Cascade entries of ``declarations``, their text written as the options say (excluded ones left out).
@@ -174,13 +188,13 @@ def _entries(
     if plain:
         return [
             (important_base | position if important else base | position, name,
-             _text(name, value, False, own, resolving) if name == "content" or name[:2] == "--"
+             _text(name, value, False, resolving) if name == "content" or name[:2] == "--"
              else f"{name}: {value};", value, important, ())
             for name, value, important, position in declarations
         ]  # fmt: skip
     return [
         (important_base | position if important else base | position, name,
-         _text(name, value, important and preserve, own, resolving), value, important, ())
+         _text(name, value, important and preserve, resolving), value, important, ())
         for name, value, important, position in declarations
     ]  # fmt: skip
 
@@ -196,9 +210,9 @@ def _plain(source: str | tuple[str, ...], options: InlineOptions) -> bool:
     )
 
 
-def _text(name: str, value: str, important: bool, own: bool, resolving: bool) -> str | None:
+def _text(name: str, value: str, important: bool, resolving: bool) -> str | None:
     """``name: value;`` for the style attribute, escaped; "" if never written, None if it needs var()."""
-    if name == "content" or (resolving and not own and name[:2] == "--"):
+    if name == "content" or (resolving and name[:2] == "--"):
         return ""  # content only means something on ::before/::after; variables are resolved instead
     if resolving and "(" in value and _VAR.search(value):
         return None
@@ -217,16 +231,26 @@ class CascadePlan:
     """The rules of one set of stylesheets, numbered as their markers are, and what they produced.
 
     A rule's specificity and declarations are worked out (:meth:`rule`) only when it matches an element.
+    Rules from ``pseudo_from`` on are ::before/::after rules (``pseudo``: which box each styles), there
+    only with inlinePseudoElements. ``context``: the document must be walked element by element
+    (:mod:`postwire.transformer.css_context`), for boxes, counters or custom properties set below the root.
     """
 
-    selectors: list[str]
+    selectors: list[str]  # as written: they rank the rules
     bodies: list[Body]
     sheet_of: list[int]  # per rule, the index of its stylesheet (cascade order)
     marker_css: str
     options: InlineOptions
     root_variables: dict[str, str]
+    pseudo_from: int
+    pseudo: list[str]
+    context: bool
+    counters: bool
     rules: dict[int, _Group] = field(default_factory=dict)
     cache: dict[tuple[str, str], tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    styled: dict[tuple[str, str], Styled] = field(default_factory=dict)
+    in_context: dict[tuple[int, int], tuple[str, list[tuple[str, str]]]] = field(default_factory=dict)
+    variable_sets: dict[tuple[tuple[str, str], ...], int] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
     def rule(self, index: int) -> _Group:
@@ -252,8 +276,18 @@ def build_plan(sheets: Sequence[Sheet], options: InlineOptions, *, var_styles: b
         selectors += sheet.selectors
         bodies += sheet.bodies
         sheet_of += [index] * len(sheet.selectors)
-    marker_css = "".join(map(_MARKER_RULE.__mod__, zip(selectors, range(len(selectors)), strict=True)))
-    if var_styles and options.resolve_css_variables:  # one past the last rule: no rule of its own
+    matched, pseudo_from, pseudo = list(selectors), len(selectors), []
+    if options.inline_pseudo_elements:
+        for index, sheet in enumerate(sheets):
+            for rule in sheet.pseudo:
+                matched.append(rule.selector)
+                selectors.append(rule.full)
+                bodies.append(rule.body)
+                sheet_of.append(index)
+                pseudo.append(rule.element)
+    marker_css = "".join(map(_MARKER_RULE.__mod__, zip(matched, range(len(matched)), strict=True)))
+    resolving = var_styles and options.resolve_css_variables
+    if resolving:  # one past the last rule: no rule of its own
         marker_css += f'[style*="var(" i]{{{MARKER}{len(selectors)}:1}}\n'
     root_variables: dict[str, str] = {}
     if ":root" in selectors or "html" in selectors:
@@ -261,7 +295,25 @@ def build_plan(sheets: Sequence[Sheet], options: InlineOptions, *, var_styles: b
             if selector == ":root" or selector == "html":
                 declarations = bodies[number].declarations
                 root_variables.update((d.name, d.value) for d in declarations if d.name.startswith("--"))
-    return CascadePlan(selectors, bodies, sheet_of, marker_css, options, root_variables)
+    scoped = resolving and any(
+        _sets_custom_property(body) for selector, body in zip(selectors, bodies, strict=True)
+        if selector != ":root" and selector != "html"
+    )  # fmt: skip
+    counters = bool(pseudo) and any("counter" in _source_text(body) for body in bodies)
+    return CascadePlan(
+        selectors, bodies, sheet_of, marker_css, options, root_variables,
+        pseudo_from, pseudo, bool(pseudo) or scoped, counters,
+    )  # fmt: skip
+
+
+def _source_text(body: Body) -> str:
+    return body.source if isinstance(body.source, str) else ";".join(body.source)
+
+
+def _sets_custom_property(body: Body) -> bool:
+    """Whether a rule declares a custom property (``--x: ...``; a ``var(--x)`` does not count)."""
+    text = _source_text(body)
+    return "--" in text and _CUSTOM_DECLARATION.search(text) is not None
 
 
 def apply_cascade(document: str, plan: CascadePlan) -> str:
@@ -279,43 +331,141 @@ def apply_cascade(document: str, plan: CascadePlan) -> str:
         return done
 
     def rewrite(match: re.Match[str]) -> str:
-        tag, before, style, after, end = match.groups()
-        key = (tag, style)  # the other attributes (a personalised href) do not change the result
+        tag, _, style, _, _ = match.groups()
+        controls = juice_controls(match.group(), plan.options)
+        # the other attributes (a personalised href) do not change the result, but juice's controls
+        key = (tag, style) if controls is None else (tag, f"{style}\0{controls}")
         restyled = cache.get(key)
         if restyled is None:
-            restyled = cache[key] = _restyle(tag.lower(), style, plan)
-        written, attributes = restyled
-        style_attr = f' style="{written}"' if written else ""
-        if not attributes:
-            return f"<{tag}{before}{style_attr}{after}{end}>"
-        replaced = _attribute_pattern(tuple(attr for attr, _ in attributes))
-        before, after = replaced.sub("", before) if before else "", replaced.sub("", after) if after else ""
-        added = "".join(f' {attr}="{value}"' for attr, value in attributes)
-        return f"<{tag}{before}{style_attr}{after}{added}{end}>"
+            styled = style_of(tag.lower(), style, plan, controls)
+            restyled = cache[key] = written_style(styled, plan, plan.root_variables)
+        return write_tag(match, *restyled)
 
-    return _MARKED_TAG.sub(replace, document)
+    return MARKED_TAG.sub(replace, document)
 
 
-def _restyle(name: str, style: str, plan: CascadePlan) -> tuple[str, list[tuple[str, str]]]:
-    """(the style attribute's new value, attributes to set), both escaped for a double-quoted value."""
-    count, materialise = len(plan.selectors), plan.rule
-    numbers = sorted(set(map(int, _MARKER_ID.findall(style))))
-    rules = [materialise(number) for number in numbers if number < count]
-    own = _own_declarations(_MARKER_ID.sub("", style))  # css-inline writes the markers first
-    if name in NON_VISUAL or not rules:  # juice never styles these, nor elements no rule matched
-        return _unmatched(name, own, plan, resolve=not rules and name not in NON_VISUAL), []
+def write_tag(match: re.Match[str], written: str, attributes: list[tuple[str, str]]) -> str:
+    """A tag matched by :data:`MARKED_TAG` with its style attribute (and derived attributes) replaced."""
+    tag, before, _, after, end = match.groups()
+    style_attr = f' style="{written}"' if written else ""
+    if not attributes:
+        return f"<{tag}{before}{style_attr}{after}{end}>"
+    replaced = _attribute_pattern(tuple(attr for attr, _ in attributes))
+    before, after = replaced.sub("", before) if before else "", replaced.sub("", after) if after else ""
+    added = "".join(f' {attr}="{value}"' for attr, value in attributes)
+    return f"<{tag}{before}{style_attr}{after}{added}{end}>"
+
+
+@dataclass(slots=True)
+class Styled:
+    """An element's cascade (or a ::before/::after box's), before its place in the document is known.
+
+    ``own_style``: its own style attribute as css-inline wrote it, used when no rule matched (``winners``
+    None); ``variables``: the custom properties it sets, which it and its descendants see.
+    """
+
+    name: str
+    own_style: str
+    own: list[Declaration]
+    winners: list[_Entry] | None
+    last: dict[str, _Entry]
+    variables: dict[str, str]
+    preserve: bool  # keep !important
+    before: Styled | None = None
+    after: Styled | None = None
+
+    def value(self, prop: str) -> str | None:
+        """The winning value of ``prop`` (without !important), None if no rule sets it."""
+        entry = self.last.get(prop)
+        return entry[3] if entry is not None else None
+
+
+def juice_controls(tag: str, options: InlineOptions) -> tuple[bool, bool] | None:
+    """(inline duplicate properties, keep !important) for an element, juice's options as its
+    ``data-juice-duplicates`` / ``data-juice-important`` attributes override them (present or any
+    value but "false": on); None when it has neither."""
+    if "data-juice-" not in tag:
+        return None
+    duplicates, important = options.inline_duplicate_properties, options.preserve_important
+    for name, value in JUICE_CONTROL.findall(tag):
+        if name.lower() == "duplicates":
+            duplicates = value != "false"
+        else:
+            important = value != "false"
+    return duplicates, important
+
+
+def style_of(name: str, style: str, plan: CascadePlan, controls: tuple[bool, bool] | None = None) -> Styled:
+    """The cascade of a tag css-inline marked: its rules (``style`` lists their markers) and own style;
+    ``controls``: see :func:`juice_controls`."""
+    numbers = sorted(set(map(int, MARKER_ID.findall(style))))
+    own_style = MARKER_ID.sub("", style).strip()  # css-inline writes the markers first
+    own = _own_declarations(own_style)
+    count, materialise, pseudo_from = len(plan.selectors), plan.rule, plan.pseudo_from
     options = plan.options
-    own_group = _Group(_entries(own, _OWN_BASE, options, own=True), _OWN_BASE) if own else None
-    winners, last = _cascade(own_group, rules)
-    texts = [entry[2] for entry in winners]
+    duplicates, preserve = controls or (options.inline_duplicate_properties, options.preserve_important)
+    if name in NON_VISUAL:  # juice never styles these
+        return Styled(name, own_style, own, None, {}, {}, preserve)
+    rules = [materialise(number) for number in numbers if number < pseudo_from]
+    if not rules:
+        styled = Styled(name, own_style, own, None, {}, _custom_properties(own), preserve)
+    else:
+        own_group = _Group(_entries(own, _OWN_BASE, options), _OWN_BASE) if own else None
+        winners, last = _every_declaration(own_group, rules) if duplicates else _cascade(own_group, rules)
+        variables = {prop: entry[3] for prop, entry in last.items() if prop[:2] == "--"}
+        styled = Styled(name, own_style, own, winners, last, variables, preserve)
+    if pseudo_from < count and name not in VOID_ELEMENTS:
+        boxes = [(plan.pseudo[n - pseudo_from], materialise(n)) for n in numbers if pseudo_from <= n < count]
+        styled.before = _box(BEFORE, [rule for kind, rule in boxes if kind == BEFORE], duplicates, preserve)
+        styled.after = _box(AFTER, [rule for kind, rule in boxes if kind == AFTER], duplicates, preserve)
+    return styled
+
+
+def _box(kind: str, rules: list[_Group], duplicates: bool, preserve: bool) -> Styled | None:
+    """The cascade of a ::before or ::after box from its rules (None without rules)."""
+    if not rules:
+        return None
+    winners, last = _every_declaration(None, rules) if duplicates else _cascade(None, rules)
+    variables = {prop: entry[3] for prop, entry in last.items() if prop[:2] == "--"}
+    return Styled(kind, "", [], winners, last, variables, preserve)
+
+
+def _every_declaration(own: _Group | None, rules: list[_Group]) -> tuple[list[_Entry], dict[str, _Entry]]:
+    """juice's inlineDuplicateProperties: every declaration of every matching rule (and of the element's
+    own style), in cascade order, for progressive enhancement across clients."""
+    groups = rules if own is None else [*rules, own]
+    entries = sorted((entry for group in groups for entry in group.entries), key=_KEY)
+    return entries, dict(zip(map(_PROPERTY, entries), entries, strict=True))
+
+
+def written_style(
+    styled: Styled, plan: CascadePlan, inherited: dict[str, str]
+) -> tuple[str, list[tuple[str, str]]]:
+    """(the style attribute's new value, attributes to set), both escaped for a double-quoted value;
+    ``inherited``: the custom properties the element's ancestors set."""
+    if styled.winners is None:
+        resolve = styled.name not in NON_VISUAL and plan.options.resolve_css_variables
+        return _unmatched(styled, inherited, resolve=resolve), []
+    preserve, resolving = styled.preserve, plan.options.resolve_css_variables
+    if preserve == plan.options.preserve_important:
+        texts = [entry[2] for entry in styled.winners]
+    else:  # data-juice-important: the rules' texts were written for the other choice
+        texts = [
+            _text(prop, value, bang and preserve, resolving) for _, prop, _, value, bang, _ in styled.winners
+        ]
     if None in texts:  # var() to resolve (never when variables are left alone)
-        variables, preserve = _variables(last, plan), options.preserve_important
+        variables = _seen(styled, inherited)
         texts = [
             _written(prop, _resolve(value, variables), important and preserve) if text is None else text
-            for (_, prop, text, value, important, _) in winners
+            for text, (_, prop, _, value, important, _) in zip(texts, styled.winners, strict=True)
         ]
-    attributes = _attributes(name, last, plan) if name in _ATTRIBUTE_ELEMENTS else []
+    attributes = _attributes(styled, plan, inherited) if styled.name in _ATTRIBUTE_ELEMENTS else []
     return "".join(filter(None, texts)), [(attr, _escape(value)) for attr, value in attributes]
+
+
+def _seen(styled: Styled, inherited: dict[str, str]) -> dict[str, str]:
+    """The custom properties an element sees: those it sets, then its ancestors'."""
+    return {**inherited, **styled.variables} if styled.variables else inherited
 
 
 def _own_declarations(own_style: str) -> list[Declaration]:
@@ -326,21 +476,20 @@ def _own_declarations(own_style: str) -> list[Declaration]:
     return [decl for position, text in enumerate(texts) if (decl := parse_declaration(text, position))]
 
 
-def _unmatched(name: str, own: Sequence[Declaration], plan: CascadePlan, *, resolve: bool) -> str:
-    """The own style of an element no rule styles, as written; its var() resolved if ``resolve``."""
-    resolve = resolve and plan.options.resolve_css_variables
-    seen = _own_variables(own, plan) if resolve else {}  # marked for its var() alone: resolve it
+def _custom_properties(declarations: Sequence[Declaration]) -> dict[str, str]:
+    return {decl.name: decl.value for decl in declarations if decl.name[:2] == "--"}
+
+
+def _unmatched(styled: Styled, inherited: dict[str, str], *, resolve: bool) -> str:
+    """The own style of an element no rule styles: as written, or with its var() resolved (juice leaves
+    such elements alone, but a var() is no better for clients without var() support there)."""
+    if not resolve or not any("var(" in decl.value.lower() for decl in styled.own):
+        return styled.own_style
+    seen = _seen(styled, inherited)
     written = "".join(
-        f"{d.name}: {_resolve(d.value, seen) if resolve else d.value}{' !important' if d.important else ''};"
-        for d in own
+        f"{d.name}: {_resolve(d.value, seen)}{' !important' if d.important else ''};" for d in styled.own
     )
     return _escape(written)
-
-
-def _own_variables(own: Sequence[Declaration], plan: CascadePlan) -> dict[str, str]:
-    """The custom properties an element sees when no rule matched it: its own, else the root's."""
-    own_variables = {decl.name: decl.value for decl in own if decl.name.startswith("--")}
-    return {**plan.root_variables, **own_variables}
 
 
 def _cascade(own: _Group | None, rules: list[_Group]) -> tuple[list[_Entry], dict[str, _Entry]]:
@@ -388,14 +537,9 @@ def _chains(groups: Sequence[list[_Entry]]) -> tuple[list[_Entry], dict[str, _En
     return winners, {prop: chain[-1] for prop, (_, chain) in chains.items()}
 
 
-def _variables(last: dict[str, _Entry], plan: CascadePlan) -> dict[str, str]:
-    """The custom properties an element sees: those set on it (by its style or a rule), then the root's."""
-    own = {prop: entry[3] for prop, entry in last.items() if prop[:2] == "--"}
-    return {**plan.root_variables, **own} if own else plan.root_variables
-
-
-def _attributes(tag: str, last: dict[str, _Entry], plan: CascadePlan) -> list[tuple[str, str]]:
+def _attributes(styled: Styled, plan: CascadePlan, inherited: dict[str, str]) -> list[tuple[str, str]]:
     """HTML attributes juice derives from the winning values (for clients that ignore CSS sizes)."""
+    tag, last = styled.name, styled.last
     if last.keys().isdisjoint(_ATTRIBUTE_PROPERTIES):
         return []
     options = plan.options
@@ -406,7 +550,7 @@ def _attributes(tag: str, last: dict[str, _Entry], plan: CascadePlan) -> list[tu
             return None
         value = entry[3]
         if options.resolve_css_variables and "(" in value:
-            return _resolve(value, _variables(last, plan))
+            return _resolve(value, _seen(styled, inherited))
         return value
 
     out: list[tuple[str, str]] = []
@@ -445,8 +589,8 @@ def _resolve(value: str, variables: dict[str, str], depth: int = 0) -> str:
         end = closing_paren(value, match.end())
         name, comma, fallback = value[match.end() : end].partition(",")
         found = variables.get(name.strip())
-        if found is not None:
-            replacement = _resolve(found, variables, depth + 1)
+        if found is not None:  # its value may come from another element's style attribute
+            replacement = code_blocks.moved(_resolve(found, variables, depth + 1))
         elif comma:
             replacement = _resolve(fallback.strip(), variables, depth + 1)
         else:

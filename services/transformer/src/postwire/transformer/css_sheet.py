@@ -1,11 +1,13 @@
 """One stylesheet, split for inlining: rules an element's style attribute can hold, and CSS that must stay.
 
-A style attribute holds plain declarations for one element, so three kinds of CSS cannot go there and
-are kept for a <style> block instead: at-rules (@media, @font-face, @keyframes, @container...), rules
-whose selector depends on state or on a generated box (``a:hover``, ``:focus``, ``:checked``,
-``::before``), and nothing else. Everything else becomes an :class:`InlineRule`: one selector (selector
-lists are split, because each selector has its own specificity), its declarations in source order with
-their ``!important`` flags, and a position that keeps the cascade's source order.
+A style attribute holds plain declarations for one element, so some CSS cannot go there and is kept
+for a <style> block instead: at-rules (@media, @font-face, @keyframes, @container...) and rules whose
+selector depends on state (``a:hover``, ``:focus``, ``:checked``), kept as juice keeps them (see
+:func:`_add_selectors`). ::before/::after rules are set apart (:class:`PseudoRule`) for juice's
+inlinePseudoElements, which writes them as elements; CSS a juice ignore comment names is kept as
+written (:mod:`postwire.transformer.css_ignore`). Everything else becomes an :class:`InlineRule`: one
+selector (selector lists are split, because each selector has its own specificity), its declarations in
+source order with their ``!important`` flags, and a position that keeps the cascade's source order.
 
 CSS nesting is flattened here (``.card { & .title {...} }`` becomes ``.card .title``; an @media inside
 a rule becomes an @media around that rule), so the selector engine sees plain selectors.
@@ -30,27 +32,45 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-# Pseudo-classes that depend on user state or navigation, and pseudo-elements (generated boxes): an
-# inline style cannot express them, so their rules stay in <style> (where clients that support them apply
-# them). ``:link`` is in the list although it could be decided statically: an unvisited-link colour in a
-# style attribute would also paint visited links.
-STATEFUL_PSEUDOS: Final = frozenset(
+from postwire.transformer.css_ignore import IGNORED_STATEMENT, set_aside
+
+# Pseudo-classes that depend on user state or navigation, and pseudo-elements other than ::before and
+# ::after: an inline style cannot express them, so they are not inlined, and a rule whose first selector
+# has one stays in <style> (where clients that support them apply it). This is juice's ``ignoredPseudos``
+# (with the variants its substring test also catches: :focus-within, :placeholder-shown). ``:link`` is in
+# the list although it could be decided statically: an unvisited-link colour in a style attribute would
+# also paint visited links.
+JUICE_STATE_PSEUDOS: Final = frozenset(
     {
-        "hover", "active", "focus", "focus-within", "focus-visible", "visited", "link", "any-link",
-        "target", "checked", "placeholder-shown",
-        "before", "after", "first-letter", "first-line", "marker", "selection", "placeholder", "backdrop",
-        "file-selector-button",
+        "hover", "active", "focus", "focus-within", "focus-visible", "visited", "link",
+        "first-letter", "first-line", "marker", "selection", "placeholder", "placeholder-shown",
     }
 )  # fmt: skip
+# State that juice does not list (it would inline ``:checked`` for a box checked in the source, and drop
+# ``:target`` rules): interactive email relies on them, so they are never inlined and each such selector
+# is kept in <style>, wherever it stands in its list. Vendor pseudos (``::-webkit-...``) count here too.
+INTERACTIVE_PSEUDOS: Final = frozenset({"target", "checked", "any-link", "backdrop", "file-selector-button"})
+STATEFUL_PSEUDOS: Final = JUICE_STATE_PSEUDOS | INTERACTIVE_PSEUDOS
+# What a selector needs (selector_kind): nothing, state, interactive state, or a generated box that
+# juice's inlinePseudoElements writes as a <span> (``a::before`` matches ``a``, then a span inside it).
+PLAIN: Final = ""
+STATE: Final = "state"
+INTERACTIVE: Final = "interactive"
+BEFORE: Final = "before"
+AFTER: Final = "after"
 
 # Kinds of kept CSS, each switchable by an option (see inline_options.InlineOptions).
 MEDIA: Final = "media"
 FONT_FACE: Final = "font-face"
 KEYFRAMES: Final = "keyframes"
 CONTAINER: Final = "container"
+LAYER: Final = "layer"
 PSEUDO: Final = "pseudo"
 OTHER_AT_RULE: Final = "at-rule"
-_KINDS: Final = {"media": MEDIA, "font-face": FONT_FACE, "keyframes": KEYFRAMES, "container": CONTAINER}
+IGNORED: Final = "ignored"  # set aside by a juice ignore comment: always kept, never inlined
+_KINDS: Final = {
+    "media": MEDIA, "font-face": FONT_FACE, "keyframes": KEYFRAMES, "container": CONTAINER, "layer": LAYER
+}  # fmt: skip
 # Blocks nested deeper are dropped (no real stylesheet comes close; a hostile one must not exhaust the stack).
 MAX_NESTING: Final = 32
 
@@ -106,6 +126,10 @@ _STRING: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
 _STATEFUL_PSEUDO: Final = re.compile(
     rf"::?(?:-[a-zA-Z]|(?:{'|'.join(sorted(STATEFUL_PSEUDOS))})(?![\w-]))", re.I
 )
+_INTERACTIVE_PSEUDO: Final = re.compile(
+    rf"::?(?:-[a-zA-Z]|(?:{'|'.join(sorted(INTERACTIVE_PSEUDOS))})(?![\w-]))", re.I
+)
+_GENERATED_PSEUDO: Final = re.compile(r"::?(before|after)(?![\w-])", re.I)
 _SPACE: Final = re.compile(r"\s+")
 _ESCAPE: Final = re.compile(r"\\.")
 # at-rules whose block holds style rules (nesting inside them is flattened); others are copied as written
@@ -213,10 +237,25 @@ class InlineRule:
 
 @dataclass(frozen=True, slots=True)
 class KeptCss:
-    """CSS text that stays in a <style> block, and which option decides whether it is kept."""
+    """CSS text that stays in a <style> block, and which option decides whether it is kept.
+
+    ``anchor``: how many inlinable selectors came before it in the sheet (where it stands among rules that
+    are kept after all, juice's preservedSelectors); ``body``: the rule's, for a kept style rule.
+    """
 
     kind: str
     text: str
+    anchor: int = 0
+    body: Body | None = None
+
+
+class PseudoRule(NamedTuple):
+    """A ::before/::after rule: ``selector`` finds the element, ``full`` (with the pseudo) ranks it."""
+
+    selector: str
+    full: str
+    element: str  # BEFORE or AFTER
+    body: Body
 
 
 class Sheet:
@@ -224,14 +263,21 @@ class Sheet:
 
     The inlinable rules are kept as two parallel lists (a selector, the body it shares with the other
     selectors of its list), which is all the marker stylesheet needs; :attr:`rules` builds objects.
+    ::before/::after rules are apart (:attr:`pseudo`): only juice's inlinePseudoElements uses them.
     """
 
-    __slots__ = ("bodies", "kept", "selectors")
+    __slots__ = ("bodies", "ignored", "kept", "pseudo", "selectors")
 
     def __init__(self) -> None:
         self.selectors: list[str] = []
         self.bodies: list[Body] = []
         self.kept: list[KeptCss] = []
+        self.pseudo: list[PseudoRule] = []
+        self.ignored: list[str] = []  # CSS set aside by juice's ignore comments (css_ignore), as written
+
+    def keep(self, kind: str, text: str, body: Body | None = None) -> None:
+        """Keep ``text`` for the <style> block, at the current place among the rules."""
+        self.kept.append(KeptCss(kind, text, len(self.selectors), body))
 
     @property
     def rules(self) -> list[InlineRule]:
@@ -268,10 +314,13 @@ def _split_body(body: str) -> list[str]:
 @functools.lru_cache(maxsize=64)
 def parse_sheet(css: str) -> Sheet:
     """Split ``css`` into inlinable rules and kept CSS (cached: the result must not be changed)."""
+    css, ignored = set_aside(css) if "juice" in css else (css, [])
     css = _without_comments(css)
     sheet = Sheet()
+    sheet.ignored = ignored
     if not _read_pieces(sheet, css):
         sheet = Sheet()  # the tokenizer reads it all again, from the start
+        sheet.ignored = ignored
         _read_items(sheet, _parse_blocks(css).items, [0])
     return sheet
 
@@ -342,7 +391,7 @@ def _read_rule(sheet: Sheet, piece: str, positions: list[int], *, careful: bool)
         return True
     if prelude[0] == "@":
         _add_at_rule(sheet, _flat_block((_squash(prelude), body)), None)
-    elif (":" in prelude and is_stateful(prelude)) or _PLAIN_DECLARATION.match(body) is None:
+    elif (":" in prelude and selector_kind(prelude)) or _PLAIN_DECLARATION.match(body) is None:
         _add_flat_rule(sheet, split_selectors(_squash(prelude)), body, positions)
     else:  # the common case, _add_flat_rule without the stateful selectors and the odd bodies
         shared = Body(body, positions[0])
@@ -377,7 +426,7 @@ def _keep_flat_group(sheet: Sheet, pieces: list[str]) -> bool:
         if texts and listed:
             out.append(f"{', '.join(listed)} {{ {'; '.join(texts)}; }}\n")
     if out:
-        sheet.kept.append(KeptCss(_KINDS.get(bare, OTHER_AT_RULE), f"{at_prelude} {{\n{''.join(out)}}}"))
+        sheet.keep(_KINDS.get(bare, OTHER_AT_RULE), f"{at_prelude} {{\n{''.join(out)}}}")
     return True
 
 
@@ -393,13 +442,21 @@ def _read_statements(sheet: Sheet, texts: list[str]) -> bool:
         item = text.strip()
         if ("(" in item or "[" in item) and _BRACKETS_WITHOUT_BRACES.fullmatch(item) is None:
             return False
-        _keep_import(sheet, item)
+        _keep_statement(sheet, item)
     return True
 
 
-def _keep_import(sheet: Sheet, statement: str) -> None:
+def _keep_statement(sheet: Sheet, statement: str) -> None:
+    """Keep an @import (the client may load it; we never do), a ``@layer a, b;`` order, or CSS a juice
+    comment set aside."""
     if statement.startswith("@") and statement[1:7].lower() == "import":
-        sheet.kept.append(KeptCss(OTHER_AT_RULE, statement + ";"))  # the client may load it; we never do
+        sheet.keep(OTHER_AT_RULE, statement + ";")
+    elif statement.startswith("@") and _at_name(statement) == "layer":
+        sheet.keep(LAYER, statement + ";")
+    elif statement.startswith(IGNORED_STATEMENT):
+        number = statement[len(IGNORED_STATEMENT) :]
+        if number.isascii() and number.isdigit() and int(number) < len(sheet.ignored):
+            sheet.keep(IGNORED, sheet.ignored[int(number)])
 
 
 def _read_items(sheet: Sheet, items: list[_Item], positions: list[int]) -> None:
@@ -424,7 +481,7 @@ def _read_items(sheet: Sheet, items: list[_Item], positions: list[int]) -> None:
                     selectors.append(prelude)
                     bodies.append(body)
         elif isinstance(item, str):
-            _keep_import(sheet, item)
+            _keep_statement(sheet, item)
         elif item.prelude.startswith("@"):
             _add_at_rule(sheet, item, None)
         else:
@@ -513,17 +570,32 @@ def _add_flat_rule(sheet: Sheet, selectors: list[str], body: str, positions: lis
 
 
 def _add_selectors(sheet: Sheet, selectors: list[str], body: Body) -> None:
-    stateful = [selector for selector in selectors if ":" in selector and is_stateful(selector)]
-    if not stateful:
+    """Add a rule's selectors where they belong: plain ones to inline, ::before/::after ones apart, and
+    the rule to <style> as juice keeps it: whole (plain selectors too) when its first selector needs state
+    (``a:hover, .x``), else not at all (``.x, a:hover`` loses its hover), but for INTERACTIVE ones."""
+    kinds = [selector_kind(selector) if ":" in selector else PLAIN for selector in selectors]
+    if not any(kinds):
         sheet.selectors += selectors
         sheet.bodies += [body] * len(selectors)
         return
-    for selector in selectors:
-        if selector not in stateful:
+    for selector, kind in zip(selectors, kinds, strict=True):
+        if kind == PLAIN:
             sheet.selectors.append(selector)
             sheet.bodies.append(body)
-    kept = "".join(f"{n}: {v}{' !important' if bang else ''}; " for n, v, bang, _ in body.read())
-    sheet.kept.append(KeptCss(PSEUDO, f"{', '.join(stateful)} {{ {kept}}}"))
+        elif kind in (BEFORE, AFTER) and (target := without_pseudo_element(selector)):
+            sheet.pseudo.append(PseudoRule(target, selector, kind, body))
+    if kinds[0] in (STATE, INTERACTIVE):
+        kept = selectors
+    else:
+        kept = [selector for selector, kind in zip(selectors, kinds, strict=True) if kind == INTERACTIVE]
+    if kept:
+        sheet.keep(PSEUDO, rule_text(kept, body), body)
+
+
+def rule_text(selectors: Sequence[str], body: Body) -> str:
+    """A style rule written for a <style> block: ``a, b { color: red; }``."""
+    declarations = "".join(f"{n}: {v}{' !important' if bang else ''}; " for n, v, bang, _ in body.read())
+    return f"{', '.join(selectors)} {{ {declarations}}}"
 
 
 def _add_style_rule(sheet: Sheet, selectors: list[str], block: _Block, positions: list[int]) -> None:
@@ -556,7 +628,7 @@ def _add_at_rule(sheet: Sheet, block: _Block, parents: list[str] | None) -> None
     else:
         body = _serialise_verbatim(block.items)
     if body:
-        sheet.kept.append(KeptCss(kind, f"{block.prelude} {{\n{body}}}"))
+        sheet.keep(kind, f"{block.prelude} {{\n{body}}}")
 
 
 def _at_name(prelude: str) -> str:
@@ -670,14 +742,43 @@ def nest_selectors(parents: list[str], children: list[str]) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
+def selector_kind(selector: str) -> str:
+    """What ``selector`` (or a selector list) needs beyond a style attribute: PLAIN, STATE, INTERACTIVE
+    (state juice does not list), or BEFORE/AFTER (a generated box, the first one it names)."""
+    if ":" not in selector:
+        return PLAIN
+    plain = _masked(selector)
+    if _INTERACTIVE_PSEUDO.search(plain) is not None:
+        return INTERACTIVE
+    if _STATEFUL_PSEUDO.search(plain) is not None:
+        return STATE
+    generated = _GENERATED_PSEUDO.search(plain)
+    return generated.group(1).lower() if generated is not None else PLAIN
+
+
 def is_stateful(selector: str) -> bool:
     """Whether ``selector`` uses a pseudo-class or pseudo-element that an inline style cannot express."""
-    if ":" not in selector:
-        return False
-    plain = selector
-    if "\\" in plain or '"' in plain or "'" in plain:
-        plain = _ESCAPE.sub("_", _STRING.sub('""', selector))  # .sm\:hover is a class, not :hover
-    return _STATEFUL_PSEUDO.search(plain) is not None
+    return selector_kind(selector) in (STATE, INTERACTIVE)
+
+
+def without_pseudo_element(selector: str) -> str:
+    """``a.x::before`` -> ``a.x``: the element that carries a ::before/::after box ("" for ``::before``)."""
+    plain = _masked(selector)
+    out: list[str] = []
+    pos = 0
+    for match in _GENERATED_PSEUDO.finditer(plain):
+        out.append(selector[pos : match.start()])
+        pos = match.end()
+    out.append(selector[pos:])
+    return "".join(out).strip()
+
+
+def _masked(selector: str) -> str:
+    """``selector`` with its escapes and strings blanked, at the same length (``.sm\\:hover`` is a class)."""
+    if "\\" not in selector and '"' not in selector and "'" not in selector:
+        return selector
+    masked = _ESCAPE.sub("__", selector)
+    return _STRING.sub(lambda m: m.group()[0] + "_" * (len(m.group()) - 2) + m.group()[-1], masked)
 
 
 _SPEC_TOKEN: Final = re.compile(

@@ -26,22 +26,36 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
 import css_inline
 
-from postwire.transformer.css_cascade import CascadePlan, apply_cascade, build_plan
+from postwire.transformer import code_blocks
+from postwire.transformer.css_cascade import (
+    ATTRIBUTE,
+    JUICE_CONTROL,
+    MARKER_ID,
+    VOID_ELEMENTS,
+    CascadePlan,
+    apply_cascade,
+    build_plan,
+)
+from postwire.transformer.css_context import apply_in_context
 from postwire.transformer.css_sheet import (
     CONTAINER,
     FONT_FACE,
+    IGNORED,
     KEYFRAMES,
+    LAYER,
     MEDIA,
     OTHER_AT_RULE,
     PSEUDO,
     Sheet,
-    is_stateful,
     parse_sheet,
+    rule_text,
+    selector_kind,
     specificity,
+    split_top_level,
 )
 from postwire.transformer.inline_options import DEFAULT_OPTIONS, InlineOptions
 
@@ -51,7 +65,23 @@ ENGINES: Final = (CSS_INLINE, PREMAILER)
 MAX_HTML_TAGS: Final = 120_000  # start tags in one document; more is refused (see the module doc)
 _START_TAG: Final = re.compile(r"<[A-Za-z]")  # where a start tag can begin (in comments too: an upper bound)
 _DATA_EMBED: Final = re.compile(r"\sdata-embed\b", re.I)
+# elements whose content is text to an HTML parser (noscript: parsers run with scripting on) and that
+# mail holds (xmp, noembed, noframes, plaintext are obsolete; iframe content is never shown)
+_TEXT_ELEMENTS: Final = ("<title", "<script", "<textarea", "<noscript")
+# a rule block with no block inside (a style rule, also inside @media), and juice's state pseudo-classes
+_INNERMOST_BLOCK: Final = re.compile(r"([^{}]*)\{([^{}]*)\}")
+_PSEUDO_CLASS: Final = re.compile(r":(?:hover|active|focus|visited|link)", re.I)
+_IMPORTANT: Final = re.compile(r"!\s*important\s*$", re.I)
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# a style attribute that sets a custom property (its descendants may read it with var())
+_OWN_CUSTOM_PROPERTY: Final = re.compile(r"""style\s*=\s*(?:"[^"]*--|'[^']*--|[^\s"'>]*--)""")
+# in css-inline's output: comments and raw text (left alone), then a start tag (of a void element)
+_NOT_MARKUP: Final = r"(<!--.*?-->|<(script|style|xmp|iframe|noembed|noframes|noscript)\b[^>]*>.*?</\2\s*>)"
+_ATTRIBUTES: Final = f"{ATTRIBUTE}*"
+_TAG: Final = re.compile(rf"{_NOT_MARKUP}|(<[A-Za-z][^\s/>]*{_ATTRIBUTES}\s*/?>)", re.S)
+_VOID_TAG: Final = re.compile(
+    rf"{_NOT_MARKUP}|(<(?:{'|'.join(sorted(VOID_ELEMENTS))}){_ATTRIBUTES})\s*>", re.S
+)
 
 
 class InlineError(ValueError):
@@ -109,10 +139,13 @@ class _Plan:
         kept = [text for css in styles for text in _kept(parse_sheet(css), options)]
         if not options.remove_style_tags:
             kept = list(styles)
-        if extra and options.insert_preserved_extra_css:
-            kept += _kept(extra, options, extra=True)
-        kept.sort(key=lambda text: not text.startswith("@import"))  # clients ignore an @import after rules
-        self.kept_css = "\n".join(text for text in kept if text.strip()).replace("</", "<\\/")
+        self.options, self.sheets = options, sheets
+        self.extra_kept = (
+            _kept(extra, options, extra=True) if extra and options.insert_preserved_extra_css else []
+        )
+        if options.add_important_to_pseudo_classes:
+            kept = [_important_pseudo_classes(text) for text in kept]
+        self.kept_css = _style_text([*kept, *self.extra_kept])
         self.inliner = css_inline.CSSInliner(
             inline_style_tags=False,  # the CSS goes in as marker rules (css_cascade), not as written
             keep_style_tags=False,  # what must stay is written back after the cascade
@@ -123,6 +156,73 @@ class _Plan:
         )
 
 
+def _important_pseudo_classes(css: str) -> str:
+    """juice's addImportantToPseudoClasses: each declaration of a rule whose selector has :hover,
+    :active, :focus, :visited or :link made !important, so it beats the inlined styles it overrides."""
+    return _INNERMOST_BLOCK.sub(_important_block, css) if ":" in css else css
+
+
+def _important_block(match: re.Match[str]) -> str:
+    prelude, body = match.groups()
+    if _PSEUDO_CLASS.search(prelude) is None:
+        return match.group()
+    declarations = [
+        text if _IMPORTANT.search(text) else f"{text} !important"
+        for part in split_top_level(body, ";")
+        if (text := part.strip())
+    ]
+    return f"{prelude}{{ {'; '.join(declarations)}; }}" if declarations else match.group()
+
+
+def _style_text(kept: list[str]) -> str:
+    """The content of the <style> block that keeps ``kept``; ``</`` escaped, so it cannot end the block."""
+    kept = sorted(kept, key=lambda text: not text.startswith("@import"))  # clients ignore a late @import
+    return "\n".join(text for text in kept if text.strip()).replace("</", "<\\/")
+
+
+def _not_inlined(plan: _Plan, marked: str) -> str:
+    """juice's removeInlinedSelectors (with removeStyleTags off): the <style> blocks without the
+    selectors that matched an element in ``marked``, what juice keeps (at-rules, rules whose first
+    selector needs state, preservedSelectors) kept whole."""
+    matched = {int(number) for number in MARKER_ID.findall(marked)}
+    kept: list[str] = []
+    first = 0
+    for sheet in plan.sheets:
+        kept += _remaining(sheet, first, matched, plan.options)
+        first += len(sheet.selectors)
+    if plan.options.add_important_to_pseudo_classes:
+        kept = [_important_pseudo_classes(text) for text in kept]
+    return _style_text([*kept, *plan.extra_kept])
+
+
+def _remaining(sheet: Sheet, first: int, matched: set[int], options: InlineOptions) -> list[str]:
+    """The rules of ``sheet`` (its rules numbered from ``first``) with the selectors in ``matched`` left
+    out, and all it keeps, in its order."""
+    pieces = [(kept.anchor, 0, kept.text) for kept in sheet.kept]
+    written = {id(kept.body) for kept in sheet.kept if kept.body is not None}
+    for start, stop in _rule_groups(sheet):
+        selectors, body = sheet.selectors[start:stop], sheet.bodies[start]
+        if id(body) in written:
+            continue
+        if not any(p in s for s in selectors for p in options.preserved_selectors):
+            selectors = [s for n, s in enumerate(selectors, start=first + start) if n not in matched]
+        if selectors:
+            pieces.append((start, 1, rule_text(selectors, body)))
+    return [text for _, _, text in sorted(pieces, key=lambda piece: piece[:2])]
+
+
+def _rule_groups(sheet: Sheet) -> list[tuple[int, int]]:
+    """(start, stop) of each run of inlinable selectors that share a body: one rule's selectors."""
+    groups: list[tuple[int, int]] = []
+    index = 0
+    while index < len(sheet.selectors):
+        body, start = sheet.bodies[index], index
+        while index < len(sheet.selectors) and sheet.bodies[index] is body:
+            index += 1
+        groups.append((start, index))
+    return groups
+
+
 @functools.lru_cache(maxsize=16)
 def _plan(styles: tuple[str, ...], extra_css: str, options: InlineOptions, var_styles: bool) -> _Plan:
     return _Plan(styles, extra_css, options, var_styles)
@@ -130,36 +230,63 @@ def _plan(styles: tuple[str, ...], extra_css: str, options: InlineOptions, var_s
 
 def clear_caches() -> None:
     """Forget every parsed stylesheet and plan, as in a fresh process (for benchmarks of the cold path)."""
-    for cache in (_plan, parse_sheet, specificity, is_stateful):
+    for cache in (_plan, parse_sheet, specificity, selector_kind):
         cache.cache_clear()
 
 
 def _kept(sheet: Sheet, options: InlineOptions, extra: bool = False) -> list[str]:
-    """The parts of ``sheet`` that stay in <style>, as ``options`` choose.
+    """The parts of ``sheet`` that stay in <style>, as ``options`` choose, in the sheet's order.
 
-    From the extra CSS only the at-rules are kept, as juice's insertPreservedExtraCss does (its a:hover,
-    ::before... rules are dropped): juice is the reference senders compare with, and a state rule that
-    matters belongs in the document's own <style>, which keeps it.
+    From the extra CSS only the at-rules are kept, as juice's insertPreservedExtraCss does (its a:hover
+    rules are dropped): juice is the reference senders compare with, and a state rule that matters
+    belongs in the document's own <style>, which keeps it. Rules with one of juice's preservedSelectors
+    are kept too (and inlined as well), and what a juice ignore comment set aside always is.
     """
     wanted = {
         MEDIA: options.preserve_media_queries,
         FONT_FACE: options.preserve_font_faces,
         KEYFRAMES: options.preserve_key_frames,
         CONTAINER: options.preserve_container_queries,
+        LAYER: options.preserve_layers,
         PSEUDO: options.preserve_pseudos and not extra,
         OTHER_AT_RULE: True,
+        IGNORED: True,
     }
-    return [kept.text for kept in sheet.kept if wanted[kept.kind]]
+    kept = [kept for kept in sheet.kept if wanted[kept.kind]]
+    if not options.preserved_selectors:
+        return [kept.text for kept in kept]
+    pieces = [(kept.anchor, 0, kept.text) for kept in kept]
+    written = {id(kept.body) for kept in kept if kept.body is not None}
+    pieces += _preserved(sheet, options.preserved_selectors, written)
+    return [text for _, _, text in sorted(pieces, key=lambda piece: piece[:2])]
 
 
-def _style_blocks(html: str, lower: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(CSS of each <style> to inline, whole <style data-embed> elements to keep as they are).
+def _preserved(sheet: Sheet, patterns: tuple[str, ...], written: set[int]) -> list[tuple[int, int, str]]:
+    """(anchor, 1, text) of each inlinable rule with a selector holding one of ``patterns``, as juice's
+    preservedSelectors matches them (by substring); ``written``: bodies of rules already kept."""
+    out: list[tuple[int, int, str]] = []
+    for start, stop in _rule_groups(sheet):
+        selectors, body = sheet.selectors[start:stop], sheet.bodies[start]
+        if id(body) not in written and any(p in s for s in selectors for p in patterns):
+            out.append((start, 1, rule_text(selectors, body)))
+    return out
 
-    <style> elements as an HTML parser finds them: not inside comments (``<!--[if mso]><style>`` is for
-    Outlook alone), ended by the first ``</style``.
-    """
+
+class _StyleBlocks(NamedTuple):
+    """The <style> elements of a document as an HTML parser finds them."""
+
+    styles: tuple[str, ...]  # the CSS of each one to inline
+    embedded: tuple[str, ...]  # whole <style data-embed> elements, kept as they are
+    spans: tuple[tuple[int, int], ...]  # where each one to inline stands, start tag to end tag
+
+
+def _style_blocks(html: str, lower: str) -> _StyleBlocks:
+    """The <style> elements: not inside comments (``<!--[if mso]><style>`` is for Outlook alone), each
+    ended by the first ``</style``."""
     styles: list[str] = []
     embedded: list[str] = []
+    spans: list[tuple[int, int]] = []
+    text_elements: _TextElements | None = None
     pos = 0  # ``lower`` is html.lower(), searched with str.find
     while (start := lower.find("<style", pos)) >= 0:
         comment = lower.rfind("<!--", pos, start)
@@ -167,6 +294,10 @@ def _style_blocks(html: str, lower: str) -> tuple[tuple[str, ...], tuple[str, ..
             pos = lower.find("-->", start)
             if pos < 0:
                 break
+            continue
+        text_elements = text_elements or _TextElements(lower, lower.rfind("<style"))
+        if text_elements.contain(start):  # <title>Use <style></title>: text, not an element
+            pos = start + 6
             continue
         tag_end = lower.find(">", start)
         if tag_end < 0:
@@ -181,7 +312,41 @@ def _style_blocks(html: str, lower: str) -> tuple[tuple[str, ...], tuple[str, ..
             embedded.append(f"<style{_DATA_EMBED.sub('', attributes)}>{css}</style>")
         else:
             styles.append(css)
-    return tuple(styles), tuple(embedded)
+            close = lower.find(">", end)
+            if close >= 0:  # an unterminated <style> is left to the parser
+                spans.append((start, close + 1))
+    return _StyleBlocks(tuple(styles), tuple(embedded), tuple(spans))
+
+
+class _TextElements:
+    """Whether a position is inside an element whose content a parser reads as text (``<title>``,
+    ``<script>``, ``<textarea>``...), so that a ``<style`` there is neither inlined nor removed.
+
+    Asked about positions in increasing order: each kind's openings and closings are found once.
+    """
+
+    def __init__(self, lower: str, limit: int) -> None:
+        self.lower, self.limit = lower, limit  # no position past ``limit`` is asked about
+        # per kind: (its last opening before the position asked about, where that one closes, next opening)
+        self.state = {name: (-1, -1, lower.find(name, 0, limit)) for name in _TEXT_ELEMENTS}
+
+    def contain(self, pos: int) -> bool:
+        inside = False
+        for name, (opened, closed, following) in self.state.items():
+            while 0 <= following < pos:
+                opened, closed = following, self.lower.find(f"</{name[1:]}", following)
+                # a document has one <title> (the parser moves a second one into it)
+                following = -1 if name == "<title" else self.lower.find(name, following + 1, self.limit)
+            self.state[name] = (opened, closed, following)
+            inside = inside or (opened >= 0 and not 0 <= closed < pos)
+        return inside
+
+
+def _without(html: str, spans: tuple[tuple[int, int], ...]) -> str:
+    """``html`` without the <style> elements at ``spans``: juice removes them before matching, so they
+    are nobody's sibling (``p:first-child`` matches a <p> after a <style> in <body>)."""
+    kept = [html[stop:start] for (_, stop), (start, _) in zip(((0, 0), *spans), spans, strict=False)]
+    return "".join(kept) + html[spans[-1][1] :]
 
 
 def _insertion_point(document: str) -> int:
@@ -199,22 +364,55 @@ def _insert(document: str, blocks: str) -> str:
 
 
 def _inline_css_inline(html: str, extra_css: str | None, options: InlineOptions) -> str:
+    html, protected = code_blocks.protect(html, options.code_blocks)
     lower = html.lower()  # str.find is many times faster than a case-insensitive regex over the document
     if len(lower) != len(html):  # "İ".lower() is two characters: lower only ASCII, so positions agree
         lower = html.translate(_ASCII_LOWER)
-    styles, embedded = _style_blocks(html, lower)
+    styles, embedded, spans = _style_blocks(html, lower)
+    if protected:  # what CSS holds is copied to elements: a block there comes back escaped
+        styles = tuple(code_blocks.moved(css) for css in styles)
     var_styles = options.resolve_css_variables and "var(" in lower  # some style may use var()
     plan = _plan(styles, extra_css or "", options, var_styles)
+    source = _without(html, spans) if spans and options.remove_style_tags else html
     try:
-        marked = str(plan.inliner.inline(html))
+        marked = str(plan.inliner.inline(source))
     except (ValueError, TypeError) as exc:  # css_inline.InlineError is a ValueError
         raise InlineError(f"css-inline failed: {exc}") from exc
-    blocks = "".join(embedded) + (f"<style>\n{plan.kept_css}\n</style>" if plan.kept_css else "")
-    if not plan.cascade.marker_css:
+    kept_css = plan.kept_css
+    if options.remove_inlined_selectors and not options.remove_style_tags and plan.sheets:
+        kept_css = _not_inlined(plan, marked)
+    blocks = "".join(embedded) + (f"<style>\n{kept_css}\n</style>" if kept_css else "")
+    blocks = code_blocks.restore_css(blocks, protected)
+    cascade = plan.cascade
+    if cascade.marker_css and (
+        cascade.context or (var_styles and _OWN_CUSTOM_PROPERTY.search(lower) is not None)
+    ):
+        document = apply_in_context(marked, cascade, blocks)
+    else:
+        document = _cascaded(marked, cascade, blocks)
+    if "data-juice-" in lower:
+        document = _TAG.sub(_without_juice_controls, document)
+    if options.xml_mode:
+        document = _VOID_TAG.sub(_self_closed, document)
+    return code_blocks.restore(document, protected)
+
+
+def _cascaded(marked: str, cascade: CascadePlan, blocks: str) -> str:
+    """css-inline's ``marked`` output with each marked tag rewritten on its own, and ``blocks`` inserted."""
+    if not cascade.marker_css:
         return _insert(marked, blocks) if blocks else marked
     if not blocks:
-        return apply_cascade(marked, plan.cascade)
+        return apply_cascade(marked, cascade)
     split = _insertion_point(marked)  # rewrite around it: one copy of a document that can be megabytes
-    return "".join(
-        (apply_cascade(marked[:split], plan.cascade), blocks, apply_cascade(marked[split:], plan.cascade))
-    )
+    return "".join((apply_cascade(marked[:split], cascade), blocks, apply_cascade(marked[split:], cascade)))
+
+
+def _without_juice_controls(match: re.Match[str]) -> str:
+    """A tag without juice's data-juice-duplicates/-important attributes, as juice writes it."""
+    tag = match.group(3)
+    return match.group(1) if tag is None else JUICE_CONTROL.sub("", tag)
+
+
+def _self_closed(match: re.Match[str]) -> str:
+    """juice's xmlMode for a void element (``<br/>``); comments and raw text are left as they are."""
+    return match.group(1) or f"{match.group(3)}/>"
