@@ -99,14 +99,20 @@ def make_token(key: bytes, group_id: str, recipient_index: int, link_index: int)
     return base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode("ascii")
 
 
-def read_token(key: bytes, token: str) -> Token:
-    """The verified token; raises :class:`BadToken` for anything not issued with ``key``."""
-    if not _TOKEN_CHARS.match(token):
+def token_bytes(token: str, chars: re.Pattern[str] = _TOKEN_CHARS) -> bytes:
+    """The bytes of an unpadded URL-safe base64 token whose text matches ``chars`` (its alphabet and
+    length); raises :class:`BadToken` otherwise. Shared with postwire.core.unsubscribe's tokens."""
+    if not chars.match(token):
         raise BadToken("malformed token")
     try:
-        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as e:
         raise BadToken("malformed token") from e
+
+
+def read_token(key: bytes, token: str) -> Token:
+    """The verified token; raises :class:`BadToken` for anything not issued with ``key``."""
+    data = token_bytes(token)
     if len(data) != _PAYLOAD + _MAC_LEN or data[0] != VERSION:
         raise BadToken("malformed token")
     payload, mac = data[:_PAYLOAD], data[_PAYLOAD:]

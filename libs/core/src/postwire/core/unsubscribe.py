@@ -22,7 +22,6 @@ secret (POSTWIRE_VERP_SECRET) and neither can stand in for the other.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from postwire.core.sendoptions import HEADER_END, header_fields
+from postwire.core.tracking import BadToken as BadToken  # read_token's error (re-exported)
+from postwire.core.tracking import token_bytes
 
 PATH: Final = "/u/"
 ONE_CLICK: Final = b"List-Unsubscribe=One-Click"
@@ -43,10 +44,6 @@ _MAILTO: Final = re.compile(rb"<\s*(mailto:[^<>\s]+)\s*>", re.IGNORECASE)
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._@+/=-]")
 _LIST_ID: Final = re.compile(rb"(?im)^list-id[ \t]*:(.*(?:\r?\n[ \t].*)*)")
 _LIST_ID_VALUE: Final = re.compile(r"<([^<>\s]{1,100})>")
-
-
-class BadToken(ValueError):
-    """Not an unsubscribe token this installation issued (malformed, tampered, another key)."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +107,7 @@ def make_token(key: bytes, what: Unsubscribe) -> str:
 
 def read_token(key: bytes, token: str) -> Unsubscribe:
     """The verified token; raises :class:`BadToken` for anything not issued with ``key``."""
-    if not _TOKEN_CHARS.match(token):
-        raise BadToken("malformed token")
-    try:
-        data = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise BadToken("malformed token") from e
+    data = token_bytes(token, _TOKEN_CHARS)
     if len(data) < 1 + _SIV_LEN + 8 or data[0] != VERSION:
         raise BadToken("malformed token")
     siv, sealed = data[1:1 + _SIV_LEN], data[1 + _SIV_LEN:]
