@@ -56,6 +56,15 @@ class Submission:
     unsubscribe: bool = False
     # the mailing list the send names; None: the message's List-Id header, if any
     list_id: str | None = None
+    # the decoded PersonalisedMessage of ``raw``, once (stream, From and List-Id all read it)
+    _content: envelope_pb2.PersonalisedMessage | None = field(default=None, init=False, repr=False,
+                                                              compare=False)
+
+    def _template(self) -> envelope_pb2.PersonalisedMessage:
+        """A personalised submission's content, decoded on first use (``raw`` is not changed after)."""
+        if self._content is None:
+            self._content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
+        return self._content
 
     def chosen_stream(self) -> Stream:
         if self.stream is not None:
@@ -67,22 +76,20 @@ class Submission:
             return True  # bulk whatever the headers say: not worth reading them
         if self.personalisation is None:
             return has_list_unsubscribe(self.raw)
-        content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
-        return any(h.name.strip().lower() == "list-unsubscribe" for h in content.headers)
+        return any(h.name.strip().lower() == "list-unsubscribe" for h in self._template().headers)
 
     def from_domains(self) -> list[str]:
         """The domains of the message's From (the template's From for a personalised one)."""
         if self.personalisation is None:
             return header_from_domains(self.raw)
-        return address_domains(getattr(envelope_pb2.PersonalisedMessage.FromString(self.raw), "from"))
+        return address_domains(getattr(self._template(), "from"))
 
     def _list_id(self) -> str:
         if self.list_id is not None:
             return self.list_id
         if self.personalisation is None:
             return list_id_of(self.raw)
-        content = envelope_pb2.PersonalisedMessage.FromString(self.raw)
-        found = [h.value for h in content.headers if h.name.strip().lower() == "list-id"]
+        found = [h.value for h in self._template().headers if h.name.strip().lower() == "list-id"]
         return list_id_of(f"List-Id: {found[0]}\r\n\r\n".encode()) if found else ""
 
     def options(self) -> envelope_pb2.SendOptions:
