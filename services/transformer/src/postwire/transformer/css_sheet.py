@@ -120,7 +120,7 @@ def _parts(separator: str) -> re.Pattern[str]:
 _TOP_LEVEL_PARTS: Final = {separator: _parts(separator) for separator in ",;"}
 _SELECTOR_CARE: Final = re.compile(r"[(\[\"']")  # a selector list that str.split(",") cannot split
 _NEEDS_CARE: Final = re.compile(r"[()\[\]\"']")  # a body that str.split(";") cannot split
-_IMPORTANT: Final = re.compile(r"\s*!\s*important\s*$", re.I)
+IMPORTANT: Final = re.compile(r"\s*!\s*important\s*$", re.I)  # a declaration's !important, at its end
 _STRING: Final = re.compile(r"\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'")
 # a pseudo-class or pseudo-element in STATEFUL_PSEUDOS, or a vendor one (::-webkit-..., :-moz-...)
 _STATEFUL_PSEUDO: Final = re.compile(
@@ -206,7 +206,7 @@ def _read_declarations(body: str, first_position: int) -> list[tuple[str, str, b
         if name and (name[0].isalpha() or name[0] in "-_*"):
             important = 0
             if "!" in value:
-                value, important = _IMPORTANT.subn("", value)
+                value, important = IMPORTANT.subn("", value)
             value = value.strip()
             if value:
                 out.append((name if name[:2] == "--" else name.lower(), value, bool(important), position))
@@ -680,7 +680,7 @@ def parse_declaration(text: str, position: int) -> Declaration | None:
         return None
     important = 0
     if "!" in value:
-        value, important = _IMPORTANT.subn("", value)
+        value, important = IMPORTANT.subn("", value)
     value = value.strip()
     if not value:
         return None
@@ -692,7 +692,7 @@ def _is_declaration(text: str) -> bool:
     colon = text.find(":")
     if colon <= 0 or colon == len(text) - 1 or not (text[0].isalpha() or text[0] in "-_*"):
         return False
-    return "!" not in text or bool(_IMPORTANT.sub("", text[colon + 1 :]).strip())
+    return "!" not in text or bool(IMPORTANT.sub("", text[colon + 1 :]).strip())
 
 
 def split_selectors(prelude: str) -> list[str]:

@@ -45,6 +45,7 @@ from postwire.transformer.css_sheet import (
     CONTAINER,
     FONT_FACE,
     IGNORED,
+    IMPORTANT,
     KEYFRAMES,
     LAYER,
     MEDIA,
@@ -71,7 +72,6 @@ _TEXT_ELEMENTS: Final = ("<title", "<script", "<textarea", "<noscript")
 # a rule block with no block inside (a style rule, also inside @media), and juice's state pseudo-classes
 _INNERMOST_BLOCK: Final = re.compile(r"([^{}]*)\{([^{}]*)\}")
 _PSEUDO_CLASS: Final = re.compile(r":(?:hover|active|focus|visited|link)", re.I)
-_IMPORTANT: Final = re.compile(r"!\s*important\s*$", re.I)
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # a style attribute that sets a custom property (its descendants may read it with var())
 _OWN_CUSTOM_PROPERTY: Final = re.compile(r"""style\s*=\s*(?:"[^"]*--|'[^']*--|[^\s"'>]*--)""")
@@ -167,7 +167,7 @@ def _important_block(match: re.Match[str]) -> str:
     if _PSEUDO_CLASS.search(prelude) is None:
         return match.group()
     declarations = [
-        text if _IMPORTANT.search(text) else f"{text} !important"
+        text if IMPORTANT.search(text) else f"{text} !important"
         for part in split_top_level(body, ";")
         if (text := part.strip())
     ]
