@@ -29,14 +29,13 @@ from typing import Any
 from bounce_accuracy import FIELDS, field_matches  # type: ignore[import-not-found]
 
 from postwire.bounce_classifier.__main__ import classify_files
-from postwire.bounce_classifier.parser import GATEWAYS
 from postwire.bounce_classifier.providers import PROVIDERS, without_providers
 from postwire.testing.corpus import corpus_dir
 
 CORPUS = corpus_dir() / "bounces"
 _FAMILY_RE = re.compile(r"^(?P<family>.+?)-\d+\.eml$")
 
-# Which provider knowledge (providers.py tags, parser.py gateway tags) describes which corpus family.
+# Which provider knowledge (providers.py tags) describes which corpus family.
 FAMILY_KNOWLEDGE: dict[str, frozenset[str]] = {
     "rhost-franceptt": frozenset({"orange"}),
     "rhost-spectrum": frozenset({"spectrum"}),
@@ -59,11 +58,9 @@ FAMILY_KNOWLEDGE: dict[str, frozenset[str]] = {
     "rhost-tencent": frozenset({"tencent"}),
     "rhost-yahooinc": frozenset({"yahoo"}),
     "lhost-yahoo": frozenset({"yahoo"}),
-    "lhost-mcafee": frozenset({"mcafee"}),
-    "lhost-surfcontrol": frozenset({"surfcontrol"}),
-    "lhost-activehunter": frozenset({"activehunter"}),
-    "lhost-mfilter": frozenset({"mfilter"}),
-    "lhost-mailfoundry": frozenset({"mailfoundry"}),
+    "lhost-exchange2003": frozenset({"exchange2003"}),
+    "lhost-imailserver": frozenset({"imail"}),
+    "lhost-verizon": frozenset({"verizon"}),
 }
 
 
@@ -91,7 +88,7 @@ def family_of(file: str) -> str:
 def check_knowledge_map() -> None:
     """Every provider tag the classifier has must be mapped to a family, or its fold would keep it."""
     mapped = frozenset().union(*FAMILY_KNOWLEDGE.values())
-    unmapped = (PROVIDERS | GATEWAYS) - mapped
+    unmapped = PROVIDERS - mapped
     if unmapped:
         raise SystemExit(f"provider knowledge with no corpus family in FAMILY_KNOWLEDGE: {sorted(unmapped)}")
 

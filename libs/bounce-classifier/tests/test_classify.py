@@ -19,7 +19,6 @@ from postwire.bounce_classifier.classify import (
         (550, "5.1.1", "<a@example.org>... User unknown", "userunknown", True),
         (550, None, "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown", "userunknown",
          True),
-        (None, None, "550 No such user here", "userunknown", True),
         (552, "5.2.2", "Mailbox full", "mailboxfull", False),
         (452, "4.2.2", "The email account that you tried to reach is over quota.", "mailboxfull",
          False),
@@ -204,3 +203,20 @@ def test_replycode_at_line_end_only_after_a_reply_introduction() -> None:
 )
 def test_wordings_added_for_the_corpus_misses(text: str, reason: str) -> None:
     assert classify_reply(None, None, text).reason == reason
+
+
+def test_user_unknown_needs_the_rcpt_stage_or_an_x11_status() -> None:
+    """Sisimai's rule: a missing mailbox shows at RCPT or under X.1.1; the same words with neither may be a
+    filter's (the mailbox may exist), so they are filtered and soft, not a reason to suppress."""
+    text = "550 No such user here"
+
+    def verdict(status: str | None, command: str | None) -> tuple[str, bool]:
+        got = classify_reply(None, status, text, command=command)
+        return got.reason, got.hardbounce
+
+    assert verdict(None, "RCPT") == ("userunknown", True)
+    assert verdict("5.1.1", None) == ("userunknown", True)
+    assert verdict(None, None) == ("filtered", False)
+    assert verdict(None, "DATA") == ("filtered", False)
+    # a stage named in the text counts, across a wrapped line
+    assert classify_reply(None, None, text + " (in reply to\n    RCPT TO command)").reason == "userunknown"

@@ -35,8 +35,8 @@ from postwire.testing.corpus import corpus_path
         (550, "5.7.1", "550 5.7.1 Message rejected due to content restrictions", "spamdetected", "medium"),
         # RFC 5321's text for 550 covers "no access" too: under X.7.1 it is the recipient's filter
         (550, "5.7.1", "550 5.7.1 Requested action not taken: mailbox unavailable", "filtered", "medium"),
-        # a bare reply code
-        (550, None, "550 Requested action not taken", "userunknown", "low"),
+        # a bare reply code (with no stage known: RCPT would make it userunknown)
+        (550, None, "550 Requested action not taken", "filtered", "low"),
         (None, None, "", "onhold", "low"),
     ],
 )
@@ -593,7 +593,8 @@ DOCUMENTED_REPLIES = [
 
 @pytest.mark.parametrize(("text", "reason"), DOCUMENTED_REPLIES)
 def test_documented_replies(text: str, reason: str) -> None:
-    assert classify_reply(None, None, text).reason == reason
+    # as the dispatcher sees them: the reply to a recipient (a stage the text names still wins)
+    assert classify_reply(None, None, text, command="RCPT").reason == reason
 
 
 def test_the_recipients_own_refusal_outranks_a_generic_mailbox_status() -> None:
@@ -640,9 +641,10 @@ LABEL_DISAGREEMENTS: dict[str, tuple[str, str, str]] = {
     "lhost-receivingses-03.eml": ("onhold", "expired",
                                   "RFC 3464 Action: failed under a 4.0.0 Status, 'Temporary failure' and no "
                                   "cause: the MTA gave up retrying a transient failure"),
-    "lhost-mfilter-04.eml": ("rejected", "filtered",
-                             "'All recipient addresses rejected: Access denied', relayed by a filtering "
-                             "gateway at DATA: nothing in it is about the envelope sender"),
+    "lhost-mfilter-04.eml": ("rejected", "userunknown",
+                             "Exchange Online's '550 5.4.1 All recipient addresses rejected: Access denied' "
+                             "(protection.outlook.com) is its directory-based edge blocking: no such "
+                             "recipient in the organisation; nothing in it is about the envelope sender"),
 }
 
 
@@ -667,5 +669,5 @@ def test_cross_validation_does_not_regress() -> None:
     finally:
         sys.path.pop(0)
     scores = crossval.crossvalidate(corpus)
-    assert crossval.pooled(scores, "reason", held_out=True) >= 85.0
-    assert crossval.pooled(scores, "hardbounce", held_out=True) >= 94.0
+    assert crossval.pooled(scores, "reason", held_out=True) >= 85.5
+    assert crossval.pooled(scores, "hardbounce", held_out=True) >= 95.0

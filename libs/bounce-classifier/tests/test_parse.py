@@ -146,8 +146,8 @@ def test_corpus_accuracy_does_not_regress() -> None:
     result = accuracy.evaluate(corpus)
     totals = result["totals"]
     assert accuracy.accuracy(totals, "all", "recipient") >= 97.5
-    assert accuracy.accuracy(totals, "all", "reason") >= 91.0
-    assert accuracy.accuracy(totals, "all", "hardbounce") >= 95.8
+    assert accuracy.accuracy(totals, "all", "reason") >= 92.2
+    assert accuracy.accuracy(totals, "all", "hardbounce") >= 97.4
     assert accuracy.accuracy(totals, "all", "status") >= 96.8
     assert accuracy.accuracy(totals, "all", "replycode") >= 94.8
     assert accuracy.accuracy(totals, "rfc3464", "status") >= 96.0
@@ -208,7 +208,8 @@ def test_postfix_rule_above_the_errors_and_contact_address() -> None:
     body = ("This is the Postfix program at host mx.example.net.\n\n"
             "For further assistance, please contact <help@example.net>\n\n"
             "-----------------------------------------\n\n"
-            "<u@example.org>: host mx.example.org[192.0.2.2] said: 550\n    <u@example.org>: User unknown\n")
+            "<u@example.org>: host mx.example.org[192.0.2.2] said: 550\n"
+            "    <u@example.org>: User unknown (in reply to\n    RCPT TO command)\n")
     (result,) = parse_bounce(_mail(body))
     assert (result.recipient, result.reason, result.replycode) == ("u@example.org", "userunknown", 550)
 
@@ -281,9 +282,17 @@ def test_folded_content_type_without_semicolon_is_still_text() -> None:
 
 
 def test_vague_status_of_the_mail_is_reported_as_is() -> None:
-    raw = _mail(_DSN.format(n=1, rcpt="a@example.org", status="5.0.0", diag="550 no such user here"))
+    diag = "550 no such user here (in reply to RCPT TO command)"
+    raw = _mail(_DSN.format(n=1, rcpt="a@example.org", status="5.0.0", diag=diag))
     (result,) = parse_bounce(raw)
     assert (result.reason, result.status, result.hardbounce) == ("userunknown", "5.0.0", True)
+
+
+def test_user_unknown_without_the_rcpt_stage_or_an_x11_status_is_a_filter() -> None:
+    # the same words with no stage and a vague status: a filter may have used them (Sisimai's filtered)
+    raw = _mail(_DSN.format(n=1, rcpt="a@example.org", status="5.0.0", diag="550 no such user here"))
+    (result,) = parse_bounce(raw)
+    assert (result.reason, result.status, result.hardbounce) == ("filtered", "5.0.0", False)
 
 
 def test_empty_typed_diagnostic_falls_back_to_the_notice() -> None:

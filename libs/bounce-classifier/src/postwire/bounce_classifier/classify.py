@@ -91,8 +91,9 @@ _ABSOLUTE_STATUS = frozenset({"1.6", "1.7", "1.8", "2.3", "7.13", "7.17", "7.18"
 _AFTER_DATA = re.compile(r"after end of data|end of data command|after data\b|"
                          r"in reply to (?:end of )?data|after the data command", re.IGNORECASE)
 _COMMAND_RE = re.compile(
-    r"in reply to (?:end of )?(?P<a>data|rcpt to|mail from|helo|ehlo)\b"
-    r"|after (?:end of )?(?P<b>data|rcpt to|mail from|initial connection|helo|ehlo)\b"
+    # a notice wraps its lines anywhere: "(in reply to\n    RCPT TO command)"
+    r"in\s+reply\s+to\s+(?:end\s+of\s+)?(?P<a>data|rcpt\s+to|mail\s+from|helo|ehlo)\b"
+    r"|after\s+(?:end\s+of\s+)?(?P<b>data|rcpt\s+to|mail\s+from|initial\s+connection|helo|ehlo)\b"
     r"|^\W*>>> (?P<c>data|rcpt to|mail from|helo|ehlo)\b"
     r"|did not like our (?P<d>rcpt to|mail from|data)\b"
     r"|\[(?P<e>rcpt_to|mail_from|data)\]"
@@ -181,7 +182,7 @@ def find_command(text: str) -> str | None:
     "after RCPT TO", a Sendmail transcript's ">>> DATA"); the last one mentioned wins."""
     found = None
     for m in _COMMAND_RE.finditer(text):
-        word = next(g for g in m.groups() if g).lower()
+        word = " ".join(next(g for g in m.groups() if g).lower().split())
         found = _COMMANDS.get(word, found)
     return found
 
@@ -201,10 +202,12 @@ def classify_reply(code: int | None, status: str | None, text: str, *,
     """Classify an SMTP reply code, an enhanced status code and the diagnostic text around them.
 
     Any argument may be missing: the code and status are looked for in `text` when not given.
-    `command` is the SMTP command the reply answered (CONN, EHLO, MAIL, RCPT, DATA) when known:
-    a "user unknown" given only after DATA is a content filter's verdict, not a missing mailbox.
+    `command` is the SMTP command the reply answered (CONN, EHLO, MAIL, RCPT, DATA), else the one the text
+    names: a "user unknown" given only after DATA, or at no known stage and without an X.1.1 status, is a
+    filter's verdict (Sisimai's filtered), not a missing mailbox.
     """
     status = _normalise_status(status) or find_status(text)
+    command = command or find_command(text)
     if code is None:
         code = find_replycode(text)
     if status is not None and status.startswith("2."):
@@ -273,6 +276,10 @@ def _refine(reason: str, cls: str | None, text: str, command: str | None, detail
         # "user unknown" under a status that says the mailbox exists (X.2.1 disabled) or that delivery was
         # not authorised (X.7.x), and not at RCPT where a lookup would fail: a refusal by the recipient's
         # filter or settings, not a missing mailbox
+        return "filtered"
+    if reason == "userunknown" and command is None and detail in (None, "0.0"):
+        # "user unknown" with neither the RCPT stage nor an X.1.1 status behind it: the mailbox may
+        # exist and a filter used the words (Sisimai's Filtered); a missing mailbox shows at RCPT
         return "filtered"
     if command == "MAIL" and reason in ("userunknown", "hostunknown"):
         return "rejected"  # refused at MAIL FROM: it is the sender's address that does not exist

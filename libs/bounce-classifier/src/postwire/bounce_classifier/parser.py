@@ -41,7 +41,7 @@ from postwire.bounce_classifier.message_fields import (
     part_text,
     walk_leaves,
 )
-from postwire.bounce_classifier.providers import provider_enabled
+from postwire.bounce_classifier.providers import provider_reason
 from postwire.bounce_classifier.rules import match_text, names_reason
 
 log = structlog.get_logger(__name__)
@@ -106,7 +106,7 @@ def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
     if report.recipients:
         blocks = _blocks_by_recipient(msg, human, [r.recipient or "" for r in report.recipients])
         notice = notification_text(human)
-        results = _behind_gateway(msg, [_from_dsn(r, blocks, notice) for r in report.recipients])
+        results = [_from_dsn(r, blocks, notice) for r in report.recipients]
         named = {(r.recipient or "").lower() for r in results}
         return results + [r for r in nested if (r.recipient or "").lower() not in named]
     if nested:
@@ -119,53 +119,11 @@ def parse_message(msg: Message, *, depth: int = 0) -> list[BounceResult]:
     if looks_like_bounce(msg, notice, original is not None):
         records = text_records(msg, notice) or _original_recipient(original, notice)
         # a bounce, even if its recipient is unknown
-        return _behind_gateway(msg, [_from_text(r, notice) for r in records])
+        return [_from_text(r, notice) for r in records]
     sender = auto_reply_sender(msg, human)
     if sender is not None:
         return [BounceResult(sender, "vacation", None, None, False, confidence="medium")]
     return []
-
-
-# Headers that content-filtering gateways (mail security appliances in front of the real mailbox
-# server) put on the notices they write: McAfee Email Gateway, SurfControl E-mail Filter, ActiveHunter,
-# m-FILTER, MailFoundry.
-# Each is tagged with its product, so the cross-validation can score a gateway's mails without it.
-_GATEWAY_HEADERS = (("mcafee", "X-NAI-Header"), ("surfcontrol", "X-SEF-Processed"),
-                    ("activehunter", "X-AHMAILID"))
-_GATEWAY_MAILER = (("surfcontrol", re.compile(r"surfcontrol", re.IGNORECASE)),
-                   ("mfilter", re.compile(r"m-filter", re.IGNORECASE)))
-_GATEWAY_RECEIVED = re.compile(r"\(MAILFOUNDRY\)", re.IGNORECASE)
-GATEWAYS: frozenset[str] = frozenset({n for n, _ in _GATEWAY_HEADERS} | {n for n, _ in _GATEWAY_MAILER}
-                                     | {"mailfoundry"})
-_MAILBOX_STATUS = re.compile(r"^[45]\.1\.[013]$")
-
-
-def _behind_gateway(msg: Message, results: list[BounceResult]) -> list[BounceResult]:
-    """A filtering gateway's own "no such user", with no X.1.1-style status and no sign that the
-    mailbox server refused the RCPT, is the gateway's filter verdict on the message (Sisimai: filtered).
-    """
-    if not _is_gateway(msg):
-        return results
-    out = []
-    for r in results:
-        in_text = find_status(r.diagnostic)
-        plain = r.reason == "userunknown" and not _MAILBOX_STATUS.match(in_text or "")
-        if plain and find_command(r.diagnostic) != "RCPT":
-            # the X.1.1 synthesised for "no such user" no longer applies: keep only the class digit
-            status = r.status if in_text or not r.status else f"{r.status[0]}.0.0"
-            r = replace(r, reason="filtered", hardbounce=False, status=status, confidence="medium")
-        out.append(r)
-    return out
-
-
-def _is_gateway(msg: Message) -> bool:
-    if any(provider_enabled(name) and msg.get(h) for name, h in _GATEWAY_HEADERS):
-        return True
-    mailer = header(msg, "X-Mailer")
-    if any(provider_enabled(name) and pattern.search(mailer) for name, pattern in _GATEWAY_MAILER):
-        return True
-    received = msg.get_all("Received", [])
-    return provider_enabled("mailfoundry") and any(_GATEWAY_RECEIVED.search(str(v)) for v in received)
 
 
 def _nested_reports(leaves: list[Message], depth: int) -> list[BounceResult]:
@@ -238,7 +196,10 @@ def _from_dsn(rec: RecipientStatus, blocks: dict[str, str], notice: str) -> Boun
     recipient = rec.recipient or ""
     diagnostic = rec.diagnostic
     block = blocks.get(recipient.lower(), "")
-    text = diagnostic if match_text(diagnostic) else f"{diagnostic}\n{block}".strip()
+    # the notice joins the diagnostic when the diagnostic says nothing known, or when the notice is in a
+    # provider's own words ("** Address not found **"), which are more precise than the relayed reply
+    known = match_text(diagnostic) and provider_reason(block) is None
+    text = diagnostic if known else f"{diagnostic}\n{block}".strip()
     status = _best_status(rec.status, diagnostic or block)
     result = _result(recipient, text, status, rec.action, rec.remote_mta, diagnostic or block,
                      find_command(block) or find_command(diagnostic))

@@ -7,7 +7,8 @@ condition more precisely than the generic SMTP reply and enhanced status around 
 so `classify_reply` consults these tables first.
 
 Every family below is recognised by the code's own shape in the diagnostic text, not by the host
-name, so the tables also work for the dispatcher's synchronous replies, which carry no DSN fields.
+name, so the tables also work for the dispatcher's synchronous replies, which carry no DSN fields (two
+carrier gateways, au's and Verizon's, are known by the domain of the address their wording names).
 Each family notes where its meanings come from; the reasons are Sisimai's vocabulary
 (../shared/corpus/bounces/REASONS.md). Sisimai's rhost modules (BSD-2-Clause) were used as a
 cross-check of the readings.
@@ -136,6 +137,21 @@ PROVIDER_PHRASES: Sequence[tuple[str, str, str]] = (
     # an empty address; an address that really does not exist is named ("550 <x@ezweb.ne.jp>: User
     # unknown"). Source: au support "mail/trouble/01" (迷惑メールフィルター) pages.
     ("kddi", r"(?<![\w.])550 : user unknown", "filtered"),
+    ("kddi", r"(?<![\w.])550:? <[^<>@\s]+@(?:ezweb\.ne\.jp|au\.com)>: user unknown", "userunknown"),
+    # Google's notice for a Google-hosted address that does not exist: "Your message wasn't delivered to
+    # x because the address couldn't be found. Check for typos or unnecessary spaces and try again."
+    # (support.google.com/mail/answer/7720). Its wording for a remote server's refusal differs ("…
+    # couldn't be found, or is unable to receive mail. The response from the remote server was: …").
+    ("gmail", r"because the address couldn't be found\. check for typos", "userunknown"),
+    # Exchange 2000/2003's Internet Mail Service NDR: "The recipient name is not recognized …
+    # MSEXCH:IMS:… (000C05A6) Unknown Recipient": its directory has no such recipient.
+    ("exchange2003", r"msexch:ims:.{0,120}\(000c05a6\) unknown recipient", "userunknown"),
+    # Ipswitch IMail's NDR for a local delivery: "Unknown user: x@y", "Invalid final delivery userid: x@y".
+    ("imail", r"(?:^|\s)(?:unknown user|invalid final delivery userid): \S+@", "userunknown"),
+    # Verizon Wireless's MMS gateway (vtext.com, vzwpix.com): "No valid recipients for this MM" for a
+    # number that has no account, and "550 - Requested action not taken: no such user here" from vtext.
+    ("verizon", r"no valid recipients for this mm\b", "userunknown"),
+    ("verizon", r"rcpt to: \S+@vtext\.com\b", "userunknown"),
     # Mimecast (community.mimecast.com "Mimecast SMTP Error Codes").
     ("mimecast", r"host network,? not allowed", "policyviolation"),        # geographic restriction
     ("mimecast", r"anti-spoofing policy", "policyviolation"),
