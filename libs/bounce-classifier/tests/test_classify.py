@@ -220,3 +220,9 @@ def test_user_unknown_needs_the_rcpt_stage_or_an_x11_status() -> None:
     assert verdict(None, "DATA") == ("filtered", False)
     # a stage named in the text counts, across a wrapped line
     assert classify_reply(None, None, text + " (in reply to\n    RCPT TO command)").reason == "userunknown"
+
+
+def test_a_delivery_aborted_after_a_time_limit_expired() -> None:
+    # the MTA gave up when its queue time ran out: expired, and final (class 5), not "nothing known"
+    got = classify_reply(None, None, "Delivery to the following recipients was aborted after 5.0 hour(s)")
+    assert (got.reason, got.status, got.hardbounce) == ("expired", "5.4.7", False)

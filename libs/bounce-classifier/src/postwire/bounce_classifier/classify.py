@@ -298,7 +298,8 @@ def _synthetic_status(reason: str, status: str | None, code: int | None, text: s
         temporary = any(w in lowered for w in ("temporar", "try again", "retry", "deferred", "delayed"))
         cls = "4" if temporary or (reason in ("expired",) and "permanent" not in lowered) else "5"
         if reason == "expired":
-            cls = "5" if "permanent" in lowered or "gave up" in lowered or "giving up" in lowered else cls
+            gave_up = ("permanent", "gave up", "giving up", "aborted")  # the retries ended: a final failure
+            cls = "5" if any(w in lowered for w in gave_up) else cls
     detail = _REASON_STATUS.get(reason)
     if detail is None:
         return status if status is not None else f"{cls}.0.0"

@@ -126,8 +126,8 @@ MICROSOFT_CODES: dict[str, str] = {
     "5.4.316": "expired",
 }
 # "550 5.4.1 Recipient address rejected: Access denied": Exchange Online's directory-based edge
-# blocking, documented as "the recipient address does not exist in the organisation". The same words
-# from Postfix (an access-table REJECT, no 5.4.1) are a filter's verdict, read by rules.py.
+# blocking, documented as "the recipient address does not exist in the organisation", at any stage. The
+# same words from Postfix (an access-table REJECT, no 5.4.1) are read by rules.py and the stage rules.
 _MICROSOFT_DBEB = re.compile(r"5\.4\.1\b.{0,120}recipient address(?:es)? rejected ?: access denied")
 _MICROSOFT_RE = re.compile(r"(?<![\d.])([45]\.4\.31\d)(?![\d.])")
 

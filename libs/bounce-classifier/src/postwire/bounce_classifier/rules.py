@@ -158,7 +158,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"message too large for (?:this|the) (?:mailbox|recipient)",
     )),
     ("filtered", (  # the recipient's own filter or settings refused the mail (the mailbox exists)
-        r"recipient address rejected: access denied", r"rejected by (?:the )?filter", *_RECIPIENT_CHOICE,
+        r"rejected by (?:the )?filter", *_RECIPIENT_CHOICE,
         r"message filtered", r"user rejected",
         r"recipient (?:is )?not (?:authori[sz]ed|allowed|permitted) to receive",
     )),
@@ -219,7 +219,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"(?:recipient|user|mailbox) not (?:found|known)",
         r"not (?:a )?(?:known|valid) (?:user|recipient|mailbox)", r"bad recipient", r"user not listed",
         r"no mailbox", r"mailbox (?:is )?not (?:available|present)", r"no valid recipients",
-        r"recipient address rejected: (?:user unknown|undeliverable|unknown)",
+        r"recipient address rejected: (?:user unknown|undeliverable|unknown|access denied)",
         r"address unknown", r"undeliverable address", r"address (?:couldn't|could not|can't|cannot) be found",
         r"invalid (?:final delivery )?user ?id", r"unknown or illegal alias",
         r"addressee unknown", r"not our customer", r"user not found",
@@ -249,6 +249,7 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"still (?:trying|retrying|undeliverable)", r"undelivered for \d+", r"in the queue for",
         r"max(?:imum)? (?:number of )?(?:retries|delivery attempts)", r"retries exceeded", r"retry limit",
         r"expired after",
+        r"(?:delivery|recipients?) .{0,40}aborted after \d+(?:\.\d+)? ?(?:hour|day|minute)",  # a time limit
     )),
     ("policyviolation", (
         r"content presents a potential(?: security issue)?",  # Gmail's attachment/content policy
