@@ -536,6 +536,8 @@ DOCUMENTED_REPLIES = [
         ("550 5.1.3 Bad destination mailbox address syntax", "userunknown"),
         ("550 5.7.1 Recipient not authorized to receive mail", "filtered"),
         ("550 5.7.1 Delivery not authorized, the recipient only accepts mail from its contacts", "filtered"),
+        # RFC 5321 4.2.2's 421 text: the server closes the session on this client (Sisimai: blocked)
+        ("421 mx.example.org Service not available, closing transmission channel", "blocked"),
         # Added with the leave-one-family-out review: documented texts the rules read wrongly before.
         # Gmail (Google Workspace admin help, "Gmail SMTP errors and codes"): 4.7.29/5.7.29 are its TLS
         # requirement (IANA: ARC), 4.7.30/5.7.30 its DKIM requirement (IANA: REQUIRETLS)

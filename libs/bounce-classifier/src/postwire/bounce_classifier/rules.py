@@ -274,6 +274,8 @@ _RULES: Sequence[tuple[str, Sequence[str]]] = (
         r"connection (?:has been |is |was )?(?:blocked|rejected|denied|banned|blacklisted)",
         r"not allowed to (?:connect|send)", r"your ip", r"refused to talk", r"poor reputation", r"dynamic ip",
         r"residential", r"dial-?up",
+        # RFC 5321's 421 text: the server ends the session on this client, whatever the command was
+        r"service not available,? closing (?:the )?transmission channel",
     )),
     ("filtered", (
         r"header (?:error|rejected|check)", r"filtered", r"content (?:rejected|refused)",
