@@ -127,6 +127,15 @@ def test_hover_and_focus_rules_stay_in_style_and_before_after_go_as_in_juice() -
     assert "::before" not in out and "<p>y</p>" in out
 
 
+def test_a_capitalised_property_is_its_own_fallback_as_in_juice() -> None:
+    # Foundation's "Margin": Outlook.com drops margin but keeps Margin, so both must reach the element
+    out = inline_html("<style>p { Margin: 0 } .a { margin: 10px }</style><p class=a>x</p>")
+    assert _style_of(out, "class") == "Margin: 0;margin: 10px;"
+    # an IE hack's marker is not part of the name (juice's parser drops it)
+    out = inline_html("<style>p { *zoom: 1; _height: 1px }</style><p class=a>x</p>")
+    assert _style_of(out, "class") == "zoom: 1;height: 1px;"
+
+
 def test_fallback_declarations_are_kept_in_order() -> None:
     out = inline_html("<style>p { color: red; color: rgba(255, 0, 0, 0.5) }</style><p class=x>x</p>")
     assert _style_of(out, "class") == "color: red;color: rgba(255, 0, 0, 0.5);"
@@ -135,7 +144,7 @@ def test_fallback_declarations_are_kept_in_order() -> None:
 @pytest.mark.parametrize(
     ("css", "expected"),
     [  # the winning rule keeps every declaration of the property, even when two of its selectors match
-        ("[class~=a], .a { margin: 1px; Margin: 2px } p { margin: 3px; padding: 0 }",
+        ("[class~=a], .a { margin: 1px; margin: 2px } p { margin: 3px; padding: 0 }",
          "padding: 0;margin: 1px;margin: 2px;"),
         (".a { color: red !important; color: blue } p.a { color: green }", "color: red;"),  # importance first
     ],
@@ -283,3 +292,19 @@ def test_a_customers_own_marker_like_properties_are_not_taken_for_rules() -> Non
     out = inline_html(forged)
     assert '<p style="color: red;' in out
     assert '<!-- <p style="--pw-rule-0:1"> -->' in out and "&lt;p style=" in out
+
+
+def test_elements_the_parser_implies_are_not_styled_as_in_juice() -> None:
+    # juice's parser adds no <html>, <body> or <tbody>: rules reach only the elements that were written
+    out = inline_html("<style>* { font-family: Arial } body { color: red }</style>"
+                      "<table><tr><td>x</td></tr></table>")
+    assert re.search(r"<(?:html|body|tbody)\b[^>]*style=", out) is None, out
+    assert '<td style="font-family: Arial;"' in out and '<table style="font-family: Arial;"' in out
+    written = inline_html("<style>body { color: red }</style><body><table><tbody><tr><td>x</td></tr></tbody>"
+                          "</table></body>")
+    assert '<body style="color: red;">' in written
+
+
+def test_root_custom_properties_reach_a_fragment_without_an_html_element() -> None:
+    out = inline_html("<style>:root { --c: red } p { color: var(--c) }</style><p>x</p>")
+    assert '<p style="color: red;">' in out and "<html style=" not in out

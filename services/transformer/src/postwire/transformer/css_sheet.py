@@ -209,7 +209,7 @@ def _read_declarations(body: str, first_position: int) -> list[tuple[str, str, b
                 value, important = IMPORTANT.subn("", value)
             value = value.strip()
             if value:
-                out.append((name if name[:2] == "--" else name.lower(), value, bool(important), position))
+                out.append((_property_name(name), value, bool(important), position))
         position += 1
     return out
 
@@ -684,7 +684,14 @@ def parse_declaration(text: str, position: int) -> Declaration | None:
     value = value.strip()
     if not value:
         return None
-    return Declaration(name if name.startswith("--") else name.lower(), value, bool(important), position)
+    return Declaration(_property_name(name), value, bool(important), position)
+
+
+def _property_name(name: str) -> str:
+    """A property's name as juice keys it (postcss's ``decl.prop``): as written, so ``Margin`` (the
+    Outlook.com fallback) and ``margin`` are two properties that both stay, and without the IE hack
+    character (``*zoom`` and ``_height`` are ``zoom`` and ``height``)."""
+    return name[1:] if name[:1] in ("*", "_") and len(name) > 1 else name
 
 
 def _is_declaration(text: str) -> bool:

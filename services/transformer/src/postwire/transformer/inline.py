@@ -34,6 +34,7 @@ from postwire.transformer import code_blocks
 from postwire.transformer.css_cascade import (
     ATTRIBUTE,
     JUICE_CONTROL,
+    MARKER,
     MARKER_ID,
     VOID_ELEMENTS,
     CascadePlan,
@@ -79,6 +80,15 @@ _OWN_CUSTOM_PROPERTY: Final = re.compile(r"""style\s*=\s*(?:"[^"]*--|'[^']*--|[^
 _NOT_MARKUP: Final = r"(<!--.*?-->|<(script|style|xmp|iframe|noembed|noframes|noscript)\b[^>]*>.*?</\2\s*>)"
 _ATTRIBUTES: Final = f"{ATTRIBUTE}*"
 _TAG: Final = re.compile(rf"{_NOT_MARKUP}|(<[A-Za-z][^\s/>]*{_ATTRIBUTES}\s*/?>)", re.S)
+# juice parses with htmlparser2, which adds no <html>, <body> or <tbody>: an element the HTML5 parser
+# implies is nobody juice styles (``* {...}``, ``table *``, ``body {...}``), so its rule markers are
+# taken off again; an implied <html> keeps them (juice's ``:root`` matches a fragment's top elements, so
+# its custom properties still apply), only its style attribute is dropped at the end
+_IMPLIED: Final = ("body", "tbody")
+_IMPLIED_TAG: Final = {
+    name: re.compile(rf'<{name} style="(?:\s*{MARKER}[0-9]+:\s*1;?)*\s*">') for name in _IMPLIED
+}
+_IMPLIED_HTML: Final = re.compile(r'<html style="[^"]*">')
 _VOID_TAG: Final = re.compile(
     rf"{_NOT_MARKUP}|(<(?:{'|'.join(sorted(VOID_ELEMENTS))}){_ATTRIBUTES})\s*>", re.S
 )
@@ -378,6 +388,9 @@ def _inline_css_inline(html: str, extra_css: str | None, options: InlineOptions)
         marked = str(plan.inliner.inline(source))
     except (ValueError, TypeError) as exc:  # css_inline.InlineError is a ValueError
         raise InlineError(f"css-inline failed: {exc}") from exc
+    for name in _IMPLIED:
+        if f"<{name}" not in lower and f"<{name} style=" in marked:  # implied by the parser, not written
+            marked = _IMPLIED_TAG[name].sub(f"<{name}>", marked)
     kept_css = plan.kept_css
     if options.remove_inlined_selectors and not options.remove_style_tags and plan.sheets:
         kept_css = _not_inlined(plan, marked)
@@ -390,6 +403,8 @@ def _inline_css_inline(html: str, extra_css: str | None, options: InlineOptions)
         document = apply_in_context(marked, cascade, blocks)
     else:
         document = _cascaded(marked, cascade, blocks)
+    if "<html" not in lower and document.startswith("<html style="):
+        document = _IMPLIED_HTML.sub("<html>", document, count=1)
     if "data-juice-" in lower:
         document = _TAG.sub(_without_juice_controls, document)
     if options.xml_mode:
