@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from postwire.transformer.inline import CSS_INLINE, ENGINES, PREMAILER, InlineError, inline_html
+from postwire.transformer.inline import ENGINES, PREMAILER, InlineError, inline_html
 from postwire.transformer.inline_options import InlineOptions
 
 DOC = """<html><head><style>
@@ -80,9 +80,14 @@ def test_local_stylesheets_are_never_read(tmp_path: Path) -> None:
             assert "green" not in inline_html(html, engine=engine)
 
 
-def test_css_inline_drops_link_tags() -> None:
-    html = '<html><head><link rel="stylesheet" href="http://127.0.0.1:9/x.css"></head><body></body></html>'
-    assert "<link" not in inline_html(html, engine=CSS_INLINE)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_link_tags_stay_for_the_client_and_are_never_loaded(
+        engine: str, recording_server: tuple[str, list[str]]) -> None:
+    # as juice and premailer do: Apple Mail loads web fonts this way; the inliner itself never fetches
+    base, hits = recording_server
+    link = f'<link rel="stylesheet" href="{base}/fonts.css">'
+    out = inline_html(f"<html><head>{link}</head><body><p>x</p></body></html>", engine=engine)
+    assert link in out and hits == []
 
 
 def test_premailer_keeps_important_and_media() -> None:

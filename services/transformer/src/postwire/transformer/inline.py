@@ -159,7 +159,7 @@ class _Plan:
         self.inliner = css_inline.CSSInliner(
             inline_style_tags=False,  # the CSS goes in as marker rules (css_cascade), not as written
             keep_style_tags=False,  # what must stay is written back after the cascade
-            keep_link_tags=False,  # a <link rel=stylesheet> is dropped, never followed
+            keep_link_tags=True,  # a <link rel=stylesheet> stays for the client (web fonts), never followed
             load_remote_stylesheets=False,
             base_url=None,
             extra_css=self.cascade.marker_css or None,
