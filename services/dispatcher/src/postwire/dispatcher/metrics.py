@@ -80,6 +80,9 @@ PROVIDER_DELIVERIES = Counter("postwire_dispatcher_provider_deliveries_total",
                               ["provider", "outcome"])
 ATTEMPTS = Counter("postwire_dispatcher_delivery_attempts_total",
                    "Recipients offered to a server in a transaction, by provider.", ["provider"])
+SETTLED_AGAIN = Counter("postwire_dispatcher_settled_redeliveries_total",
+                        "OUTBOUND messages handed out again after this process had settled them (an ack NATS "
+                        "lost, e.g. in a leader change): acked again, not sent a second time")
 PARKED = Counter("postwire_dispatcher_parked_total",
                  "Messages parked because the provider's ready queue was full.", ["provider"])
 THROTTLED = Counter("postwire_dispatcher_throttled_total",

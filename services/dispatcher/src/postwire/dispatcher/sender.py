@@ -34,6 +34,7 @@ import asyncio
 import functools
 import hashlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -71,6 +72,8 @@ EXPIRED = "expired"
 BODY_RETRY_S = 2.0
 _PUBLISH_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 _ACK_RETRY_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+# how many settled OUTBOUND messages each sender remembers (their stream and sequence: ~200 bytes each)
+SETTLED_MEMORY = 50_000  # about 10 MB; an ack lost in a failover comes back after ack_wait
 
 
 # what a recipient whose maxdelivertime passed before an attempt "deferred" with (then failed as expired)
@@ -108,6 +111,12 @@ async def _confirm_ack(js: PipelinedJetStream, msg: Msg) -> None:
             log.warning("sender.ack_unconfirmed", error=str(e) or type(e).__name__, retry_in=retry_in)
 
 
+def _position(msg: Msg) -> tuple[str, int]:
+    """Where a JetStream message sits: its stream and sequence, the same on every redelivery."""
+    metadata = msg.metadata
+    return metadata.stream, metadata.sequence.stream
+
+
 def retry_msg_id(message_id: str, recipients: Iterable[str], attempt: int) -> str:
     """Stable per (message, recipients, attempt): a republish after a lost PubAck is deduplicated, while
     two recipients of one message deferred on the same attempt stay two messages."""
@@ -130,6 +139,7 @@ class Sender:
         self._body_memory = ByteBudget(body_memory_max)
         self._personaliser = personaliser
         self._renderer = renderer
+        self._settled: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -138,7 +148,16 @@ class Sender:
             log.error("sender.poison_message", subject=msg.subject)
             await settle.term(msg)
             return
-        attempt = out.attempt + msg.metadata.num_delivered - 1
+        metadata = msg.metadata
+        if metadata.num_delivered > 1 and self._was_settled(msg):
+            # this process sent it and acked it, and NATS lost the ack (a consumer leader that died before
+            # the ack reached its followers): its recipients already had it, so ack, never send twice
+            metrics.SETTLED_AGAIN.inc()
+            log.warning("sender.settled_redelivery", message_id=out.message_id, subject=msg.subject,
+                        deliveries=metadata.num_delivered)
+            await _confirm_ack(self._js, msg)
+            return
+        attempt = out.attempt + metadata.num_delivered - 1
         wait = self._not_yet(out)
         if wait > 0:
             await settle.nak(msg, delay=wait)  # not sent: back after ack_wait, and not due before `wait`
@@ -171,6 +190,7 @@ class Sender:
         await self._durably(functools.partial(self._js.publish_many, [self._retry(parked)]))
         # confirmed, as after an attempt: a lost ack would have the message parked a second time (its
         # redelivery has the next attempt number, so the copy a new id) and delivered twice
+        self._remember_settled(msg)
         await _confirm_ack(self._js, msg)
 
     @staticmethod
@@ -266,7 +286,18 @@ class Sender:
             mx_host=next(iter(replies.values())).mx_host if replies else "")
         # confirmed, and retried across a NATS restart: a lost ack of a delivered message would have it
         # redelivered after ack_wait and sent to the recipient a second time
+        self._remember_settled(msg)
         await _confirm_ack(self._js, msg)
+
+    def _remember_settled(self, msg: Msg) -> None:
+        """Keep the message's stream position (the most recent SETTLED_MEMORY): an ack the server lost
+        comes back as the same position with a higher delivery count, and :meth:`handle` knows it."""
+        self._settled[_position(msg)] = None
+        if len(self._settled) > SETTLED_MEMORY:
+            self._settled.popitem(last=False)
+
+    def _was_settled(self, msg: Msg) -> bool:
+        return _position(msg) in self._settled
 
     @staticmethod
     def _outcome(out: envelope_pb2.OutboundMessage, attempt: int, rcpt: str, reply: Reply,
