@@ -226,3 +226,23 @@ def test_a_delivery_aborted_after_a_time_limit_expired() -> None:
     # the MTA gave up when its queue time ran out: expired, and final (class 5), not "nothing known"
     got = classify_reply(None, None, "Delivery to the following recipients was aborted after 5.0 hour(s)")
     assert (got.reason, got.status, got.hardbounce) == ("expired", "5.4.7", False)
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [  # qmail-remote names the stage in its own words (qmail-remote.c)
+        ("Connected to 192.0.2.1 but greeting failed.\nRemote host said: 554 go away", "CONN"),
+        ("Connected to 192.0.2.1 but my name was rejected.\nRemote host said: 501 bad HELO", "HELO"),
+        ("Connected to 192.0.2.1 but sender was rejected.\nRemote host said: 553 no such user", "MAIL"),
+        ("192.0.2.1 does not like recipient.\nRemote host said: 550 no such user", "RCPT"),
+        ("192.0.2.1 failed on DATA command.\nRemote host said: 554 no valid recipients", "DATA"),
+        ("192.0.2.1 failed after I sent the message.\nRemote host said: 554 rejected", "DATA"),
+    ],
+)
+def test_qmail_remote_stages(text: str, command: str) -> None:
+    assert find_command(text) == command
+
+
+def test_a_user_unknown_at_the_sender_stage_is_the_sender_refused() -> None:
+    text = "Connected to 192.0.2.1 but sender was rejected.\nRemote host said: 553 sorry, no such user"
+    assert classify_reply(None, None, text).reason == "rejected"

@@ -101,6 +101,10 @@ _COMMAND_RE = re.compile(
     r"|smtp command:?\s+(?P<g>data|rcpt|mail|helo|ehlo)\b"  # m-FILTER: "SMTP command", the command below it
     r"|smtp:(?P<h>rcpt|mail|data)\b"  # "Technical details: SMTP:RCPT host …"
     r"|does not like (?P<i>recipient)\b"  # qmail-remote: "… does not like recipient."
+    # qmail-remote's other stages: "Connected to x but greeting failed." / "… but my name was rejected."
+    # / "… but sender was rejected." / "… failed on DATA command." / "… failed after I sent the message."
+    r"|but (?P<m>greeting) failed\b|but my name was (?P<n>rejected)\b|but (?P<o>sender) was rejected\b"
+    r"|failed on (?P<p>data) command\b|failed after i (?P<q>sent the message)\b"
     r"|(?P<j>refused to talk to me)\b"  # Postfix: the greeting itself was a refusal
     r"|(?P<k>greeting)\b(?! (?:was|is) (?:ok|accepted))"  # "… while receiving the initial server greeting"
     # a Sendmail transcript whose first line from the server is the failure: no command was sent yet
@@ -109,7 +113,7 @@ _COMMAND_RE = re.compile(
 _COMMANDS = {"data": "DATA", "rcpt to": "RCPT", "rcpt_to": "RCPT", "mail from": "MAIL", "mail_from": "MAIL",
              "rcpt": "RCPT", "recipient": "RCPT", "mail": "MAIL",
              "initial connection": "CONN", "refused to talk to me": "CONN", "greeting": "CONN", "<<<": "CONN",
-             "helo": "HELO", "ehlo": "HELO"}
+             "helo": "HELO", "ehlo": "HELO", "rejected": "HELO", "sender": "MAIL", "sent the message": "DATA"}
 _TEMPORARY_DNS = frozenset({"hostunknown"})
 _TEMPORARY_WORDS = re.compile(r"temporar|try\s+again\s+later|not\s+found,\s+try\s+again", re.IGNORECASE)
 # qmail's give-up sentence, appended to whatever the real failure was ("Unable to contact LDAP server.
