@@ -246,3 +246,9 @@ def test_qmail_remote_stages(text: str, command: str) -> None:
 def test_a_user_unknown_at_the_sender_stage_is_the_sender_refused() -> None:
     text = "Connected to 192.0.2.1 but sender was rejected.\nRemote host said: 553 sorry, no such user"
     assert classify_reply(None, None, text).reason == "rejected"
+
+
+def test_exims_pipelined_commands_name_their_stage() -> None:
+    text = "SMTP error from remote mail server after pipelined RCPT TO:<a@example.org>:\n550 No such user"
+    assert find_command(text) == "RCPT"
+    assert classify_reply(None, None, text).reason == "userunknown"

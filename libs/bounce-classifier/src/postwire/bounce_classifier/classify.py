@@ -93,7 +93,9 @@ _AFTER_DATA = re.compile(r"after end of data|end of data command|after data\b|"
 _COMMAND_RE = re.compile(
     # a notice wraps its lines anywhere: "(in reply to\n    RCPT TO command)"
     r"in\s+reply\s+to\s+(?:end\s+of\s+)?(?P<a>data|rcpt\s+to|mail\s+from|helo|ehlo)\b"
-    r"|after\s+(?:end\s+of\s+)?(?P<b>data|rcpt\s+to|mail\s+from|initial\s+connection|helo|ehlo)\b"
+    # Exim: "after RCPT TO:<x>", "after pipelined RCPT TO:<x>" (a command sent in a PIPELINING batch)
+    r"|after\s+(?:pipelined\s+)?(?:end\s+of\s+)?"
+    r"(?P<b>data|rcpt\s+to|mail\s+from|initial\s+connection|helo|ehlo)\b"
     r"|^\W*>>> (?P<c>data|rcpt to|mail from|helo|ehlo)\b"
     r"|did not like our (?P<d>rcpt to|mail from|data)\b"
     r"|\[(?P<e>rcpt_to|mail_from|data)\]"
