@@ -197,7 +197,8 @@ def _from_dsn(rec: RecipientStatus, blocks: dict[str, str], notice: str) -> Boun
     diagnostic = rec.diagnostic
     block = blocks.get(recipient.lower(), "")
     # the notice joins the diagnostic when the diagnostic says nothing known, or when the notice is in a
-    # provider's own words ("** Address not found **"), which are more precise than the relayed reply
+    # provider's own words (Google's "the address couldn't be found. Check for typos"), more precise than
+    # the reply it relays
     known = match_text(diagnostic) and provider_reason(block) is None
     text = diagnostic if known else f"{diagnostic}\n{block}".strip()
     status = _best_status(rec.status, diagnostic or block)
