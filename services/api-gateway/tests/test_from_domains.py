@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from postwire.db.accounts import NewCredentials
-from postwire.db.engine import make_engine, make_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from postwire.db.sender_domains import set_allow_unverified_from
 from postwire.testing.dns import DnsServer
 
@@ -86,7 +86,7 @@ async def test_a_verified_domain_and_its_subdomains_may_be_sent_from(
 
 
 async def test_another_accounts_verified_domain_is_not_yours(
-        start_gateway: StartGateway, make_account: MakeAccount, dns_server: DnsServer, pg_url: str) -> None:
+        start_gateway: StartGateway, make_account: MakeAccount, dns_server: DnsServer) -> None:
     gw = await gateway_with_dns(start_gateway, dns_server)
     owner = await make_account(allow_unverified_from=False)
     other = await make_account(allow_unverified_from=False)
@@ -107,17 +107,13 @@ async def test_another_accounts_verified_domain_is_not_yours(
 
 async def test_an_account_allowed_unverified_from_domains_sends_from_any(
         start_gateway: StartGateway, make_account: MakeAccount, inbound: Inbound, dns_server: DnsServer,
-        pg_url: str, account: NewCredentials) -> None:
+        sessions: async_sessionmaker[AsyncSession]) -> None:
     gw = await gateway_with_dns(start_gateway, dns_server)
     acct = await make_account(allow_unverified_from=False)
     assert refused_for(await gw.http.post("/v1/messages", json=message("a@example.com"),
                                           headers=gw.auth(acct)), "example.com")
-    engine = make_engine(pg_url)
-    try:
-        async with make_sessionmaker(engine).begin() as s:
-            assert await set_allow_unverified_from(s, acct.account_id, True)
-    finally:
-        await engine.dispose()
+    async with sessions.begin() as s:
+        assert await set_allow_unverified_from(s, acct.account_id, True)
 
     r = await gw.http.post("/v1/messages", json=message("a@example.com"), headers=gw.auth(acct))
     assert r.status_code == 202, r.text

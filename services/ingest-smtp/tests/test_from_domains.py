@@ -11,35 +11,29 @@ from typing import Any
 
 import pytest_asyncio
 from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from postwire.core.topology import INBOUND
 from postwire.db.accounts import NewCredentials, create_account
 from postwire.db.domains import add_domain, mark_verified
-from postwire.db.engine import make_engine, make_sessionmaker
 from postwire.db.sender_domains import set_allow_unverified_from
+
+Sessions = async_sessionmaker[AsyncSession]  # the shared `sessions` fixture (postwire.testing.fixtures)
 
 
 @pytest_asyncio.fixture
-async def strict(pg_url: str) -> NewCredentials:
+async def strict(sessions: Sessions) -> NewCredentials:
     """A new account as `postwire account create` makes it: verified From domains only."""
-    engine = make_engine(pg_url)
-    try:
-        async with make_sessionmaker(engine).begin() as s:
-            return await create_account(s, f"strict-{uuid.uuid4().hex[:10]}")
-    finally:
-        await engine.dispose()
+    async with sessions.begin() as s:
+        return await create_account(s, f"strict-{uuid.uuid4().hex[:10]}")
 
 
-async def domain_of(pg_url: str, account_id: str, *, verified: bool) -> str:
+async def domain_of(sessions: Sessions, account_id: str, *, verified: bool) -> str:
     name = f"shop{uuid.uuid4().hex[:8]}.example"
-    engine = make_engine(pg_url)
-    try:
-        async with make_sessionmaker(engine).begin() as s:
-            await add_domain(s, account_id, name, "ed25519-sha256")
-            if verified:
-                assert await mark_verified(s, account_id, name) is not None
-    finally:
-        await engine.dispose()
+    async with sessions.begin() as s:
+        await add_domain(s, account_id, name, "ed25519-sha256")
+        if verified:
+            assert await mark_verified(s, account_id, name) is not None
     return name
 
 
@@ -64,9 +58,9 @@ async def inbound_count(js: JetStreamContext) -> int:
 
 
 async def test_data_refuses_mail_from_a_domain_the_account_has_not_verified(
-        start_ingest: Any, strict: NewCredentials, js: JetStreamContext, pg_url: str) -> None:
+        start_ingest: Any, strict: NewCredentials, js: JetStreamContext, sessions: Sessions) -> None:
     ingest = await start_ingest(from_policy_ttl_s=0)
-    registered = await domain_of(pg_url, strict.account_id, verified=False)
+    registered = await domain_of(sessions, strict.account_id, verified=False)
 
     for sender in ("App <app@example.com>", f"app@{registered}"):
         code, text = await asyncio.to_thread(data_reply, ingest.port, strict, sender)
@@ -76,9 +70,9 @@ async def test_data_refuses_mail_from_a_domain_the_account_has_not_verified(
 
 
 async def test_a_verified_domain_and_its_subdomains_are_accepted(
-        start_ingest: Any, strict: NewCredentials, js: JetStreamContext, pg_url: str) -> None:
+        start_ingest: Any, strict: NewCredentials, js: JetStreamContext, sessions: Sessions) -> None:
     ingest = await start_ingest(from_policy_ttl_s=0)
-    domain = await domain_of(pg_url, strict.account_id, verified=True)
+    domain = await domain_of(sessions, strict.account_id, verified=True)
 
     for sender in (f"Shop <orders@{domain}>", f"news@eu.{domain}", f"\"a@b.example\" <x@{domain.upper()}>"):
         code, text = await asyncio.to_thread(data_reply, ingest.port, strict, sender)
@@ -89,17 +83,13 @@ async def test_a_verified_domain_and_its_subdomains_are_accepted(
 
 
 async def test_the_trusted_network_account_is_held_to_its_domains_unless_allowed(
-        start_ingest: Any, strict: NewCredentials, js: JetStreamContext, pg_url: str) -> None:
+        start_ingest: Any, strict: NewCredentials, js: JetStreamContext, sessions: Sessions) -> None:
     ingest = await start_ingest(trusted_networks="127.0.0.1/32", trusted_account=strict.account_id,
                                 from_policy_ttl_s=0)
     code, _ = await asyncio.to_thread(data_reply, ingest.port, None, "app@example.com")
     assert code == 550
-    engine = make_engine(pg_url)
-    try:
-        async with make_sessionmaker(engine).begin() as s:
-            assert await set_allow_unverified_from(s, strict.account_id, True)
-    finally:
-        await engine.dispose()
+    async with sessions.begin() as s:
+        assert await set_allow_unverified_from(s, strict.account_id, True)
     code, _ = await asyncio.to_thread(data_reply, ingest.port, None, "app@example.com")
     assert code == 250
     assert await inbound_count(js) == 1
